@@ -1,0 +1,48 @@
+"""Tryage: route each prompt to the expert model best suited to it, under your constraints.
+
+``import tryage`` is light: torch and transformers load only when a perceptive router is trained
+or loaded.
+"""
+
+from tryage.constraints import Constraint, ConstraintSet, Cost, Filter, Recency, Size
+from tryage.errors import (
+    ExpertNotFoundError,
+    FlagError,
+    MissingMetadataError,
+    NotFittedError,
+    QTableError,
+    RouterMismatchError,
+    TryageError,
+)
+from tryage.experts import Expert, ExpertLibrary
+from tryage.flags import FlagParser, strip_flags
+from tryage.objective import ExpertScore, RoutingDecision
+from tryage.qtable import QTable
+from tryage.router import TryageRouter
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Constraint",
+    "ConstraintSet",
+    "Cost",
+    "Expert",
+    "ExpertLibrary",
+    "ExpertNotFoundError",
+    "ExpertScore",
+    "Filter",
+    "FlagError",
+    "FlagParser",
+    "MissingMetadataError",
+    "NotFittedError",
+    "QTable",
+    "QTableError",
+    "Recency",
+    "RouterMismatchError",
+    "RoutingDecision",
+    "Size",
+    "TryageError",
+    "TryageRouter",
+    "__version__",
+    "strip_flags",
+]

@@ -1,0 +1,246 @@
+"""Constraints C_j(expert) and hard filters.
+
+A :class:`Constraint` turns each expert's metadata into a penalty in [0, 1] (0 = most preferred),
+so that the routing objective ``predicted_loss_i + Σ_j λ_j · C_j(expert_i)`` can trade quality
+against it. Built-ins:
+
+* ``size`` — log parameter count, min-max scaled over the library (smallest = 0, largest = 1).
+* ``recency`` — age, scaled over the library (newest = 0, oldest = 1). Reads ``created_at`` by
+  default; ``Recency(date_field="last_modified")`` reads the other date. (On the Hugging Face Hub,
+  every model older than 2022 shares one ``created_at``; for such libraries ``last_modified`` is the
+  more telling date.)
+* ``cost`` — mean of input and output price per 1M tokens, min-max scaled.
+
+A negative weight turns a penalty into a reward (``size=-1`` prefers large models).
+
+A :class:`Filter` removes experts outright (max parameters, licence allow-list, newer-than date).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from tryage.errors import ConfigurationError, MissingMetadataError, UnknownConstraintError
+from tryage.experts import Expert, ExpertLibrary, format_size, parse_datetime
+
+ValueFn = Callable[[Expert], "float | None"]
+
+
+def _minmax(values: np.ndarray) -> np.ndarray:
+    low, high = float(values.min()), float(values.max())
+    if math.isclose(low, high):
+        return np.zeros_like(values)
+    return (values - low) / (high - low)
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A secondary objective: a raw value per expert, scaled to a penalty in [0, 1].
+
+    Attributes:
+        name: Key used for weights (``weights={"size": 0.5}``) and in flags (``[Flag: size=0.5]``).
+        value: Function of an :class:`Expert` returning its raw value (lower is preferred), or
+            ``None`` when the expert lacks the metadata.
+        field: Name of the metadata the constraint reads, for error messages.
+        scale: ``"minmax"`` scales raw values to [0, 1] over the library; ``"none"`` uses them as
+            they are (they must already be comparable to losses).
+        missing: Penalty given to experts whose value is ``None``. ``None`` (the default) makes a
+            missing value an error: :class:`MissingMetadataError` names the experts.
+        description: One line for people.
+    """
+
+    name: str
+    value: ValueFn
+    field: str = "metadata"
+    scale: str = "minmax"
+    missing: float | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ConfigurationError(f"constraint name must be an identifier like 'size', got {self.name!r}")
+        if self.scale not in ("minmax", "none"):
+            raise ConfigurationError(f"constraint {self.name!r}: scale must be 'minmax' or 'none', got {self.scale!r}")
+        if self.missing is not None and not 0.0 <= float(self.missing) <= 1.0 and self.scale == "minmax":
+            raise ConfigurationError(f"constraint {self.name!r}: missing must be in [0, 1], got {self.missing!r}")
+
+    def raw_values(self, library: Sequence[Expert]) -> list[float | None]:
+        """Each expert's raw value, ``None`` where its metadata is unknown."""
+        out: list[float | None] = []
+        for expert in library:
+            raw = self.value(expert)
+            if raw is not None:
+                raw = float(raw)
+                if not math.isfinite(raw):
+                    raise ConfigurationError(
+                        f"constraint {self.name!r} gave {raw!r} for expert {expert.name!r}; values must be finite"
+                    )
+            out.append(raw)
+        return out
+
+    def penalties(self, library: Sequence[Expert]) -> np.ndarray:
+        """The penalty of each expert, shape ``(len(library),)``."""
+        raw = self.raw_values(library)
+        unknown = [e.name for e, v in zip(library, raw) if v is None]
+        if unknown and self.missing is None:
+            raise MissingMetadataError(self.name, unknown, self.field)
+        known = np.array([v for v in raw if v is not None], dtype=np.float64)
+        scaled = _minmax(known) if (self.scale == "minmax" and known.size) else known
+        out = np.empty(len(raw), dtype=np.float64)
+        it = iter(scaled)
+        for i, v in enumerate(raw):
+            out[i] = float(self.missing) if v is None else float(next(it))  # type: ignore[arg-type]
+        return out
+
+
+def _log_parameters(expert: Expert) -> float | None:
+    return None if expert.parameters is None else math.log(expert.parameters)
+
+
+def Size(*, missing: float | None = None) -> Constraint:  # noqa: N802 - reads like a class
+    """Model size: log parameter count scaled over the library (smallest = 0)."""
+    return Constraint("size", _log_parameters, field="parameters", missing=missing,
+                      description="log parameter count, smallest = 0, largest = 1")
+
+
+def Recency(*, date_field: str = "created_at", missing: float | None = None) -> Constraint:  # noqa: N802
+    """Model age scaled over the library (newest = 0, oldest = 1), read from ``date_field``."""
+    if date_field not in ("created_at", "last_modified"):
+        raise ConfigurationError(f"date_field must be 'created_at' or 'last_modified', got {date_field!r}")
+
+    def age(expert: Expert) -> float | None:
+        when: datetime | None = getattr(expert, date_field)
+        return None if when is None else -when.timestamp()
+
+    return Constraint("recency", age, field=date_field, missing=missing,
+                      description=f"age by {date_field}, newest = 0, oldest = 1")
+
+
+def Cost(*, missing: float | None = None) -> Constraint:  # noqa: N802
+    """Price: mean of input and output USD per 1M tokens, scaled over the library (cheapest = 0)."""
+    return Constraint("cost", lambda e: e.cost, field="input_cost/output_cost", missing=missing,
+                      description="mean price per 1M tokens, cheapest = 0")
+
+
+def default_constraints() -> dict[str, Constraint]:
+    """The built-in constraints, keyed by name: ``size``, ``recency``, ``cost``."""
+    return {c.name: c for c in (Size(), Recency(), Cost())}
+
+
+class ConstraintSet(Mapping[str, Constraint]):
+    """The constraints a router knows, by name, with their penalties cached per library."""
+
+    def __init__(self, constraints: Iterable[Constraint] | Mapping[str, Constraint] | None = None) -> None:
+        items = default_constraints() if constraints is None else (
+            dict(constraints) if isinstance(constraints, Mapping) else {c.name: c for c in constraints})
+        for name, constraint in items.items():
+            if not isinstance(constraint, Constraint):
+                raise ConfigurationError(f"constraint {name!r} must be a Constraint, got {type(constraint).__name__}")
+        self._constraints: dict[str, Constraint] = dict(items)
+        self._cache: dict[tuple[str, int], np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> Constraint:
+        try:
+            return self._constraints[name]
+        except KeyError:
+            raise UnknownConstraintError(name, self._constraints) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._constraints)
+
+    def __len__(self) -> int:
+        return len(self._constraints)
+
+    def with_constraint(self, constraint: Constraint) -> ConstraintSet:
+        """A copy with ``constraint`` added (or replacing the one of the same name)."""
+        return ConstraintSet({**self._constraints, constraint.name: constraint})
+
+    def check_weights(self, weights: Mapping[str, float]) -> dict[str, float]:
+        """Validate weights: known constraint names and finite numbers. Returns a clean dict."""
+        clean: dict[str, float] = {}
+        for name, weight in weights.items():
+            self[name]  # raises UnknownConstraintError listing the known ones
+            try:
+                value = float(weight)
+            except (TypeError, ValueError):
+                raise ConfigurationError(f"weight for {name!r} must be a number, got {weight!r}") from None
+            if not math.isfinite(value):
+                raise ConfigurationError(f"weight for {name!r} must be finite, got {weight!r}")
+            clean[name] = value
+        return clean
+
+    def penalties(self, library: ExpertLibrary, names: Iterable[str]) -> dict[str, np.ndarray]:
+        """Penalty vectors of the named constraints over ``library`` (cached per library)."""
+        out = {}
+        for name in names:
+            key = (name, id(library))
+            if key not in self._cache:
+                self._cache[key] = self[name].penalties(library)
+            out[name] = self._cache[key]
+        return out
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A hard rule: experts that fail it are never chosen.
+
+    Attributes:
+        max_parameters: Largest parameter count allowed.
+        min_parameters: Smallest parameter count allowed.
+        licenses: Licences allowed (compared case-insensitively).
+        newer_than: Only experts created (``date_field``) after this moment.
+        date_field: Which date ``newer_than`` reads.
+        experts: Only these experts by name.
+
+    An expert whose metadata a rule needs is unknown is excluded, and the decision says why.
+    """
+
+    max_parameters: int | None = None
+    min_parameters: int | None = None
+    licenses: tuple[str, ...] | None = None
+    newer_than: datetime | None = None
+    date_field: str = "created_at"
+    experts: tuple[str, ...] | None = None
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.newer_than is not None:
+            object.__setattr__(self, "newer_than", parse_datetime(self.newer_than))
+        if self.licenses is not None:
+            object.__setattr__(self, "licenses", tuple(str(x).lower() for x in self.licenses))
+        if self.experts is not None:
+            object.__setattr__(self, "experts", tuple(self.experts))
+        if self.date_field not in ("created_at", "last_modified"):
+            raise ConfigurationError(f"date_field must be 'created_at' or 'last_modified', got {self.date_field!r}")
+
+    def reason_excluded(self, expert: Expert) -> str | None:
+        """Why ``expert`` fails this filter, or ``None`` when it passes."""
+        if self.experts is not None and expert.name not in self.experts:
+            return f"not among the allowed experts {list(self.experts)}"
+        if self.max_parameters is not None or self.min_parameters is not None:
+            if expert.parameters is None:
+                return "parameter count unknown"
+            if self.max_parameters is not None and expert.parameters > self.max_parameters:
+                return f"{format_size(expert.parameters)} > max {format_size(self.max_parameters)}"
+            if self.min_parameters is not None and expert.parameters < self.min_parameters:
+                return f"{format_size(expert.parameters)} < min {format_size(self.min_parameters)}"
+        if self.licenses is not None:
+            if expert.license is None:
+                return "licence unknown"
+            if expert.license.lower() not in self.licenses:
+                return f"licence {expert.license!r} not in {list(self.licenses)}"
+        if self.newer_than is not None:
+            when = getattr(expert, self.date_field)
+            if when is None:
+                return f"{self.date_field} unknown"
+            if when <= self.newer_than:
+                return f"{self.date_field} {when.date()} not after {self.newer_than.date()}"
+        return None
+
+
+__all__ = ["Constraint", "ConstraintSet", "Cost", "Filter", "Recency", "Size", "default_constraints"]

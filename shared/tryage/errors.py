@@ -1,0 +1,162 @@
+"""Every error Tryage raises.
+
+Each exception pairs the domain base :class:`TryageError` with the builtin that fits, so
+``except ValueError`` keeps working for callers who do not know Tryage, and carries the offending
+value as an attribute, not only in its text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+def _options(values: Iterable[object]) -> str:
+    return ", ".join(repr(v) for v in values)
+
+
+class TryageError(Exception):
+    """Base class of every error raised by Tryage."""
+
+
+class TryageFileNotFoundError(TryageError, FileNotFoundError):
+    """A file Tryage was asked to read does not exist."""
+
+
+class ConfigurationError(TryageError, ValueError):
+    """An argument has a value that is not allowed."""
+
+
+class ExpertNotFoundError(TryageError, KeyError):
+    """An expert name is not in the library.
+
+    Attributes:
+        name: The name that was asked for.
+        available: The names the library holds.
+    """
+
+    def __init__(self, name: str, available: Iterable[str]) -> None:
+        self.name = name
+        self.available = tuple(available)
+        super().__init__(f"unknown expert {name!r}; the library holds: {_options(self.available)}")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class ExpertLibraryError(TryageError, ValueError):
+    """An expert library is malformed (duplicate names, bad metadata, unreadable file)."""
+
+
+class MissingMetadataError(TryageError, ValueError):
+    """A constraint needs metadata that some experts do not have.
+
+    Attributes:
+        constraint: The constraint's name.
+        experts: The experts whose metadata is missing.
+    """
+
+    def __init__(self, constraint: str, experts: Iterable[str], field: str) -> None:
+        self.constraint = constraint
+        self.experts = tuple(experts)
+        self.field = field
+        super().__init__(
+            f"constraint {constraint!r} needs {field!r}, which is unknown for: {_options(self.experts)}; "
+            f"set it in the expert library, or give those experts a value with "
+            f"Constraint(..., missing=<value in [0, 1]>)"
+        )
+
+
+class UnknownConstraintError(TryageError, KeyError):
+    """A constraint weight names a constraint that is not registered."""
+
+    def __init__(self, name: str, available: Iterable[str]) -> None:
+        self.name = name
+        self.available = tuple(available)
+        super().__init__(f"unknown constraint {name!r}; known constraints: {_options(self.available)}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class FlagError(TryageError, ValueError):
+    """A ``[Flag: ...]`` in a prompt is unknown or malformed.
+
+    Attributes:
+        flag: The text of the offending flag.
+        valid: Descriptions of the flags that are understood.
+    """
+
+    def __init__(self, flag: str, reason: str, valid: Iterable[str]) -> None:
+        self.flag = flag
+        self.valid = tuple(valid)
+        super().__init__(f"{reason}: [Flag: {flag}]; valid flags: {'; '.join(self.valid)}")
+
+
+class NoEligibleExpertError(TryageError, ValueError):
+    """Hard filters (from flags or arguments) removed every expert."""
+
+
+class QTableError(TryageError, ValueError):
+    """A Q-table file or row is malformed.
+
+    Attributes:
+        path: The file, when the table came from one.
+        line: The 1-based line (JSONL) or row (CSV, header is line 1).
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(where + message)
+
+
+class NotFittedError(TryageError, ValueError):
+    """A router was used before it was trained or loaded."""
+
+
+class RouterFormatError(TryageError, ValueError):
+    """A saved router folder is missing files, has an unknown format version or does not match."""
+
+
+class RouterMismatchError(TryageError, ValueError):
+    """A router was trained for a different set of experts than the one it is used with.
+
+    Attributes:
+        router_experts: The experts the router predicts losses for.
+        library_experts: The experts of the library it was paired with.
+    """
+
+    def __init__(self, router_experts: Iterable[str], library_experts: Iterable[str]) -> None:
+        self.router_experts = tuple(router_experts)
+        self.library_experts = tuple(library_experts)
+        missing = [e for e in self.router_experts if e not in self.library_experts]
+        extra = [e for e in self.library_experts if e not in self.router_experts]
+        super().__init__(
+            "the router was trained for a different expert set than the library: "
+            f"router-only experts: {_options(missing) or 'none'}; "
+            f"library-only experts: {_options(extra) or 'none'}"
+        )
+
+
+class MissingDependencyError(TryageError, ImportError):
+    """An optional dependency is not installed."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"{package!r} is required for this feature; install it with: pip install 'tryage[{extra}]'"
+        )
+
+
+def require(module: str, extra: str, package: str | None = None):  # noqa: ANN201 - returns a module
+    """Import an optional dependency or raise :class:`MissingDependencyError` naming the extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(package or module.split(".")[0], extra) from exc

@@ -1,0 +1,203 @@
+"""Flags written in the prompt: ``The capital of California is [MASK]. [Flag: smallest model]``.
+
+A flag sets constraint weights or hard filters for that one request and is removed from the prompt
+before any expert sees it. Flags are case-insensitive; a prompt may carry several, and one bracket
+may hold several separated by commas or semicolons (``[Flag: cheapest; max size 8B]``).
+
+Built-in flags:
+
+==========================  =================================================================
+``smallest model``          size weight +STRONG (the smallest eligible model wins; among equal
+                            sizes, the lowest predicted loss)
+``largest model``           size weight −STRONG
+``most recent``             recency weight +STRONG
+``cheapest``                cost weight +STRONG
+``<constraint>=<number>``   set that constraint's weight, e.g. ``size=0.4``
+``max size 8B``             filter: at most 8B parameters (also ``min size 1B``)
+``license mit, apache-2.0`` filter: licence allow-list (write it as the last flag of a bracket)
+``newer than 2024-01-01``   filter: created after that date
+``expert NAME``             filter: only that expert
+==========================  =================================================================
+
+``STRONG`` is :data:`STRONG_WEIGHT` — large enough to outweigh any difference in loss, so the named
+preference decides and the loss breaks ties. Register your own with :meth:`FlagParser.register`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from tryage.constraints import Filter
+from tryage.errors import ExpertLibraryError, FlagError
+from tryage.experts import parse_datetime, parse_size
+
+STRONG_WEIGHT = 1000.0
+
+_FLAG_RE = re.compile(r"\[\s*flag\s*:\s*([^\[\]]*?)\s*\]", re.IGNORECASE)
+_OPEN_FLAG_RE = re.compile(r"\[\s*flag\s*:", re.IGNORECASE)
+_WEIGHT_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(\S+)$")
+_SIZE_FILTER_RE = re.compile(r"^(max|min)(?:imum)?\s+(?:size|params|parameters)\s*(?:[:=<>]\s*)?(.+)$", re.I)
+_LICENSE_RE = re.compile(r"^licen[sc]e\s*[:=]?\s*(.+)$", re.I)
+_NEWER_RE = re.compile(r"^newer\s+than\s+(.+)$", re.I)
+_EXPERT_RE = re.compile(r"^(?:expert|model)\s*[:=]?\s+(.+)$", re.I)
+
+_PRESETS: dict[str, dict[str, float]] = {
+    "smallest model": {"size": STRONG_WEIGHT},
+    "smallest": {"size": STRONG_WEIGHT},
+    "largest model": {"size": -STRONG_WEIGHT},
+    "largest": {"size": -STRONG_WEIGHT},
+    "most recent": {"recency": STRONG_WEIGHT},
+    "most recent model": {"recency": STRONG_WEIGHT},
+    "newest": {"recency": STRONG_WEIGHT},
+    "cheapest": {"cost": STRONG_WEIGHT},
+    "cheapest model": {"cost": STRONG_WEIGHT},
+}
+
+
+@dataclass(frozen=True)
+class ParsedFlags:
+    """What the flags of one prompt asked for.
+
+    Attributes:
+        prompt: The prompt with every flag removed and white space tidied.
+        flags: The flags as written (without ``[Flag: ]``), in order.
+        weights: Constraint weights the flags set (later flags override earlier ones).
+        filters: Hard filters the flags added.
+    """
+
+    prompt: str
+    flags: tuple[str, ...] = ()
+    weights: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    filters: tuple[Filter, ...] = ()
+
+
+FlagHandler = Callable[[str], "tuple[Mapping[str, float], Iterable[Filter]]"]
+
+
+class FlagParser:
+    """Finds, interprets and strips ``[Flag: ...]`` markers.
+
+    Args:
+        constraint_names: Names accepted in ``name=value`` weight flags. ``None`` accepts any
+            identifier (the router checks names against its constraints).
+    """
+
+    def __init__(self, constraint_names: Iterable[str] | None = None) -> None:
+        self.constraint_names = None if constraint_names is None else tuple(constraint_names)
+        self._custom: dict[str, tuple[dict[str, float], tuple[Filter, ...], str]] = {}
+
+    def register(self, phrase: str, *, weights: Mapping[str, float] | None = None,
+                 filters: Iterable[Filter] = (), description: str = "") -> FlagParser:
+        """Add a flag: ``parser.register("legal only", filters=[Filter(experts=("legal",))])``.
+
+        ``phrase`` is matched case-insensitively with white space collapsed. Returns ``self``.
+        """
+        key = " ".join(str(phrase).lower().split())
+        if not key or "[" in key or "]" in key or "," in key or ";" in key:
+            raise FlagError(str(phrase), "a flag phrase must be non-empty text without [ ] , ;", self.valid_flags())
+        if key in _PRESETS:
+            raise FlagError(str(phrase), "that phrase is a built-in flag", self.valid_flags())
+        self._custom[key] = (dict(weights or {}), tuple(filters), description)
+        return self
+
+    def valid_flags(self) -> list[str]:
+        """One line per understood flag, for error messages and ``--help``."""
+        names = "|".join(self.constraint_names) if self.constraint_names else "<constraint>"
+        out = sorted(_PRESETS) + [
+            f"{names}=<number>", "max size <N like 8B>", "min size <N>", "license <id>[, <id>...]",
+            "newer than <YYYY-MM-DD>", "expert <name>",
+        ]
+        out += [k + (f" ({d})" if d else "") for k, (_, _, d) in self._custom.items()]
+        return out
+
+    def parse(self, prompt: str) -> ParsedFlags:
+        """Split ``prompt`` into its cleaned text and what its flags ask for.
+
+        Raises:
+            FlagError: a flag is unknown, malformed, or a ``[Flag:`` is never closed.
+        """
+        if not isinstance(prompt, str):
+            raise FlagError(repr(prompt), "the prompt must be a string", self.valid_flags())
+        flags: list[str] = []
+        weights: dict[str, float] = {}
+        filters: list[Filter] = []
+        for match in _FLAG_RE.finditer(prompt):
+            for part in self._split(match.group(1)):
+                w, f = self._interpret(part)
+                flags.append(part)
+                weights.update(w)
+                filters.extend(f)
+        cleaned = _FLAG_RE.sub(" ", prompt)
+        leftover = _OPEN_FLAG_RE.search(cleaned)
+        if leftover:
+            raise FlagError(cleaned[leftover.start():leftover.start() + 40], "unclosed flag bracket", self.valid_flags())
+        cleaned = re.sub(r"[ \t]+", " ", cleaned)
+        cleaned = re.sub(r" *\n *", "\n", cleaned).strip()
+        cleaned = re.sub(r" ([.,;:!?])", r"\1", cleaned)
+        return ParsedFlags(cleaned, tuple(flags), MappingProxyType(weights), tuple(filters))
+
+    def strip(self, prompt: str) -> str:
+        """The prompt without its flags (flags are still validated)."""
+        return self.parse(prompt).prompt
+
+    @staticmethod
+    def _split(body: str) -> list[str]:
+        # "license mit, apache-2.0" keeps its commas: a licence list runs to the end of the bracket.
+        parts: list[str] = []
+        for chunk in body.split(";"):
+            lic = _LICENSE_RE.match(chunk.strip())
+            pieces = [chunk] if lic else chunk.split(",")
+            parts.extend(" ".join(p.split()) for p in pieces)
+        return parts
+
+    def _interpret(self, text: str) -> tuple[dict[str, float], list[Filter]]:
+        key = text.lower()
+        if not key:
+            raise FlagError(text, "empty flag", self.valid_flags())
+        if key in _PRESETS:
+            return dict(_PRESETS[key]), []
+        if key in self._custom:
+            weights, filters, _ = self._custom[key]
+            return dict(weights), list(filters)
+        if m := _WEIGHT_RE.match(text):
+            name, raw = m.group(1).lower(), m.group(2)
+            if self.constraint_names is not None and name not in self.constraint_names:
+                raise FlagError(text, f"unknown constraint {name!r}", self.valid_flags())
+            try:
+                value = float(raw)
+            except ValueError:
+                raise FlagError(text, f"weight {raw!r} is not a number", self.valid_flags()) from None
+            if not math.isfinite(value):
+                raise FlagError(text, "weight must be finite", self.valid_flags())
+            return {name: value}, []
+        if m := _SIZE_FILTER_RE.match(text):
+            try:
+                size = parse_size(m.group(2))
+            except ExpertLibraryError:
+                raise FlagError(text, f"cannot read size {m.group(2)!r} (use e.g. 8B, 135M)", self.valid_flags()) from None
+            bound = "max_parameters" if m.group(1).lower() == "max" else "min_parameters"
+            return {}, [Filter(**{bound: size}, source=text)]
+        if m := _LICENSE_RE.match(text):
+            allowed = tuple(x.strip() for x in re.split(r"[,\s]+", m.group(1)) if x.strip())
+            return {}, [Filter(licenses=allowed, source=text)]
+        if m := _NEWER_RE.match(text):
+            try:
+                when = parse_datetime(m.group(1))
+            except ExpertLibraryError:
+                raise FlagError(text, f"cannot read date {m.group(1)!r} (use YYYY-MM-DD)", self.valid_flags()) from None
+            return {}, [Filter(newer_than=when, source=text)]
+        if m := _EXPERT_RE.match(text):
+            return {}, [Filter(experts=(m.group(1).strip(),), source=text)]
+        raise FlagError(text, "unknown flag", self.valid_flags())
+
+
+def strip_flags(prompt: str) -> str:
+    """Remove every ``[Flag: ...]`` from ``prompt`` (validating them with the built-in flags)."""
+    return FlagParser().strip(prompt)
+
+
+__all__ = ["STRONG_WEIGHT", "FlagParser", "ParsedFlags", "strip_flags"]

@@ -1,0 +1,179 @@
+"""The routing objective and the decision it produces.
+
+For each prompt, Tryage chooses
+
+    argmin_i  predicted_loss_i + Σ_j λ_j · C_j(expert_i)
+
+over the experts that pass every hard filter, ties going to the first expert in library order.
+:func:`decide` does this for a whole batch at once; :class:`RoutingDecision` records everything
+behind one choice so that traces, logs and selectors explain it without recomputing anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from tryage.constraints import ConstraintSet, Filter
+from tryage.errors import ConfigurationError, NoEligibleExpertError
+from tryage.experts import ExpertLibrary
+
+
+@dataclass(frozen=True)
+class ExpertScore:
+    """How one expert scored for one prompt.
+
+    Attributes:
+        expert: The expert's name.
+        predicted_loss: The router's predicted loss (lower is better).
+        penalties: Weighted penalty per constraint, ``λ_j · C_j``.
+        total: ``predicted_loss + Σ penalties``; the quantity minimised.
+        eligible: ``False`` when a hard filter excluded the expert.
+        excluded_because: Why it was excluded, or ``None``.
+    """
+
+    expert: str
+    predicted_loss: float
+    penalties: Mapping[str, float]
+    total: float
+    eligible: bool = True
+    excluded_because: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"expert": self.expert, "predicted_loss": self.predicted_loss,
+                "penalties": dict(self.penalties), "total": self.total,
+                "eligible": self.eligible, "excluded_because": self.excluded_because}
+
+
+@dataclass(frozen=True)
+class RoutingDecision:
+    """The outcome of routing one prompt.
+
+    Attributes:
+        expert: Name of the chosen expert.
+        prompt: The prompt the expert should receive (flags removed).
+        original_prompt: The prompt as given.
+        flags: The flags found in the prompt, as written.
+        weights: The constraint weights in force (arguments, then flags on top).
+        scores: One :class:`ExpertScore` per expert, in library order.
+    """
+
+    expert: str
+    prompt: str
+    original_prompt: str
+    flags: tuple[str, ...]
+    weights: Mapping[str, float]
+    scores: tuple[ExpertScore, ...]
+
+    @property
+    def chosen(self) -> ExpertScore:
+        """The chosen expert's :class:`ExpertScore`."""
+        return next(s for s in self.scores if s.expert == self.expert)
+
+    @property
+    def ranking(self) -> tuple[str, ...]:
+        """Eligible experts from best (lowest total) to worst; ties keep library order."""
+        eligible = [s for s in self.scores if s.eligible]
+        return tuple(s.expert for s in sorted(eligible, key=lambda s: s.total))
+
+    @property
+    def predicted_losses(self) -> dict[str, float]:
+        return {s.expert: s.predicted_loss for s in self.scores}
+
+    def explain(self) -> str:
+        """One line: the choice, its predicted loss and the penalties behind it."""
+        c = self.chosen
+        parts = [f"chose {c.expert!r}: predicted loss {c.predicted_loss:.4g}"]
+        parts += [f"{name} penalty {value:+.4g}" for name, value in c.penalties.items()]
+        parts.append(f"total {c.total:.4g}")
+        if self.flags:
+            parts.append("flags: " + ", ".join(self.flags))
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"expert": self.expert, "prompt": self.prompt, "original_prompt": self.original_prompt,
+                "flags": list(self.flags), "weights": dict(self.weights),
+                "scores": [s.to_dict() for s in self.scores]}
+
+
+@dataclass(frozen=True)
+class BatchDecision:
+    """Vectorised result of :func:`decide` over ``n`` prompts and ``k`` experts.
+
+    Attributes:
+        choice: Index of the chosen expert per prompt, shape ``(n,)``.
+        totals: Objective per prompt and expert (``inf`` where excluded), shape ``(n, k)``.
+        penalties: Weighted penalty per constraint, each of shape ``(k,)``.
+        eligible: Mask of experts passing the filters, shape ``(n, k)``.
+    """
+
+    choice: np.ndarray
+    totals: np.ndarray
+    penalties: Mapping[str, np.ndarray] = field(default_factory=dict)
+    eligible: np.ndarray | None = None
+
+
+def weighted_penalties(library: ExpertLibrary, constraints: ConstraintSet,
+                       weights: Mapping[str, float]) -> dict[str, np.ndarray]:
+    """``λ_j · C_j`` per constraint with a non-zero weight, each of shape ``(k,)``."""
+    clean = constraints.check_weights(weights)
+    active = [n for n, w in clean.items() if w != 0.0]
+    raw = constraints.penalties(library, active)
+    return {n: clean[n] * raw[n] for n in active}
+
+
+def eligibility(library: ExpertLibrary, filters: Sequence[Filter]) -> tuple[np.ndarray, list[str | None]]:
+    """Mask of experts passing every filter, and per expert the first reason it failed."""
+    reasons: list[str | None] = []
+    for expert in library:
+        why = None
+        for f in filters:
+            why = f.reason_excluded(expert)
+            if why is not None:
+                break
+        reasons.append(why)
+    return np.array([r is None for r in reasons]), reasons
+
+
+def decide(predicted: np.ndarray, library: ExpertLibrary, constraints: ConstraintSet,
+           weights: Mapping[str, float] | None = None, filters: Sequence[Filter] = ()) -> BatchDecision:
+    """Choose an expert for every row of ``predicted`` (shape ``(n, k)``) under one set of weights."""
+    predicted = np.asarray(predicted, dtype=np.float64)
+    if predicted.ndim != 2 or predicted.shape[1] != len(library):
+        raise ConfigurationError(
+            f"predicted losses must have shape (n, {len(library)}) for this library, got {predicted.shape}")
+    penalties = weighted_penalties(library, constraints, weights or {})
+    totals = predicted.copy()
+    for p in penalties.values():
+        totals += p[None, :]
+    mask, reasons = eligibility(library, filters)
+    if not mask.any():
+        why = "; ".join(f"{e.name}: {r}" for e, r in zip(library, reasons))
+        raise NoEligibleExpertError(f"the filters exclude every expert ({why})")
+    totals = np.where(mask[None, :], totals, np.inf)
+    return BatchDecision(np.argmin(totals, axis=1), totals, penalties, np.broadcast_to(mask, totals.shape))
+
+
+def build_decision(row: np.ndarray, library: ExpertLibrary, constraints: ConstraintSet, *,
+                   original_prompt: str, prompt: str, flags: Sequence[str] = (),
+                   weights: Mapping[str, float] | None = None,
+                   filters: Sequence[Filter] = ()) -> RoutingDecision:
+    """The full :class:`RoutingDecision` for one prompt's predicted losses ``row`` (shape ``(k,)``)."""
+    weights = dict(weights or {})
+    batch = decide(np.asarray(row, dtype=np.float64)[None, :], library, constraints, weights, filters)
+    _, reasons = eligibility(library, filters)
+    scores = []
+    for i, expert in enumerate(library):
+        pen = MappingProxyType({n: float(p[i]) for n, p in batch.penalties.items()})
+        loss = float(row[i])
+        scores.append(ExpertScore(expert.name, loss, pen, loss + sum(pen.values()),
+                                  reasons[i] is None, reasons[i]))
+    return RoutingDecision(library[int(batch.choice[0])].name, prompt, original_prompt, tuple(flags),
+                           MappingProxyType(weights), tuple(scores))
+
+
+__all__ = ["BatchDecision", "ExpertScore", "RoutingDecision", "build_decision", "decide"]

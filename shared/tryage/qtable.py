@@ -1,0 +1,299 @@
+"""The Q-table: for each prompt, the loss each expert obtained on it.
+
+Rows are read from JSONL (one object a line) or CSV:
+
+* JSONL: ``{"prompt": str, "losses": {expert: float}}`` or ``{"prompt": str, "scores": {expert:
+  float}}``. Every other key (``id``, ``task``, ``domain``, ...) is kept in :attr:`QTable.extras` for
+  per-group reports.
+* CSV: a ``prompt`` column, one column per expert named ``loss:<expert>`` or ``score:<expert>``, any
+  other columns kept as extras.
+
+**Scores** (higher is better) are turned into losses as ``loss = 1 − score``. For scores in [0, 1]
+(accuracy, coverage) the loss is in [0, 1] too, on the same scale as the constraint penalties; the
+ranking of experts is the same as with ``−score`` whatever the range. A table read from scores
+remembers it (``kind == "score"``) so reports can speak in scores again.
+
+A row with a missing expert, a non-finite value, an empty or duplicate prompt is an error naming the
+file, the line and the problem; ``on_invalid="drop"`` skips such rows instead and lists them in
+:attr:`QTable.dropped`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tryage._io import atomic_write_text
+from tryage.errors import ConfigurationError, QTableError, TryageFileNotFoundError
+
+
+@dataclass(frozen=True)
+class DroppedRow:
+    """A row skipped with ``on_invalid="drop"``.
+
+    Attributes:
+        line: 1-based line of the file (CSV: the header is line 1).
+        reason: What was wrong.
+    """
+
+    line: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class QTable:
+    """Prompts × experts losses.
+
+    Attributes:
+        prompts: The prompts, in file order.
+        experts: Expert names, in column order.
+        losses: Loss per prompt and expert, shape ``(n, k)``; lower is better.
+        extras: Per prompt, the row's other fields (e.g. ``{"task": "mmlu"}``).
+        kind: ``"loss"`` or ``"score"`` — what the source held (scores were converted, see module doc).
+        dropped: Rows skipped with ``on_invalid="drop"``.
+    """
+
+    prompts: tuple[str, ...]
+    experts: tuple[str, ...]
+    losses: np.ndarray
+    extras: tuple[Mapping[str, Any], ...] = ()
+    kind: str = "loss"
+    dropped: tuple[DroppedRow, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        losses = np.asarray(self.losses, dtype=np.float64)
+        object.__setattr__(self, "losses", losses)
+        object.__setattr__(self, "prompts", tuple(self.prompts))
+        object.__setattr__(self, "experts", tuple(self.experts))
+        if not self.extras:
+            object.__setattr__(self, "extras", tuple({} for _ in self.prompts))
+        if self.kind not in ("loss", "score"):
+            raise ConfigurationError(f"kind must be 'loss' or 'score', got {self.kind!r}")
+        if losses.shape != (len(self.prompts), len(self.experts)) or len(self.extras) != len(self.prompts):
+            raise QTableError(
+                f"losses have shape {losses.shape} but there are {len(self.prompts)} prompts, "
+                f"{len(self.experts)} experts and {len(self.extras)} extras rows")
+        if len(set(self.experts)) != len(self.experts):
+            raise QTableError(f"duplicate expert names: {list(self.experts)}")
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    # -- views -----------------------------------------------------------------------------------
+    @property
+    def scores(self) -> np.ndarray:
+        """``1 − losses``: the scores a ``kind == "score"`` table was read from."""
+        return 1.0 - self.losses
+
+    def to_user_units(self, losses: np.ndarray | float) -> np.ndarray | float:
+        """Losses as the source's units: scores for a score table, losses otherwise."""
+        return 1.0 - losses if self.kind == "score" else losses
+
+    def column(self, key: str) -> list[Any]:
+        """One extra field for every row (``None`` where a row lacks it)."""
+        return [e.get(key) for e in self.extras]
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> QTable:
+        """The rows at ``indices``, in that order."""
+        idx = np.asarray(indices, dtype=int)
+        return QTable(tuple(self.prompts[i] for i in idx), self.experts, self.losses[idx],
+                      tuple(self.extras[i] for i in idx), self.kind)
+
+    def select_experts(self, names: Sequence[str]) -> QTable:
+        """The same rows with only the named expert columns, in that order."""
+        missing = [n for n in names if n not in self.experts]
+        if missing:
+            raise QTableError(f"experts not in the table: {missing}; it has {list(self.experts)}")
+        cols = [self.experts.index(n) for n in names]
+        return QTable(self.prompts, tuple(names), self.losses[:, cols], self.extras, self.kind)
+
+    def split(self, fraction: float, *, seed: int = 0, by: str | None = None) -> tuple[QTable, QTable]:
+        """A random split into two tables, the second holding ``fraction`` of the rows.
+
+        With ``by`` (an extra field such as ``"task"``) the split is stratified by that field.
+        """
+        if not 0.0 < fraction < 1.0:
+            raise ConfigurationError(f"fraction must be between 0 and 1, got {fraction!r}")
+        rng = np.random.default_rng(seed)
+        groups: dict[Any, list[int]] = {}
+        for i, g in enumerate(self.column(by) if by else [None] * len(self)):
+            groups.setdefault(g, []).append(i)
+        first: list[int] = []
+        second: list[int] = []
+        for members in groups.values():
+            order = rng.permutation(members)
+            cut = int(round(len(order) * fraction))
+            second.extend(order[:cut])
+            first.extend(order[cut:])
+        return self.subset(sorted(first)), self.subset(sorted(second))
+
+    def folds(self, k: int, *, seed: int = 0) -> list[tuple[QTable, QTable]]:
+        """``k`` cross-validation folds as (train, test) pairs."""
+        if k < 2 or k > len(self):
+            raise ConfigurationError(f"k must be between 2 and the number of rows ({len(self)}), got {k}")
+        order = np.random.default_rng(seed).permutation(len(self))
+        parts = np.array_split(order, k)
+        return [(self.subset(np.sort(np.concatenate(parts[:i] + parts[i + 1:]))), self.subset(np.sort(p)))
+                for i, p in enumerate(parts)]
+
+    # -- I/O -------------------------------------------------------------------------------------
+    @classmethod
+    def from_records(cls, records: Iterable[Mapping[str, Any]], *, experts: Sequence[str] | None = None,
+                     on_invalid: str = "raise", source: str | None = None) -> QTable:
+        """Build a table from dict rows (the JSONL shape). See the module doc for the rules."""
+        return _Builder(experts, on_invalid, source).build(enumerate(records, start=1))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], *, experts: Sequence[str] | None = None,
+                  on_invalid: str = "raise") -> QTable:
+        """Read a ``.jsonl`` or ``.csv`` Q-table (see the module doc)."""
+        source = Path(path)
+        if not source.exists():
+            raise TryageFileNotFoundError(f"Q-table file not found: {source}")
+        suffix = source.suffix.lower()
+        builder = _Builder(experts, on_invalid, str(source))
+        if suffix in (".jsonl", ".ndjson", ".json"):
+            return builder.build(_read_jsonl(source))
+        if suffix == ".csv":
+            return builder.build(_read_csv(source))
+        raise QTableError(f"unsupported Q-table format {suffix!r}; use .jsonl or .csv", path=str(source))
+
+    def to_jsonl(self, path: str | os.PathLike[str]) -> Path:
+        """Write the table as JSONL (``losses`` rows, extras kept), atomically."""
+        lines = []
+        for prompt, row, extra in zip(self.prompts, self.losses, self.extras):
+            record = {**extra, "prompt": prompt, "losses": dict(zip(self.experts, map(float, row)))}
+            lines.append(json.dumps(record, ensure_ascii=False))
+        target = Path(path)
+        atomic_write_text(target, "\n".join(lines) + "\n")
+        return target
+
+
+def _read_jsonl(path: Path) -> Iterable[tuple[int, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield number, _Bad(f"not valid JSON ({exc.msg})")
+
+
+def _read_csv(path: Path) -> Iterable[tuple[int, Any]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        if "prompt" not in header:
+            raise QTableError(f"CSV header needs a 'prompt' column; it has {header}", path=str(path), line=1)
+        kinds = {h.split(":", 1)[0] for h in header if ":" in h}
+        if not kinds <= {"loss", "score"} or len(kinds) != 1:
+            raise QTableError("CSV expert columns must all be 'loss:<expert>' or all 'score:<expert>'; "
+                              f"header is {header}", path=str(path), line=1)
+        kind = kinds.pop()
+        for number, row in enumerate(reader, start=2):
+            values: dict[str, Any] = {}
+            extras: dict[str, Any] = {}
+            for key, value in row.items():
+                if key is None:
+                    extras["_extra_cells"] = value
+                elif ":" in key:
+                    values[key.split(":", 1)[1]] = value
+                elif key != "prompt":
+                    extras[key] = value
+            yield number, {**extras, "prompt": row.get("prompt"), ("losses" if kind == "loss" else "scores"): values}
+
+
+@dataclass
+class _Bad:
+    reason: str
+
+
+class _Builder:
+    def __init__(self, experts: Sequence[str] | None, on_invalid: str, source: str | None) -> None:
+        if on_invalid not in ("raise", "drop"):
+            raise ConfigurationError(f"on_invalid must be 'raise' or 'drop', got {on_invalid!r}")
+        self.experts = tuple(experts) if experts is not None else None
+        self.on_invalid = on_invalid
+        self.source = source
+        self.kind: str | None = None
+
+    def build(self, rows: Iterable[tuple[int, Any]]) -> QTable:
+        prompts: list[str] = []
+        losses: list[list[float]] = []
+        extras: list[dict[str, Any]] = []
+        dropped: list[DroppedRow] = []
+        seen: dict[str, int] = {}
+        for line, record in rows:
+            try:
+                prompt, row, extra = self._row(record, seen)
+            except _RowProblem as problem:
+                if self.on_invalid == "raise":
+                    raise QTableError(str(problem), path=self.source, line=line) from None
+                dropped.append(DroppedRow(line, str(problem)))
+                continue
+            seen[prompt] = line
+            prompts.append(prompt)
+            losses.append(row)
+            extras.append(extra)
+        if not prompts:
+            raise QTableError("the Q-table has no valid rows" + (f" ({len(dropped)} dropped)" if dropped else ""),
+                              path=self.source)
+        assert self.experts is not None  # set by the first valid row
+        return QTable(tuple(prompts), self.experts, np.array(losses, dtype=np.float64), tuple(extras),
+                      self.kind or "loss", tuple(dropped))
+
+    def _row(self, record: Any, seen: Mapping[str, int]) -> tuple[str, list[float], dict[str, Any]]:
+        if isinstance(record, _Bad):
+            raise _RowProblem(record.reason)
+        if not isinstance(record, Mapping):
+            raise _RowProblem(f"expected a JSON object, got {type(record).__name__}")
+        prompt = record.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise _RowProblem("empty or missing 'prompt'")
+        if prompt in seen:
+            raise _RowProblem(f"duplicate prompt (first seen on line {seen[prompt]})")
+        has_losses, has_scores = "losses" in record, "scores" in record
+        if has_losses == has_scores:
+            raise _RowProblem("a row needs exactly one of 'losses' or 'scores'")
+        kind = "loss" if has_losses else "score"
+        if self.kind is None:
+            self.kind = kind
+        elif kind != self.kind:
+            raise _RowProblem(f"row has {kind}s but earlier rows have {self.kind}s; one table holds one kind")
+        values = record["losses" if has_losses else "scores"]
+        if not isinstance(values, Mapping) or not values:
+            raise _RowProblem(f"'{kind}es' must be a non-empty object expert -> number" if kind == "loss"
+                              else "'scores' must be a non-empty object expert -> number")
+        if self.experts is None:
+            self.experts = tuple(values)
+        missing = [e for e in self.experts if e not in values]
+        if missing:
+            raise _RowProblem(f"missing expert(s) {missing}")
+        row = []
+        for expert in self.experts:
+            raw = values[expert]
+            try:
+                number = float(raw)
+            except (TypeError, ValueError):
+                raise _RowProblem(f"{kind} of {expert!r} is not a number: {raw!r}") from None
+            if not math.isfinite(number):
+                raise _RowProblem(f"{kind} of {expert!r} is {raw!r}; values must be finite")
+            row.append(number if kind == "loss" else 1.0 - number)
+        extra = {k: v for k, v in record.items() if k not in ("prompt", "losses", "scores")}
+        return prompt, row, extra
+
+
+class _RowProblem(Exception):
+    pass
+
+
+__all__ = ["DroppedRow", "QTable"]
