@@ -160,3 +160,80 @@ def require(module: str, extra: str, package: str | None = None):  # noqa: ANN20
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependencyError(package or module.split(".")[0], extra) from exc
+
+
+# -- Hugging Face Hub discovery (tryage.hub) -----------------------------------------------------
+class HubError(TryageError, OSError):
+    """Metadata for a Hugging Face Hub repository could not be obtained.
+
+    Talking to a remote service fails the way file and network I/O fail, so Hub errors are
+    :class:`OSError` s, like ``huggingface_hub``'s own. Each subclass adds the builtin that fits.
+
+    Attributes:
+        repo_id: The repository id as the user wrote it (``None`` for a search).
+    """
+
+    problem = "Hub error"  #: a few words naming the failure, for one-line summaries
+
+    def __init__(self, message: str, *, repo_id: str | None = None) -> None:
+        self.repo_id = repo_id
+        super().__init__(message)
+
+    def __str__(self) -> str:  # OSError with one argument already does this; keep it explicit
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self):  # noqa: ANN204 - keep keyword attributes through pickling
+        return (_rebuild_hub_error, (type(self), str(self), self.repo_id))
+
+
+def _rebuild_hub_error(cls: type[HubError], message: str, repo_id: str | None) -> HubError:
+    return cls(message, repo_id=repo_id)
+
+
+class HubRepoNotFoundError(HubError, LookupError):
+    """The Hub has no repository with this id (or it is private and no valid token was given)."""
+
+    problem = "repository not found"
+
+
+class HubGatedRepoError(HubError, PermissionError):
+    """The repository is gated and the Hub refused access to the files Tryage needed."""
+
+    problem = "gated repository"
+
+
+class HubTimeoutError(HubError, TimeoutError):
+    """The Hub did not answer within the timeout, and no cached metadata could stand in."""
+
+    problem = "timeout"
+
+
+class HubUnavailableError(HubError, ConnectionError):
+    """The Hub cannot be reached (no network, or ``HF_HUB_OFFLINE`` is set) and nothing is cached."""
+
+    problem = "Hub unreachable, nothing cached"
+
+
+class HubDiscoveryError(HubError):
+    """Several repositories of one request failed; every failing id is listed.
+
+    Attributes:
+        failures: Each failing repository id mapped to its own :class:`HubError`.
+    """
+
+    def __init__(self, failures: dict[str, HubError]) -> None:
+        self.failures = dict(failures)
+        summary = ", ".join(f"{repo_id!r} ({error.problem})" for repo_id, error in self.failures.items())
+        lines = [f"  {repo_id}: {type(error).__name__}: {error}" for repo_id, error in self.failures.items()]
+        super().__init__(
+            f"Hub metadata could not be obtained for {len(self.failures)} repositories: {summary}\n"
+            + "\n".join(lines)
+        )
+
+    @property
+    def repo_ids(self) -> tuple[str, ...]:
+        """The failing repository ids, in the order they were asked for."""
+        return tuple(self.failures)
+
+    def __reduce__(self):  # noqa: ANN204
+        return (type(self), (self.failures,))
