@@ -109,7 +109,7 @@ class QTableError(TryageError, ValueError):
         self.line = line
         where = ""
         if path is not None:
-            where = f"{path}:{line}: " if line is not None else f"{path}: "
+            where = f"{path}, line {line}: " if line is not None else f"{path}: "
         super().__init__(where + message)
 
 
@@ -138,6 +138,28 @@ class RouterMismatchError(TryageError, ValueError):
             "the router was trained for a different expert set than the library: "
             f"router-only experts: {_options(missing) or 'none'}; "
             f"library-only experts: {_options(extra) or 'none'}"
+        )
+
+
+class ExpertMappingError(RouterMismatchError):
+    """The runnables given for the experts (a framework adapter's mapping) do not match the router.
+
+    Attributes:
+        router_experts: The experts the router can choose.
+        library_experts: The names of the mapping it was paired with.
+    """
+
+    def __init__(self, router_experts: Iterable[str], mapped_experts: Iterable[str]) -> None:
+        self.router_experts = tuple(router_experts)
+        self.library_experts = tuple(mapped_experts)
+        unknown = [e for e in self.library_experts if e not in self.router_experts]
+        missing = [e for e in self.router_experts if e not in self.library_experts]
+        ValueError.__init__(
+            self,
+            "the expert mapping does not match the router's experts: "
+            f"names the router does not know: {_options(unknown) or 'none'}; "
+            f"router experts with no runnable: {_options(missing) or 'none'}; "
+            f"the router's experts are: {_options(self.router_experts)}",
         )
 
 

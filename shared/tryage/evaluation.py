@@ -91,6 +91,20 @@ class KNNPredictor:
         return self.predict_from_embeddings(self.embed(prompts))
 
 
+def knn_leave_one_out(embeddings: np.ndarray, losses: np.ndarray, *, k: int = 20) -> np.ndarray:
+    """kNN predictions for every row from its ``k`` nearest *other* rows of the same table.
+
+    A baseline that needs no training table: each prompt is predicted from its neighbours only.
+    """
+    if not isinstance(k, int) or k < 1 or k >= len(losses):
+        raise ConfigurationError(f"k must be an integer in [1, {len(losses) - 1}], got {k!r}")
+    unit = _unit(np.asarray(embeddings))
+    sims = unit @ unit.T
+    np.fill_diagonal(sims, -np.inf)
+    nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    return np.asarray(losses)[nearest].mean(axis=1)
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 

@@ -38,6 +38,7 @@ from tryage.experts import parse_datetime, parse_size
 STRONG_WEIGHT = 1000.0
 
 _FLAG_RE = re.compile(r"\[\s*flag\s*:\s*([^\[\]]*?)\s*\]", re.IGNORECASE)
+_FLAG_LINE_RE = re.compile(r"^[ \t]*(?:\[\s*flag\s*:[^\[\]]*\][ \t]*)+(?:\n|$)", re.IGNORECASE | re.MULTILINE)
 _OPEN_FLAG_RE = re.compile(r"\[\s*flag\s*:", re.IGNORECASE)
 _WEIGHT_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(\S+)$")
 _SIZE_FILTER_RE = re.compile(r"^(max|min)(?:imum)?\s+(?:size|params|parameters)\s*(?:[:=<>]\s*)?(.+)$", re.I)
@@ -131,7 +132,7 @@ class FlagParser:
                 flags.append(part)
                 weights.update(w)
                 filters.extend(f)
-        cleaned = _FLAG_RE.sub(" ", prompt)
+        cleaned = _FLAG_RE.sub(" ", _FLAG_LINE_RE.sub("", prompt))
         leftover = _OPEN_FLAG_RE.search(cleaned)
         if leftover:
             raise FlagError(cleaned[leftover.start():leftover.start() + 40], "unclosed flag bracket", self.valid_flags())

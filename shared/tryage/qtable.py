@@ -268,7 +268,9 @@ class _Builder:
         if self.kind is None:
             self.kind = kind
         elif kind != self.kind:
-            raise _RowProblem(f"row has {kind}s but earlier rows have {self.kind}s; one table holds one kind")
+            plural = {"loss": "losses", "score": "scores"}
+            raise _RowProblem(f"row has {plural[kind]} but earlier rows have {plural[self.kind]}; "
+                              "one table holds one kind")
         values = record["losses" if has_losses else "scores"]
         if not isinstance(values, Mapping) or not values:
             raise _RowProblem(f"'{kind}es' must be a non-empty object expert -> number" if kind == "loss"

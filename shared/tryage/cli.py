@@ -1,0 +1,293 @@
+"""The ``tryage`` command: train, route, evaluate, pareto, discover, demo.
+
+Every sub-command prints a table for people and, with ``--json``, one JSON document for programs.
+Bad input ends with a one-line ``tryage: error: ...`` on stderr and exit code 2; nothing is half
+written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tryage.errors import ConfigurationError, TryageError
+
+EXIT_USAGE = 2
+
+
+def _weights(items: Sequence[str] | None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigurationError(f"--weight takes NAME=NUMBER (e.g. size=0.5), got {item!r}")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ConfigurationError(f"--weight {item!r}: {value!r} is not a number") from None
+    return out
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    cells = [[str(c) for c in header]] + [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "-" if value is None else str(value)
+
+
+def _load_router(args: argparse.Namespace):  # noqa: ANN202
+    from tryage.router import TryageRouter
+
+    router = TryageRouter.from_pretrained(args.router) if args.router else TryageRouter.default()
+    if getattr(args, "experts", None):
+        from tryage.experts import ExpertLibrary
+
+        given = ExpertLibrary.from_json(args.experts)
+        known = [e for e in given if e.name in router.library]
+        if not known:
+            raise ConfigurationError(f"{args.experts} describes none of the router's experts {list(router.experts)}")
+        router = TryageRouter(router.predictor, router.library.merge(known), constraints=router.constraints)
+    return router
+
+
+# -- sub-commands ------------------------------------------------------------------------------------
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tryage.experts import ExpertLibrary
+    from tryage.predictor import PerceptiveRouter
+    from tryage.qtable import QTable
+
+    qtable = QTable.from_file(args.qtable, on_invalid=args.on_invalid)
+    if qtable.dropped:
+        print(f"dropped {len(qtable.dropped)} invalid row(s), e.g. line {qtable.dropped[0].line}: "
+              f"{qtable.dropped[0].reason}", file=sys.stderr)
+    library = None
+    if args.experts:
+        library = ExpertLibrary.from_json(args.experts)
+        missing = [e for e in qtable.experts if e not in library]
+        if missing:
+            raise ConfigurationError(f"{args.experts} has no metadata for Q-table expert(s) {missing}")
+    router = PerceptiveRouter(args.encoder, mode=args.mode, seed=args.seed, epochs=args.epochs,
+                              progress=not args.json)
+    router.fit(qtable, library)
+    out = router.save_pretrained(args.out)
+    summary = {"router": str(out), "experts": list(router.experts_), "rows": len(qtable), "mode": args.mode,
+               "epochs_run": len(router.history_),
+               "best_val_loss": min((h.get("val_loss", float("inf")) for h in router.history_), default=None)}
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"trained a {args.mode} router on {len(qtable)} prompts x {len(qtable.experts)} experts "
+              f"({summary['epochs_run']} epochs); saved to {out}")
+    return 0
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    router = _load_router(args)
+    prompts = args.prompt
+    decisions = router.route_batch(prompts, weights=_weights(args.weight))
+    if args.json:
+        _print_json([d.to_dict() for d in decisions] if len(decisions) > 1 else decisions[0].to_dict())
+        return 0
+    for decision in decisions:
+        print(f"prompt:  {decision.prompt}")
+        if decision.flags:
+            print(f"flags:   {', '.join(decision.flags)}")
+        print(f"expert:  {decision.expert}")
+        names = sorted({n for s in decision.scores for n in s.penalties})
+        rows = [[s.expert + (" *" if s.expert == decision.expert else ""), s.predicted_loss,
+                 *[s.penalties.get(n, 0.0) for n in names], s.total if s.eligible else None,
+                 s.excluded_because or ""] for s in decision.scores]
+        print(_table(rows, ["expert", "predicted loss", *[f"{n} penalty" for n in names], "total", "excluded"]))
+        print()
+    return 0
+
+
+def _table_and_predicted(args: argparse.Namespace):  # noqa: ANN202
+    from tryage.qtable import QTable
+
+    router = _load_router(args)
+    table = QTable.from_file(args.qtable, on_invalid=getattr(args, "on_invalid", "raise"))
+    missing = [e for e in router.experts if e not in table.experts]
+    if missing:
+        raise ConfigurationError(f"the Q-table has no column for the router's expert(s) {missing}; "
+                                 f"it has {list(table.experts)}")
+    table = table.select_experts(router.experts)
+    embeddings = router.predictor.encode(table.prompts)
+    predicted = router.predictor.predict_from_embeddings(embeddings)
+    return router, table, embeddings, predicted
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tryage.evaluation import KNNPredictor, evaluate_predictions, knn_leave_one_out
+    from tryage.qtable import QTable
+
+    router, table, embeddings, predicted = _table_and_predicted(args)
+    train = None
+    if args.train:
+        train = QTable.from_file(args.train).select_experts(router.experts)
+        knn = KNNPredictor(router.predictor.encode, k=args.knn_k).fit(train)
+        knn_predicted, knn_fit = knn.predict_from_embeddings(embeddings), "train table"
+    else:
+        knn_predicted, knn_fit = knn_leave_one_out(embeddings, table.losses, k=args.knn_k), "leave-one-out on the test table"
+    group_by = args.group_by or next((g for g in ("task", "domain") if table.column(g)[0] is not None), None)
+    report = evaluate_predictions(predicted, table, train=train, knn_predicted=knn_predicted, group_by=group_by,
+                                  library=router.library, constraints=router.constraints,
+                                  weights={**router.weights, **_weights(args.weight)}).to_dict()
+    report["knn"]["fit_on"] = knn_fit
+    report["knn"]["k"] = args.knn_k
+    report["best_single"]["chosen_on"] = "train table" if train else "the test table itself"
+    if args.json:
+        _print_json(report)
+        return 0
+    unit = "score" if report["units"] == "score" else "loss"
+    print(f"{report['n']} prompts, mean {unit} achieved (higher is better)" if unit == "score"
+          else f"{report['n']} prompts, mean loss achieved (lower is better)")
+    rows = [["router", report["router"], report["select_best_accuracy"]],
+            [f"best single ({report['best_single']['expert']})", report["best_single"]["value"],
+             report["best_single"]["select_best_accuracy"]],
+            [f"kNN (k={args.knn_k}, {knn_fit})", report["knn"]["value"], report["knn"]["select_best_accuracy"]],
+            ["random", report["random"], None],
+            ["oracle", report["oracle"], 1.0]]
+    print(_table(rows, ["router", f"mean {unit}", "picks best"]))
+    print(f"gap closed (best single -> oracle): {_fmt(report['gap_closed'])}")
+    if report["per_group"]:
+        print()
+        rows = [[g, v["n"], v["router"], v["best_single"], v.get("knn"), v["oracle"], v["select_best_accuracy"]]
+                for g, v in report["per_group"].items()]
+        print(_table(rows, [group_by, "n", "router", "best single", "kNN", "oracle", "picks best"]))
+    return 0
+
+
+def cmd_pareto(args: argparse.Namespace) -> int:
+    from tryage.evaluation import pareto_sweep, plot_pareto, smallest_matching
+
+    router, table, _, predicted = _table_and_predicted(args)
+    front = pareto_sweep(predicted, table, router.library, constraint=args.constraint,
+                         constraints=router.constraints)
+    oracle_front = pareto_sweep(table.losses, table, router.library, constraint=args.constraint,
+                                constraints=router.constraints)
+    higher = table.kind == "score"
+    best_single = max if higher else min
+    single_value = best_single(float(table.to_user_units(table.losses[:, j].mean())) for j in range(len(table.experts)))
+    match = smallest_matching(front, single_value, higher_is_better=higher)
+    result = {"constraint": args.constraint, "units": table.kind, "best_single_value": single_value,
+              "smallest_matching_best_single": None if match is None else match.to_dict(),
+              "router": [p.to_dict() for p in front], "oracle": [p.to_dict() for p in oracle_front]}
+    if args.out:
+        xlabel = {"size": "mean parameters of chosen experts", "cost": "mean price per 1M tokens (USD)",
+                  "recency": "mean creation time (POSIX seconds)"}.get(args.constraint, f"mean {args.constraint} penalty")
+        plot_pareto({"Tryage router": front, "oracle": oracle_front}, args.out, xlabel=xlabel,
+                    ylabel=f"mean {table.kind}", xscale="log" if args.constraint in ("size", "cost") else "linear",
+                    title=f"Quality against {args.constraint}")
+        result["png"] = str(args.out)
+    if args.json:
+        _print_json(result)
+        return 0
+    rows = [[p.weight, p.value, p.mean_constraint, p.select_best_accuracy,
+             ", ".join(f"{k} {v:.0%}" for k, v in sorted(p.usage.items(), key=lambda kv: -kv[1])[:3])] for p in front]
+    print(_table(rows, ["weight", f"mean {table.kind}", f"mean {args.constraint}", "picks best", "top experts"]))
+    if match is not None:
+        print(f"\nsmallest mean {args.constraint} still matching the best single expert ({single_value:.4f}): "
+              f"{match.mean_constraint:.4g} at weight {match.weight:.4g}")
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tryage.demo import run_demo
+
+    run_demo(Path(args.out), json_output=args.json)
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tryage", description="Route prompts to the best expert model.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a perceptive router on a Q-table")
+    p.add_argument("--qtable", required=True, help="JSONL or CSV of prompts and per-expert losses or scores")
+    p.add_argument("--experts", help="expert library JSON (metadata for constraints)")
+    p.add_argument("--out", required=True, help="folder to save the router in")
+    p.add_argument("--encoder", help="encoder folder or Hub id (default: bundled all-MiniLM-L6-v2)")
+    p.add_argument("--mode", choices=("head", "finetune"), default="head")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, help="maximum epochs (default: 300 head / 4 finetune, early stopped)")
+    p.add_argument("--on-invalid", choices=("raise", "drop"), default="raise",
+                   help="what to do with malformed Q-table rows")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("route", help="choose the expert for one or more prompts")
+    p.add_argument("prompt", nargs="+", help="prompt text; may contain [Flag: ...]")
+    p.add_argument("--router", help="saved router folder (default: the embedded default)")
+    p.add_argument("--experts", help="expert library JSON whose metadata overrides the router's")
+    p.add_argument("--weight", action="append", metavar="NAME=NUMBER", help="constraint weight, e.g. size=0.5")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_route)
+
+    for name, func, text in (("evaluate", cmd_evaluate, "measure a router against oracle and baselines"),
+                             ("pareto", cmd_pareto, "sweep a constraint weight and trace quality against it")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--router", help="saved router folder (default: the embedded default)")
+        p.add_argument("--qtable", required=True, help="test Q-table (JSONL or CSV)")
+        p.add_argument("--experts", help="expert library JSON whose metadata overrides the router's")
+        p.add_argument("--json", action="store_true")
+        if name == "evaluate":
+            p.add_argument("--train", help="training Q-table: picks the best single expert and fits the kNN")
+            p.add_argument("--group-by", help="extra field for per-group results (default: task or domain)")
+            p.add_argument("--knn-k", type=int, default=50)
+            p.add_argument("--weight", action="append", metavar="NAME=NUMBER")
+        else:
+            p.add_argument("--constraint", default="size", help="constraint to sweep (size, cost, recency, ...)")
+            p.add_argument("--out", help="write the front as a PNG here")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("demo", help="route sample prompts with the embedded default and draw its Pareto front")
+    p.add_argument("--out", default="tryage-demo", help="folder for the demo's PNG and JSON")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    try:
+        from tryage import cli_discover
+    except ImportError:  # pragma: no cover - the module ships with the package
+        cli_discover = None
+    if cli_discover is not None:
+        cli_discover.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except TryageError as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"tryage: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("tryage: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
