@@ -142,7 +142,8 @@ class ChatTryage(BaseChatModel):
         experts = kwargs.get("experts")
         check_router(router)
         if not isinstance(experts, Mapping):
-            raise ConfigurationError(f"experts must be a dict of expert name -> chat model; got {type(experts).__name__}")
+            raise ConfigurationError(
+                f"experts must be a dict of expert name -> chat model; got {type(experts).__name__}")
         not_chat = {n: type(e).__name__ for n, e in experts.items() if not isinstance(e, BaseChatModel)}
         if not_chat:
             raise ConfigurationError(

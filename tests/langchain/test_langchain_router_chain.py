@@ -210,6 +210,17 @@ def test_router_chain_return_decision_and_route_give_the_decision(routed):
     passes = len(predictor.passes)
     assert chain.route("hello").expert == "general"
     assert len(predictor.passes) == passes + 1
+    assert chain.as_decider().invoke({"input": "court"}) == "legal"
+    assert chain.as_decider(output="decision").invoke({"input": "python"}).expert == "code"
+
+
+async def test_router_chain_aroute_is_traced_as_one_route_run(routed):
+    chain, experts, _ = routed
+    with collect_runs() as collector:
+        decision = await chain.aroute([("human", "court")])
+    assert decision.expert == "legal" and experts["legal"].seen == []
+    (run,) = collector.traced_runs
+    assert run.name == "TryageRoute" and run.outputs["expert"] == "legal"
 
 
 # -- per-call weights and forced experts -----------------------------------------------------------
