@@ -105,3 +105,9 @@ def test_registered_flag_sets_its_weights_and_filters():
 def test_strip_flags_keeps_text_without_flags_unchanged():
     assert strip_flags("plain prompt, nothing else") == "plain prompt, nothing else"
     assert strip_flags("line one\n[Flag: newest]\nline two") == "line one\nline two"
+
+
+def test_stripping_flags_keeps_the_prompts_own_white_space():
+    code = "def f(x):\n    return  x  # two spaces [Flag: cheapest]\n\n\tpass"
+    assert strip_flags(code) == "def f(x):\n    return  x  # two spaces\n\n\tpass"
+    assert strip_flags("Is it [Flag: smallest model]?") == "Is it?"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tryage.errors import ConfigurationError, MissingDependencyError, TryageError, require
+from tryage.errors import ConfigurationError, MissingDependencyError, TryageError, TryageFileNotFoundError, require
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -71,7 +71,7 @@ class EncoderSpec:
                 raise EncoderLoadError(f"encoder folder {path} has no config.json; expected a Hugging Face model folder")
             return cls("path", str(path.resolve()), max_length, False)
         if text.startswith((".", "/", "~")) or text.count("/") > 1:
-            raise EncoderLoadError(f"encoder folder not found: {text}")
+            raise TryageFileNotFoundError(f"encoder folder not found: {text}")
         return cls("hub", text, max_length, False)
 
     def to_dict(self) -> dict[str, Any]:

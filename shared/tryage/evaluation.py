@@ -302,8 +302,11 @@ def pareto_sweep(predicted: np.ndarray, test: QTable, library: ExpertLibrary, *,
     if raw_fn is None:
         raw = penalty
     if weights is None:
+        # From no preference up to a weight at which the cheapest expert wins every prompt.
         spread = float(np.ptp(predicted)) or 1.0
-        weights = [0.0] + list(np.geomspace(spread * 1e-3, spread * 2, 24))
+        gaps = penalty[penalty > penalty.min() + 1e-12] - penalty.min()
+        top = 1.5 * spread / (float(gaps.min()) if gaps.size else 1.0)
+        weights = [0.0] + list(np.geomspace(top * 1e-4, top, 28))
     points = []
     for w in weights:
         choice = decide(predicted, lib, constraints, {constraint: float(w)}).choice

@@ -39,6 +39,7 @@ STRONG_WEIGHT = 1000.0
 
 _FLAG_RE = re.compile(r"\[\s*flag\s*:\s*([^\[\]]*?)\s*\]", re.IGNORECASE)
 _FLAG_LINE_RE = re.compile(r"^[ \t]*(?:\[\s*flag\s*:[^\[\]]*\][ \t]*)+(?:\n|$)", re.IGNORECASE | re.MULTILINE)
+_SPACED_FLAG_RE = re.compile(r"[ \t]*" + _FLAG_RE.pattern + r"[ \t]*", re.IGNORECASE)
 _OPEN_FLAG_RE = re.compile(r"\[\s*flag\s*:", re.IGNORECASE)
 _WEIGHT_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(\S+)$")
 _SIZE_FILTER_RE = re.compile(r"^(max|min)(?:imum)?\s+(?:size|params|parameters)\s*(?:[:=<>]\s*)?(.+)$", re.I)
@@ -132,13 +133,10 @@ class FlagParser:
                 flags.append(part)
                 weights.update(w)
                 filters.extend(f)
-        cleaned = _FLAG_RE.sub(" ", _FLAG_LINE_RE.sub("", prompt))
+        cleaned = _SPACED_FLAG_RE.sub(_join, _FLAG_LINE_RE.sub("", prompt)).strip()
         leftover = _OPEN_FLAG_RE.search(cleaned)
         if leftover:
             raise FlagError(cleaned[leftover.start():leftover.start() + 40], "unclosed flag bracket", self.valid_flags())
-        cleaned = re.sub(r"[ \t]+", " ", cleaned)
-        cleaned = re.sub(r" *\n *", "\n", cleaned).strip()
-        cleaned = re.sub(r" ([.,;:!?])", r"\1", cleaned)
         return ParsedFlags(cleaned, tuple(flags), MappingProxyType(weights), tuple(filters))
 
     def strip(self, prompt: str) -> str:
@@ -194,6 +192,14 @@ class FlagParser:
         if m := _EXPERT_RE.match(text):
             return {}, [Filter(experts=(m.group(1).strip(),), source=text)]
         raise FlagError(text, "unknown flag", self.valid_flags())
+
+
+def _join(match: re.Match[str]) -> str:
+    """What a removed flag leaves behind: one space between words, nothing at an edge or before punctuation."""
+    text = match.string
+    before = text[match.start() - 1] if match.start() > 0 else "\n"
+    after = text[match.end()] if match.end() < len(text) else "\n"
+    return "" if before == "\n" or after == "\n" or after in ".,;:!?)" else " "
 
 
 def strip_flags(prompt: str) -> str:

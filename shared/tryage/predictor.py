@@ -211,7 +211,7 @@ class PerceptiveRouter:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(idx)
+                total += loss.item() * len(idx)
             record = {"epoch": epoch + 1, "train_loss": total / max(len(perm), 1)}
             if len(val_idx):
                 self.head_.eval()
@@ -261,7 +261,7 @@ class PerceptiveRouter:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(idx)
+                total += loss.item() * len(idx)
             record = {"epoch": epoch + 1, "train_loss": total / max(len(perm), 1)}
             if len(val_idx):
                 pred = self._predict_standardised([prompts[i] for i in val_idx])

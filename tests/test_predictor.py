@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tryage import ExpertLibrary, NotFittedError, QTable, TryageRouter
+from tryage.errors import ConfigurationError, RouterFormatError
+from tryage.predictor import PerceptiveRouter
+
+UNSEEN = {"coder": "import class return code", "lawyer": "court statute of the contract",
+          "biologist": "cell protein and gene"}
+
+
+@pytest.fixture()
+def trained(tiny_encoder, domain_qtable_path, small_library_path):
+    q = QTable.from_file(domain_qtable_path)
+    lib = ExpertLibrary.from_json(small_library_path)
+    router = PerceptiveRouter(str(tiny_encoder), hidden_dim=32, learning_rate=1e-2, epochs=150,
+                              validation_fraction=0.0, seed=0, progress=False)
+    return router.fit(q, lib), q
+
+
+def test_head_router_predicts_each_domains_expert_on_unseen_prompts(trained):
+    router, _ = trained
+    predicted = router.predict_losses(list(UNSEEN.values()))
+    chosen = [router.experts[i] for i in predicted.argmin(1)]
+    assert chosen == list(UNSEEN)
+    assert predicted.min(1) == pytest.approx([1.0, 1.0, 1.0], abs=0.35)  # in Q-table units
+
+
+def test_router_is_reproducible_with_a_seed(tiny_encoder, domain_qtable_path):
+    q = QTable.from_file(domain_qtable_path)
+    a = PerceptiveRouter(str(tiny_encoder), epochs=5, seed=7, progress=False).fit(q)
+    b = PerceptiveRouter(str(tiny_encoder), epochs=5, seed=7, progress=False).fit(q)
+    np.testing.assert_allclose(a.predict_losses(["gene"]), b.predict_losses(["gene"]), rtol=1e-6)
+
+
+def test_save_and_load_round_trip(trained, tmp_path):
+    router, _ = trained
+    folder = router.save_pretrained(tmp_path / "router")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "experts.json", "model.safetensors"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["format_version"] == 1 and config["experts"] == ["coder", "lawyer", "biologist"]
+    again = PerceptiveRouter.from_pretrained(folder)
+    prompts = list(UNSEEN.values())
+    np.testing.assert_allclose(again.predict_losses(prompts), router.predict_losses(prompts), rtol=1e-5)
+    assert again.library_["lawyer"].parameters == 7_000_000_000
+    tr = TryageRouter.from_pretrained(folder)
+    assert tr.route("court statute [Flag: smallest model]").expert == "coder"
+    assert tr.route("court statute of the contract").expert == "lawyer"
+
+
+def test_saving_over_an_existing_router_replaces_it_whole(trained, tmp_path):
+    router, _ = trained
+    target = tmp_path / "router"
+    router.save_pretrained(target)
+    (target / "stale.txt").write_text("from an older save")
+    router.save_pretrained(target)
+    assert not (target / "stale.txt").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folders left
+
+
+def test_finetune_mode_trains_the_encoder_and_saves_it(tiny_encoder, domain_qtable_path, tmp_path):
+    q = QTable.from_file(domain_qtable_path)
+    router = PerceptiveRouter(str(tiny_encoder), mode="finetune", epochs=2, batch_size=8,
+                              validation_fraction=0.2, progress=False).fit(q)
+    before = PerceptiveRouter(str(tiny_encoder), progress=False).encode(["gene protein"])
+    after = router.encode(["gene protein"])
+    assert not np.allclose(before, after)
+    folder = router.save_pretrained(tmp_path / "ft")
+    assert (folder / "encoder" / "config.json").exists()
+    np.testing.assert_allclose(PerceptiveRouter.from_pretrained(folder).predict_losses(["gene"]),
+                               router.predict_losses(["gene"]), rtol=1e-5)
+
+
+def test_loading_rejects_foreign_or_broken_folders(trained, tmp_path):
+    router, _ = trained
+    with pytest.raises(FileNotFoundError, match="router folder not found"):
+        PerceptiveRouter.from_pretrained(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RouterFormatError, match="missing config.json, model.safetensors, experts.json"):
+        PerceptiveRouter.from_pretrained(tmp_path / "empty")
+    folder = router.save_pretrained(tmp_path / "r")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "format_version": 99}))
+    with pytest.raises(RouterFormatError, match="format_version 99 is not supported"):
+        PerceptiveRouter.from_pretrained(folder)
+
+
+def test_router_for_another_expert_set_is_a_clear_error(trained, tmp_path):
+    from tryage import Expert, RouterMismatchError
+
+    router, _ = trained
+    folder = router.save_pretrained(tmp_path / "r")
+    other = ExpertLibrary([Expert("coder"), Expert("lawyer"), Expert("chemist")])
+    with pytest.raises(RouterMismatchError, match="router-only experts: 'biologist'; library-only experts: 'chemist'"):
+        TryageRouter.from_pretrained(folder, library=other)
+
+
+def test_bad_parameters_and_unfitted_use_are_explained(tiny_encoder, domain_qtable_path):
+    q = QTable.from_file(domain_qtable_path)
+    with pytest.raises(ConfigurationError, match="mode must be one of \\('head', 'finetune'\\), got 'full'"):
+        PerceptiveRouter(str(tiny_encoder), mode="full").fit(q)
+    with pytest.raises(NotFittedError, match="call fit"):
+        PerceptiveRouter(str(tiny_encoder)).predict_losses(["x"])
+    with pytest.raises(FileNotFoundError, match="encoder folder not found"):
+        PerceptiveRouter("./no/such/encoder").fit(q)
+
+
+@pytest.mark.slow
+def test_bundled_minilm_loads_offline_and_routes(domain_qtable_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    q = QTable.from_file(domain_qtable_path)
+    router = PerceptiveRouter(epochs=100, hidden_dim=32, learning_rate=1e-2, validation_fraction=0.0,
+                              progress=False).fit(q)
+    assert router.text_encoder_.dim == 384
+    assert router.experts[int(router.predict_losses(["protein folding in a cell"]).argmin())] == "biologist"
