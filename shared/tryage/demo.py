@@ -1,0 +1,101 @@
+"""``tryage demo``: the embedded default router on sample prompts, and its Pareto front.
+
+The embedded default (``tryage/default/``) is the paper's domain experiment reproduced offline: a
+head over the bundled MiniLM encoder trained to predict the causal-LM loss of 11 experts (the
+SmolLM2-135M generalist, 8 domain experts fine-tuned from it, 2 small models trained from scratch).
+
+The demo routes sample prompts of its own, from several domains, with and without flags such as
+``[Flag: smallest model]``, prints a table, and draws the Pareto front (mean loss against mean
+parameters as the size weight grows). The front is *recomputed* from
+``default/measured_losses.jsonl``: for every test passage, keyed by id, it holds the true loss of
+every expert and the loss the router predicted at build time (passage text is never stored), which
+is all :func:`tryage.evaluation.pareto_sweep` needs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tryage.defaults import DEFAULT_DIR
+
+SAMPLE_PROMPTS = (
+    ("code", "def merge_sorted(a, b):\n    out = []\n    while a and b:\n        out.append(a.pop(0) if a[0] < b[0] else b.pop(0))"),
+    ("legal", "The lessee shall indemnify and hold harmless the lessor against any claim arising from the use of the premises."),
+    ("biomed", "Patients receiving the inhibitor showed reduced expression of inflammatory cytokines in serum samples."),
+    ("math", "Let G be a finite group and H a normal subgroup. Prove that the order of G/H divides the order of G."),
+    ("literature", "She walked along the shore at dusk, the letter still folded in her hand, and did not look back at the house."),
+    ("encyclopedia", "The river rises in the northern highlands and flows for about 600 kilometres before reaching the sea."),
+    ("techdocs", "Set the environment variable before starting the server; the configuration file is read once at startup."),
+    ("computing-dictionary", "<networking> A protocol that allows a host to discover the hardware address of another host on the network."),
+)
+FLAG = " [Flag: smallest model]"
+
+
+def _losses_table(split: str = "test") -> tuple[Any, np.ndarray]:
+    """The test passages of the default as a QTable (prompts are passage ids) and the predicted losses."""
+    from tryage.qtable import QTable
+
+    rows = [json.loads(line) for line in (DEFAULT_DIR / "measured_losses.jsonl").read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    rows = [r for r in rows if r.get("split") == split]
+    experts = tuple(rows[0]["losses"])
+    table = QTable(tuple(r["id"] for r in rows), experts, np.array([[r["losses"][e] for e in experts] for r in rows]),
+                   tuple({"domain": r["domain"]} for r in rows))
+    predicted = np.array([[r["predicted"][e] for e in experts] for r in rows])
+    return table, predicted
+
+
+def run_demo(out_dir: Path, *, json_output: bool = False) -> dict[str, Any]:
+    """Route the sample prompts with the embedded default, print them, write ``pareto.png`` and ``demo.json``."""
+    from tryage.evaluation import pareto_sweep, plot_pareto, write_json
+    from tryage.experts import format_size
+    from tryage.router import TryageRouter
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    router = TryageRouter.default()
+    prompts = [text for _, text in SAMPLE_PROMPTS]
+    plain = router.route_batch(prompts)
+    flagged = router.route_batch([p + FLAG for p in prompts])
+    rows = []
+    for (domain, text), a, b in zip(SAMPLE_PROMPTS, plain, flagged):
+        rows.append({"domain": domain, "prompt": text, "expert": a.expert,
+                     "predicted_loss": a.chosen.predicted_loss,
+                     "parameters": router.library[a.expert].parameters,
+                     "with_flag": {"flag": FLAG.strip(), "expert": b.expert,
+                                   "predicted_loss": b.chosen.predicted_loss,
+                                   "parameters": router.library[b.expert].parameters}})
+
+    table, predicted = _losses_table()
+    library = router.library
+    fronts = {"perceptive router": pareto_sweep(predicted, table, library),
+              "oracle (true losses)": pareto_sweep(table.losses, table, library)}
+    png = plot_pareto(fronts, out / "pareto.png", ylabel="mean causal-LM loss (nats, lower is better)",
+                      title="Embedded default: loss against model size (test passages)")
+    result = {"prompts": rows, "pareto_png": str(png),
+              "pareto": {k: [p.to_dict() for p in v] for k, v in fronts.items()},
+              "test_passages": len(table)}
+    write_json(result, out / "demo.json")
+    if json_output:
+        print(json.dumps(result, indent=2))
+        return result
+    width = max(len(e) for e in library.names)
+    print(f"{'domain':<21} {'prompt':<46} {'chosen expert':<{width}} {'loss':>6}   "
+          f"{'with [Flag: smallest model]':<{width}} {'size':>6}")
+    for r in rows:
+        text = r["prompt"].replace("\n", " ")
+        text = text if len(text) <= 45 else text[:44] + "…"
+        f = r["with_flag"]
+        print(f"{r['domain']:<21} {text:<46} {r['expert']:<{width}} {r['predicted_loss']:>6.2f}   "
+              f"{f['expert']:<{width}} {format_size(f['parameters']):>6}")
+    best = min(fronts["perceptive router"], key=lambda p: p.value)
+    print(f"\nPareto front over {len(table)} test passages written to {png} "
+          f"(best mean loss {best.value:.3f} at {format_size(int(best.mean_constraint))} mean parameters)")
+    return result
+
+
+__all__ = ["SAMPLE_PROMPTS", "run_demo"]
