@@ -23,6 +23,7 @@ default) the selector sets the ``QueryBundle``'s ``query_str`` to the cleaned te
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -199,12 +200,19 @@ class TryageSelector(BaseSelector):
         self._plans: dict[tuple[tuple[str | None, str], ...], _Plan] = {}
 
     @classmethod
-    def from_defaults(cls, router: TryageRouter | None = None, **kwargs: Any) -> TryageSelector:
-        """A selector over ``router``, or over :meth:`TryageRouter.default` when it is ``None``.
-
-        ``kwargs`` are those of the constructor (``expert_map``, ``weights``, ``max_outputs``...).
-        """
-        return cls(TryageRouter.default() if router is None else router, **kwargs)
+    def from_defaults(cls, router: TryageRouter | str | os.PathLike[str] | None = None, *,
+                      expert_map: Mapping[str, str] | None = None, weights: Mapping[str, float] | None = None,
+                      filters: Sequence[Filter] = (), max_outputs: int = 1, fallback: str | None = None,
+                      rewrite_query: bool = True) -> TryageSelector:
+        """A selector over ``router``: a :class:`~tryage.TryageRouter`, the folder of a saved router
+        (:meth:`TryageRouter.from_pretrained`), or ``None`` for the router shipped with Tryage
+        (:meth:`TryageRouter.default`). The other arguments are the constructor's."""
+        if router is None:
+            router = TryageRouter.default()
+        elif isinstance(router, (str, os.PathLike)):
+            router = TryageRouter.from_pretrained(router)
+        return cls(router, expert_map=expert_map, weights=weights, filters=filters, max_outputs=max_outputs,
+                   fallback=fallback, rewrite_query=rewrite_query)
 
     # -- prompt hooks: a Tryage selector has no prompt ----------------------------------------
     def _get_prompts(self) -> dict[str, Any]:

@@ -303,6 +303,17 @@ def test_selector_from_defaults_without_router_loads_the_default(router, monkeyp
     assert TryageSelector.from_defaults().router is router
 
 
+def test_selector_from_defaults_loads_a_router_folder(router, monkeypatch, tmp_path):
+    loaded = []
+    monkeypatch.setattr(TryageRouter, "from_pretrained",
+                        classmethod(lambda cls, path, **kw: loaded.append(path) or router))
+
+    selector = TryageSelector.from_defaults(tmp_path, weights={"size": 0.5})
+
+    assert loaded == [tmp_path]
+    assert selector.router is router and dict(selector.weights) == {"size": 0.5}
+
+
 def test_selector_has_no_prompts(router):
     selector = TryageSelector(router)
 
