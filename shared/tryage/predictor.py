@@ -78,6 +78,9 @@ class PerceptiveRouter:
         validation_fraction: Share of the Q-table held out for early stopping (0 disables it).
         patience: Epochs without validation improvement before stopping.
         max_length: Tokens kept per prompt.
+        objective: ``"mse"`` (regression on per-expert standardised losses), ``"bce"`` (losses in
+            [0, 1] read as the probability the expert fails — the natural reading of 0/1 scores), or
+            ``"auto"``: ``"bce"`` when every loss of the table lies in [0, 1], else ``"mse"``.
         seed: Seed for the split, initialisation and shuffling.
         device: torch device; ``"cpu"`` by default.
         progress: Show progress bars.
@@ -93,7 +96,7 @@ class PerceptiveRouter:
                  batch_size: int | None = None, learning_rate: float = 1e-3,
                  encoder_learning_rate: float = 3e-5, weight_decay: float = 1e-2,
                  validation_fraction: float = 0.1, patience: int | None = None, max_length: int = 256,
-                 seed: int = 0, device: str | None = None, progress: bool = True) -> None:
+                 objective: str = "auto", seed: int = 0, device: str | None = None, progress: bool = True) -> None:
         self.encoder = encoder
         self.mode = mode
         self.hidden_dim = hidden_dim
@@ -106,6 +109,7 @@ class PerceptiveRouter:
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.max_length = max_length
+        self.objective = objective
         self.seed = seed
         self.device = device
         self.progress = progress
@@ -129,6 +133,8 @@ class PerceptiveRouter:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+        if self.objective not in ("auto", "mse", "bce"):
+            raise ConfigurationError(f"objective must be 'auto', 'mse' or 'bce', got {self.objective!r}")
         if not isinstance(self.max_length, int) or self.max_length < 8:
             raise ConfigurationError(f"max_length must be an integer >= 8, got {self.max_length!r}")
 
@@ -157,8 +163,17 @@ class PerceptiveRouter:
         self.experts_ = qtable.experts
         self.library_ = library or ExpertLibrary.from_names(qtable.experts)
         targets = qtable.losses.astype(np.float32)
-        self.target_mean_ = targets.mean(0)
-        self.target_std_ = np.maximum(targets.std(0), 1e-6).astype(np.float32)
+        in_unit_range = bool(targets.min() >= 0.0 and targets.max() <= 1.0)
+        if self.objective == "bce" and not in_unit_range:
+            raise ConfigurationError("objective='bce' needs every loss in [0, 1]; this table has losses in "
+                                     f"[{targets.min():.4g}, {targets.max():.4g}]; use 'mse'")
+        self.objective_ = ("bce" if in_unit_range else "mse") if self.objective == "auto" else self.objective
+        if self.objective_ == "bce":
+            self.target_mean_ = np.zeros(targets.shape[1], dtype=np.float32)
+            self.target_std_ = np.ones(targets.shape[1], dtype=np.float32)
+        else:
+            self.target_mean_ = targets.mean(0)
+            self.target_std_ = np.maximum(targets.std(0), 1e-6).astype(np.float32)
         y = torch.from_numpy((targets - self.target_mean_) / self.target_std_)
 
         rng = np.random.default_rng(self.seed)
@@ -184,6 +199,19 @@ class PerceptiveRouter:
         self.text_encoder_.model.eval()
         return self
 
+    def _loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        if self.objective_ == "bce":
+            return torch.nn.functional.binary_cross_entropy_with_logits(output, target)
+        return torch.nn.functional.mse_loss(output, target)
+
+    def _to_units(self, raw: np.ndarray) -> np.ndarray:
+        """Head outputs → losses in Q-table units."""
+        if self.objective_ == "bce":
+            return 1.0 / (1.0 + np.exp(-raw))
+        return raw * self.target_std_ + self.target_mean_
+
     def _epochs_and_patience(self, default_epochs: int, default_patience: int) -> tuple[int, int]:
         return self.epochs or default_epochs, self.patience or default_patience
 
@@ -207,7 +235,7 @@ class PerceptiveRouter:
             total = 0.0
             for start in range(0, len(perm), batch_size):
                 idx = perm[start:start + batch_size]
-                loss = torch.nn.functional.mse_loss(self.head_(x[idx]), y[idx])
+                loss = self._loss(self.head_(x[idx]), y[idx])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -217,7 +245,7 @@ class PerceptiveRouter:
                 self.head_.eval()
                 with torch.inference_mode():
                     vi = torch.as_tensor(val_idx)
-                    record["val_loss"] = float(torch.nn.functional.mse_loss(self.head_(x[vi]), y[vi]))
+                    record["val_loss"] = float(self._loss(self.head_(x[vi]), y[vi]))
                 bar.set_postfix(val=f"{record['val_loss']:.4f}")
                 if record["val_loss"] < best[0] - 1e-6:
                     best = (record["val_loss"], {k: v.clone() for k, v in self.head_.state_dict().items()})
@@ -257,15 +285,15 @@ class PerceptiveRouter:
                               disable=not self.progress):
                 idx = perm[start:start + batch_size]
                 pred = self.head_(self.text_encoder_.forward([prompts[i] for i in idx]))
-                loss = torch.nn.functional.mse_loss(pred, y[idx])
+                loss = self._loss(pred, y[idx])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 total += loss.item() * len(idx)
             record = {"epoch": epoch + 1, "train_loss": total / max(len(perm), 1)}
             if len(val_idx):
-                pred = self._predict_standardised([prompts[i] for i in val_idx])
-                record["val_loss"] = float(torch.nn.functional.mse_loss(torch.from_numpy(pred), y[val_idx]))
+                pred = self._predict_raw([prompts[i] for i in val_idx])
+                record["val_loss"] = float(self._loss(torch.from_numpy(pred), y[val_idx]))
                 if record["val_loss"] < best[0] - 1e-6:
                     best = (record["val_loss"], (
                         {k: v.clone() for k, v in model.state_dict().items()},
@@ -291,7 +319,7 @@ class PerceptiveRouter:
         return self.text_encoder_.encode(_check_prompts(prompts), batch_size=batch_size,
                                          progress=self.progress and len(prompts) > 256)
 
-    def _predict_standardised(self, prompts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def _predict_raw(self, prompts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         import torch
 
         self._check_fitted()
@@ -302,7 +330,7 @@ class PerceptiveRouter:
 
     def predict_losses(self, prompts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
         """Predicted loss of every expert on every prompt, shape ``(n, k)``, in Q-table units."""
-        return self._predict_standardised(prompts, batch_size) * self.target_std_ + self.target_mean_
+        return self._to_units(self._predict_raw(prompts, batch_size))
 
     def predict_from_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
         """Like :meth:`predict_losses` for precomputed :meth:`encode` output (head mode)."""
@@ -312,7 +340,7 @@ class PerceptiveRouter:
         self.head_.eval()
         with torch.inference_mode():
             out = self.head_(torch.from_numpy(np.asarray(embeddings, dtype=np.float32))).numpy()
-        return out * self.target_std_ + self.target_mean_
+        return self._to_units(out)
 
     def embed(self, prompts: Sequence[str]) -> np.ndarray:
         """The router's own representation of each prompt: the head's hidden layer, shape ``(n, h)``.
@@ -351,6 +379,7 @@ class PerceptiveRouter:
                 "kind": "tryage.PerceptiveRouter",
                 "experts": list(self.experts_),
                 "mode": self.mode,
+                "objective": self.objective_,
                 "encoder": spec.to_dict(),
                 "head": {"input_dim": int(head.in_features), "hidden_dim": int(self.hidden_dim),
                          "output_dim": len(self.experts_), "dropout": float(self.dropout)},
@@ -430,6 +459,9 @@ class PerceptiveRouter:
         router.experts_ = experts
         router.library_ = library.reorder(experts)
         router.target_mean_, router.target_std_ = mean, std
+        router.objective_ = config.get("objective", "mse")
+        if router.objective_ not in ("mse", "bce"):
+            raise RouterFormatError(f"{source / 'config.json'}: unknown objective {router.objective_!r}")
         return router
 
 

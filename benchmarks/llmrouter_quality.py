@@ -1,0 +1,113 @@
+"""Routing quality on the LLMRouter score matrix (../shared/data/llmrouter), cross-validated.
+
+    python benchmarks/llmrouter_quality.py [--folds 5] [--seed 0] [--knn-k 50]
+
+Trains the perceptive router (its defaults: head mode over the bundled MiniLM) on k-1 folds and
+measures it on the held-out fold, beside the baselines measured on the same folds in the same run:
+the best single model (chosen on the training folds), a kNN router on the same embeddings, random
+choice (exact expectation) and the per-prompt oracle. Then sweeps the size weight over the
+out-of-fold predictions and reports the smallest mean parameter count at which the router still
+matches the best single model's score. Prints JSON and writes benchmarks/results/llmrouter_quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "llmrouter"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--knn-k", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    if not (args.data / "train.jsonl").exists():
+        sys.exit(f"llmrouter data not found in {args.data}; put ../shared beside the checkout or pass --data")
+
+    import torch
+
+    from tryage import ExpertLibrary, QTable
+    from tryage.evaluation import KNNPredictor, evaluate_predictions, pareto_sweep, smallest_matching
+    from tryage.predictor import PerceptiveRouter
+
+    torch.set_num_threads(args.threads)
+    table = QTable.from_file(args.data / "train.jsonl")
+    library = ExpertLibrary.from_json(args.data / "models.json", names=table.experts)
+    started = time.perf_counter()
+    encoder = PerceptiveRouter(progress=True)
+    embeddings = encoder.encode(table.prompts)
+    encode_s = time.perf_counter() - started
+
+    order = np.random.default_rng(args.seed).permutation(len(table))
+    parts = np.array_split(order, args.folds)
+    oof_router = np.zeros_like(table.losses)
+    oof_knn = np.zeros_like(table.losses)
+    oof_single = np.zeros(len(table), dtype=int)
+    fold_reports = []
+    for i, test_idx in enumerate(parts):
+        train_idx = np.sort(np.concatenate(parts[:i] + parts[i + 1:]))
+        test_idx = np.sort(test_idx)
+        train, test = table.subset(train_idx), table.subset(test_idx)
+        router = PerceptiveRouter(seed=args.seed + i, progress=False)
+        router.text_encoder_, router.encoder_spec_ = encoder.text_encoder_, encoder.encoder_spec_
+        router.fit(train, library, embeddings=embeddings[train_idx])
+        oof_router[test_idx] = router.predict_from_embeddings(embeddings[test_idx])
+        knn = KNNPredictor(encoder.encode, k=args.knn_k).fit(train, embeddings=embeddings[train_idx])
+        oof_knn[test_idx] = knn.predict_from_embeddings(embeddings[test_idx])
+        oof_single[test_idx] = int(np.argmin(train.losses.mean(0)))
+        report = evaluate_predictions(oof_router[test_idx], test, train=train, knn_predicted=oof_knn[test_idx])
+        fold_reports.append({"fold": i, "router": report.router.value, "best_single": report.best_single.value,
+                             "knn": report.knn.value, "oracle": report.oracle, "epochs": len(router.history_)})
+        print(json.dumps(fold_reports[-1]), file=sys.stderr)
+
+    # Out-of-fold: every prompt is predicted by a router that never saw it.
+    overall = evaluate_predictions(oof_router, table, knn_predicted=oof_knn, group_by="task").to_dict()
+    single_value = float(np.mean([1.0 - table.losses[j, oof_single[j]] for j in range(len(table))]))
+    overall["best_single"] = {"expert": "per fold: best mean on the training folds", "value": single_value}
+    overall["gap_closed"] = (overall["router"] - single_value) / (overall["oracle"] - single_value)
+
+    front = pareto_sweep(oof_router, table, library, constraint="size")
+    match = smallest_matching(front, single_value)
+    largest_single = library[int(np.argmin(table.losses.mean(0)))]
+    result = {
+        "command": "python benchmarks/llmrouter_quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "data": str(args.data), "n": len(table), "folds": args.folds, "seed": args.seed,
+        "router_config": {"mode": "head", "encoder": "bundled all-MiniLM-L6-v2",
+                          "hidden_dim": PerceptiveRouter().hidden_dim},
+        "mean_score": {"router": overall["router"], "best_single": single_value,
+                       "knn": overall["knn"]["value"], "random": overall["random"], "oracle": overall["oracle"]},
+        "knn_k": args.knn_k,
+        "select_best_accuracy": {"router": overall["select_best_accuracy"],
+                                 "knn": overall["knn"]["select_best_accuracy"]},
+        "gap_closed": overall["gap_closed"],
+        "per_task": overall["per_group"],
+        "folds_detail": fold_reports,
+        "cost_aware": {
+            "best_single_always": {"expert": largest_single.name, "parameters": largest_single.parameters},
+            "smallest_mean_parameters_matching_best_single": None if match is None else match.mean_constraint,
+            "at_size_weight": None if match is None else match.weight,
+            "score_there": None if match is None else match.value,
+            "front": [p.to_dict() for p in front],
+        },
+        "seconds": {"encode": encode_s, "total": time.perf_counter() - started},
+    }
+    print(json.dumps({k: v for k, v in result.items() if k not in ("per_task",)} | {
+        "cost_aware": {k: v for k, v in result["cost_aware"].items() if k != "front"}}, indent=2))
+    out = Path(__file__).resolve().parent / "results" / "llmrouter_quality.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
