@@ -61,6 +61,32 @@ def _make_head(input_dim: int, hidden_dim: int, output_dim: int, dropout: float)
                          nn.Linear(hidden_dim, output_dim))
 
 
+class _EarlyStopping:
+    """Keeps the best weights seen on validation and says when ``patience`` epochs brought nothing."""
+
+    def __init__(self, modules: Sequence[torch.nn.Module], patience: int) -> None:
+        self.modules = modules
+        self.patience = patience
+        self.best_loss = float("inf")
+        self.best_state: list[dict[str, Any]] | None = None
+        self.stale = 0
+
+    def update(self, val_loss: float) -> bool:
+        """Record one epoch's validation loss; ``True`` when training should stop."""
+        if val_loss < self.best_loss - 1e-6:
+            self.best_loss = val_loss
+            self.best_state = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in self.modules]
+            self.stale = 0
+        else:
+            self.stale += 1
+        return self.stale >= self.patience
+
+    def restore(self) -> None:
+        if self.best_state is not None:
+            for module, state in zip(self.modules, self.best_state):
+                module.load_state_dict(state)
+
+
 class PerceptiveRouter:
     """Predicts every expert's loss on a prompt.
 
@@ -226,8 +252,7 @@ class PerceptiveRouter:
         generator = torch.Generator().manual_seed(self.seed)
         tr = torch.as_tensor(train_idx)
         history: list[dict[str, float]] = []
-        best = (float("inf"), None)
-        stale = 0
+        stopper = _EarlyStopping([self.head_], patience)
         bar = trange(epochs, desc="training router head", unit="epoch", disable=not self.progress)
         for epoch in bar:
             self.head_.train()
@@ -241,22 +266,16 @@ class PerceptiveRouter:
                 opt.step()
                 total += loss.item() * len(idx)
             record = {"epoch": epoch + 1, "train_loss": total / max(len(perm), 1)}
+            history.append(record)
             if len(val_idx):
                 self.head_.eval()
                 with torch.inference_mode():
                     vi = torch.as_tensor(val_idx)
                     record["val_loss"] = float(self._loss(self.head_(x[vi]), y[vi]))
                 bar.set_postfix(val=f"{record['val_loss']:.4f}")
-                if record["val_loss"] < best[0] - 1e-6:
-                    best = (record["val_loss"], {k: v.clone() for k, v in self.head_.state_dict().items()})
-                    stale = 0
-                else:
-                    stale += 1
-            history.append(record)
-            if len(val_idx) and stale >= patience:
-                break
-        if best[1] is not None:
-            self.head_.load_state_dict(best[1])
+                if stopper.update(record["val_loss"]):
+                    break
+        stopper.restore()
         return history
 
     def _train_finetune(self, prompts: list[str], y: torch.Tensor, train_idx: np.ndarray,
@@ -273,8 +292,7 @@ class PerceptiveRouter:
         ], weight_decay=self.weight_decay)
         rng = np.random.default_rng(self.seed)
         history: list[dict[str, float]] = []
-        best: tuple[float, Any] = (float("inf"), None)
-        stale = 0
+        stopper = _EarlyStopping([model, self.head_], patience)
         for epoch in range(epochs):
             model.train()
             self.head_.train()
@@ -291,22 +309,13 @@ class PerceptiveRouter:
                 opt.step()
                 total += loss.item() * len(idx)
             record = {"epoch": epoch + 1, "train_loss": total / max(len(perm), 1)}
+            history.append(record)
             if len(val_idx):
                 pred = self._predict_raw([prompts[i] for i in val_idx])
                 record["val_loss"] = float(self._loss(torch.from_numpy(pred), y[val_idx]))
-                if record["val_loss"] < best[0] - 1e-6:
-                    best = (record["val_loss"], (
-                        {k: v.clone() for k, v in model.state_dict().items()},
-                        {k: v.clone() for k, v in self.head_.state_dict().items()}))
-                    stale = 0
-                else:
-                    stale += 1
-            history.append(record)
-            if len(val_idx) and stale >= patience:
-                break
-        if best[1] is not None:
-            model.load_state_dict(best[1][0])
-            self.head_.load_state_dict(best[1][1])
+                if stopper.update(record["val_loss"]):
+                    break
+        stopper.restore()
         return history
 
     # -- inference ---------------------------------------------------------------------------
