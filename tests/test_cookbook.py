@@ -35,14 +35,15 @@ PROBE_MARK = "COOKBOOK-PROBE "
 
 @pytest.fixture(scope="module")
 def kernel_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Environment for the kernels: a kernel spec of this interpreter, quiet tokenizers."""
+    """Environment for the kernels: a kernel spec of this interpreter, no Hub access (05 opts out to
+    reach its local recorded Hub), no progress bars."""
     spec_dir = tmp_path_factory.mktemp("jupyter") / "kernels" / KERNEL
     spec_dir.mkdir(parents=True)
     (spec_dir / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "tryage cookbook", "language": "python"}))
-    return {"JUPYTER_PATH": str(spec_dir.parent.parent), "TOKENIZERS_PARALLELISM": "false",
-            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return {**build.KERNEL_ENV, "JUPYTER_PATH": str(spec_dir.parent.parent), "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1"}
 
 
 def run_notebook(name: str, env: dict[str, str], probe: str, extra_env: dict[str, str] | None = None,

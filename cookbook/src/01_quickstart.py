@@ -149,11 +149,14 @@ show([(p.replace("\n", " ")[:60], d.expert, d.chosen.predicted_loss) for p, d in
 # what was received and what is allowed.
 
 # %%
-for bad in ("Hello [Flag: fastest]", "Hello [Flag: speed=1]"):
+mistakes = {"unknown flag": lambda: router.route("Hello [Flag: fastest]"),
+            "unknown constraint": lambda: router.route("Hello", weights={"speed": 1.0}),
+            "unknown expert": lambda: router.route("Hello [Flag: expert gpt-9]")}
+for what, attempt in mistakes.items():
     try:
-        router.route(bad)
+        attempt()
     except TryageError as error:
-        print(f"{type(error).__name__}: {str(error)[:300]}\n")
+        print(f"{what}: {type(error).__name__}: {str(error)[:240]}\n")
 
 # %% [markdown]
 # ## 7. Log it, or do it from a shell
@@ -166,4 +169,6 @@ for bad in ("Hello [Flag: fastest]", "Hello [Flag: speed=1]"):
 # expert metadata from the Hub (05), and see how the default router was built and measured (06).
 
 # %%
-print(json.dumps(router.route(prompt + " [Flag: smallest model]").to_dict(), indent=1)[:700], "...")
+record = router.route(prompt + " [Flag: smallest model]").to_dict()
+record["scores"] = record["scores"][:1] + [f"... {len(record['scores']) - 1} more experts"]
+print(json.dumps(record, indent=1))
