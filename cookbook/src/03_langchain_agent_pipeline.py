@@ -193,3 +193,7 @@ for chunk in streaming_chat.stream("How do I sort a Python dict by value?"):
     chunks.append(chunk)
     print(chunk.content, end="|")
 print("\n\nfirst chunk from:", chunks[0].response_metadata["tryage_expert"], f"({len(chunks)} chunks)")
+
+# ChatTryage is a chat model like any other, so it streams through a chain too.
+streaming_chain = prompt | streaming_chat | StrOutputParser()
+print("".join(streaming_chain.stream({"question": "What should we take on a picnic?"})))
