@@ -117,3 +117,14 @@ def test_bundled_minilm_loads_offline_and_routes(domain_qtable_path, monkeypatch
                               progress=False).fit(q)
     assert router.text_encoder_.dim == 384
     assert router.experts[int(router.predict_losses(["protein folding in a cell"]).argmin())] == "biologist"
+
+
+def test_all_layer_pooling_widens_the_embedding_and_survives_a_round_trip(tiny_encoder, domain_qtable_path, tmp_path):
+    q = QTable.from_file(domain_qtable_path)
+    router = PerceptiveRouter(str(tiny_encoder), layers="all", epochs=3, progress=False).fit(q)
+    assert router.encode(["gene"]).shape == (1, 64)  # 2 layers x 32 hidden
+    again = PerceptiveRouter.from_pretrained(router.save_pretrained(tmp_path / "r"))
+    assert again.encoder_spec_.layers == "all"
+    np.testing.assert_allclose(again.predict_losses(["gene cell"]), router.predict_losses(["gene cell"]), rtol=1e-5)
+    with pytest.raises(ConfigurationError, match="layers must be 'last' or 'all', got 'middle'"):
+        PerceptiveRouter(str(tiny_encoder), layers="middle").fit(q)

@@ -82,8 +82,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         missing = [e for e in qtable.experts if e not in library]
         if missing:
             raise ConfigurationError(f"{args.experts} has no metadata for Q-table expert(s) {missing}")
+    options = {} if args.layers is None else {"layers": args.layers}
     router = PerceptiveRouter(args.encoder, mode=args.mode, seed=args.seed, epochs=args.epochs,
-                              progress=not args.json)
+                              progress=not args.json, **options)
     router.fit(qtable, library)
     out = router.save_pretrained(args.out)
     summary = {"router": str(out), "experts": list(router.experts_), "rows": len(qtable), "mode": args.mode,
@@ -229,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder to save the router in")
     p.add_argument("--encoder", help="encoder folder or Hub id (default: bundled all-MiniLM-L6-v2)")
     p.add_argument("--mode", choices=("head", "finetune"), default="head")
+    p.add_argument("--layers", choices=("last", "all"), default=None,
+                   help="encoder pooling: last layer, or every layer concatenated (default: the router's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, help="maximum epochs (default: 300 head / 4 finetune, early stopped)")
     p.add_argument("--on-invalid", choices=("raise", "drop"), default="raise",

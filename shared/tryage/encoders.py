@@ -50,18 +50,26 @@ class EncoderSpec:
         location: The folder or Hub id (empty for ``"bundled"``).
         max_length: Tokens kept per prompt (longer prompts are truncated).
         normalize: L2-normalise pooled embeddings (as sentence-transformers does for MiniLM).
+        layers: ``"last"`` mean-pools the last layer (the usual sentence embedding); ``"all"``
+            mean-pools every transformer layer, normalises each and concatenates them — lower layers
+            keep the surface form (format, vocabulary) that often tells which expert fits.
     """
 
     source: str
     location: str = ""
     max_length: int = 256
     normalize: bool = True
+    layers: str = "last"
+
+    def __post_init__(self) -> None:
+        if self.layers not in ("last", "all"):
+            raise ConfigurationError(f"layers must be 'last' or 'all', got {self.layers!r}")
 
     @classmethod
-    def resolve(cls, encoder: str | Path | None, *, max_length: int = 256) -> EncoderSpec:
+    def resolve(cls, encoder: str | Path | None, *, max_length: int = 256, layers: str = "last") -> EncoderSpec:
         """Interpret a user's ``encoder=`` argument: ``None`` → bundled MiniLM, a folder → path, else a Hub id."""
         if encoder is None or str(encoder) == BUNDLED:
-            return cls("bundled", "", max_length, True)
+            return cls("bundled", "", max_length, True, layers)
         text = str(encoder)
         if not text.strip():
             raise ConfigurationError("encoder must be None (bundled MiniLM), a folder, or a Hub id; got ''")
@@ -69,14 +77,14 @@ class EncoderSpec:
         if path.exists():
             if not (path / "config.json").exists():
                 raise EncoderLoadError(f"encoder folder {path} has no config.json; expected a Hugging Face model folder")
-            return cls("path", str(path.resolve()), max_length, False)
+            return cls("path", str(path.resolve()), max_length, False, layers)
         if text.startswith((".", "/", "~")) or text.count("/") > 1:
             raise TryageFileNotFoundError(f"encoder folder not found: {text}")
-        return cls("hub", text, max_length, False)
+        return cls("hub", text, max_length, False, layers)
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "location": self.location, "max_length": self.max_length,
-                "normalize": self.normalize}
+                "normalize": self.normalize, "layers": self.layers}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EncoderSpec:
@@ -84,7 +92,7 @@ class EncoderSpec:
             raise ConfigurationError(f"unknown encoder source {data.get('source')!r}; "
                                      "expected 'bundled', 'path', 'hub' or 'saved'")
         return cls(data["source"], data.get("location", ""), int(data.get("max_length", 256)),
-                   bool(data.get("normalize", False)))
+                   bool(data.get("normalize", False)), str(data.get("layers", "last")))
 
 
 class TextEncoder:
@@ -122,7 +130,8 @@ class TextEncoder:
 
     @property
     def dim(self) -> int:
-        return int(self.model.config.hidden_size)
+        width = int(self.model.config.hidden_size)
+        return width * int(self.model.config.num_hidden_layers) if self.spec.layers == "all" else width
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         """Pooled embeddings of ``texts`` with gradients (for fine-tuning), shape ``(n, dim)``."""
@@ -130,9 +139,16 @@ class TextEncoder:
 
         batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.spec.max_length,
                                return_tensors="pt").to(self.device)
-        hidden = self.model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        output = self.model(**batch, output_hidden_states=self.spec.layers == "all")
+        mask = batch["attention_mask"].unsqueeze(-1).to(output.last_hidden_state.dtype)
+
+        def pool(hidden: torch.Tensor) -> torch.Tensor:
+            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+        if self.spec.layers == "all":
+            per_layer = [torch.nn.functional.normalize(pool(h), dim=-1) for h in output.hidden_states[1:]]
+            return torch.cat(per_layer, dim=-1) / len(per_layer) ** 0.5
+        pooled = pool(output.last_hidden_state)
         if self.spec.normalize:
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
         return pooled

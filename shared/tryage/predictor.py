@@ -104,6 +104,8 @@ class PerceptiveRouter:
         validation_fraction: Share of the Q-table held out for early stopping (0 disables it).
         patience: Epochs without validation improvement before stopping.
         max_length: Tokens kept per prompt.
+        layers: Encoder pooling: ``"last"`` (the sentence embedding) or ``"all"`` (every layer's
+            mean-pool, concatenated; see :class:`tryage.encoders.EncoderSpec`).
         objective: ``"mse"`` (regression on per-expert standardised losses), ``"bce"`` (losses in
             [0, 1] read as the probability the expert fails — the natural reading of 0/1 scores), or
             ``"auto"``: ``"bce"`` when every loss of the table lies in [0, 1], else ``"mse"``.
@@ -122,7 +124,8 @@ class PerceptiveRouter:
                  batch_size: int | None = None, learning_rate: float = 1e-3,
                  encoder_learning_rate: float = 3e-5, weight_decay: float = 1e-2,
                  validation_fraction: float = 0.1, patience: int | None = None, max_length: int = 256,
-                 objective: str = "auto", seed: int = 0, device: str | None = None, progress: bool = True) -> None:
+                 layers: str = "last", objective: str = "auto", seed: int = 0,
+                 device: str | None = None, progress: bool = True) -> None:
         self.encoder = encoder
         self.mode = mode
         self.hidden_dim = hidden_dim
@@ -135,6 +138,7 @@ class PerceptiveRouter:
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.max_length = max_length
+        self.layers = layers
         self.objective = objective
         self.seed = seed
         self.device = device
@@ -183,7 +187,7 @@ class PerceptiveRouter:
             library = library.reorder(qtable.experts) if set(library.names) == set(qtable.experts) \
                 else library.subset(qtable.experts)
         _seed_everything(self.seed)
-        self.encoder_spec_ = EncoderSpec.resolve(self.encoder, max_length=self.max_length)
+        self.encoder_spec_ = EncoderSpec.resolve(self.encoder, max_length=self.max_length, layers=self.layers)
         if not hasattr(self, "text_encoder_") or self.text_encoder_.spec != self.encoder_spec_:
             self.text_encoder_ = TextEncoder(self.encoder_spec_, device=self.device)
         self.experts_ = qtable.experts
@@ -323,7 +327,7 @@ class PerceptiveRouter:
         """The encoder's pooled embeddings of ``prompts``, shape ``(n, d)``."""
         if not hasattr(self, "text_encoder_"):
             self._validate_params()
-            self.encoder_spec_ = EncoderSpec.resolve(self.encoder, max_length=self.max_length)
+            self.encoder_spec_ = EncoderSpec.resolve(self.encoder, max_length=self.max_length, layers=self.layers)
             self.text_encoder_ = TextEncoder(self.encoder_spec_, device=self.device)
         return self.text_encoder_.encode(_check_prompts(prompts), batch_size=batch_size,
                                          progress=self.progress and len(prompts) > 256)
@@ -381,7 +385,7 @@ class PerceptiveRouter:
             if self.mode == "finetune":
                 self.text_encoder_.model.save_pretrained(staging / "encoder")
                 self.text_encoder_.tokenizer.save_pretrained(staging / "encoder")
-                spec = EncoderSpec("saved", "encoder", spec.max_length, spec.normalize)
+                spec = EncoderSpec("saved", "encoder", spec.max_length, spec.normalize, spec.layers)
             head = self.head_[0]
             config = {
                 "format_version": FORMAT_VERSION,
@@ -449,7 +453,8 @@ class PerceptiveRouter:
                                     f"{list(experts)}")
         router = cls(None if spec.source == "bundled" else spec.location, mode=config.get("mode", "head"),
                      hidden_dim=int(head_cfg["hidden_dim"]), dropout=float(head_cfg.get("dropout", 0.0)),
-                     max_length=spec.max_length, seed=int(config.get("training", {}).get("seed", 0)),
+                     max_length=spec.max_length, layers=spec.layers,
+                     seed=int(config.get("training", {}).get("seed", 0)),
                      device=device, progress=progress)
         router.encoder_spec_ = spec
         router.text_encoder_ = TextEncoder(spec, saved_folder=source / "encoder", device=device)
