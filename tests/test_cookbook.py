@@ -162,18 +162,23 @@ def test_cookbook_01_routes_with_the_default_router_and_its_flags(kernel_env):
         "'flagged': router.route(prompt + ' [Flag: smallest model]').expert, "
         "'largest': router.route(prompt + ' [Flag: largest model]').expert, "
         "'cleaned': router.route(prompt + ' [Flag: smallest model]').prompt, 'prompt': prompt, "
-        "'legal': decision.expert, 'weights': [r[1] for r in rows]}"))
+        "'lease': decision.expert, 'lease_totals': {s.expert: s.total for s in decision.scores}, "
+        "'sweep': [r[1] for r in sweep], 'batch': [d.expert for d in decisions], 'n_samples': len(samples)}"))
     assert_no_errors(nb)
     sizes = state["sizes"]
     assert state["flagged"] == state["smallest"] == min(sizes, key=sizes.get)
     assert sizes[state["largest"]] == max(sizes.values())
     assert state["cleaned"] == state["prompt"]  # the flag never reaches the expert
+    totals = state["lease_totals"]
+    assert state["lease"] == min(totals, key=totals.get)  # the decision is the lowest total, as shown
+    assert sizes[state["lease"]] == max(sizes.values())  # no flag: a full-size expert, not a tiny one
     text = text_of(nb)
-    assert f"expert : {state['legal']}" in text and "FlagError" in text and "UnknownConstraintError" in text
-    assert "legal" in state["legal"]  # the lease clause goes to the legal expert
-    # The size weight sweep never moves to a larger model as the weight grows.
-    chosen_sizes = [sizes[name] for name in state["weights"]]
-    assert chosen_sizes == sorted(chosen_sizes, reverse=True)
+    assert f"expert : {state['lease']}" in text and f"->  {state['lease']}" in text
+    assert "FlagError: unknown flag" in text and "UnknownConstraintError" in text
+    assert len(state["batch"]) == state["n_samples"] == 8
+    # As the size weight grows the choice only moves to smaller models, ending at the smallest.
+    chosen_sizes = [sizes[name] for name in state["sweep"]]
+    assert chosen_sizes == sorted(chosen_sizes, reverse=True) and chosen_sizes[-1] == min(sizes.values())
 
 
 # -- 03 ----------------------------------------------------------------------------------------------

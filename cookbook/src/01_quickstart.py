@@ -93,10 +93,10 @@ show_decision(decision)
 # | `[Flag: most recent]`, `[Flag: cheapest]`, `[Flag: license mit]`, `[Flag: newer than 2024-01-01]` | need dates, prices or licences in the expert library (see notebook 05) |
 
 # %%
-prompt = "Let G be a finite group and H a normal subgroup. Prove that the order of G/H divides the order of G."
+prompt = "Theorem 2. For every integer n > 1 there is a prime p with n < p < 2n. Proof. Suppose not; then"
 smallest = min(router.library, key=lambda e: e.parameters).name
 rows = []
-for flag in ("", "[Flag: smallest model]", "[Flag: largest model]", "[Flag: size=0.3]", "[Flag: max size 100M]",
+for flag in ("", "[Flag: smallest model]", "[Flag: largest model]", "[Flag: size=6]", "[Flag: max size 100M]",
              f"[Flag: expert {smallest}]"):
     d = router.route(f"{prompt} {flag}".strip())
     rows.append((flag or "(none)", d.expert, format_size(router.library[d.expert].parameters), d.chosen.predicted_loss))
@@ -106,43 +106,54 @@ show(rows, ["flag", "chosen expert", "size", "its predicted loss"])
 # With a flag, the decision shows the penalties that moved the choice:
 
 # %%
-show_decision(router.route(prompt + " [Flag: size=0.3]"))
+show_decision(router.route(prompt + " [Flag: size=6]"))
 
 # %% [markdown]
 # ## 4. Weights from code
 #
 # The same trade-off without touching the prompt: `weights={"size": λ}` per call, or
 # `TryageRouter(..., weights=...)` as a default. Flags in the prompt override both. The size
-# penalty is the log parameter count scaled to [0, 1] over the library, and losses here are in
-# nats per token, so λ of a few tenths already trades a little predicted quality for a smaller
-# model.
+# penalty is the log parameter count scaled to [0, 1] over the library (smallest 0, largest 1),
+# and losses are in nats per token. In this library the two tiny from-scratch models are about 5
+# nats worse than the 135M experts, so only a large λ makes the router give up that much quality
+# for size; with experts closer in quality, small weights already matter (notebook 02).
 
 # %%
-rows = []
-for weight in (0.0, 0.1, 0.3, 1.0, 3.0):
+sweep = []
+for weight in (0.0, 1.0, 3.0, 6.0, 10.0):
     d = router.route(prompt, weights={"size": weight})
-    rows.append((weight, d.expert, format_size(router.library[d.expert].parameters), d.chosen.predicted_loss, d.chosen.total))
-show(rows, ["size weight", "chosen expert", "size", "predicted loss", "total"])
+    sweep.append((weight, d.expert, format_size(router.library[d.expert].parameters), d.chosen.predicted_loss, d.chosen.total))
+show(sweep, ["size weight", "chosen expert", "size", "predicted loss", "total"])
 
 # %% [markdown]
 # ## 5. Many prompts at once
 #
-# `route_batch` encodes all prompts in one pass of the router (much faster than a loop).
+# `route_batch` encodes all prompts in one pass of the router (much faster than a loop). One
+# passage-like prompt per domain of the library:
 
 # %%
-prompts = [
-    "def merge_sorted(a, b):\n    out = []\n    while a and b:",
-    "The defendant moved to dismiss the complaint for lack of personal jurisdiction.",
-    "Patients receiving the inhibitor showed reduced expression of inflammatory cytokines.",
-    "She walked along the shore at dusk, the letter still folded in her hand.",
-    "Set the environment variable before starting the server; the configuration is read once at startup.",
-    "The river rises in the northern highlands and flows for about 600 kilometres to the sea.",
-]
-decisions = router.route_batch(prompts)
-show([(p.replace("\n", " ")[:60], d.expert, d.chosen.predicted_loss) for p, d in zip(prompts, decisions)],
-     ["prompt", "chosen expert", "predicted loss"])
+samples = {
+    "code": "import numpy as np\n\ndef normalize(x):\n    return (x - x.mean()) / x.std()",
+    "legal": "The defendant moved to dismiss the complaint for lack of personal jurisdiction.",
+    "biomed": "Patients receiving the inhibitor showed reduced expression of inflammatory cytokines.",
+    "math": "We show that the sequence converges. Since |a_n - a_m| < epsilon for all n, m > N, it is Cauchy.",
+    "literature": '"I shall not go," said Elizabeth, turning from the window; and her mother sighed.',
+    "encyclopedia": "Paris is the capital and most populous city of France, with about 2.1 million residents.",
+    "techdocs": "To install the package, run pip install foo, then set the API key in settings.yaml.",
+    "computing-dictionary": "<programming> A data structure in which the last item added is the first removed.",
+}
+decisions = router.route_batch(list(samples.values()))
+show([(domain, text.replace("\n", " ")[:48], d.expert, d.chosen.predicted_loss)
+      for (domain, text), d in zip(samples.items(), decisions)],
+     ["domain", "prompt", "chosen expert", "predicted loss"])
 
 # %% [markdown]
+# The router predicts losses, not topics: it picks the expert it expects to have the lowest loss
+# on the text, and that is not always the expert named after the text's domain. Sometimes another
+# expert really is better; sometimes the router is wrong. On held-out passages it picks the truly
+# best expert about two times in three, and its mean loss is within a few percent of the oracle's
+# (notebook 06 has the numbers, per domain).
+#
 # ## 6. Mistakes are explained
 #
 # Every error is a `TryageError` (and the matching built-in, e.g. `ValueError`) whose message says
