@@ -109,6 +109,10 @@ class PerceptiveRouter:
         objective: ``"mse"`` (regression on per-expert standardised losses), ``"bce"`` (losses in
             [0, 1] read as the probability the expert fails — the natural reading of 0/1 scores), or
             ``"auto"``: ``"bce"`` when every loss of the table lies in [0, 1], else ``"mse"``.
+        target_smoothing: Head mode: train on each prompt's loss averaged with its ``k`` nearest
+            training prompts (cosine on the encoder embedding) — a lower-variance estimate of the
+            expected loss when outcomes are noisy (0/1 scores). ``None`` picks 20 for the ``"bce"``
+            objective and 0 (off) otherwise.
         seed: Seed for the split, initialisation and shuffling.
         device: torch device; ``"cpu"`` by default.
         progress: Show progress bars.
@@ -124,7 +128,8 @@ class PerceptiveRouter:
                  batch_size: int | None = None, learning_rate: float = 1e-3,
                  encoder_learning_rate: float = 3e-5, weight_decay: float = 1e-2,
                  validation_fraction: float = 0.1, patience: int | None = None, max_length: int = 256,
-                 layers: str = "last", objective: str = "auto", seed: int = 0,
+                 layers: str = "all", objective: str = "auto", target_smoothing: int | None = None,
+                 seed: int = 0,
                  device: str | None = None, progress: bool = True) -> None:
         self.encoder = encoder
         self.mode = mode
@@ -140,6 +145,7 @@ class PerceptiveRouter:
         self.max_length = max_length
         self.layers = layers
         self.objective = objective
+        self.target_smoothing = target_smoothing
         self.seed = seed
         self.device = device
         self.progress = progress
@@ -159,6 +165,9 @@ class PerceptiveRouter:
             raise ConfigurationError(f"mode must be one of {_MODES}, got {self.mode!r}")
         if not 0.0 <= self.validation_fraction < 0.5:
             raise ConfigurationError(f"validation_fraction must be in [0, 0.5), got {self.validation_fraction!r}")
+        if self.target_smoothing is not None and (not isinstance(self.target_smoothing, int)
+                                                  or self.target_smoothing < 0):
+            raise ConfigurationError(f"target_smoothing must be None or an integer >= 0, got {self.target_smoothing!r}")
         for name in ("epochs", "batch_size", "patience"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -220,6 +229,12 @@ class PerceptiveRouter:
                 raise ConfigurationError(f"embeddings must have shape {(len(qtable), self.text_encoder_.dim)}, "
                                          f"got {embeddings.shape}")
             x = torch.from_numpy(np.asarray(embeddings, dtype=np.float32))
+            smoothing = self.target_smoothing if self.target_smoothing is not None else (
+                20 if self.objective_ == "bce" else 0)
+            if smoothing > 1:
+                y = y.clone()
+                y[train_idx] = torch.from_numpy(_neighbour_mean(x.numpy()[train_idx], y.numpy()[train_idx], smoothing))
+            self.smoothing_ = smoothing
             self.history_ = self._train_head(x, y, train_idx, val_idx)
         else:
             if embeddings is not None:
@@ -398,7 +413,8 @@ class PerceptiveRouter:
                          "output_dim": len(self.experts_), "dropout": float(self.dropout)},
                 "targets": {"mean": [float(v) for v in self.target_mean_],
                             "std": [float(v) for v in self.target_std_]},
-                "training": {"seed": self.seed, "epochs_run": len(getattr(self, "history_", [])),
+                "training": {"seed": self.seed, "target_smoothing": getattr(self, "smoothing_", 0),
+                             "epochs_run": len(getattr(self, "history_", [])),
                              "best_val_loss": min((h.get("val_loss", float("inf"))
                                                    for h in getattr(self, "history_", [])), default=None)},
             }
@@ -477,6 +493,18 @@ class PerceptiveRouter:
         if router.objective_ not in ("mse", "bce"):
             raise RouterFormatError(f"{source / 'config.json'}: unknown objective {router.objective_!r}")
         return router
+
+
+def _neighbour_mean(embeddings: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
+    """Each row's target averaged over its ``k`` most similar rows (itself included), by cosine."""
+    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    k = min(k, len(unit))
+    out = np.empty_like(targets)
+    for start in range(0, len(unit), 1024):  # blocks keep the similarity matrix small
+        sims = unit[start:start + 1024] @ unit.T
+        nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        out[start:start + 1024] = targets[nearest].mean(axis=1)
+    return out
 
 
 def _check_prompts(prompts: Sequence[str]) -> list[str]:
