@@ -115,7 +115,7 @@ def test_bundled_minilm_loads_offline_and_routes(domain_qtable_path, monkeypatch
     q = QTable.from_file(domain_qtable_path)
     router = PerceptiveRouter(epochs=100, hidden_dim=32, learning_rate=1e-2, validation_fraction=0.0,
                               progress=False).fit(q)
-    assert router.text_encoder_.dim == 384
+    assert router.text_encoder_.dim == 6 * 384  # every MiniLM layer, pooled and concatenated
     assert router.experts[int(router.predict_losses(["protein folding in a cell"]).argmin())] == "biologist"
 
 
