@@ -65,7 +65,11 @@ library = ExpertLibrary([Expert("code", parameters="7B", description="programmin
                          Expert("general", parameters="1B", description="everyday questions")])
 qtable = QTable.from_records([{"prompt": p, "losses": {e: float(e != domain) for e in TRAINING}}
                               for domain, prompts in TRAINING.items() for p in prompts])
-predictor = PerceptiveRouter(mode="head", epochs=150, validation_fraction=0.0, seed=0, progress=False)
+# A couple dozen exact labels: the sentence embedding (layers="last") generalises best from so few
+# examples, the labels need no neighbour smoothing (meant for noisy 0/1 outcomes), and every
+# example is used for training. The defaults suit Q-tables of thousands of prompts.
+predictor = PerceptiveRouter(mode="head", layers="last", target_smoothing=0, epochs=150, validation_fraction=0.0,
+                             seed=0, progress=False)
 router = TryageRouter(predictor.fit(qtable, library), library)
 for question in ("My Python script raises a KeyError", "Can my employer read my private email?",
                  "What should I cook for a picnic?"):

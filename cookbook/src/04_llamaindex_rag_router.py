@@ -102,7 +102,11 @@ PAST = {
 library = ExpertLibrary([Expert(name, description=description) for name, (description, _) in DOCS.items()])
 qtable = QTable.from_records([{"prompt": q, "losses": {e: float(e != index) for e in PAST}}
                               for index, questions in PAST.items() for q in questions])
-predictor = PerceptiveRouter(mode="head", epochs=150, validation_fraction=0.0, seed=0, progress=False)
+# A couple dozen exact labels: the sentence embedding (layers="last") generalises best from so few
+# examples, the labels need no neighbour smoothing (meant for noisy 0/1 outcomes), and every
+# example is used for training. The defaults suit Q-tables of thousands of prompts.
+predictor = PerceptiveRouter(mode="head", layers="last", target_smoothing=0, epochs=150, validation_fraction=0.0,
+                             seed=0, progress=False)
 router = TryageRouter(predictor.fit(qtable, library), library)
 print("router experts:", router.experts)
 
