@@ -11,6 +11,7 @@ the outputs a reader sees. Run them with::
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -24,8 +25,9 @@ pytest.importorskip("ipykernel")
 
 REPO = Path(__file__).resolve().parents[1]
 COOKBOOK = REPO / "cookbook"
-sys.path.insert(0, str(COOKBOOK))
-import build  # noqa: E402  (cookbook/build.py)
+_spec = importlib.util.spec_from_file_location("tryage_cookbook_build", COOKBOOK / "build.py")
+build = importlib.util.module_from_spec(_spec)  # cookbook/build.py, under a name no package uses
+_spec.loader.exec_module(build)
 
 pytestmark = pytest.mark.slow
 KERNEL = "tryage-cookbook"
