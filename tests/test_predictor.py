@@ -128,3 +128,15 @@ def test_all_layer_pooling_widens_the_embedding_and_survives_a_round_trip(tiny_e
     np.testing.assert_allclose(again.predict_losses(["gene cell"]), router.predict_losses(["gene cell"]), rtol=1e-5)
     with pytest.raises(ConfigurationError, match="layers must be 'last' or 'all', got 'middle'"):
         PerceptiveRouter(str(tiny_encoder), layers="middle").fit(q)
+
+
+def test_neighbour_smoothing_of_0_1_outcomes_is_off_for_tiny_tables_and_on_for_large(tiny_encoder):
+    rows = [{"prompt": f"gene protein {i}" if i % 2 else f"court statute {i}",
+             "scores": {"a": float(i % 2), "b": float(1 - i % 2)}} for i in range(12)]
+    small = PerceptiveRouter(str(tiny_encoder), epochs=2, validation_fraction=0.0, progress=False)
+    small.fit(QTable.from_records(rows))
+    assert small.objective_ == "bce" and small.smoothing_ == 0
+    many = [dict(r, prompt=f"{r['prompt']} copy {j}") for j in range(20) for r in rows]  # 240 rows
+    large = PerceptiveRouter(str(tiny_encoder), epochs=2, validation_fraction=0.0, progress=False)
+    large.fit(QTable.from_records(many))
+    assert large.smoothing_ == 4  # min(20, 240 // 50)

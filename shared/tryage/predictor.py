@@ -111,8 +111,9 @@ class PerceptiveRouter:
             ``"auto"``: ``"bce"`` when every loss of the table lies in [0, 1], else ``"mse"``.
         target_smoothing: Head mode: train on each prompt's loss averaged with its ``k`` nearest
             training prompts (cosine on the encoder embedding) — a lower-variance estimate of the
-            expected loss when outcomes are noisy (0/1 scores). ``None`` picks 20 for the ``"bce"``
-            objective and 0 (off) otherwise.
+            expected loss when outcomes are noisy (0/1 scores). ``None`` picks
+            ``min(20, n_train // 50)`` for the ``"bce"`` objective (off below 100 training rows,
+            where neighbours would span whole classes) and 0 (off) otherwise.
         seed: Seed for the split, initialisation and shuffling.
         device: torch device; ``"cpu"`` by default.
         progress: Show progress bars.
@@ -230,7 +231,7 @@ class PerceptiveRouter:
                                          f"got {embeddings.shape}")
             x = torch.from_numpy(np.asarray(embeddings, dtype=np.float32))
             smoothing = self.target_smoothing if self.target_smoothing is not None else (
-                20 if self.objective_ == "bce" else 0)
+                min(20, len(train_idx) // 50) if self.objective_ == "bce" else 0)
             if smoothing > 1:
                 y = y.clone()
                 y[train_idx] = torch.from_numpy(_neighbour_mean(x.numpy()[train_idx], y.numpy()[train_idx], smoothing))

@@ -68,7 +68,7 @@ def test_router_chain_strips_flags_from_every_user_turn_and_obeys_them(routed):
     assert [m.content for m in seen] == ["Answer briefly. [Flag: cheapest] is literal here", "Hi", "Hello!",
                                          "Review this contract clause.\n    indented line"]
     # the router reads the core's cleaned text; the expert keeps the user's indentation
-    assert predictor.prompts[-1] == "Review this contract clause.\nindented line"
+    assert predictor.prompts[-1] == "Review this contract clause.\n    indented line"
 
 
 def test_router_chain_accepts_prompt_values_tuples_and_dicts():
