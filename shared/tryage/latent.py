@@ -5,8 +5,8 @@ higher means prompts of one label sit closer to each other than to other labels)
 numpy. :func:`umap_2d` projects embeddings to 2-D with umap-learn and :func:`plot_latent` draws
 one or more projections side by side, coloured by label (both need the ``plot`` extra).
 :func:`latent_report` does the paper's comparison: the trained router's own embeddings
-(:meth:`PerceptiveRouter.embed`, the head's hidden layer; for a linear head, which has none, the
-standardised predicted losses it routes on) beside the untrained encoder's
+(:meth:`PerceptiveRouter.embed`, the head's hidden layer; for a linear head, which has none, its
+predicted losses minus each prompt's mean: the differences it routes on) beside the untrained encoder's
 (:meth:`PerceptiveRouter.encode`, mean-pooled MiniLM).
 """
 
@@ -103,10 +103,11 @@ def latent_report(router: Any, prompts: Sequence[str], labels: Sequence[Any], *,
     untrained = np.asarray(router.encode(list(prompts)))
     trained = np.asarray(router.embed(list(prompts)))
     if trained.shape == untrained.shape and np.allclose(trained, untrained):
-        # a linear head has no hidden layer: its routing space is its output, the predicted losses
-        # (standardised per expert so no expert's scale dominates the distances)
+        # a linear head has no hidden layer: its routing space is its output. Adding a constant to one
+        # prompt's predicted losses never changes its choice, so each prompt's mean is removed and the
+        # space is the predicted loss differences between experts the router decides on.
         predicted = np.asarray(router.predict_losses(list(prompts)))
-        trained = (predicted - predicted.mean(0)) / np.maximum(predicted.std(0), 1e-12)
+        trained = predicted - predicted.mean(axis=1, keepdims=True)
     report: dict[str, Any] = {"n": len(prompts), "labels": sorted({str(v) for v in labels}), "metric": "cosine",
                               "silhouette_trained_router": silhouette(trained, labels),
                               "silhouette_untrained_encoder": silhouette(untrained, labels)}
