@@ -329,17 +329,9 @@ def plot_pareto(fronts: Mapping[str, Sequence[ParetoPoint]], path: str | os.Path
                 title: str = "Tryage: quality against model size", xscale: str = "log",
                 references: Mapping[str, tuple[float, float]] | None = None) -> Path:
     """Draw one or more fronts (label → points) as a PNG; ``references`` adds labelled single points."""
-    from tryage._io import atomic_write_bytes
-    from tryage.errors import require
+    from tryage._plot import pyplot, save_png
 
-    require("matplotlib", "plot")
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for label, points in fronts.items():
         xs = [p.mean_constraint for p in points]
@@ -354,12 +346,7 @@ def plot_pareto(fronts: Mapping[str, Sequence[ParetoPoint]], path: str | os.Path
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    target = Path(path)
-    atomic_write_bytes(target, buffer.getvalue())
-    return target
+    return save_png(fig, path)
 
 
 def write_json(data: Any, path: str | os.PathLike[str]) -> Path:

@@ -63,16 +63,9 @@ def umap_2d(embeddings: np.ndarray, *, seed: int = 0, n_neighbors: int = 15) -> 
 def plot_latent(panels: Mapping[str, tuple[np.ndarray, Sequence[Any]]], path: str | os.PathLike[str], *,
                 title: str = "Prompt embeddings by domain") -> Path:
     """Draw 2-D points (panel title → (points, labels)) side by side as a PNG, coloured by label."""
-    import io
+    from tryage._plot import pyplot, save_png
 
-    from tryage._io import atomic_write_bytes
-
-    require("matplotlib", "plot")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), dpi=110, squeeze=False)
     for ax, (name, (points, labels)) in zip(axes[0], panels.items()):
         labels = [str(v) for v in labels]
@@ -85,12 +78,7 @@ def plot_latent(panels: Mapping[str, tuple[np.ndarray, Sequence[Any]]], path: st
     axes[0][-1].legend(fontsize=7, markerscale=2, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    target = Path(path)
-    atomic_write_bytes(target, buffer.getvalue())
-    return target
+    return save_png(fig, path)
 
 
 def latent_report(router: Any, prompts: Sequence[str], labels: Sequence[Any], *,
