@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
         "data": str(args.data), "n": len(table), "folds": args.folds, "seed": args.seed,
         "router_config": {"mode": "head", "encoder": "bundled all-MiniLM-L6-v2",
                           "hidden_dim": PerceptiveRouter().hidden_dim, "layers": PerceptiveRouter().layers,
-                          "target_smoothing": "auto (20 for 0/1 scores)"},
+                          "target_smoothing": "auto: min(20, n_train // 50) for 0/1 scores"},
         "mean_score": {"router": overall["router"], "best_single": single_value,
                        "knn": overall["knn"]["value"], "random": overall["random"], "oracle": overall["oracle"]},
         "knn_k": args.knn_k,
