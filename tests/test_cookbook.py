@@ -254,4 +254,7 @@ def test_cookbook_06_reads_the_paper_results_or_says_how_to_make_them(kernel_env
         return
     results = json.loads(results_file.read_text())
     assert f"select-best accuracy: {results['select_best_accuracy']:.1%}" in text
-    assert has_image(nb)
+    figures = [REPO / path for path in results["figures"].values()]
+    assert figures and all(path.exists() for path in figures)  # the notebook's Markdown shows them
+    markdown = "".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert all(f"../{path.relative_to(REPO)}" in markdown for path in figures)

@@ -13,8 +13,9 @@
 # technical docs, a computing dictionary) and 2 small models trained from scratch, scored by
 # causal-LM loss on held-out passages of the 8 domains. Training the experts and measuring the
 # losses takes far longer than a notebook should, so a script does it and writes its results to
-# `benchmarks/results/paper_domains.json` (with two PNGs); this notebook reads them, and recomputes
-# the Pareto front from the data embedded in the default router.
+# `benchmarks/results/paper_domains.json` (with two PNGs, shown below as images of the repository);
+# this notebook reads them, and recomputes the Pareto front from the data embedded in the default
+# router.
 #
 # **Needs:** `pip install 'tryage[plot]'` and a checkout (the results live in `benchmarks/results/`).
 # To regenerate them (hours on CPU; needs `tryage[paper]` and `../shared/data/domains`):
@@ -30,7 +31,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-from IPython.display import Image, display
 
 from tryage.experts import format_size
 
@@ -43,6 +43,7 @@ REGENERATE = ("python benchmarks/paper/build_domain_library.py && "
 if RESULTS.exists():
     results = json.loads(RESULTS.read_text(encoding="utf-8"))
     print(f"results from {RESULTS.relative_to(REPO)}, written by:\n    {results.get('command', REGENERATE)}")
+    print("figures:", ", ".join(results["figures"].values()))
     print(f"router trained on {results['data']['router_train_n']} validation passages, "
           f"tested on {results['data']['test_n']} test passages")
 else:
@@ -109,10 +110,11 @@ if results:
 # Sweeping the size weight λ from 0 upwards moves the choice from the best predicted expert towards
 # the smallest one. Each point is one λ: mean parameters of the chosen experts against mean loss.
 # The oracle's front uses the true losses; stars are single experts used for every passage.
+#
+# ![Pareto front of the domain experiment](../benchmarks/results/paper_domains_pareto.png)
 
 # %%
 if results:
-    display(Image(filename=str(REPO / results["figures"]["pareto"]), width=640))
     front = results["pareto"]["perceptive router"]
     changes = [p for i, p in enumerate(front) if i == 0 or round(p["value"], 4) != round(front[i - 1]["value"], 4)]
     print("Points of the router's front where the choice changes:\n")
@@ -127,13 +129,14 @@ if results:
 # untrained encoder (mean-pooled MiniLM) beside the trained router's own embedding (its head's
 # hidden layer), coloured by domain, with the silhouette score (cosine; higher means tighter,
 # better separated domains).
+#
+# ![UMAP of the untrained encoder and of the trained router, by domain](../benchmarks/results/paper_domains_latent.png)
 
 # %%
 if results:
     latent = results["latent"]
     print(f"silhouette by domain: untrained encoder {latent['silhouette_untrained_encoder']:.3f}, "
           f"trained router {latent['silhouette_trained_router']:.3f}  ({latent['n']} test passages)")
-    display(Image(filename=str(REPO / results["figures"]["latent"]), width=900))
 
 # %% [markdown]
 # ## 5. Recompute the front from the embedded default
