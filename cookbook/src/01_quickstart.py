@@ -96,7 +96,7 @@ show_decision(decision)
 prompt = "Theorem 2. For every integer n > 1 there is a prime p with n < p < 2n. Proof. Suppose not; then"
 smallest = min(router.library, key=lambda e: e.parameters).name
 rows = []
-for flag in ("", "[Flag: smallest model]", "[Flag: largest model]", "[Flag: size=6]", "[Flag: max size 100M]",
+for flag in ("", "[Flag: smallest model]", "[Flag: largest model]", "[Flag: size=10]", "[Flag: max size 100M]",
              f"[Flag: expert {smallest}]"):
     d = router.route(f"{prompt} {flag}".strip())
     rows.append((flag or "(none)", d.expert, format_size(router.library[d.expert].parameters), d.chosen.predicted_loss))
@@ -106,7 +106,7 @@ show(rows, ["flag", "chosen expert", "size", "its predicted loss"])
 # With a flag, the decision shows the penalties that moved the choice:
 
 # %%
-show_decision(router.route(prompt + " [Flag: size=6]"))
+show_decision(router.route(prompt + " [Flag: size=10]"))
 
 # %% [markdown]
 # ## 4. Weights from code
@@ -114,13 +114,13 @@ show_decision(router.route(prompt + " [Flag: size=6]"))
 # The same trade-off without touching the prompt: `weights={"size": λ}` per call, or
 # `TryageRouter(..., weights=...)` as a default. Flags in the prompt override both. The size
 # penalty is the log parameter count scaled to [0, 1] over the library (smallest 0, largest 1),
-# and losses are in nats per token. In this library the two tiny from-scratch models are about 5
+# and losses are in nats per token. In this library the two tiny from-scratch models are several
 # nats worse than the 135M experts, so only a large λ makes the router give up that much quality
 # for size; with experts closer in quality, small weights already matter (notebook 02).
 
 # %%
 sweep = []
-for weight in (0.0, 1.0, 3.0, 6.0, 10.0):
+for weight in (0.0, 1.0, 3.0, 6.0, 10.0, 20.0):
     d = router.route(prompt, weights={"size": weight})
     sweep.append((weight, d.expert, format_size(router.library[d.expert].parameters), d.chosen.predicted_loss, d.chosen.total))
 show(sweep, ["size weight", "chosen expert", "size", "predicted loss", "total"])
@@ -150,9 +150,9 @@ show([(domain, text.replace("\n", " ")[:48], d.expert, d.chosen.predicted_loss)
 # %% [markdown]
 # The router predicts losses, not topics: it picks the expert it expects to have the lowest loss
 # on the text, and that is not always the expert named after the text's domain. Sometimes another
-# expert really is better; sometimes the router is wrong. On held-out passages it picks the truly
-# best expert about two times in three, and its mean loss is within a few percent of the oracle's
-# (notebook 06 has the numbers, per domain).
+# expert really is better; sometimes the router is wrong. Notebook 06 measures how often it picks
+# the truly best expert on held-out passages, and how close its mean loss comes to the oracle's,
+# per domain.
 #
 # ## 6. Mistakes are explained
 #
