@@ -139,41 +139,72 @@ def eligibility(library: ExpertLibrary, filters: Sequence[Filter]) -> tuple[np.n
     return np.array([r is None for r in reasons]), reasons
 
 
+@dataclass(frozen=True)
+class Policy:
+    """Weights and filters resolved against one library: what :func:`decide` adds and masks.
+
+    Attributes:
+        weights: The constraint weights λ.
+        penalties: ``λ_j · C_j`` per constraint with a non-zero weight, each of shape ``(k,)``.
+        eligible: Mask of experts passing every filter, shape ``(k,)``.
+        reasons: Per expert, why a filter excluded it (``None`` when eligible).
+    """
+
+    weights: Mapping[str, float]
+    penalties: Mapping[str, np.ndarray]
+    eligible: np.ndarray
+    reasons: tuple[str | None, ...]
+
+
+def resolve_policy(library: ExpertLibrary, constraints: ConstraintSet, weights: Mapping[str, float] | None = None,
+                   filters: Sequence[Filter] = ()) -> Policy:
+    """Check ``weights`` and ``filters`` against ``library`` once, for any number of prompts."""
+    weights = dict(weights or {})
+    penalties = weighted_penalties(library, constraints, weights)
+    mask, reasons = eligibility(library, filters)
+    if not mask.any():
+        why = "; ".join(f"{e.name}: {r}" for e, r in zip(library, reasons))
+        raise NoEligibleExpertError(f"the filters exclude every expert ({why})")
+    return Policy(MappingProxyType(weights), MappingProxyType(penalties), mask, tuple(reasons))
+
+
 def decide(predicted: np.ndarray, library: ExpertLibrary, constraints: ConstraintSet,
-           weights: Mapping[str, float] | None = None, filters: Sequence[Filter] = ()) -> BatchDecision:
+           weights: Mapping[str, float] | None = None, filters: Sequence[Filter] = (), *,
+           policy: Policy | None = None) -> BatchDecision:
     """Choose an expert for every row of ``predicted`` (shape ``(n, k)``) under one set of weights."""
     predicted = np.asarray(predicted, dtype=np.float64)
     if predicted.ndim != 2 or predicted.shape[1] != len(library):
         raise ConfigurationError(
             f"predicted losses must have shape (n, {len(library)}) for this library, got {predicted.shape}")
-    penalties = weighted_penalties(library, constraints, weights or {})
+    policy = policy or resolve_policy(library, constraints, weights, filters)
     totals = predicted.copy()
-    for p in penalties.values():
+    for p in policy.penalties.values():
         totals += p[None, :]
-    mask, reasons = eligibility(library, filters)
-    if not mask.any():
-        why = "; ".join(f"{e.name}: {r}" for e, r in zip(library, reasons))
-        raise NoEligibleExpertError(f"the filters exclude every expert ({why})")
-    totals = np.where(mask[None, :], totals, np.inf)
-    return BatchDecision(np.argmin(totals, axis=1), totals, penalties, np.broadcast_to(mask, totals.shape))
+    totals = np.where(policy.eligible[None, :], totals, np.inf)
+    return BatchDecision(np.argmin(totals, axis=1), totals, policy.penalties,
+                         np.broadcast_to(policy.eligible, totals.shape))
 
 
 def build_decision(row: np.ndarray, library: ExpertLibrary, constraints: ConstraintSet, *,
                    original_prompt: str, prompt: str, flags: Sequence[str] = (),
-                   weights: Mapping[str, float] | None = None,
-                   filters: Sequence[Filter] = ()) -> RoutingDecision:
-    """The full :class:`RoutingDecision` for one prompt's predicted losses ``row`` (shape ``(k,)``)."""
-    weights = dict(weights or {})
-    batch = decide(np.asarray(row, dtype=np.float64)[None, :], library, constraints, weights, filters)
-    _, reasons = eligibility(library, filters)
+                   weights: Mapping[str, float] | None = None, filters: Sequence[Filter] = (),
+                   policy: Policy | None = None) -> RoutingDecision:
+    """The full :class:`RoutingDecision` for one prompt's predicted losses ``row`` (shape ``(k,)``).
+
+    Pass a ``policy`` from :func:`resolve_policy` to reuse one set of weights and filters across prompts.
+    """
+    policy = policy or resolve_policy(library, constraints, weights, filters)
+    row = np.asarray(row, dtype=np.float64)
+    choice = int(decide(row[None, :], library, constraints, policy=policy).choice[0])
     scores = []
     for i, expert in enumerate(library):
-        pen = MappingProxyType({n: float(p[i]) for n, p in batch.penalties.items()})
+        pen = MappingProxyType({n: float(p[i]) for n, p in policy.penalties.items()})
         loss = float(row[i])
         scores.append(ExpertScore(expert.name, loss, pen, loss + sum(pen.values()),
-                                  reasons[i] is None, reasons[i]))
-    return RoutingDecision(library[int(batch.choice[0])].name, prompt, original_prompt, tuple(flags),
-                           MappingProxyType(weights), tuple(scores))
+                                  policy.reasons[i] is None, policy.reasons[i]))
+    return RoutingDecision(library[choice].name, prompt, original_prompt, tuple(flags),
+                           policy.weights, tuple(scores))
 
 
-__all__ = ["BatchDecision", "ExpertScore", "RoutingDecision", "build_decision", "decide"]
+__all__ = ["BatchDecision", "ExpertScore", "Policy", "RoutingDecision", "build_decision", "decide",
+           "resolve_policy"]

@@ -19,7 +19,7 @@ from tryage.constraints import Constraint, ConstraintSet, Filter
 from tryage.errors import ConfigurationError, RouterMismatchError
 from tryage.experts import ExpertLibrary
 from tryage.flags import FlagParser, ParsedFlags
-from tryage.objective import RoutingDecision, build_decision
+from tryage.objective import Policy, RoutingDecision, build_decision, resolve_policy
 
 
 @runtime_checkable
@@ -116,11 +116,16 @@ class TryageRouter:
                 raise ConfigurationError("cannot route an empty prompt (after removing flags)")
         base = {**self.weights, **self.constraints.check_weights(weights or {})}
         predicted = self.predict_losses([p.prompt for p in parsed])
+        policies: dict[tuple, Policy] = {}  # prompts without flags share one policy
         out = []
         for original, p, row in zip(prompts, parsed, predicted):
-            out.append(build_decision(
-                row, self.library, self.constraints, original_prompt=original, prompt=p.prompt,
-                flags=p.flags, weights={**base, **p.weights}, filters=(*self.filters, *filters, *p.filters)))
+            weights_p = {**base, **p.weights}
+            filters_p = (*self.filters, *filters, *p.filters)
+            key = (tuple(sorted(weights_p.items())), filters_p)
+            if key not in policies:
+                policies[key] = resolve_policy(self.library, self.constraints, weights_p, filters_p)
+            out.append(build_decision(row, self.library, self.constraints, original_prompt=original,
+                                      prompt=p.prompt, flags=p.flags, policy=policies[key]))
         return out
 
     def predict_losses(self, prompts: Sequence[str]) -> np.ndarray:
