@@ -252,6 +252,14 @@ class PerceptiveRouter:
             return torch.nn.functional.binary_cross_entropy_with_logits(output, target)
         return torch.nn.functional.mse_loss(output, target)
 
+    def _step(self, optimizer: torch.optim.Optimizer, output: torch.Tensor, target: torch.Tensor) -> float:
+        """One optimisation step on a batch; returns the batch loss."""
+        loss = self._loss(output, target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
     def _to_units(self, raw: np.ndarray) -> np.ndarray:
         """Head outputs → losses in Q-table units."""
         if self.objective_ == "bce":
@@ -280,11 +288,7 @@ class PerceptiveRouter:
             total = 0.0
             for start in range(0, len(perm), batch_size):
                 idx = perm[start:start + batch_size]
-                loss = self._loss(self.head_(x[idx]), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
+                total += self._step(opt, self.head_(x[idx]), y[idx]) * len(idx)
             record = {"epoch": epoch + 1, "train_loss": total / max(len(perm), 1)}
             history.append(record)
             if len(val_idx):
@@ -323,11 +327,7 @@ class PerceptiveRouter:
                               disable=not self.progress):
                 idx = perm[start:start + batch_size]
                 pred = self.head_(self.text_encoder_.forward([prompts[i] for i in idx]))
-                loss = self._loss(pred, y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
+                total += self._step(opt, pred, y[idx]) * len(idx)
             record = {"epoch": epoch + 1, "train_loss": total / max(len(perm), 1)}
             history.append(record)
             if len(val_idx):
