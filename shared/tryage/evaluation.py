@@ -306,7 +306,7 @@ def pareto_sweep(predicted: np.ndarray, test: QTable, library: ExpertLibrary, *,
         spread = float(np.ptp(predicted)) or 1.0
         gaps = penalty[penalty > penalty.min() + 1e-12] - penalty.min()
         top = 1.5 * spread / (float(gaps.min()) if gaps.size else 1.0)
-        weights = [0.0] + list(np.geomspace(top * 1e-4, top, 28))
+        weights = [0.0] + list(np.geomspace(top * 1e-4, top, 60))
     points = []
     for w in weights:
         choice = decide(predicted, lib, constraints, {constraint: float(w)}).choice
