@@ -111,3 +111,10 @@ def test_stripping_flags_keeps_the_prompts_own_white_space():
     code = "def f(x):\n    return  x  # two spaces [Flag: cheapest]\n\n\tpass"
     assert strip_flags(code) == "def f(x):\n    return  x  # two spaces\n\n\tpass"
     assert strip_flags("Is it [Flag: smallest model]?") == "Is it?"
+
+
+def test_penalty_cache_follows_the_library_not_its_identity():
+    cs = ConstraintSet()
+    np.testing.assert_allclose(cs.penalties(LIB, ["size"])["size"], [0.0, 0.5, 1.0])
+    other = ExpertLibrary([Expert("a", parameters="1B"), Expert("b", parameters="1M")])
+    np.testing.assert_allclose(cs.penalties(other, ["size"])["size"], [1.0, 0.0])

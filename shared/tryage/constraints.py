@@ -142,7 +142,7 @@ class ConstraintSet(Mapping[str, Constraint]):
             if not isinstance(constraint, Constraint):
                 raise ConfigurationError(f"constraint {name!r} must be a Constraint, got {type(constraint).__name__}")
         self._constraints: dict[str, Constraint] = dict(items)
-        self._cache: dict[tuple[str, int], np.ndarray] = {}
+        self._cache: dict[tuple[str, ExpertLibrary], np.ndarray] = {}
 
     def __getitem__(self, name: str) -> Constraint:
         try:
@@ -175,10 +175,14 @@ class ConstraintSet(Mapping[str, Constraint]):
         return clean
 
     def penalties(self, library: ExpertLibrary, names: Iterable[str]) -> dict[str, np.ndarray]:
-        """Penalty vectors of the named constraints over ``library`` (cached per library)."""
+        """Penalty vectors of the named constraints over ``library`` (cached per library).
+
+        The cache is keyed by the library itself (libraries compare by their experts), never by
+        ``id()``, which a new library may reuse once an old one is collected.
+        """
         out = {}
         for name in names:
-            key = (name, id(library))
+            key = (name, library)
             if key not in self._cache:
                 self._cache[key] = self[name].penalties(library)
             out[name] = self._cache[key]
