@@ -107,6 +107,11 @@ class _Plan:
     router: TryageRouter
 
 
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms == 0.0, 1.0, norms)
+
+
 class _DescriptionSimilarity:
     """Loss predictor for the fallback: the router's losses, plus ``1 - cos(query, description)``
     for each unknown choice, with both texts embedded by the router's own encoder."""
@@ -128,16 +133,21 @@ class _DescriptionSimilarity:
         return (*self._router.experts, *self._keys)
 
     def _unit(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = np.asarray(self._encode(list(texts)), dtype=np.float64)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors / np.where(norms == 0.0, 1.0, norms)
+        return _normalise(np.asarray(self._encode(list(texts)), dtype=np.float64))
 
     def predict_losses(self, prompts: Sequence[str]) -> np.ndarray:
-        known = self._router.predict_losses(prompts)
         if self._description_vectors is None:
             self._description_vectors = self._unit(self._descriptions)
-        similarity = self._unit(prompts) @ self._description_vectors.T
-        return np.hstack([known, 1.0 - similarity])
+        predictor = self._router.predictor
+        if getattr(predictor, "encode", None) is self._encode and hasattr(predictor, "predict_from_embeddings"):
+            # One encoder pass serves both the router's head and the description similarity.
+            vectors = np.asarray(self._encode(list(prompts)), dtype=np.float64)
+            known = np.asarray(predictor.predict_from_embeddings(vectors), dtype=np.float64)
+            prompt_units = _normalise(vectors)
+        else:
+            known = self._router.predict_losses(prompts)
+            prompt_units = self._unit(prompts)
+        return np.hstack([known, 1.0 - prompt_units @ self._description_vectors.T])
 
 
 class TryageSelector(BaseSelector):
@@ -294,10 +304,7 @@ class TryageSelector(BaseSelector):
         if rank == 0:
             text = decision.explain()
         else:
-            parts = [f"ranked {rank + 1}: {score.expert!r}: predicted loss {score.predicted_loss:.4g}"]
-            parts += [f"{name} penalty {value:+.4g}" for name, value in score.penalties.items()]
-            parts.append(f"total {score.total:.4g}")
-            text = "; ".join(parts)
+            text = f"ranked {rank + 1}: {score.explain()}"
         return text if tool is None or tool == score.expert else f"{text}; tool {tool!r}"
 
     def _plan(self, choices: Sequence[ToolMetadata]) -> _Plan:

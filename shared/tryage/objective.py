@@ -43,6 +43,13 @@ class ExpertScore:
     eligible: bool = True
     excluded_because: str | None = None
 
+    def explain(self) -> str:
+        """``'name': predicted loss L; <constraint> penalty +P; ...; total T``."""
+        parts = [f"{self.expert!r}: predicted loss {self.predicted_loss:.4g}"]
+        parts += [f"{name} penalty {value:+.4g}" for name, value in self.penalties.items()]
+        parts.append(f"total {self.total:.4g}")
+        return "; ".join(parts)
+
     def to_dict(self) -> dict[str, Any]:
         return {"expert": self.expert, "predicted_loss": self.predicted_loss,
                 "penalties": dict(self.penalties), "total": self.total,
@@ -86,13 +93,8 @@ class RoutingDecision:
 
     def explain(self) -> str:
         """One line: the choice, its predicted loss and the penalties behind it."""
-        c = self.chosen
-        parts = [f"chose {c.expert!r}: predicted loss {c.predicted_loss:.4g}"]
-        parts += [f"{name} penalty {value:+.4g}" for name, value in c.penalties.items()]
-        parts.append(f"total {c.total:.4g}")
-        if self.flags:
-            parts.append("flags: " + ", ".join(self.flags))
-        return "; ".join(parts)
+        text = "chose " + self.chosen.explain()
+        return text + ("; flags: " + ", ".join(self.flags) if self.flags else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {"expert": self.expert, "prompt": self.prompt, "original_prompt": self.original_prompt,
