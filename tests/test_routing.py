@@ -146,3 +146,9 @@ def test_import_tryage_loads_no_heavy_framework():
             "'huggingface_hub', 'matplotlib') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_router_names_a_prompt_of_the_wrong_type():
+    router = TryageRouter(KeywordPredictor(), LIB)
+    with pytest.raises(ConfigurationError, match="a prompt must be a string, got int: 42"):
+        router.route(42)

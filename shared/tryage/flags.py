@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from tryage.constraints import Filter
-from tryage.errors import ExpertLibraryError, FlagError
+from tryage.errors import ConfigurationError, ExpertLibraryError, FlagError
 from tryage.experts import parse_datetime, parse_size
 
 STRONG_WEIGHT = 1000.0
@@ -123,7 +123,7 @@ class FlagParser:
             FlagError: a flag is unknown, malformed, or a ``[Flag:`` is never closed.
         """
         if not isinstance(prompt, str):
-            raise FlagError(repr(prompt), "the prompt must be a string", self.valid_flags())
+            raise ConfigurationError(f"a prompt must be a string, got {type(prompt).__name__}: {prompt!r:.80}")
         flags: list[str] = []
         weights: dict[str, float] = {}
         filters: list[Filter] = []
