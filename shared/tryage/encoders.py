@@ -16,16 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tryage.errors import ConfigurationError, MissingDependencyError, TryageError, TryageFileNotFoundError, require
+from tryage.errors import (
+    ConfigurationError,
+    EncoderLoadError,
+    MissingDependencyError,
+    TryageFileNotFoundError,
+    require,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 BUNDLED = "bundled:all-MiniLM-L6-v2"
-
-
-class EncoderLoadError(TryageError, OSError):
-    """An encoder folder or Hub id could not be loaded."""
 
 
 def bundled_encoder_path() -> Path:

@@ -22,6 +22,10 @@ class TryageFileNotFoundError(TryageError, FileNotFoundError):
     """A file Tryage was asked to read does not exist."""
 
 
+class EncoderLoadError(TryageError, OSError):
+    """An encoder folder or Hub id could not be loaded."""
+
+
 class ConfigurationError(TryageError, ValueError):
     """An argument has a value that is not allowed."""
 

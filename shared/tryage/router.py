@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -139,10 +138,6 @@ class TryageRouter:
     def __repr__(self) -> str:
         return f"TryageRouter(experts={list(self.experts)}, weights={self.weights})"
 
-
-def load_library(path: str | os.PathLike[str] | None) -> ExpertLibrary | None:
-    """Read an expert library file, or ``None`` for no path."""
-    return None if path is None else ExpertLibrary.from_json(Path(path))
 
 
 __all__ = ["LossPredictor", "TryageRouter"]
