@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tryage._table import format_cell, format_table
 from tryage.errors import ConfigurationError, TryageError
 
 EXIT_USAGE = 2
@@ -34,20 +35,6 @@ def _weights(items: Sequence[str] | None) -> dict[str, float]:
 
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
-
-
-def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    cells = [[str(c) for c in header]] + [[_fmt(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return "-" if value is None else str(value)
 
 
 def _load_router(args: argparse.Namespace):  # noqa: ANN202
@@ -114,7 +101,7 @@ def cmd_route(args: argparse.Namespace) -> int:
         rows = [[s.expert + (" *" if s.expert == decision.expert else ""), s.predicted_loss,
                  *[s.penalties.get(n, 0.0) for n in names], s.total if s.eligible else None,
                  s.excluded_because or ""] for s in decision.scores]
-        print(_table(rows, ["expert", "predicted loss", *[f"{n} penalty" for n in names], "total", "excluded"]))
+        print(format_table(rows, ["expert", "predicted loss", *[f"{n} penalty" for n in names], "total", "excluded"]))
         print()
     return 0
 
@@ -165,13 +152,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             [f"kNN (k={args.knn_k}, {knn_fit})", report["knn"]["value"], report["knn"]["select_best_accuracy"]],
             ["random", report["random"], None],
             ["oracle", report["oracle"], 1.0]]
-    print(_table(rows, ["router", f"mean {unit}", "picks best"]))
-    print(f"gap closed (best single -> oracle): {_fmt(report['gap_closed'])}")
+    print(format_table(rows, ["router", f"mean {unit}", "picks best"]))
+    print(f"gap closed (best single -> oracle): {format_cell(report['gap_closed'])}")
     if report["per_group"]:
         print()
         rows = [[g, v["n"], v["router"], v["best_single"], v.get("knn"), v["oracle"], v["select_best_accuracy"]]
                 for g, v in report["per_group"].items()]
-        print(_table(rows, [group_by, "n", "router", "best single", "kNN", "oracle", "picks best"]))
+        print(format_table(rows, [group_by, "n", "router", "best single", "kNN", "oracle", "picks best"]))
     return 0
 
 
@@ -202,7 +189,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
         return 0
     rows = [[p.weight, p.value, p.mean_constraint, p.select_best_accuracy,
              ", ".join(f"{k} {v:.0%}" for k, v in sorted(p.usage.items(), key=lambda kv: -kv[1])[:3])] for p in front]
-    print(_table(rows, ["weight", f"mean {table.kind}", f"mean {args.constraint}", "picks best", "top experts"]))
+    print(format_table(rows, ["weight", f"mean {table.kind}", f"mean {args.constraint}", "picks best", "top experts"]))
     if match is not None:
         print(f"\nsmallest mean {args.constraint} still matching the best single expert ({single_value:.4f}): "
               f"{match.mean_constraint:.4g} at weight {match.weight:.4g}")

@@ -52,6 +52,7 @@ def _losses_table(split: str = "test") -> tuple[Any, np.ndarray]:
 def run_demo(out_dir: Path, *, json_output: bool = False) -> dict[str, Any]:
     """Route the sample prompts with the embedded default, print them, write ``pareto.png`` and ``demo.json``."""
     from tryage.evaluation import pareto_sweep, plot_pareto, write_json
+    from tryage._table import format_table
     from tryage.experts import format_size
     from tryage.router import TryageRouter
 
@@ -83,15 +84,14 @@ def run_demo(out_dir: Path, *, json_output: bool = False) -> dict[str, Any]:
     if json_output:
         print(json.dumps(result, indent=2))
         return result
-    width = max(len(e) for e in library.names)
-    print(f"{'domain':<21} {'prompt':<46} {'chosen expert':<{width}} {'loss':>6}   "
-          f"{'with [Flag: smallest model]':<{width}} {'size':>6}")
+    table_rows = []
     for r in rows:
         text = r["prompt"].replace("\n", " ")
-        text = text if len(text) <= 45 else text[:44] + "…"
         f = r["with_flag"]
-        print(f"{r['domain']:<21} {text:<46} {r['expert']:<{width}} {r['predicted_loss']:>6.2f}   "
-              f"{f['expert']:<{width}} {format_size(f['parameters']):>6}")
+        table_rows.append([r["domain"], text if len(text) <= 45 else text[:44] + "…", r["expert"],
+                           f"{r['predicted_loss']:.2f}", f["expert"], format_size(f["parameters"])])
+    print(format_table(table_rows, ["domain", "prompt", "chosen expert", "loss",
+                                    "with [Flag: smallest model]", "size"]))
     best = min(fronts["perceptive router"], key=lambda p: p.value)
     print(f"\nPareto front over {len(table)} test passages written to {png} "
           f"(best mean loss {best.value:.3f} at {format_size(int(best.mean_constraint))} mean parameters)")
