@@ -100,10 +100,10 @@ def load_passages(path: str | os.PathLike[str], *, splits: Sequence[str] | None 
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise MeasureError(f"{source}:{number}: not valid JSON ({exc.msg})") from None
+                raise MeasureError(f"{source}, line {number}: not valid JSON ({exc.msg})") from None
             text = row.get("text") if isinstance(row, dict) else None
             if not isinstance(text, str) or not text.strip():
-                raise MeasureError(f"{source}:{number}: a passage needs a non-empty 'text' string")
+                raise MeasureError(f"{source}, line {number}: a passage needs a non-empty 'text' string")
             if splits is not None and row.get("split") not in splits:
                 continue
             passages.append(Passage(str(row.get("id") or passage_id(text)), text, row.get("domain"), row.get("split")))
@@ -162,9 +162,9 @@ class LossRecorder:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise MeasureError(f"{self.path}:{number}: not valid JSON ({exc.msg})") from None
+                    raise MeasureError(f"{self.path}, line {number}: not valid JSON ({exc.msg})") from None
                 if not isinstance(row, dict) or not {"id", "expert", "loss"} <= row.keys():
-                    raise MeasureError(f"{self.path}:{number}: a row needs 'id', 'expert' and 'loss'")
+                    raise MeasureError(f"{self.path}, line {number}: a row needs 'id', 'expert' and 'loss'")
                 rows.append(row)
         return rows
 
