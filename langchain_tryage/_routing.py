@@ -181,8 +181,8 @@ class Step:
     """One effect the engine asks for.
 
     Attributes:
-        run: Runs it with sync APIs. Its result may be awaitable (an async callback manager's
-            method); the async driver awaits it.
+        run: Runs it with sync APIs. Its result, or the items of a list result, may be awaitable
+            (an async callback manager's methods); the async driver awaits them.
         arun: Runs it with async APIs; ``None``: the async driver calls ``run``.
         blocking: The async driver runs ``run`` in an executor thread (the router's forward pass).
     """
@@ -196,17 +196,28 @@ Engine = Generator["Step | list[Step]", Any, Any]
 
 
 def _run(step: Step | list[Step]) -> Any:
-    return [_run(s) for s in step] if isinstance(step, list) else step.run()
+    """A list of steps gives one result per step, an error in place of a step that raised."""
+    if not isinstance(step, list):
+        return step.run()
+    out = []
+    for s in step:
+        try:
+            out.append(s.run())
+        except Exception as exc:  # noqa: BLE001 - returned in its place
+            out.append(exc)
+    return out
 
 
 async def _arun(step: Step | list[Step]) -> Any:
     if isinstance(step, list):
-        return list(await asyncio.gather(*map(_arun, step)))
+        return list(await asyncio.gather(*map(_arun, step), return_exceptions=True))
     if step.arun is not None:
         return await step.arun()
     if step.blocking:
         return await run_in_executor(None, step.run)
     out = step.run()
+    if isinstance(out, list):
+        return [await v if inspect.isawaitable(v) else v for v in out]
     return await out if inspect.isawaitable(out) else out
 
 
@@ -315,8 +326,8 @@ def route(router: Any, jobs: Sequence[Job], experts: ExpertMap, *, fallback: boo
     per job: the job, routed (``decision`` and ``queue`` set), or the exception that stopped it.
     ``known`` holds decisions computed earlier (by ``ChatTryage.batch``), keyed by :func:`route_key`.
     """
-    runs = yield [Step(lambda j=j: j.manager.on_chain_start(None, _run_inputs(j), name=j.run_name, run_id=j.run_id))
-                  for j in jobs]
+    runs = yield Step(lambda: [j.manager.on_chain_start(None, _run_inputs(j), name=j.run_name, run_id=j.run_id)
+                               for j in jobs])
     results: list[Any] = [None] * len(jobs)
     groups: dict[str, list[int]] = {}
     for i, job in enumerate(jobs):
@@ -354,49 +365,21 @@ def route_key(job: Job) -> tuple[str, str]:
 
 
 def route_now(router: Any, jobs: Sequence[Job], experts: ExpertMap) -> dict[tuple[str, str], Any]:
-    """Decisions (or errors) for ``jobs`` by :func:`route_key`, untraced: one pass per option set."""
-    groups: dict[str, list[Job]] = {}
-    for job in jobs:
-        groups.setdefault(job.options.key(), []).append(job)
-    known: dict[tuple[str, str], Any] = {}
-    for group in groups.values():
-        try:
-            decisions = _route_group(router, [j.text for j in group], group[0].options, experts)
-        except Exception:  # noqa: BLE001 - each call routes (and reports) again on its own
-            continue
-        known.update((route_key(j), d) for j, d in zip(group, decisions) if not isinstance(d, Exception))
-    return known
+    """Decisions for ``jobs`` by :func:`route_key`, routed now (one pass per option set)."""
+    return {route_key(j): j.decision for j, r in zip(jobs, drive(route(router, jobs, experts))) if r is j}
 
 
 # -- experts and fallback --------------------------------------------------------------------------
-def failed(job: Job, exc: BaseException, retry_on: tuple[type[BaseException], ...]) -> bool:
-    """Record a failure; ``True`` when another expert should be tried."""
+def _retry(job: Job, exc: BaseException, retry_on: tuple[type[BaseException], ...]) -> BaseException | None:
+    """Record a failure: ``None`` when the next expert should be tried, else the error to raise
+    (the first expert's, unless the last one is not a fallback exception)."""
     job.first_error = job.first_error or exc
-    if isinstance(exc, retry_on) and len(job.tried) + 1 < len(job.queue):
+    if not isinstance(exc, retry_on):
+        return exc
+    if len(job.tried) + 1 < len(job.queue):
         job.tried.append(job.expert)
-        return True
-    return False
-
-
-def give_up(job: Job, exc: BaseException, retry_on: tuple[type[BaseException], ...]) -> BaseException:
-    """The error to raise: the first expert's, unless the last one is not a fallback exception."""
-    return job.first_error if isinstance(exc, retry_on) and job.first_error else exc
-
-
-def _whole(call: Callable[[], list[Any]], n: int) -> list[Any]:
-    """An expert's ``batch`` may raise instead of returning the error (``FakeListChatModel`` does):
-    then every input of the group gets that error, and may fall back."""
-    try:
-        return call()
-    except Exception as exc:  # noqa: BLE001
-        return [exc] * n
-
-
-async def _awhole(call: Callable[[], Awaitable[list[Any]]], n: int) -> list[Any]:
-    try:
-        return await call()
-    except Exception as exc:  # noqa: BLE001
-        return [exc] * n
+        return None
+    return job.first_error
 
 
 GroupCall = Callable[[str, list[Job]], tuple[Callable[[], list[Any]], Callable[[], Awaitable[list[Any]]]]]
@@ -405,8 +388,9 @@ GroupCall = Callable[[str, list[Job]], tuple[Callable[[], list[Any]], Callable[[
 def run_experts(jobs: list[Job], call: GroupCall, retry_on: tuple[type[BaseException], ...]) -> Engine:
     """Call each job's expert, one ``batch`` per expert, falling back along the ranking.
 
-    ``call(name, jobs)`` gives the sync and async calls of expert ``name`` on ``jobs``. Returns
-    ``[(job, output or exception)]``.
+    ``call(name, jobs)`` gives the sync and async calls of expert ``name`` on ``jobs``. An expert's
+    ``batch`` may raise instead of returning the error (``FakeListChatModel`` does): then every
+    input of its group gets that error, and may fall back. Returns ``[(job, output or error)]``.
     """
     done: list[tuple[Job, Any]] = []
     pending = jobs
@@ -414,21 +398,15 @@ def run_experts(jobs: list[Job], call: GroupCall, retry_on: tuple[type[BaseExcep
         groups: dict[str, list[Job]] = {}
         for job in pending:
             groups.setdefault(job.expert, []).append(job)
-        steps = []
-        for name, group in groups.items():
-            run, arun = call(name, group)
-            steps.append(Step(lambda run=run, n=len(group): _whole(run, n),
-                              lambda arun=arun, n=len(group): _awhole(arun, n)))
-        outs = yield steps
+        outs = yield [Step(*call(name, group)) for name, group in groups.items()]
         pending = []
         for group, results in zip(groups.values(), outs):
-            for job, out in zip(group, results):
-                if not isinstance(out, BaseException):
-                    done.append((job, out))
-                elif failed(job, out, retry_on):
+            for job, out in zip(group, [results] * len(group) if isinstance(results, BaseException) else results):
+                error = _retry(job, out, retry_on) if isinstance(out, BaseException) else out
+                if error is None:
                     pending.append(job)
                 else:
-                    done.append((job, give_up(job, out, retry_on)))
+                    done.append((job, error))
     return done
 
 
@@ -437,22 +415,16 @@ END = object()
 
 
 def _open(stream: Callable[[], Iterable[Any]]) -> Any:
-    try:
-        chunks = iter(stream())
-        return next(chunks, END), chunks
-    except Exception as exc:  # noqa: BLE001
-        return exc
+    chunks = iter(stream())
+    return next(chunks, END), chunks
 
 
 async def _aopen(stream: Callable[[], Any]) -> Any:
+    chunks = stream().__aiter__()
     try:
-        chunks = stream().__aiter__()
-        try:
-            return await chunks.__anext__(), chunks
-        except StopAsyncIteration:
-            return END, chunks
-    except Exception as exc:  # noqa: BLE001
-        return exc
+        return await chunks.__anext__(), chunks
+    except StopAsyncIteration:
+        return END, chunks
 
 
 StreamCall = Callable[[Job], tuple[Callable[[], Iterator[Any]], Callable[[], Any]]]
@@ -465,11 +437,12 @@ def open_stream(job: Job, call: StreamCall, retry_on: tuple[type[BaseException],
     """
     while True:
         run, arun = call(job)
-        opened = yield Step(lambda: _open(run), lambda: _aopen(arun))
-        if not isinstance(opened, BaseException):
-            return opened
-        if not failed(job, opened, retry_on):
-            raise give_up(job, opened, retry_on)
+        try:
+            return (yield Step(lambda: _open(run), lambda: _aopen(arun)))
+        except Exception as exc:  # noqa: BLE001 - fall back, or raise what _retry says
+            error = _retry(job, exc, retry_on)
+            if error is not None:
+                raise error from None
 
 
 __all__ = ["CONFIG_SPECS", "END", "EXPERT_KEY", "ROUTE_RUN_NAME", "WEIGHTS_KEY", "CallOptions", "ExpertMap",

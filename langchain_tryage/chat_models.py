@@ -235,7 +235,7 @@ class ChatTryage(BaseChatModel):
         jobs = []
         for i, (inp, cfg) in enumerate(zip(inputs, get_config_list(config, len(inputs)))):
             try:
-                jobs.append(self._job(i, self._convert_input(inp).to_messages(), None,
+                jobs.append(self._job(i, self._convert_input(inp).to_messages(), CallbackManager(handlers=[]),
                                       self._config_kwargs(cfg, kwargs)))
             except Exception:  # noqa: BLE001 - the call itself reports it
                 continue
