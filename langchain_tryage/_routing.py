@@ -319,7 +319,7 @@ def _queue(decision: Any, experts: ExpertMap, *, fallback: bool, max_fallbacks: 
 
 
 def route(router: Any, jobs: Sequence[Job], experts: ExpertMap, *, fallback: bool = False,
-          max_fallbacks: int | None = None, known: Mapping[str, Any] | None = None) -> Engine:
+          max_fallbacks: int | None = None, known: Mapping[tuple[str, str], Any] | None = None) -> Engine:
     """Route every job, one router pass per distinct set of options (normally one).
 
     Each job gets a ``TryageRoute`` run whose outputs are ``decision.to_dict()``. Returns one entry
@@ -402,8 +402,9 @@ def run_experts(jobs: list[Job], call: GroupCall, retry_on: tuple[type[BaseExcep
         pending = []
         for group, results in zip(groups.values(), outs):
             for job, out in zip(group, [results] * len(group) if isinstance(results, BaseException) else results):
-                error = _retry(job, out, retry_on) if isinstance(out, BaseException) else out
-                if error is None:
+                if not isinstance(out, BaseException):
+                    done.append((job, out))
+                elif (error := _retry(job, out, retry_on)) is None:
                     pending.append(job)
                 else:
                     done.append((job, error))

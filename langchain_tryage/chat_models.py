@@ -80,8 +80,8 @@ from tryage.errors import ConfigurationError
 _FORWARDED = ("temperature", "max_tokens", "timeout")
 _ROUTING_KWARGS = ("tools", "tool_choice", "tool_options", "tryage_weights", "model")
 
-_PREROUTED: ContextVar[Mapping[Any, Any] | None] = ContextVar("tryage_prerouted", default=None)
-"""Decisions :meth:`ChatTryage.batch` computed in one router pass, for the calls it then makes."""
+_PREROUTED: ContextVar[tuple[Any, Mapping[Any, Any]] | None] = ContextVar("tryage_prerouted", default=None)
+"""``(model, decisions)``: what :meth:`ChatTryage.batch` routed in one pass, for the calls it then makes."""
 
 
 def _annotate(message: Any, job: Job) -> Any:
@@ -245,7 +245,7 @@ class ChatTryage(BaseChatModel):
               *, return_exceptions: bool = False, **kwargs: Any) -> list[AIMessage]:
         """Route the whole batch in one router pass, then run each call as ``BaseChatModel.batch``
         does (cache, rate limiter, callbacks), each using its decision from that pass."""
-        token = _PREROUTED.set(self._preroute(inputs, config, kwargs) if len(inputs) > 1 else None)
+        token = _PREROUTED.set((self, self._preroute(inputs, config, kwargs)) if len(inputs) > 1 else None)
         try:
             return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
         finally:
@@ -255,7 +255,7 @@ class ChatTryage(BaseChatModel):
                      config: RunnableConfig | list[RunnableConfig] | None = None,
                      *, return_exceptions: bool = False, **kwargs: Any) -> list[AIMessage]:
         """Async :meth:`batch`."""
-        token = _PREROUTED.set(self._preroute(inputs, config, kwargs) if len(inputs) > 1 else None)
+        token = _PREROUTED.set((self, self._preroute(inputs, config, kwargs)) if len(inputs) > 1 else None)
         try:
             return await super().abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
         finally:
@@ -305,8 +305,9 @@ class ChatTryage(BaseChatModel):
         configure = (get_async_callback_manager_for_config if isinstance(run_manager, AsyncCallbackManagerForLLMRun)
                      else get_callback_manager_for_config)
         job = self._job(0, messages, configure({"callbacks": _children(run_manager, TAG_ROUTE)}), kwargs)
+        owner, known = _PREROUTED.get() or (None, None)
         (routed,) = yield from route(self.router, [job], self._names, fallback=self.fallback,
-                                     max_fallbacks=self.max_fallbacks, known=_PREROUTED.get())
+                                     max_fallbacks=self.max_fallbacks, known=known if owner is self else None)
         if isinstance(routed, Exception):
             raise routed
         job.payload = strip_input(job.payload, job.decision, parser_of(self.router))  # type: ignore[arg-type]
