@@ -26,7 +26,9 @@ that answered), ``tryage_decision`` (predicted losses, penalties and totals of e
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any
 
@@ -69,6 +71,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import (
     get_async_callback_manager_for_config,
     get_callback_manager_for_config,
+    ensure_config,
     get_config_list,
 )
 from langchain_core.tools import BaseTool
@@ -96,15 +99,35 @@ def _annotate(message: Any, job: Job) -> Any:
     return message.model_copy(update={"response_metadata": {**message.response_metadata, **extra}})
 
 
-def _children(run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None, *tags: str) -> Any:
-    """Callbacks for a run nested in this chat-model run (LLM run managers have no ``get_child``)."""
-    if run_manager is None:
+_CALL: ContextVar[tuple[Any, RunnableConfig] | None] = ContextVar("tryage_call", default=None)
+"""``(model, config)`` of the ChatTryage call in progress. ``BaseChatModel.stream`` (and a
+streaming ``invoke``) call ``_stream`` without the run manager; the config's callbacks and run id
+let the route and expert runs nest under the chat-model run all the same."""
+
+
+@contextmanager
+def _calling(model: ChatTryage, config: RunnableConfig | None) -> Iterator[RunnableConfig]:
+    config = ensure_config(config)
+    config["run_id"] = config.get("run_id") or uuid.uuid4()
+    token = _CALL.set((model, config))
+    try:
+        yield config
+    finally:
+        with suppress(ValueError):  # a stream closed from another context
+            _CALL.reset(token)
+
+
+def _children(parent: tuple[Any, Any] | None, *tags: str) -> Any:
+    """Callbacks for a run nested in this chat-model run (LLM run managers have no ``get_child``);
+    ``parent`` is ``(run manager or configured manager, run id)``."""
+    if parent is None:
         return None
-    cls = AsyncCallbackManager if isinstance(run_manager, AsyncCallbackManagerForLLMRun) else CallbackManager
-    manager = cls(handlers=[], parent_run_id=run_manager.run_id)
-    manager.set_handlers(run_manager.inheritable_handlers)
-    manager.add_tags(run_manager.inheritable_tags)
-    manager.add_metadata(run_manager.inheritable_metadata)
+    source, run_id = parent
+    is_async = isinstance(source, (AsyncCallbackManagerForLLMRun, AsyncCallbackManager))
+    manager = (AsyncCallbackManager if is_async else CallbackManager)(handlers=[], parent_run_id=run_id)
+    manager.set_handlers(source.inheritable_handlers)
+    manager.add_tags(source.inheritable_tags)
+    manager.add_metadata(source.inheritable_metadata)
     manager.add_tags(list(tags), inherit=False)
     return manager
 
@@ -204,7 +227,8 @@ class ChatTryage(BaseChatModel):
     @staticmethod
     def _config_kwargs(config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         """``tryage_weights`` / ``tryage_expert`` of ``config["configurable"]`` as call kwargs
-        (``_generate`` sees kwargs, not the config); explicit kwargs win."""
+        (``_generate`` sees kwargs, not the config); explicit kwargs win. The four calls below only
+        add these and note the call for :func:`_children`; the work is ``BaseChatModel``'s."""
         configurable = (config or {}).get("configurable") or {}
         extra = {}
         if configurable.get(WEIGHTS_KEY) is not None:
@@ -215,20 +239,24 @@ class ChatTryage(BaseChatModel):
 
     def invoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,  # noqa: A002
                stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
-        return super().invoke(input, config, stop=stop, **self._config_kwargs(config, kwargs))
+        with _calling(self, config) as config:
+            return super().invoke(input, config, stop=stop, **self._config_kwargs(config, kwargs))
 
     async def ainvoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,  # noqa: A002
                       stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
-        return await super().ainvoke(input, config, stop=stop, **self._config_kwargs(config, kwargs))
+        with _calling(self, config) as config:
+            return await super().ainvoke(input, config, stop=stop, **self._config_kwargs(config, kwargs))
 
     def stream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,  # noqa: A002
                stop: list[str] | None = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
-        yield from super().stream(input, config, stop=stop, **self._config_kwargs(config, kwargs))
+        with _calling(self, config) as config:
+            yield from super().stream(input, config, stop=stop, **self._config_kwargs(config, kwargs))
 
     async def astream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,  # noqa: A002
                       stop: list[str] | None = None, **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
-        async for chunk in super().astream(input, config, stop=stop, **self._config_kwargs(config, kwargs)):
-            yield chunk
+        with _calling(self, config) as config:
+            async for chunk in super().astream(input, config, stop=stop, **self._config_kwargs(config, kwargs)):
+                yield chunk
 
     # -- batch: one router pass, then BaseChatModel's calls ------------------------------------------
     def _preroute(self, inputs: list[LanguageModelInput], config: Any, kwargs: dict[str, Any]) -> Mapping[Any, Any]:
@@ -268,7 +296,18 @@ class ChatTryage(BaseChatModel):
                                expert=kwargs.get("model"))
         return Job(index, routable.text, options, manager, routable)
 
-    def _expert_call(self, run_manager: Any, stop: list[str] | None, kwargs: dict[str, Any],
+    def _parent(self, run_manager: Any, is_async: bool) -> tuple[Any, Any] | None:
+        """Where this call's nested runs go: the run manager, or (when LangChain streams without
+        handing one over) the callbacks and run id of the call in progress."""
+        if run_manager is not None:
+            return run_manager, run_manager.run_id
+        owner, config = _CALL.get() or (None, None)
+        if owner is not self:
+            return None
+        configure = get_async_callback_manager_for_config if is_async else get_callback_manager_for_config
+        return configure(config), config["run_id"]
+
+    def _expert_call(self, parent: Any, stop: list[str] | None, kwargs: dict[str, Any],
                      ) -> Callable[[Job], tuple[Runnable[Any, Any], RunnableConfig, dict[str, Any]]]:
         """What calling a job's current expert takes: the runnable, its config, its kwargs."""
         expert_kwargs = {k: v for k, v in kwargs.items() if k not in _ROUTING_KWARGS}
@@ -292,19 +331,18 @@ class ChatTryage(BaseChatModel):
             if job.tried:
                 metadata["tryage_fallback_from"] = list(job.tried)
             config: RunnableConfig = {"metadata": metadata}
-            if run_manager is not None:
-                config["callbacks"] = _children(run_manager, *tags)
+            if parent is not None:
+                config["callbacks"] = _children(parent, *tags)
             else:
                 config["tags"] = tags
             return expert, config, expert_kwargs
 
         return prepare
 
-    def _routed(self, messages: list[BaseMessage], run_manager: Any, kwargs: dict[str, Any]) -> Engine:
+    def _routed(self, messages: list[BaseMessage], parent: Any, kwargs: dict[str, Any], is_async: bool) -> Engine:
         # configure() (not a bare child manager) so context handlers (collect_runs, LangSmith) see it
-        configure = (get_async_callback_manager_for_config if isinstance(run_manager, AsyncCallbackManagerForLLMRun)
-                     else get_callback_manager_for_config)
-        job = self._job(0, messages, configure({"callbacks": _children(run_manager, TAG_ROUTE)}), kwargs)
+        configure = get_async_callback_manager_for_config if is_async else get_callback_manager_for_config
+        job = self._job(0, messages, configure({"callbacks": _children(parent, TAG_ROUTE)}), kwargs)
         owner, known = _PREROUTED.get() or (None, None)
         (routed,) = yield from route(self.router, [job], self._names, fallback=self.fallback,
                                      max_fallbacks=self.max_fallbacks, known=known if owner is self else None)
@@ -314,9 +352,10 @@ class ChatTryage(BaseChatModel):
         return job
 
     def _generate_engine(self, messages: list[BaseMessage], stop: list[str] | None, run_manager: Any,
-                         kwargs: dict[str, Any]) -> Engine:
-        job = yield from self._routed(messages, run_manager, kwargs)
-        prepare = self._expert_call(run_manager, stop, kwargs)
+                         is_async: bool, kwargs: dict[str, Any]) -> Engine:
+        parent = self._parent(run_manager, is_async)
+        job = yield from self._routed(messages, parent, kwargs, is_async)
+        prepare = self._expert_call(parent, stop, kwargs)
 
         def call(name: str, group: list[Job]) -> tuple[Any, Any]:
             expert, config, kw = prepare(group[0])
@@ -329,9 +368,10 @@ class ChatTryage(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=_annotate(out, job))])
 
     def _stream_engine(self, messages: list[BaseMessage], stop: list[str] | None, run_manager: Any,
-                       kwargs: dict[str, Any]) -> Engine:
-        job = yield from self._routed(messages, run_manager, kwargs)
-        prepare = self._expert_call(run_manager, stop, kwargs)
+                       is_async: bool, kwargs: dict[str, Any]) -> Engine:
+        parent = self._parent(run_manager, is_async)
+        job = yield from self._routed(messages, parent, kwargs, is_async)
+        prepare = self._expert_call(parent, stop, kwargs)
 
         def call(job: Job) -> tuple[Any, Any]:
             expert, config, kw = prepare(job)
@@ -343,15 +383,15 @@ class ChatTryage(BaseChatModel):
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        return drive(self._generate_engine(messages, stop, run_manager, kwargs))
+        return drive(self._generate_engine(messages, stop, run_manager, False, kwargs))
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        return await adrive(self._generate_engine(messages, stop, run_manager, kwargs))
+        return await adrive(self._generate_engine(messages, stop, run_manager, True, kwargs))
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        job, first, rest = drive(self._stream_engine(messages, stop, run_manager, kwargs))
+        job, first, rest = drive(self._stream_engine(messages, stop, run_manager, False, kwargs))
         if first is not END:
             yield ChatGenerationChunk(message=_annotate(first, job))
             for chunk in rest:
@@ -360,7 +400,7 @@ class ChatTryage(BaseChatModel):
     async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                        run_manager: AsyncCallbackManagerForLLMRun | None = None,
                        **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
-        job, first, rest = await adrive(self._stream_engine(messages, stop, run_manager, kwargs))
+        job, first, rest = await adrive(self._stream_engine(messages, stop, run_manager, True, kwargs))
         if first is not END:
             yield ChatGenerationChunk(message=_annotate(first, job))
             async for chunk in rest:

@@ -113,6 +113,19 @@ def test_chat_tryage_trace_shows_route_and_expert_runs(chat):
     assert route.outputs["decision_id"] == reply.response_metadata["tryage_decision_id"]
 
 
+async def test_chat_tryage_stream_nests_the_route_and_expert_runs_under_its_own(chat):
+    model, _, _ = chat
+    with collect_runs() as collector:
+        list(model.stream("about the law"))
+        [c async for c in model.astream("python bug")]
+        ChatTryage(router=model.router, experts=model.experts, streaming=True).invoke("court")
+    assert [r.name for r in collector.traced_runs] == ["ChatTryage"] * 3
+    for root, expert in zip(collector.traced_runs, ["legal", "code", "legal"]):
+        route, expert_run = root.child_runs
+        assert route.name == "TryageRoute" and route.outputs["expert"] == expert
+        assert f"tryage:expert={expert}" in expert_run.tags
+
+
 def test_chat_tryage_generate_path_routes_too(chat):
     model, _, _ = chat
     result = model.generate([[HumanMessage("python")], [HumanMessage("law")]])
