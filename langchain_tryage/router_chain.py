@@ -288,24 +288,17 @@ class TryageRouterChain(RunnableSerializable[Any, Any]):
 
     # -- streaming -------------------------------------------------------------------------------
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:  # noqa: A002
-        """Route, then stream the chosen expert's output (fallback only before its first chunk)."""
-        yield from self.transform(iter([input]), config, **kwargs)
+        """Route, then stream the chosen expert's output (fallback only before its first chunk).
+
+        (``transform`` is ``Runnable``'s: it joins the input chunks and calls this.)"""
+        yield from self._transform_stream_with_config(iter([input]), self._transform, config, **kwargs)
 
     async def astream(self, input: Any, config: RunnableConfig | None = None,  # noqa: A002
                       **kwargs: Any) -> AsyncIterator[Any]:
         async def once() -> AsyncIterator[Any]:
             yield input
 
-        async for chunk in self.atransform(once(), config, **kwargs):
-            yield chunk
-
-    def transform(self, input: Iterator[Any], config: RunnableConfig | None = None,  # noqa: A002
-                  **kwargs: Any) -> Iterator[Any]:
-        yield from self._transform_stream_with_config(input, self._transform, config, **kwargs)
-
-    async def atransform(self, input: AsyncIterator[Any], config: RunnableConfig | None = None,  # noqa: A002
-                         **kwargs: Any) -> AsyncIterator[Any]:
-        async for chunk in self._atransform_stream_with_config(input, self._atransform, config, **kwargs):
+        async for chunk in self._atransform_stream_with_config(once(), self._atransform, config, **kwargs):
             yield chunk
 
     def _stream_engine(self, input: Any, run_manager: Any, config: RunnableConfig,  # noqa: A002
@@ -325,7 +318,7 @@ class TryageRouterChain(RunnableSerializable[Any, Any]):
 
     def _transform(self, chunks: Iterator[Any], run_manager: CallbackManagerForChainRun,
                    config: RunnableConfig, **kwargs: Any) -> Iterator[Any]:
-        job, first, rest = drive(self._stream_engine(_gather(chunks), run_manager, config, kwargs, is_async=False))
+        job, first, rest = drive(self._stream_engine(next(chunks), run_manager, config, kwargs, is_async=False))
         if first is not END:
             yield self._finish_chunk(first, job, True)
             for chunk in rest:
@@ -334,29 +327,11 @@ class TryageRouterChain(RunnableSerializable[Any, Any]):
     async def _atransform(self, chunks: AsyncIterator[Any], run_manager: AsyncCallbackManagerForChainRun,
                           config: RunnableConfig, **kwargs: Any) -> AsyncIterator[Any]:
         job, first, rest = await adrive(
-            self._stream_engine(await _agather(chunks), run_manager, config, kwargs, is_async=True))
+            self._stream_engine(await anext(chunks), run_manager, config, kwargs, is_async=True))  # noqa: F821
         if first is not END:
             yield self._finish_chunk(first, job, True)
             async for chunk in rest:
                 yield self._finish_chunk(chunk, job, False)
-
-
-def _gather(chunks: Iterator[Any]) -> Any:
-    """The whole input of a transform (usually a single item)."""
-    final: Any = None
-    for chunk in chunks:
-        if final is None:
-            final = chunk
-        else:
-            try:
-                final = final + chunk
-            except TypeError:
-                final = chunk
-    return final
-
-
-async def _agather(chunks: AsyncIterator[Any]) -> Any:
-    return _gather(iter([chunk async for chunk in chunks]))
 
 
 def _shared_schema(schemas: list[type[BaseModel]]) -> type[BaseModel] | None:
