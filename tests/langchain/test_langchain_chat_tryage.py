@@ -269,6 +269,8 @@ def test_route_decider_returns_names_decisions_or_dicts():
     assert collector.traced_runs[0].outputs["expert"] == "legal"
     with pytest.raises(ConfigurationError, match="no key 'messages'"):
         decider.invoke({"input": "x"})
+    offered = TryageRouteDecider(router, experts=["coder", "chat"], expert_map={"coder": "code", "chat": "general"})
+    assert offered.batch([{"messages": "court"}, {"messages": "python"}]) == ["chat", "coder"]
 
 
 def test_route_decider_sends_the_state_without_flags_to_the_chosen_node():
