@@ -210,17 +210,9 @@ class ChatTryage(BaseChatModel):
                 "weights": self.weights, "window": self.window, "fallback": self.fallback}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        model = kwargs.get("model")
-        params = LangSmithParams(ls_provider="tryage", ls_model_type="chat",
-                                 ls_model_name=model if isinstance(model, str) else self.model_name)
-        temperature = kwargs.get("temperature", self.temperature)
-        if isinstance(temperature, (int, float)):
-            params["ls_temperature"] = temperature
-        max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        if isinstance(max_tokens, int):
-            params["ls_max_tokens"] = max_tokens
-        if stop or self.stop:
-            params["ls_stop"] = stop or self.stop
+        """BaseChatModel's (``model=`` names the forced expert), with this model's default ``stop``."""
+        params = super()._get_ls_params(stop=stop or self.stop, **kwargs)
+        params["ls_provider"] = "tryage"
         return params
 
     # -- per-call options from the config ----------------------------------------------------------
