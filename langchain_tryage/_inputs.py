@@ -7,8 +7,7 @@ Accepted inputs are those of a chat model (a string, a list of messages or messa
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,13 +18,11 @@ require("langchain_core", "langchain", "langchain-core")
 from langchain_core.messages import BaseMessage, ChatMessage, convert_to_messages  # noqa: E402
 from langchain_core.prompt_values import ChatPromptValue, PromptValue, StringPromptValue  # noqa: E402
 
-from tryage.flags import FlagParser  # noqa: E402
+from tryage.flags import ParsedFlags  # noqa: E402
+from tryage.objective import RoutingDecision  # noqa: E402
 
-# A flag at the start of a line takes the blanks after it; elsewhere it takes the blanks before it,
-# so "Question? [Flag: cheapest]" -> "Question?" and indentation of other lines is left alone.
-_FLAG_SPAN = re.compile(r"^[ \t]*\[\s*flag\s*:[^\[\]]*\][ \t]*|[ \t]*\[\s*flag\s*:[^\[\]]*\]",
-                        re.IGNORECASE | re.MULTILINE)
-_FLAG_OPEN = re.compile(r"\[\s*flag\s*:", re.IGNORECASE)
+Parse = Callable[[str], ParsedFlags]
+"""The core's flag parser (``router.parse``): the only place flags are found and checked."""
 
 _ACCEPTED = "a string, a list of messages, a PromptValue, or a dict holding one of them"
 
@@ -39,12 +36,15 @@ class RoutableInput:
         value: The routed value, normalised: a ``str``, a ``list[BaseMessage]`` or a ``PromptValue``.
         container: The dict the value came from, or ``None``.
         key: The dict key of the value, or ``None``.
+        routed: Index of the message whose string content alone is ``text`` (the routed turn, when
+            ``window`` is 1), or ``None``. Its stripped text is the decision's ``prompt``.
     """
 
     text: str
     value: Any
     container: Mapping[str, Any] | None = None
     key: str | None = None
+    routed: int | None = None
 
 
 def is_user(message: BaseMessage) -> bool:
@@ -65,25 +65,25 @@ def message_text(message: BaseMessage) -> str:
     return "\n".join(parts)
 
 
-def _conversation_text(messages: Sequence[BaseMessage], window: int) -> str:
+def _conversation_text(messages: Sequence[BaseMessage], window: int) -> tuple[str, int | None]:
     users = [i for i, m in enumerate(messages) if is_user(m)]
     if not users:
         kinds = ", ".join(m.type for m in messages) or "none"
         raise ConfigurationError(f"cannot route: the input holds no user message (message types: {kinds})")
     last = users[-1]
     if window == 1:
-        return message_text(messages[last])
+        return message_text(messages[last]), last if isinstance(messages[last].content, str) else None
     turns = [m for m in messages[: last + 1] if is_user(m) or m.type == "ai"]
     texts = [t for t in (message_text(m) for m in turns[-window:]) if t.strip()]
-    return "\n".join(texts)
+    return "\n".join(texts), None
 
 
 def read_input(input: Any, *, input_key: str, window: int) -> RoutableInput:  # noqa: A002 - LangChain's name
     """Find the routed value in ``input`` and the text to route on.
 
     Raises:
-        ConfigurationError: the input is of an unsupported type, a dict lacks ``input_key``, there
-            is no user message, or the text to route on is empty.
+        ConfigurationError: the input is of an unsupported type, a dict lacks ``input_key``, or
+            there is no user message. (Flags and empty prompts are the router's to judge.)
     """
     container: Mapping[str, Any] | None = None
     key: str | None = None
@@ -94,68 +94,83 @@ def read_input(input: Any, *, input_key: str, window: int) -> RoutableInput:  # 
                 f"the input dict has no key {input_key!r} (keys: {', '.join(map(repr, input)) or 'none'}); "
                 f"pass input_key=<the key holding the prompt or messages>")
         container, key, value = input, input_key, input[input_key]
+    routed: int | None = None
     if isinstance(value, str):
         text = value
     elif isinstance(value, StringPromptValue):
         text = value.text
     elif isinstance(value, PromptValue):
         value = ChatPromptValue(messages=value.to_messages()) if not isinstance(value, ChatPromptValue) else value
-        text = _conversation_text(value.messages, window)
+        text, routed = _conversation_text(value.messages, window)
     elif isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
         try:
             value = convert_to_messages(value)
         except (ValueError, TypeError, NotImplementedError) as exc:
             raise ConfigurationError(f"cannot read the input as messages ({exc}); accepted: {_ACCEPTED}") from exc
-        text = _conversation_text(value, window)
+        text, routed = _conversation_text(value, window)
     else:
         where = f" under key {key!r}" if key is not None else ""
         raise ConfigurationError(f"cannot route a {type(value).__name__}{where}; accepted: {_ACCEPTED}")
-    if not text.strip():
-        raise ConfigurationError(f"cannot route an empty input: the text to route on is {text!r}")
-    return RoutableInput(text, value, container, key)
+    return RoutableInput(text, value, container, key, routed)
 
 
-def strip_text(text: str, parser: FlagParser) -> str:
-    """``text`` without its flags; text without flags comes back unchanged (white space included).
+def cut_flags(text: str, parse: Parse) -> str:
+    """``text`` with the flags the core finds in it cut out, the rest of its white space kept.
 
-    Raises:
-        FlagError: a flag is unknown or malformed (the router would reject it too).
+    A flag at the start of a line takes the blanks after it; elsewhere it takes the blanks before
+    it, so ``"Question? [Flag: cheapest]"`` becomes ``"Question?"`` and indentation survives.
     """
-    if not _FLAG_OPEN.search(text):
+    spans = parse(text).spans
+    if not spans:
         return text
-    parser.parse(text)  # validates every flag, raises FlagError with the valid ones
-    return _FLAG_SPAN.sub("", text).strip()
+    out, end = [], len(text)
+    for start, stop in reversed(spans):
+        while start > 0 and text[start - 1] in " \t":
+            start -= 1
+        if start == 0 or text[start - 1] == "\n":
+            while stop < len(text) and text[stop] in " \t":
+                stop += 1
+        out.append(text[stop:end])
+        end = start
+    out.append(text[:end])
+    return "".join(reversed(out)).strip()
 
 
-def _strip_message(message: BaseMessage, parser: FlagParser) -> BaseMessage:
+def _strip_message(message: BaseMessage, parse: Parse, routed_text: str | None) -> BaseMessage:
     if not is_user(message):
         return message
     content = message.content
     if isinstance(content, str):
-        new: Any = strip_text(content, parser)
+        new: Any = routed_text if routed_text is not None else cut_flags(content, parse)
     else:
         new = []
         for block in content:
             if isinstance(block, str):
-                new.append(strip_text(block, parser))
+                new.append(cut_flags(block, parse))
             elif isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
-                new.append({**block, "text": strip_text(block["text"], parser)})
+                new.append({**block, "text": cut_flags(block["text"], parse)})
             else:
                 new.append(block)
     return message if new == content else message.model_copy(update={"content": new})
 
 
-def strip_input(routable: RoutableInput, parser: FlagParser) -> Any:
-    """What the expert receives: the input with flags removed from every user turn."""
+def strip_input(routable: RoutableInput, decision: RoutingDecision, parse: Parse) -> Any:
+    """What the expert receives: the input with flags removed from every user turn.
+
+    The routed text's flags were parsed once, by the router: a routed string (or the routed turn)
+    becomes ``decision.prompt``; earlier user turns are cut at the spans the core's parser finds.
+    """
     value = routable.value
     if isinstance(value, str):
-        stripped: Any = strip_text(value, parser)
+        stripped: Any = decision.prompt
     elif isinstance(value, StringPromptValue):
-        stripped = StringPromptValue(text=strip_text(value.text, parser))
-    elif isinstance(value, ChatPromptValue):
-        stripped = ChatPromptValue(messages=[_strip_message(m, parser) for m in value.messages])
+        stripped = StringPromptValue(text=decision.prompt)
     else:
-        stripped = [_strip_message(m, parser) for m in value]
+        messages = value.messages if isinstance(value, ChatPromptValue) else value
+        stripped = [_strip_message(m, parse, decision.prompt if i == routable.routed else None)
+                    for i, m in enumerate(messages)]
+        if isinstance(value, ChatPromptValue):
+            stripped = ChatPromptValue(messages=stripped)
     if routable.container is None:
         return stripped
     return {**routable.container, routable.key: stripped}

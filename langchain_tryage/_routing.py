@@ -1,15 +1,23 @@
-"""The routing step shared by the LangChain components: per-call options from the runnable config,
-one router pass per batch, and a traced run per routed input whose outputs are the decision.
+"""The routing and fallback engine shared by the LangChain components.
+
+The engine is written once, as generators that *yield steps* (route these texts, call this expert
+with these inputs, open this stream) and receive each step's result. :func:`drive` runs the steps
+with LangChain's sync APIs, :func:`adrive` with the async ones (the router runs in an executor
+thread, groups of expert calls run concurrently). So there is one engine and two short drivers,
+not a sync and an async copy of the logic.
+
+Routing semantics (flags, weights, empty prompts, filters) are the core's: the engine hands the
+text to ``router.route_batch(..., return_exceptions=True)`` and reports each prompt's own error.
 """
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+import asyncio
+import inspect
+import uuid
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
-from uuid import UUID
 
 from tryage.errors import ConfigurationError, ExpertMappingError, ExpertNotFoundError, require
 
@@ -21,7 +29,7 @@ from langchain_core.runnables.config import run_in_executor  # noqa: E402
 from langchain_core.runnables.utils import ConfigurableFieldSpec  # noqa: E402
 
 from tryage.constraints import Filter  # noqa: E402
-from tryage.flags import FlagParser  # noqa: E402
+from tryage.flags import FlagParser, ParsedFlags  # noqa: E402
 from tryage.objective import RoutingDecision  # noqa: E402
 
 WEIGHTS_KEY = "tryage_weights"
@@ -50,28 +58,12 @@ CONFIG_SPECS = (
 )
 
 
+# -- construction checks ---------------------------------------------------------------------------
 def check_router(router: Any) -> None:
     if not callable(getattr(router, "route_batch", None)):
         raise ConfigurationError(
-            "router must be a tryage.TryageRouter or an object with route_batch(prompts, weights=...) "
-            f"returning RoutingDecisions; got {type(router).__name__}")
-
-
-def check_experts(router: Any, names: Sequence[str]) -> None:
-    """The mapping's names must be exactly the router's experts (when the router lists them)."""
-    if not names:
-        raise ConfigurationError("experts must map at least one expert name to a runnable; got an empty mapping")
-    bad = [n for n in names if not isinstance(n, str)]
-    if bad:
-        raise ConfigurationError(f"expert names must be strings; got {', '.join(map(repr, bad))}")
-    known = getattr(router, "experts", None)
-    if known is not None and set(known) != set(names):
-        raise ExpertMappingError(tuple(known), tuple(names))
-
-
-def flag_parser(router: Any) -> FlagParser:
-    parser = getattr(router, "flag_parser", None)
-    return parser if isinstance(parser, FlagParser) else FlagParser()
+            "router must be a tryage.TryageRouter or an object with route_batch(prompts, *, weights, filters, "
+            f"return_exceptions) returning RoutingDecisions; got {type(router).__name__}")
 
 
 def check_window(window: int) -> None:
@@ -79,185 +71,381 @@ def check_window(window: int) -> None:
         raise ConfigurationError(f"window must be a positive integer (messages read for routing); got {window!r}")
 
 
-def _check_weights(weights: Any, where: str) -> dict[str, float]:
+def check_weights(router: Any, weights: Any, where: str) -> dict[str, Any]:
+    """A dict of weights; the values are the core's to check (``router.constraints.check_weights``)."""
     if not isinstance(weights, Mapping):
         raise ConfigurationError(f"{where} must be a dict of constraint name -> number; got {type(weights).__name__}")
-    out: dict[str, float] = {}
-    for name, value in weights.items():
-        if not isinstance(name, str) or isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value):
+    constraints = getattr(router, "constraints", None)
+    return constraints.check_weights(weights) if constraints is not None else dict(weights)
+
+
+def parser_of(router: Any) -> Callable[[str], ParsedFlags]:
+    """The router's flag parser (``router.parse``), or the built-in flags for a bare router."""
+    parse = getattr(router, "parse", None)
+    return parse if callable(parse) else FlagParser().parse
+
+
+@dataclass(frozen=True)
+class ExpertMap:
+    """The experts a component offers, under the user's names, and the router experts behind them.
+
+    Attributes:
+        to_router: User name -> router expert.
+        to_user: Router expert -> user name.
+        offered: A filter limiting the router to the offered experts, or ``None`` when all are.
+    """
+
+    to_router: Mapping[str, str]
+    to_user: Mapping[str, str]
+    offered: Filter | None
+
+    @classmethod
+    def build(cls, router: Any, names: Sequence[Any], expert_map: Mapping[str, str] | None) -> ExpertMap:
+        if not names:
+            raise ConfigurationError("experts must map at least one expert name to a runnable; got an empty mapping")
+        bad = [n for n in names if not isinstance(n, str)]
+        if bad:
+            raise ConfigurationError(f"expert names must be strings; got {', '.join(map(repr, bad))}")
+        expert_map = dict(expert_map or {})
+        if extra := [n for n in expert_map if n not in names]:
             raise ConfigurationError(
-                f"{where} must map constraint names to finite numbers; got {name!r}: {value!r}")
-        out[name] = float(value)
-    return out
+                f"expert_map names {', '.join(map(repr, extra))}, which is not among the experts given "
+                f"({', '.join(map(repr, names))})")
+        to_router = {n: expert_map.get(n, n) for n in names}
+        known = getattr(router, "experts", None)
+        if known is not None:
+            known = tuple(known)
+            for user, target in expert_map.items():
+                if target not in known:
+                    error = ExpertNotFoundError(target, known)
+                    error.args = (f"expert_map[{user!r}] = {target!r}: {error.args[0]}",)
+                    raise error
+            if unknown := [n for n in names if to_router[n] not in known]:
+                error = ExpertMappingError(known, names)
+                error.args = (f"experts {', '.join(map(repr, unknown))} are not the router's experts; name them "
+                              f"after router experts or map them with expert_map={{name: router expert}}; the "
+                              f"router's experts are: {', '.join(map(repr, known))}",)
+                raise error
+        to_user: dict[str, str] = {}
+        for user, target in to_router.items():
+            if target in to_user:
+                raise ConfigurationError(
+                    f"experts {to_user[target]!r} and {user!r} both stand for router expert {target!r}; "
+                    "each router expert may stand behind one runnable")
+            to_user[target] = user
+        offered = None
+        if known is not None and set(to_user) != set(known):
+            offered = Filter(experts=tuple(to_user), source="offered experts")
+        return cls(to_router, to_user, offered)
 
 
+# -- per-call options ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CallOptions:
     """What one call asks of the router, beyond the prompt.
 
     Attributes:
         weights: Constraint weights (component defaults, then ``tryage_weights`` from the config).
-        expert: An expert forced by ``tryage_expert``, or ``None``.
+        expert: An expert (user name) forced by ``tryage_expert``, or ``None``.
     """
 
-    weights: Mapping[str, float] | None = None
+    weights: Mapping[str, Any] | None = None
     expert: str | None = None
 
     def key(self) -> str:
-        return json.dumps([sorted((self.weights or {}).items()), self.expert])
+        return repr((sorted((self.weights or {}).items()), self.expert))
 
 
-def call_options(config: RunnableConfig, defaults: Mapping[str, float] | None,
-                 names: Sequence[str]) -> CallOptions:
-    """Read ``tryage_weights`` and ``tryage_expert`` from ``config["configurable"]``."""
+def call_options(config: RunnableConfig, defaults: Mapping[str, float] | None, experts: ExpertMap,
+                 *, weights: Any = None, expert: Any = None) -> CallOptions:
+    """Read ``tryage_weights`` / ``tryage_expert`` from ``config["configurable"]`` (or the arguments)."""
     configurable = config.get("configurable") or {}
-    weights = dict(_check_weights(defaults, "weights")) if defaults else {}
-    if configurable.get(WEIGHTS_KEY) is not None:
-        weights.update(_check_weights(configurable[WEIGHTS_KEY], f'config["configurable"]["{WEIGHTS_KEY}"]'))
-    expert = configurable.get(EXPERT_KEY)
-    if expert is not None and expert not in names:
-        raise ExpertNotFoundError(str(expert), names)
-    return CallOptions(weights or None, expert)
+    merged = dict(defaults or {})
+    if weights is None:
+        weights = configurable.get(WEIGHTS_KEY)
+    if weights is not None:
+        if not isinstance(weights, Mapping):
+            raise ConfigurationError(
+                f'tryage_weights must be a dict of constraint name -> number; got {type(weights).__name__}')
+        merged.update(weights)
+    if expert is None:
+        expert = configurable.get(EXPERT_KEY)
+    if expert is not None and expert not in experts.to_router:
+        raise ExpertNotFoundError(str(expert), tuple(experts.to_router))
+    return CallOptions(merged or None, expert)
 
 
-def _route_group(router: Any, texts: list[str], options: CallOptions) -> list[RoutingDecision]:
-    kwargs: dict[str, Any] = {"weights": dict(options.weights) if options.weights else None}
-    if options.expert is not None:
-        kwargs["filters"] = [Filter(experts=(options.expert,), source=f"{EXPERT_KEY}={options.expert}")]
-    decisions = list(router.route_batch(texts, **kwargs))
-    if len(decisions) != len(texts):
-        raise ConfigurationError(
-            f"router.route_batch returned {len(decisions)} decisions for {len(texts)} prompts")
-    return decisions
-
-
-def _check_decision(decision: Any, names: Sequence[str]) -> RoutingDecision:
-    if not isinstance(decision, RoutingDecision):
-        raise ConfigurationError(f"router.route_batch must return RoutingDecisions; got {type(decision).__name__}")
-    if decision.expert not in names:
-        raise ExpertNotFoundError(decision.expert, names)
-    return decision
-
-
-@dataclass
-class RouteRequest:
-    """One input to route, and where its traced run goes.
+# -- steps and drivers -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Step:
+    """One effect the engine asks for.
 
     Attributes:
-        text: The text to route on.
-        options: Weights and forced expert for this input.
-        manager: The callback manager the routing run starts from.
-        run_name: Name of the routing run.
-        run_id: Id for the routing run, or ``None`` for a fresh one.
-        tags: Tags of the routing run (not inherited by anything else).
+        run: Runs it with sync APIs. Its result, or the items of a list result, may be awaitable
+            (an async callback manager's methods); the async driver awaits them.
+        arun: Runs it with async APIs; ``None``: the async driver calls ``run``.
+        blocking: The async driver runs ``run`` in an executor thread (the router's forward pass).
     """
 
+    run: Callable[[], Any]
+    arun: Callable[[], Awaitable[Any]] | None = None
+    blocking: bool = False
+
+
+Engine = Generator["Step | list[Step]", Any, Any]
+
+
+def _run(step: Step | list[Step]) -> Any:
+    """A list of steps gives one result per step, an error in place of a step that raised."""
+    if not isinstance(step, list):
+        return step.run()
+    out = []
+    for s in step:
+        try:
+            out.append(s.run())
+        except Exception as exc:  # noqa: BLE001 - returned in its place
+            out.append(exc)
+    return out
+
+
+async def _arun(step: Step | list[Step]) -> Any:
+    if isinstance(step, list):
+        return list(await asyncio.gather(*map(_arun, step), return_exceptions=True))
+    if step.arun is not None:
+        return await step.arun()
+    if step.blocking:
+        return await run_in_executor(None, step.run)
+    out = step.run()
+    if isinstance(out, list):
+        return [await v if inspect.isawaitable(v) else v for v in out]
+    return await out if inspect.isawaitable(out) else out
+
+
+def drive(engine: Engine) -> Any:
+    """Run ``engine`` with sync APIs; a failing step's error is thrown back into the engine."""
+    value: Any = None
+    resume = engine.send
+    while True:
+        try:
+            step = resume(value)
+        except StopIteration as stop:
+            return stop.value
+        try:
+            value, resume = _run(step), engine.send
+        except Exception as exc:  # noqa: BLE001 - the engine decides
+            value, resume = exc, engine.throw
+
+
+async def adrive(engine: Engine) -> Any:
+    """Run ``engine`` with async APIs."""
+    value: Any = None
+    resume = engine.send
+    while True:
+        try:
+            step = resume(value)
+        except StopIteration as stop:
+            return stop.value
+        try:
+            value, resume = await _arun(step), engine.send
+        except Exception as exc:  # noqa: BLE001
+            value, resume = exc, engine.throw
+
+
+# -- routing ---------------------------------------------------------------------------------------
+@dataclass
+class Job:
+    """One input on its way through routing and the experts.
+
+    Attributes:
+        index: Position in the caller's batch.
+        text: The text the router reads.
+        options: Weights and forced expert.
+        manager: The callback manager the ``TryageRoute`` run starts from.
+        payload: What the component needs later (the parsed input).
+        decision: The routing decision, once routed.
+        decision_id: A fresh id for this decision (``response_metadata["tryage_decision_id"]``).
+        queue: Experts (user names) to try in order.
+        tried: Experts that failed so far.
+        first_error: The first expert's error (raised when every expert fails).
+    """
+
+    index: int
     text: str
     options: CallOptions
     manager: CallbackManager | AsyncCallbackManager
+    payload: Any = None
     run_name: str = ROUTE_RUN_NAME
-    run_id: UUID | None = None
-    tags: tuple[str, ...] = ()
+    run_id: uuid.UUID | None = None
+    decision: RoutingDecision | None = None
+    decision_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    queue: tuple[str, ...] = ()
+    tried: list[str] = field(default_factory=list)
+    first_error: BaseException | None = None
+
+    @property
+    def expert(self) -> str:
+        return self.queue[len(self.tried)]
 
 
-def _prechecked(router: Any, requests: Sequence[RouteRequest],
-                results: list[RoutingDecision | Exception]) -> dict[str, list[int]]:
-    """Groups of requests to route together; a request whose flags are invalid or whose prompt is
-    empty once flags are removed fails alone (the router would reject its whole batch)."""
-    parser = getattr(router, "flag_parser", None)
-    groups: dict[str, list[int]] = {}
-    for i, r in enumerate(requests):
-        if isinstance(parser, FlagParser):
-            try:
-                if not parser.parse(r.text).prompt.strip():
-                    raise ConfigurationError(f"cannot route an empty prompt once its flags are removed: {r.text!r}")
-            except Exception as exc:  # noqa: BLE001 - reported for this request only
-                results[i] = exc
-                continue
-        groups.setdefault(r.options.key(), []).append(i)
-    return groups
-
-
-def _run_inputs(r: RouteRequest) -> dict[str, Any]:
-    inputs: dict[str, Any] = {"prompt": r.text, "weights": dict(r.options.weights or {})}
-    if r.options.expert is not None:
-        inputs["expert"] = r.options.expert
+def _run_inputs(job: Job) -> dict[str, Any]:
+    inputs: dict[str, Any] = {"prompt": job.text, "weights": dict(job.options.weights or {})}
+    if job.options.expert is not None:
+        inputs["expert"] = job.options.expert
     return inputs
 
 
-def _store(results: list[RoutingDecision | Exception], indices: list[int], decisions: Any,
-           names: Sequence[str]) -> None:
-    for i, d in zip(indices, decisions):
-        try:
-            results[i] = d if isinstance(d, Exception) else _check_decision(d, names)
-        except Exception as exc:  # noqa: BLE001
-            results[i] = exc
+def _route_group(router: Any, texts: list[str], options: CallOptions, experts: ExpertMap) -> list[Any]:
+    filters = [f for f in (experts.offered,) if f is not None]
+    if options.expert is not None:
+        target = experts.to_router[options.expert]
+        filters.append(Filter(experts=(target,), source=f"{EXPERT_KEY}={options.expert}"))
+    decisions = list(router.route_batch(texts, weights=options.weights, filters=filters, return_exceptions=True))
+    if len(decisions) != len(texts):
+        raise ConfigurationError(f"router.route_batch returned {len(decisions)} decisions for {len(texts)} prompts")
+    return decisions
 
 
-def route_traced(router: Any, requests: Sequence[RouteRequest],
-                 names: Sequence[str]) -> list[RoutingDecision | Exception]:
-    """Route every request, one router pass per distinct set of options (normally one).
-
-    Each request gets its own run (name ``run_name``); its outputs are ``decision.to_dict()``. A
-    failure is returned in place of the decision, and recorded on that request's run.
-    """
-    runs = []
-    for r in requests:
-        if r.tags:
-            r.manager.add_tags(list(r.tags), inherit=False)
-        runs.append(r.manager.on_chain_start(None, _run_inputs(r), name=r.run_name, run_id=r.run_id))
-    results: list[RoutingDecision | Exception] = [None] * len(requests)  # type: ignore[list-item]
-    for indices in _prechecked(router, requests, results).values():
-        try:
-            decisions: Any = _route_group(router, [requests[i].text for i in indices], requests[indices[0]].options)
-        except Exception as exc:  # noqa: BLE001 - returned to the caller, who decides to raise
-            decisions = [exc] * len(indices)
-        _store(results, indices, decisions, names)
-    for run, result in zip(runs, results):
-        if isinstance(result, Exception):
-            run.on_chain_error(result)
-        else:
-            run.on_chain_end(result.to_dict())
-    return results
-
-
-async def aroute_traced(router: Any, requests: Sequence[RouteRequest],
-                        names: Sequence[str]) -> list[RoutingDecision | Exception]:
-    """:func:`route_traced` for async callers; the router runs in an executor thread."""
-    runs = []
-    for r in requests:
-        if r.tags:
-            r.manager.add_tags(list(r.tags), inherit=False)
-        runs.append(await r.manager.on_chain_start(None, _run_inputs(r), name=r.run_name, run_id=r.run_id))
-    results: list[RoutingDecision | Exception] = [None] * len(requests)  # type: ignore[list-item]
-    for indices in _prechecked(router, requests, results).values():
-        texts = [requests[i].text for i in indices]
-        try:
-            decisions: Any = await run_in_executor(None, _route_group, router, texts, requests[indices[0]].options)
-        except Exception as exc:  # noqa: BLE001
-            decisions = [exc] * len(indices)
-        _store(results, indices, decisions, names)
-    for run, result in zip(runs, results):
-        if isinstance(result, Exception):
-            await run.on_chain_error(result)
-        else:
-            await run.on_chain_end(result.to_dict())
-    return results
-
-
-def candidates(decision: RoutingDecision, *, fallback: bool, max_fallbacks: int | None,
-               names: Iterable[str]) -> tuple[str, ...]:
-    """The experts to try in order: the choice, then (with fallback) the rest of the ranking."""
+def _queue(decision: Any, experts: ExpertMap, *, fallback: bool, max_fallbacks: int | None) -> tuple[str, ...]:
+    if not isinstance(decision, RoutingDecision):
+        raise ConfigurationError(f"router.route_batch must return RoutingDecisions; got {type(decision).__name__}")
+    if decision.expert not in experts.to_user:
+        raise ExpertNotFoundError(decision.expert, tuple(experts.to_user))
+    rest = [experts.to_user[e] for e in decision.ranking if e != decision.expert and e in experts.to_user]
     if not fallback:
-        return (decision.expert,)
-    known = set(names)
-    rest = [e for e in decision.ranking if e != decision.expert and e in known]
-    if max_fallbacks is not None:
+        rest = []
+    elif max_fallbacks is not None:
         rest = rest[:max_fallbacks]
-    return (decision.expert, *rest)
+    return (experts.to_user[decision.expert], *rest)
 
 
-__all__ = ["CONFIG_SPECS", "EXPERT_KEY", "ROUTE_RUN_NAME", "WEIGHTS_KEY", "CallOptions", "RouteRequest",
-           "aroute_traced", "call_options", "candidates", "check_experts", "check_router", "check_window",
-           "expert_tag", "flag_parser", "route_traced"]
+def route(router: Any, jobs: Sequence[Job], experts: ExpertMap, *, fallback: bool = False,
+          max_fallbacks: int | None = None, known: Mapping[tuple[str, str], Any] | None = None) -> Engine:
+    """Route every job, one router pass per distinct set of options (normally one).
+
+    Each job gets a ``TryageRoute`` run whose outputs are ``decision.to_dict()``. Returns one entry
+    per job: the job, routed (``decision`` and ``queue`` set), or the exception that stopped it.
+    ``known`` holds decisions computed earlier (by ``ChatTryage.batch``), keyed by :func:`route_key`.
+    """
+    runs = yield Step(lambda: [j.manager.on_chain_start(None, _run_inputs(j), name=j.run_name, run_id=j.run_id)
+                               for j in jobs])
+    results: list[Any] = [None] * len(jobs)
+    groups: dict[str, list[int]] = {}
+    for i, job in enumerate(jobs):
+        if known is not None and route_key(job) in known:
+            results[i] = known[route_key(job)]
+        else:
+            groups.setdefault(job.options.key(), []).append(i)
+    for indices in groups.values():
+        texts, options = [jobs[i].text for i in indices], jobs[indices[0]].options
+        try:
+            decisions = yield Step(lambda: _route_group(router, texts, options, experts), blocking=True)
+        except Exception as exc:  # noqa: BLE001 - reported on each job of the group
+            decisions = [exc] * len(indices)
+        for i, d in zip(indices, decisions):
+            results[i] = d
+    for i, (job, d) in enumerate(zip(jobs, results)):
+        if not isinstance(d, Exception):
+            try:
+                job.queue = _queue(d, experts, fallback=fallback, max_fallbacks=max_fallbacks)
+                job.decision, results[i] = d, job
+            except Exception as exc:  # noqa: BLE001
+                results[i] = exc
+    yield [Step(lambda r=r, d=d: r.on_chain_error(d) if isinstance(d, Exception) else r.on_chain_end(
+                _decision_outputs(d)))
+           for r, d in zip(runs, results)]
+    return results
+
+
+def _decision_outputs(job: Job) -> dict[str, Any]:
+    return {**job.decision.to_dict(), "decision_id": job.decision_id}  # type: ignore[union-attr]
+
+
+def route_key(job: Job) -> tuple[str, str]:
+    return job.text, job.options.key()
+
+
+def route_now(router: Any, jobs: Sequence[Job], experts: ExpertMap) -> dict[tuple[str, str], Any]:
+    """Decisions for ``jobs`` by :func:`route_key`, routed now (one pass per option set)."""
+    return {route_key(j): j.decision for j, r in zip(jobs, drive(route(router, jobs, experts))) if r is j}
+
+
+# -- experts and fallback --------------------------------------------------------------------------
+def _retry(job: Job, exc: BaseException, retry_on: tuple[type[BaseException], ...]) -> BaseException | None:
+    """Record a failure: ``None`` when the next expert should be tried, else the error to raise
+    (the first expert's, unless the last one is not a fallback exception)."""
+    job.first_error = job.first_error or exc
+    if not isinstance(exc, retry_on):
+        return exc
+    if len(job.tried) + 1 < len(job.queue):
+        job.tried.append(job.expert)
+        return None
+    return job.first_error
+
+
+GroupCall = Callable[[str, list[Job]], tuple[Callable[[], list[Any]], Callable[[], Awaitable[list[Any]]]]]
+
+
+def run_experts(jobs: list[Job], call: GroupCall, retry_on: tuple[type[BaseException], ...]) -> Engine:
+    """Call each job's expert, one ``batch`` per expert, falling back along the ranking.
+
+    ``call(name, jobs)`` gives the sync and async calls of expert ``name`` on ``jobs``. An expert's
+    ``batch`` may raise instead of returning the error (``FakeListChatModel`` does): then every
+    input of its group gets that error, and may fall back. Returns ``[(job, output or error)]``.
+    """
+    done: list[tuple[Job, Any]] = []
+    pending = jobs
+    while pending:
+        groups: dict[str, list[Job]] = {}
+        for job in pending:
+            groups.setdefault(job.expert, []).append(job)
+        outs = yield [Step(*call(name, group)) for name, group in groups.items()]
+        pending = []
+        for group, results in zip(groups.values(), outs):
+            for job, out in zip(group, [results] * len(group) if isinstance(results, BaseException) else results):
+                if not isinstance(out, BaseException):
+                    done.append((job, out))
+                elif (error := _retry(job, out, retry_on)) is None:
+                    pending.append(job)
+                else:
+                    done.append((job, error))
+    return done
+
+
+END = object()
+"""The first "chunk" of a stream that yielded nothing."""
+
+
+def _open(stream: Callable[[], Iterable[Any]]) -> Any:
+    chunks = iter(stream())
+    return next(chunks, END), chunks
+
+
+async def _aopen(stream: Callable[[], Any]) -> Any:
+    chunks = stream().__aiter__()
+    try:
+        return await chunks.__anext__(), chunks
+    except StopAsyncIteration:
+        return END, chunks
+
+
+StreamCall = Callable[[Job], tuple[Callable[[], Iterator[Any]], Callable[[], Any]]]
+
+
+def open_stream(job: Job, call: StreamCall, retry_on: tuple[type[BaseException], ...]) -> Engine:
+    """Open the job's expert stream, falling back until one yields its first chunk.
+
+    Returns ``(first chunk or END, the rest)``; after the first chunk a failure propagates.
+    """
+    while True:
+        run, arun = call(job)
+        try:
+            return (yield Step(lambda: _open(run), lambda: _aopen(arun)))
+        except Exception as exc:  # noqa: BLE001 - fall back, or raise what _retry says
+            error = _retry(job, exc, retry_on)
+            if error is not None:
+                raise error from None
+
+
+__all__ = ["CONFIG_SPECS", "END", "EXPERT_KEY", "ROUTE_RUN_NAME", "WEIGHTS_KEY", "CallOptions", "ExpertMap",
+           "Job", "Step", "adrive", "call_options", "check_router", "check_weights", "check_window", "drive",
+           "expert_tag", "open_stream", "parser_of", "route", "route_key", "route_now", "run_experts"]

@@ -5,35 +5,57 @@ Example::
     from langchain.agents import create_agent
     from langchain_tryage import ChatTryage
 
-    model = ChatTryage(router=router, experts={"small": small_chat, "large": large_chat})
+    model = ChatTryage(router=router, experts={"small": small_chat, "large": large_chat},
+                       expert_map={"small": "SmolLM2-135M", "large": "Llama-3-8B"})
     agent = create_agent(model=model, tools=[search])
 
-Everything a chat model does goes to the chosen expert: ``bind_tools`` binds the tools on every
-expert, ``with_structured_output`` uses each expert's own structured output, streaming streams
-the expert's tokens. The router reads the last user message (``window`` widens that), so every
-step of an agent loop over one question goes to the same expert.
+``ChatTryage`` implements ``_generate`` / ``_agenerate`` / ``_stream`` / ``_astream``; ``invoke``,
+``batch`` and ``stream`` are :class:`~langchain_core.language_models.BaseChatModel`'s, so its cache,
+rate limiter and LLM-run callbacks apply. Everything a chat model does goes to the chosen expert:
+``bind_tools`` binds the tools on every expert, ``with_structured_output`` uses each expert's own
+structured output, streaming streams the expert's tokens. The router reads the last user message
+(``window`` widens that), so every step of an agent loop over one question goes to the same expert.
 
 Per-call options: ``tryage_weights={...}`` and ``model="<expert>"`` (use that expert) as keyword
-arguments, or ``tryage_weights`` / ``tryage_expert`` in ``config["configurable"]``. Calls open a
-chain run named ``ChatTryage`` holding a ``TryageRoute`` run (the decision) and the expert's
-chat-model run (tagged ``tryage:expert=<name>``). The returned message's ``response_metadata``
-holds ``tryage_expert`` (the expert that answered) and ``tryage_decision`` (predicted losses,
-penalties and totals of every expert).
+arguments, or ``tryage_weights`` / ``tryage_expert`` in ``config["configurable"]``. A call's
+chat-model run holds a ``TryageRoute`` run (the decision) and the expert's chat-model run (tagged
+``tryage:expert=<name>``). The reply's ``response_metadata`` holds ``tryage_expert`` (the expert
+that answered), ``tryage_decision`` (predicted losses, penalties and totals of every expert) and
+``tryage_decision_id`` (a fresh id per decision, for feedback).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from typing import Any
 
+from langchain_tryage._inputs import read_input, strip_input
 from langchain_tryage._routing import (
+    END,
     EXPERT_KEY,
+    TAG_FALLBACK,
+    TAG_ROUTE,
     WEIGHTS_KEY,
-    check_experts,
+    Engine,
+    ExpertMap,
+    Job,
+    adrive,
+    call_options,
     check_router,
+    check_weights,
     check_window,
+    drive,
+    expert_tag,
+    open_stream,
+    parser_of,
+    route,
+    route_now,
+    run_experts,
 )
-from langchain_tryage.router_chain import TryageRouterChain, _Job
+from langchain_tryage.router_chain import TryageRouterChain
 
 from langchain_core.callbacks import (  # noqa: I001 - after the dependency check in _inputs
     AsyncCallbackManager,
@@ -43,71 +65,90 @@ from langchain_core.callbacks import (  # noqa: I001 - after the dependency chec
 )
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, message_chunk_to_message
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
-from langchain_core.runnables.config import ensure_config, get_config_list
+from langchain_core.runnables.config import (
+    get_async_callback_manager_for_config,
+    get_callback_manager_for_config,
+    ensure_config,
+    get_config_list,
+)
 from langchain_core.tools import BaseTool
-from pydantic import ConfigDict, Field
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import ConfigDict, Field, PrivateAttr
 
 from tryage.errors import ConfigurationError
 
 _FORWARDED = ("temperature", "max_tokens", "timeout")
+_ROUTING_KWARGS = ("tools", "tool_choice", "tool_options", "tryage_weights", "model")
+
+_PREROUTED: ContextVar[tuple[Any, Mapping[Any, Any]] | None] = ContextVar("tryage_prerouted", default=None)
+"""``(model, decisions)``: what :meth:`ChatTryage.batch` routed in one pass, for the calls it then makes."""
 
 
-def _annotate(message: Any, job: _Job) -> Any:
+def _annotate(message: Any, job: Job) -> Any:
+    """``message`` with the routing decision in its ``response_metadata``."""
     if not isinstance(message, BaseMessage):
         return message
-    decision = job.decision.to_dict()
-    extra: dict[str, Any] = {"tryage_expert": job.expert,
+    decision = job.decision.to_dict()  # type: ignore[union-attr]
+    extra: dict[str, Any] = {"tryage_expert": job.expert, "tryage_decision_id": job.decision_id,
                              "tryage_decision": {k: decision[k] for k in ("expert", "flags", "weights", "scores")}}
     if job.tried:
         extra["tryage_fallback_from"] = list(job.tried)
     return message.model_copy(update={"response_metadata": {**message.response_metadata, **extra}})
 
 
-def _children_of(run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None) -> Any:
-    """Callbacks for runs nested in a chat-model run (LLM run managers have no ``get_child``)."""
-    if run_manager is None:
+_CALL: ContextVar[tuple[Any, RunnableConfig] | None] = ContextVar("tryage_call", default=None)
+"""``(model, config)`` of the ChatTryage call in progress. ``BaseChatModel.stream`` (and a
+streaming ``invoke``) call ``_stream`` without the run manager; the config's callbacks and run id
+let the route and expert runs nest under the chat-model run all the same."""
+
+
+@contextmanager
+def _calling(model: ChatTryage, config: RunnableConfig | None) -> Iterator[RunnableConfig]:
+    config = ensure_config(config)
+    config["run_id"] = config.get("run_id") or uuid.uuid4()
+    token = _CALL.set((model, config))
+    try:
+        yield config
+    finally:
+        with suppress(ValueError):  # a stream closed from another context
+            _CALL.reset(token)
+
+
+def _children(parent: tuple[Any, Any] | None, *tags: str) -> Any:
+    """Callbacks for a run nested in this chat-model run (LLM run managers have no ``get_child``);
+    ``parent`` is ``(run manager or configured manager, run id)``."""
+    if parent is None:
         return None
-    cls = AsyncCallbackManager if isinstance(run_manager, AsyncCallbackManagerForLLMRun) else CallbackManager
-    manager = cls(handlers=[], parent_run_id=run_manager.run_id)
-    manager.set_handlers(run_manager.inheritable_handlers)
-    manager.add_tags(run_manager.inheritable_tags)
-    manager.add_metadata(run_manager.inheritable_metadata)
+    source, run_id = parent
+    is_async = isinstance(source, (AsyncCallbackManagerForLLMRun, AsyncCallbackManager))
+    manager = (AsyncCallbackManager if is_async else CallbackManager)(handlers=[], parent_run_id=run_id)
+    manager.set_handlers(source.inheritable_handlers)
+    manager.add_tags(source.inheritable_tags)
+    manager.add_metadata(source.inheritable_metadata)
+    manager.add_tags(list(tags), inherit=False)
     return manager
 
 
-class _ChatRouterChain(TryageRouterChain):
-    """The router chain behind one ChatTryage call: binds tools on the chosen expert, annotates replies."""
+class _StructuredRouterChain(TryageRouterChain):
+    """Routes to the experts' own structured-output runnables; the decision goes on the raw message."""
 
-    tools: list[Any] | None = None
-    tool_choice: Any = None
-    tool_options: dict[str, Any] = Field(default_factory=dict)
-    max_retries: int | None = None
-
-    def _expert_runnable(self, name: str) -> Runnable[Any, Any]:
-        expert: Runnable[Any, Any] = self.experts[name]
-        if self.tools is not None:
-            choice = {} if self.tool_choice is None else {"tool_choice": self.tool_choice}
-            expert = expert.bind_tools(self.tools, **choice, **self.tool_options)  # type: ignore[attr-defined]
-        if self.max_retries:
-            expert = expert.with_retry(stop_after_attempt=self.max_retries + 1)
-        return expert
-
-    def _finish(self, output: Any, job: _Job) -> Any:
-        return _annotate(output, job)
-
-    def _finish_chunk(self, chunk: Any, job: _Job, first: bool) -> Any:
-        return _annotate(chunk, job) if first else chunk
+    def _finish(self, output: Any, job: Job) -> Any:
+        if isinstance(output, dict) and isinstance(output.get("raw"), BaseMessage):
+            return {**output, "raw": _annotate(output["raw"], job)}
+        return output
 
 
 class ChatTryage(BaseChatModel):
     """A chat model over several chat-model experts; a Tryage router picks one per conversation.
 
     Args:
-        router: A :class:`tryage.TryageRouter` (or an object with ``route_batch``).
-        experts: Expert name → chat model; the names must be the router's experts.
+        router: A :class:`tryage.TryageRouter` (or an object with its ``route_batch``).
+        experts: Expert name → chat model. Names are the router's experts, or your own names mapped
+            by ``expert_map``; a subset of the router's experts routes only among those.
+        expert_map: ``{your name: router expert}`` for experts not named after a router expert.
         model: Name reported in traces (``ls_model_name``); ``"tryage"`` by default.
         window: Messages the router reads (1: the last user message).
         weights: Default constraint weights (per call: ``tryage_weights``; flags override both).
@@ -123,6 +164,7 @@ class ChatTryage(BaseChatModel):
 
     router: Any
     experts: dict[str, BaseChatModel]
+    expert_map: dict[str, str] | None = None
     model_name: str = Field(default="tryage", alias="model")
     window: int = 1
     weights: dict[str, float] | None = None
@@ -134,6 +176,7 @@ class ChatTryage(BaseChatModel):
     stop: list[str] | None = None
     max_retries: int | None = None
     streaming: bool = False
+    _names: ExpertMap = PrivateAttr()
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True, protected_namespaces=())
 
@@ -149,9 +192,12 @@ class ChatTryage(BaseChatModel):
             raise ConfigurationError(
                 f"every ChatTryage expert must be a chat model (BaseChatModel); got {not_chat}; "
                 "use TryageRouterChain to route between other runnables")
-        check_experts(router, tuple(experts))
+        names = ExpertMap.build(router, tuple(experts), kwargs.get("expert_map"))
         check_window(kwargs.get("window", 1))
+        if kwargs.get("weights") is not None:
+            kwargs["weights"] = check_weights(router, kwargs["weights"], "weights")
         super().__init__(**kwargs)
+        self._names = names
 
     # -- chat model identity ---------------------------------------------------------------------
     @property
@@ -160,140 +206,224 @@ class ChatTryage(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model_name": self.model_name, "experts": list(self.experts), "weights": self.weights,
-                "window": self.window, "fallback": self.fallback}
+        return {"model_name": self.model_name, "experts": list(self.experts), "expert_map": self.expert_map,
+                "weights": self.weights, "window": self.window, "fallback": self.fallback}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        model = kwargs.get("model")
-        params = LangSmithParams(ls_provider="tryage", ls_model_type="chat",
-                                 ls_model_name=model if isinstance(model, str) else self.model_name)
-        temperature = kwargs.get("temperature", self.temperature)
-        if isinstance(temperature, (int, float)):
-            params["ls_temperature"] = temperature
-        max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        if isinstance(max_tokens, int):
-            params["ls_max_tokens"] = max_tokens
-        if stop or self.stop:
-            params["ls_stop"] = stop or self.stop
+        """BaseChatModel's (``model=`` names the forced expert), with this model's default ``stop``."""
+        params = super()._get_ls_params(stop=stop or self.stop, **kwargs)
+        params["ls_provider"] = "tryage"
         return params
 
-    # -- per-call setup --------------------------------------------------------------------------
-    def _chain(self, kwargs: dict[str, Any]) -> tuple[_ChatRouterChain, dict[str, Any], dict[str, Any]]:
-        """The router chain for one call, the configurable entries to add, and the expert's kwargs."""
-        kwargs = dict(kwargs)
-        tools = kwargs.pop("tools", None)
-        tool_choice = kwargs.pop("tool_choice", None)
-        tool_options = kwargs.pop("tool_options", None) or {}
-        configurable: dict[str, Any] = {}
-        if (weights := kwargs.pop("tryage_weights", None)) is not None:
-            configurable[WEIGHTS_KEY] = weights
-        if (model := kwargs.pop("model", None)) is not None:
-            configurable[EXPERT_KEY] = model
-        if kwargs.get("stop") is None:
-            kwargs.pop("stop", None)
-            if self.stop is not None:
-                kwargs["stop"] = self.stop
-        for name in _FORWARDED:
-            if getattr(self, name) is not None:
-                kwargs.setdefault(name, getattr(self, name))
-        chain = _ChatRouterChain(
-            self.router, self.experts, window=self.window, weights=self.weights, fallback=self.fallback,
-            max_fallbacks=self.max_fallbacks, name=self.get_name(), tools=None if tools is None else list(tools),
-            tool_choice=tool_choice, tool_options=tool_options, max_retries=self.max_retries)
-        return chain, configurable, kwargs
-
+    # -- per-call options from the config ----------------------------------------------------------
     @staticmethod
-    def _with(config: RunnableConfig | None, configurable: dict[str, Any]) -> RunnableConfig:
-        config = ensure_config(config)
-        if configurable:
-            config["configurable"] = {**(config.get("configurable") or {}), **configurable}
-        return config
+    def _config_kwargs(config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``tryage_weights`` / ``tryage_expert`` of ``config["configurable"]`` as call kwargs
+        (``_generate`` sees kwargs, not the config); explicit kwargs win. The four calls below only
+        add these and note the call for :func:`_children`; the work is ``BaseChatModel``'s."""
+        configurable = (config or {}).get("configurable") or {}
+        extra = {}
+        if configurable.get(WEIGHTS_KEY) is not None:
+            extra["tryage_weights"] = configurable[WEIGHTS_KEY]
+        if configurable.get(EXPERT_KEY) is not None:
+            extra["model"] = configurable[EXPERT_KEY]
+        return {**extra, **kwargs}
 
-    # -- runnable protocol -----------------------------------------------------------------------
     def invoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,  # noqa: A002
                stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
-        if self.streaming:
-            joined: Any = None
-            for chunk in self.stream(input, config, stop=stop, **kwargs):
-                joined = chunk if joined is None else joined + chunk
-            return message_chunk_to_message(joined) if isinstance(joined, AIMessageChunk) else joined
-        chain, configurable, kwargs = self._chain({**kwargs, "stop": stop})
-        return chain.invoke(input, self._with(config, configurable), **kwargs)
+        with _calling(self, config) as config:
+            return super().invoke(input, config, stop=stop, **self._config_kwargs(config, kwargs))
 
     async def ainvoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,  # noqa: A002
                       stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
-        if self.streaming:
-            joined: Any = None
-            async for chunk in self.astream(input, config, stop=stop, **kwargs):
-                joined = chunk if joined is None else joined + chunk
-            return message_chunk_to_message(joined) if isinstance(joined, AIMessageChunk) else joined
-        chain, configurable, kwargs = self._chain({**kwargs, "stop": stop})
-        return await chain.ainvoke(input, self._with(config, configurable), **kwargs)
+        with _calling(self, config) as config:
+            return await super().ainvoke(input, config, stop=stop, **self._config_kwargs(config, kwargs))
+
+    def stream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,  # noqa: A002
+               stop: list[str] | None = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
+        with _calling(self, config) as config:
+            yield from super().stream(input, config, stop=stop, **self._config_kwargs(config, kwargs))
+
+    async def astream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,  # noqa: A002
+                      stop: list[str] | None = None, **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
+        with _calling(self, config) as config:
+            async for chunk in super().astream(input, config, stop=stop, **self._config_kwargs(config, kwargs)):
+                yield chunk
+
+    # -- batch: one router pass, then BaseChatModel's calls ------------------------------------------
+    def _preroute(self, inputs: list[LanguageModelInput], config: Any, kwargs: dict[str, Any]) -> Mapping[Any, Any]:
+        jobs = []
+        for i, (inp, cfg) in enumerate(zip(inputs, get_config_list(config, len(inputs)))):
+            try:
+                jobs.append(self._job(i, self._convert_input(inp).to_messages(), CallbackManager(handlers=[]),
+                                      self._config_kwargs(cfg, kwargs)))
+            except Exception:  # noqa: BLE001 - the call itself reports it
+                continue
+        return route_now(self.router, jobs, self._names)
 
     def batch(self, inputs: list[LanguageModelInput], config: RunnableConfig | list[RunnableConfig] | None = None,
               *, return_exceptions: bool = False, **kwargs: Any) -> list[AIMessage]:
-        """One router pass for the whole batch, then one ``batch`` call per chosen expert."""
-        if not inputs:
-            return []
-        chain, configurable, kwargs = self._chain(kwargs)
-        configs = [self._with(c, configurable) for c in get_config_list(config, len(inputs))]
-        return chain.batch(inputs, configs, return_exceptions=return_exceptions, **kwargs)
+        """Route the whole batch in one router pass, then run each call as ``BaseChatModel.batch``
+        does (cache, rate limiter, callbacks), each using its decision from that pass."""
+        token = _PREROUTED.set((self, self._preroute(inputs, config, kwargs)) if len(inputs) > 1 else None)
+        try:
+            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        finally:
+            _PREROUTED.reset(token)
 
     async def abatch(self, inputs: list[LanguageModelInput],
                      config: RunnableConfig | list[RunnableConfig] | None = None,
                      *, return_exceptions: bool = False, **kwargs: Any) -> list[AIMessage]:
-        if not inputs:
-            return []
-        chain, configurable, kwargs = self._chain(kwargs)
-        configs = [self._with(c, configurable) for c in get_config_list(config, len(inputs))]
-        return await chain.abatch(inputs, configs, return_exceptions=return_exceptions, **kwargs)
+        """Async :meth:`batch`."""
+        token = _PREROUTED.set((self, self._preroute(inputs, config, kwargs)) if len(inputs) > 1 else None)
+        try:
+            return await super().abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        finally:
+            _PREROUTED.reset(token)
 
-    def stream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,  # noqa: A002
-               stop: list[str] | None = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
-        chain, configurable, kwargs = self._chain({**kwargs, "stop": stop})
-        yield from chain.stream(input, self._with(config, configurable), **kwargs)
+    # -- the engine behind _generate / _agenerate / _stream / _astream -------------------------------
+    def _job(self, index: int, messages: list[BaseMessage], manager: Any, kwargs: dict[str, Any]) -> Job:
+        routable = read_input(messages, input_key="", window=self.window)
+        options = call_options({}, self.weights, self._names, weights=kwargs.get("tryage_weights"),
+                               expert=kwargs.get("model"))
+        return Job(index, routable.text, options, manager, routable)
 
-    async def astream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,  # noqa: A002
-                      stop: list[str] | None = None, **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
-        chain, configurable, kwargs = self._chain({**kwargs, "stop": stop})
-        async for chunk in chain.astream(input, self._with(config, configurable), **kwargs):
-            yield chunk
+    def _parent(self, run_manager: Any, is_async: bool) -> tuple[Any, Any] | None:
+        """Where this call's nested runs go: the run manager, or (when LangChain streams without
+        handing one over) the callbacks and run id of the call in progress."""
+        if run_manager is not None:
+            return run_manager, run_manager.run_id
+        owner, config = _CALL.get() or (None, None)
+        if owner is not self:
+            return None
+        configure = get_async_callback_manager_for_config if is_async else get_callback_manager_for_config
+        return configure(config), config["run_id"]
 
-    # -- the generate() path (legacy callers): same routing, nested under this model's run -----------
+    def _expert_call(self, parent: Any, stop: list[str] | None, kwargs: dict[str, Any],
+                     ) -> Callable[[Job], tuple[Runnable[Any, Any], RunnableConfig, dict[str, Any]]]:
+        """What calling a job's current expert takes: the runnable, its config, its kwargs."""
+        expert_kwargs = {k: v for k, v in kwargs.items() if k not in _ROUTING_KWARGS}
+        stop = stop if stop is not None else self.stop
+        if stop is not None:
+            expert_kwargs["stop"] = stop
+        for name in _FORWARDED:
+            if getattr(self, name) is not None:
+                expert_kwargs.setdefault(name, getattr(self, name))
+        tools = kwargs.get("tools")
+        choice = {} if kwargs.get("tool_choice") is None else {"tool_choice": kwargs["tool_choice"]}
+
+        def prepare(job: Job) -> tuple[Runnable[Any, Any], RunnableConfig, dict[str, Any]]:
+            expert: Runnable[Any, Any] = self.experts[job.expert]
+            if tools is not None:
+                expert = expert.bind_tools(tools, **choice, **(kwargs.get("tool_options") or {}))  # type: ignore[attr-defined]
+            if self.max_retries:
+                expert = expert.with_retry(stop_after_attempt=self.max_retries + 1)
+            tags = [expert_tag(job.expert)] + ([TAG_FALLBACK] if job.tried else [])
+            metadata = {"tryage_expert": job.expert, "tryage_decision_id": job.decision_id}
+            if job.tried:
+                metadata["tryage_fallback_from"] = list(job.tried)
+            config: RunnableConfig = {"metadata": metadata}
+            if parent is not None:
+                config["callbacks"] = _children(parent, *tags)
+            else:
+                config["tags"] = tags
+            return expert, config, expert_kwargs
+
+        return prepare
+
+    def _routed(self, messages: list[BaseMessage], parent: Any, kwargs: dict[str, Any], is_async: bool) -> Engine:
+        # configure() (not a bare child manager) so context handlers (collect_runs, LangSmith) see it
+        configure = get_async_callback_manager_for_config if is_async else get_callback_manager_for_config
+        job = self._job(0, messages, configure({"callbacks": _children(parent, TAG_ROUTE)}), kwargs)
+        owner, known = _PREROUTED.get() or (None, None)
+        (routed,) = yield from route(self.router, [job], self._names, fallback=self.fallback,
+                                     max_fallbacks=self.max_fallbacks, known=known if owner is self else None)
+        if isinstance(routed, Exception):
+            raise routed
+        job.payload = strip_input(job.payload, job.decision, parser_of(self.router))  # type: ignore[arg-type]
+        return job
+
+    def _generate_engine(self, messages: list[BaseMessage], stop: list[str] | None, run_manager: Any,
+                         is_async: bool, kwargs: dict[str, Any]) -> Engine:
+        parent = self._parent(run_manager, is_async)
+        job = yield from self._routed(messages, parent, kwargs, is_async)
+        prepare = self._expert_call(parent, stop, kwargs)
+
+        def call(name: str, group: list[Job]) -> tuple[Any, Any]:
+            expert, config, kw = prepare(group[0])
+            return (lambda: [expert.invoke(group[0].payload, config, **kw)],
+                    lambda: _alist(expert.ainvoke(group[0].payload, config, **kw)))
+
+        ((_, out),) = yield from run_experts([job], call, (Exception,))
+        if isinstance(out, BaseException):
+            raise out
+        return ChatResult(generations=[ChatGeneration(message=_annotate(out, job))])
+
+    def _stream_engine(self, messages: list[BaseMessage], stop: list[str] | None, run_manager: Any,
+                       is_async: bool, kwargs: dict[str, Any]) -> Engine:
+        parent = self._parent(run_manager, is_async)
+        job = yield from self._routed(messages, parent, kwargs, is_async)
+        prepare = self._expert_call(parent, stop, kwargs)
+
+        def call(job: Job) -> tuple[Any, Any]:
+            expert, config, kw = prepare(job)
+            return (lambda: expert.stream(job.payload, config, **kw),
+                    lambda: expert.astream(job.payload, config, **kw))
+
+        first, rest = yield from open_stream(job, call, (Exception,))
+        return job, first, rest
+
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        chain, configurable, kwargs = self._chain({**kwargs, "stop": stop})
-        config = self._with({"callbacks": _children_of(run_manager)}, configurable)
-        return ChatResult(generations=[ChatGeneration(message=chain.invoke(messages, config, **kwargs))])
+        return drive(self._generate_engine(messages, stop, run_manager, False, kwargs))
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        chain, configurable, kwargs = self._chain({**kwargs, "stop": stop})
-        config = self._with({"callbacks": _children_of(run_manager)}, configurable)
-        message = await chain.ainvoke(messages, config, **kwargs)
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        return await adrive(self._generate_engine(messages, stop, run_manager, True, kwargs))
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        job, first, rest = drive(self._stream_engine(messages, stop, run_manager, False, kwargs))
+        if first is not END:
+            yield ChatGenerationChunk(message=_annotate(first, job))
+            for chunk in rest:
+                yield ChatGenerationChunk(message=chunk)
+
+    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                       run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        job, first, rest = await adrive(self._stream_engine(messages, stop, run_manager, True, kwargs))
+        if first is not END:
+            yield ChatGenerationChunk(message=_annotate(first, job))
+            async for chunk in rest:
+                yield ChatGenerationChunk(message=chunk)
 
     # -- tools and structured output ---------------------------------------------------------------
     def bind_tools(self, tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool], *,
                    tool_choice: str | None = None, **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
-        """Bind ``tools`` on every expert (checked now; the chosen expert's binding is used per call)."""
-        tools = list(tools)
+        """Bind ``tools`` on every expert (checked now; the chosen expert's binding is used per call).
+
+        The binding holds the tools as OpenAI tool dicts, which is what LangGraph's
+        ``create_react_agent`` reads from a pre-bound model.
+        """
+        formatted = [convert_to_openai_tool(t) for t in tools]
         choice = {} if tool_choice is None else {"tool_choice": tool_choice}
         for name, expert in self.experts.items():
             try:
-                expert.bind_tools(tools, **choice, **kwargs)
+                expert.bind_tools(formatted, **choice, **kwargs)
             except NotImplementedError as exc:
                 raise ConfigurationError(
                     f"expert {name!r} ({type(expert).__name__}) does not support tool calling; every expert "
                     "of a ChatTryage needs bind_tools to bind tools") from exc
-        bound: dict[str, Any] = {"tools": tools, **choice}
+        bound: dict[str, Any] = {"tools": formatted, **choice}
         if kwargs:
             bound["tool_options"] = kwargs
         return self.bind(**bound)
 
     def with_structured_output(self, schema: dict[str, Any] | type, *, include_raw: bool = False,
                                **kwargs: Any) -> Runnable[LanguageModelInput, Any]:
-        """Route to the experts' own ``with_structured_output(schema, ...)`` runnables."""
+        """Route to the experts' own ``with_structured_output(schema, ...)`` runnables; with
+        ``include_raw=True`` the raw message carries the decision as ``invoke``'s reply does."""
         structured = {}
         for name, expert in self.experts.items():
             try:
@@ -301,8 +431,13 @@ class ChatTryage(BaseChatModel):
             except NotImplementedError as exc:
                 raise ConfigurationError(
                     f"expert {name!r} ({type(expert).__name__}) does not support structured output") from exc
-        return TryageRouterChain(self.router, structured, window=self.window, weights=self.weights,
-                                 fallback=self.fallback, max_fallbacks=self.max_fallbacks, name=self.get_name())
+        return _StructuredRouterChain(self.router, structured, expert_map=self.expert_map, window=self.window,
+                                      weights=self.weights, fallback=self.fallback,
+                                      max_fallbacks=self.max_fallbacks, name=self.get_name())
+
+
+async def _alist(awaitable: Any) -> list[Any]:
+    return [await awaitable]
 
 
 __all__ = ["ChatTryage"]

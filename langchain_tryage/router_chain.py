@@ -24,27 +24,29 @@ metadata ``tryage_fallback_from`` (the experts that failed before it).
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
-from langchain_tryage._inputs import RoutableInput, read_input, strip_input
+from langchain_tryage._inputs import read_input, strip_input
 from langchain_tryage._routing import (
     CONFIG_SPECS,
+    END,
     TAG_FALLBACK,
     TAG_ROUTE,
-    CallOptions,
-    RouteRequest,
-    aroute_traced,
+    Engine,
+    ExpertMap,
+    Job,
+    adrive,
     call_options,
-    candidates,
-    check_experts,
     check_router,
+    check_weights,
     check_window,
+    drive,
     expert_tag,
-    flag_parser,
-    route_traced,
+    open_stream,
+    parser_of,
+    route,
+    run_experts,
 )
 
 from langchain_core.callbacks import (  # noqa: I001 - after the dependency check in _inputs
@@ -60,36 +62,22 @@ from langchain_core.runnables.config import (
     patch_config,
 )
 from langchain_core.runnables.utils import AddableDict, ConfigurableFieldSpec, get_unique_config_specs
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from tryage.errors import ConfigurationError
 from tryage.objective import RoutingDecision
-
-
-@dataclass
-class _Job:
-    """One routed input on its way through the experts."""
-
-    index: int
-    decision: RoutingDecision
-    expert_input: Any
-    queue: tuple[str, ...]
-    tried: list[str] = field(default_factory=list)
-    first_error: BaseException | None = None
-
-    @property
-    def expert(self) -> str:
-        return self.queue[len(self.tried)]
 
 
 class TryageRouterChain(RunnableSerializable[Any, Any]):
     """Route each input to the best expert runnable under your constraints, then run that expert.
 
     Args:
-        router: A :class:`tryage.TryageRouter`, or any object with
-            ``route_batch(prompts, weights=...) -> list[RoutingDecision]``.
-        experts: Expert name → runnable (chat models, LLMs, chains, or callables). When the router
-            lists its ``experts``, the names must be exactly those.
+        router: A :class:`tryage.TryageRouter`, or any object with ``route_batch(prompts, *,
+            weights, filters, return_exceptions) -> list[RoutingDecision | Exception]``.
+        experts: Expert name → runnable (chat models, LLMs, chains, or callables). Names are the
+            router's experts, or your own names mapped by ``expert_map``. Give a subset of the
+            router's experts to route only among those.
+        expert_map: ``{your name: router expert}`` for experts not named after a router expert.
         input_key: For dict inputs, the key holding the prompt or messages. The expert receives the
             whole dict with that value's flags removed.
         window: Messages the router reads: ``1`` routes on the last user message; ``n`` on the last
@@ -105,6 +93,7 @@ class TryageRouterChain(RunnableSerializable[Any, Any]):
 
     router: Any
     experts: dict[str, Runnable[Any, Any]]
+    expert_map: dict[str, str] | None = None
     input_key: str = "input"
     window: int = 1
     weights: dict[str, float] | None = None
@@ -112,6 +101,7 @@ class TryageRouterChain(RunnableSerializable[Any, Any]):
     max_fallbacks: int | None = None
     fallback_exceptions: tuple[type[BaseException], ...] = (Exception,)
     return_decision: bool = False
+    _names: ExpertMap = PrivateAttr()
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -120,13 +110,16 @@ class TryageRouterChain(RunnableSerializable[Any, Any]):
         if not isinstance(experts, Mapping):
             raise ConfigurationError(
                 f"experts must be a dict of expert name -> runnable; got {type(experts).__name__}")
-        check_experts(router, tuple(experts))
+        names = ExpertMap.build(router, tuple(experts), kwargs.get("expert_map"))
         check_window(kwargs.get("window", 1))
+        if kwargs.get("weights") is not None:
+            kwargs["weights"] = check_weights(router, kwargs["weights"], "weights")
         max_fallbacks = kwargs.get("max_fallbacks")
         if max_fallbacks is not None and (not isinstance(max_fallbacks, int) or max_fallbacks < 0):
             raise ConfigurationError(f"max_fallbacks must be None or an integer >= 0; got {max_fallbacks!r}")
         super().__init__(router=router, experts={n: coerce_to_runnable(r) for n, r in experts.items()},
                          **kwargs)
+        self._names = names
 
     # -- LangChain protocol ----------------------------------------------------------------------
     @property
@@ -160,85 +153,73 @@ class TryageRouterChain(RunnableSerializable[Any, Any]):
             [*CONFIG_SPECS, *(s for e in self.experts.values() for s in e.config_specs)])
 
     # -- routing ---------------------------------------------------------------------------------
-    def _read(self, input: Any, config: RunnableConfig) -> tuple[RoutableInput, CallOptions]:  # noqa: A002
+    def _job(self, index: int, input: Any, config: RunnableConfig, manager: Any, **extra: Any) -> Job:  # noqa: A002
         routable = read_input(input, input_key=self.input_key, window=self.window)
-        return routable, call_options(config, self.weights, tuple(self.experts))
+        options = call_options(config, self.weights, self._names)
+        return Job(index, routable.text, options, manager, routable, **extra)
+
+    def _route_one(self, input: Any, config: RunnableConfig | None, *, is_async: bool) -> Engine:  # noqa: A002
+        config = ensure_config(config)
+        manager = (get_async_callback_manager_for_config if is_async else get_callback_manager_for_config)(config)
+        job = self._job(0, input, config, manager, run_name=config.get("run_name") or "TryageRoute",
+                        run_id=config.pop("run_id", None))
+        (result,) = yield from route(self.router, [job], self._names)
+        if isinstance(result, Exception):
+            raise result
+        return result.decision
 
     def route(self, input: Any, config: RunnableConfig | None = None) -> RoutingDecision:  # noqa: A002
         """The decision for ``input``, without running any expert (traced as one ``TryageRoute`` run)."""
-        config = ensure_config(config)
-        routable, options = self._read(input, config)
-        request = RouteRequest(routable.text, options, get_callback_manager_for_config(config),
-                               config.get("run_name") or "TryageRoute", config.pop("run_id", None))
-        result = route_traced(self.router, [request], tuple(self.experts))[0]
-        if isinstance(result, Exception):
-            raise result
-        return result
+        return drive(self._route_one(input, config, is_async=False))
 
     async def aroute(self, input: Any, config: RunnableConfig | None = None) -> RoutingDecision:  # noqa: A002
         """Async :meth:`route`."""
-        config = ensure_config(config)
-        routable, options = self._read(input, config)
-        request = RouteRequest(routable.text, options, get_async_callback_manager_for_config(config),
-                               config.get("run_name") or "TryageRoute", config.pop("run_id", None))
-        result = (await aroute_traced(self.router, [request], tuple(self.experts)))[0]
-        if isinstance(result, Exception):
-            raise result
-        return result
+        return await adrive(self._route_one(input, config, is_async=True))
 
     def as_decider(self, **kwargs: Any) -> Runnable[Any, Any]:
         """A :class:`~langchain_tryage.TryageRouteDecider` with this chain's router and settings."""
         from langchain_tryage.route_decider import TryageRouteDecider
 
-        settings = {"input_key": self.input_key, "window": self.window, "weights": self.weights, **kwargs}
+        settings = {"input_key": self.input_key, "window": self.window, "weights": self.weights,
+                    "expert_map": self.expert_map, **kwargs}
         return TryageRouteDecider(self.router, experts=tuple(self.experts), **settings)
 
-    def _jobs_for(self, inputs: Sequence[Any], configs: Sequence[RunnableConfig],
-                  run_managers: Sequence[Any], results: list[Any],
-                  *, is_async: bool) -> tuple[list[RouteRequest], list[tuple[int, RoutableInput]]]:
-        requests: list[RouteRequest] = []
-        read: list[tuple[int, RoutableInput]] = []
+    def _routed(self, inputs: list[Any], configs: list[RunnableConfig], run_managers: list[Any],
+                results: list[Any], *, is_async: bool) -> Engine:
+        """Route every input (one router pass); the jobs ready for their experts."""
+        jobs = []
         for i, (inp, cfg, rm) in enumerate(zip(inputs, configs, run_managers)):
             try:
-                routable, options = self._read(inp, cfg)
+                # configure() (not a bare child manager) so context handlers (collect_runs, LangSmith) see it
+                route_config = patch_config(cfg, callbacks=rm.get_child(tag=TAG_ROUTE))
+                manager = (get_async_callback_manager_for_config if is_async
+                           else get_callback_manager_for_config)(route_config)
+                jobs.append(self._job(i, inp, cfg, manager))
             except Exception as exc:  # noqa: BLE001 - reported on this input's run
                 results[i] = exc
-                continue
-            # configure() (not a bare child manager) so context handlers (collect_runs, LangSmith) see it
-            route_config = patch_config(cfg, callbacks=rm.get_child(tag=TAG_ROUTE))
-            manager = (get_async_callback_manager_for_config(route_config) if is_async
-                       else get_callback_manager_for_config(route_config))
-            requests.append(RouteRequest(routable.text, options, manager))
-            read.append((i, routable))
-        return requests, read
-
-    def _make_jobs(self, read: list[tuple[int, RoutableInput]], decisions: list[Any],
-                   results: list[Any]) -> list[_Job]:
-        parser = flag_parser(self.router)
-        jobs = []
-        for (i, routable), decision in zip(read, decisions):
-            if isinstance(decision, Exception):
-                results[i] = decision
-                continue
+        ready = []
+        parse = parser_of(self.router)
+        routed = yield from route(self.router, jobs, self._names, fallback=self.fallback,
+                                  max_fallbacks=self.max_fallbacks)
+        for job, outcome in zip(jobs, routed):
             try:
-                expert_input = strip_input(routable, parser)
-            except Exception as exc:  # noqa: BLE001
-                results[i] = exc
-                continue
-            queue = candidates(decision, fallback=self.fallback, max_fallbacks=self.max_fallbacks,
-                               names=self.experts)
-            jobs.append(_Job(i, decision, expert_input, queue))
-        return jobs
+                if isinstance(outcome, Exception):
+                    raise outcome
+                job.payload = strip_input(job.payload, job.decision, parse)
+                ready.append(job)
+            except Exception as exc:  # noqa: BLE001 - this input's error
+                results[job.index] = exc
+        return ready
 
     # -- experts ---------------------------------------------------------------------------------
     def _expert_runnable(self, name: str) -> Runnable[Any, Any]:
         """The runnable called for ``name`` (subclasses adapt it per call, e.g. to bind tools)."""
         return self.experts[name]
 
-    def _expert_config(self, config: RunnableConfig, run_manager: Any, job: _Job) -> RunnableConfig:
+    def _expert_config(self, config: RunnableConfig, run_manager: Any, job: Job) -> RunnableConfig:
         name = job.expert
         callbacks = run_manager.get_child(tag=expert_tag(name))
-        metadata = {**(config.get("metadata") or {}), "tryage_expert": name}
+        metadata = {**(config.get("metadata") or {}), "tryage_expert": name, "tryage_decision_id": job.decision_id}
         if job.tried:
             callbacks.add_tags([TAG_FALLBACK], inherit=False)
             metadata["tryage_fallback_from"] = list(job.tried)
@@ -246,32 +227,20 @@ class TryageRouterChain(RunnableSerializable[Any, Any]):
         child["metadata"] = metadata
         return child
 
-    def _finish(self, output: Any, job: _Job) -> Any:
+    def _finish(self, output: Any, job: Job) -> Any:
         """The chain's output for one job (subclasses annotate it)."""
         if self.return_decision:
             return {"output": output, "decision": job.decision, "expert": job.expert}
         return output
 
-    def _finish_chunk(self, chunk: Any, job: _Job, first: bool) -> Any:
+    def _finish_chunk(self, chunk: Any, job: Job, first: bool) -> Any:
         if self.return_decision:
             if first:
                 return AddableDict(output=chunk, decision=job.decision, expert=job.expert)
             return AddableDict(output=chunk)
         return chunk
 
-    def _failed(self, job: _Job, exc: BaseException) -> bool:
-        """Record a failure; ``True`` when another expert should be tried."""
-        job.first_error = job.first_error or exc
-        if isinstance(exc, self.fallback_exceptions) and len(job.tried) + 1 < len(job.queue):
-            job.tried.append(job.expert)
-            return True
-        return False
-
-    def _give_up(self, job: _Job, exc: BaseException) -> BaseException:
-        """The error to raise: the first expert's, unless the last one is not a fallback exception."""
-        return job.first_error if isinstance(exc, self.fallback_exceptions) and job.first_error else exc
-
-    # -- invoke ----------------------------------------------------------------------------------
+    # -- invoke and batch: route once, then one call per chosen expert ------------------------------
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:  # noqa: A002
         return self.batch([input], config, **kwargs)[0]
 
@@ -283,168 +252,86 @@ class TryageRouterChain(RunnableSerializable[Any, Any]):
         """Route every input in one router pass, then call each chosen expert once with its group."""
         if not inputs:
             return []
-        return self._batch_with_config(self._batch, inputs, config, return_exceptions=return_exceptions,
-                                       **kwargs)
+        return self._batch_with_config(self._batch, inputs, config, return_exceptions=return_exceptions, **kwargs)
 
     async def abatch(self, inputs: list[Any], config: RunnableConfig | list[RunnableConfig] | None = None, *,
                      return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
         """Async :meth:`batch`; the experts' groups run concurrently."""
         if not inputs:
             return []
-        return await self._abatch_with_config(self._abatch, inputs, config,
-                                              return_exceptions=return_exceptions, **kwargs)
+        return await self._abatch_with_config(self._abatch, inputs, config, return_exceptions=return_exceptions,
+                                              **kwargs)
 
     def _batch(self, inputs: list[Any], run_manager: list[CallbackManagerForChainRun],
                config: list[RunnableConfig], **kwargs: Any) -> list[Any]:
-        results: list[Any] = [None] * len(inputs)
-        requests, read = self._jobs_for(inputs, config, run_manager, results, is_async=False)
-        decisions = route_traced(self.router, requests, tuple(self.experts)) if requests else []
-        pending = self._make_jobs(read, decisions, results)
-        while pending:
-            groups: dict[str, list[_Job]] = {}
-            for job in pending:
-                groups.setdefault(job.expert, []).append(job)
-            pending = []
-            for name, jobs in groups.items():
-                outs = self._expert_runnable(name).batch(
-                    [j.expert_input for j in jobs],
-                    [self._expert_config(config[j.index], run_manager[j.index], j) for j in jobs],
-                    return_exceptions=True, **kwargs)
-                pending.extend(self._collect(jobs, outs, results))
-        return results
+        return drive(self._engine(inputs, run_manager, config, kwargs, is_async=False))
 
     async def _abatch(self, inputs: list[Any], run_manager: list[AsyncCallbackManagerForChainRun],
                       config: list[RunnableConfig], **kwargs: Any) -> list[Any]:
+        return await adrive(self._engine(inputs, run_manager, config, kwargs, is_async=True))
+
+    def _engine(self, inputs: list[Any], run_managers: list[Any], configs: list[RunnableConfig],
+                kwargs: dict[str, Any], *, is_async: bool) -> Engine:
         results: list[Any] = [None] * len(inputs)
-        requests, read = self._jobs_for(inputs, config, run_manager, results, is_async=True)
-        decisions = await aroute_traced(self.router, requests, tuple(self.experts)) if requests else []
-        pending = self._make_jobs(read, decisions, results)
-        while pending:
-            groups: dict[str, list[_Job]] = {}
-            for job in pending:
-                groups.setdefault(job.expert, []).append(job)
+        jobs = yield from self._routed(inputs, configs, run_managers, results, is_async=is_async)
 
-            async def run_group(name: str, jobs: list[_Job]) -> list[_Job]:
-                outs = await self._expert_runnable(name).abatch(
-                    [j.expert_input for j in jobs],
-                    [self._expert_config(config[j.index], run_manager[j.index], j) for j in jobs],
-                    return_exceptions=True, **kwargs)
-                return self._collect(jobs, outs, results)
+        def call(name: str, group: list[Job]) -> tuple[Any, Any]:
+            runnable = self._expert_runnable(name)
+            payloads = [j.payload for j in group]
+            cfgs = [self._expert_config(configs[j.index], run_managers[j.index], j) for j in group]
+            return (lambda: runnable.batch(payloads, cfgs, return_exceptions=True, **kwargs),
+                    lambda: runnable.abatch(payloads, cfgs, return_exceptions=True, **kwargs))
 
-            retried = await asyncio.gather(*(run_group(n, js) for n, js in groups.items()))
-            pending = [job for group in retried for job in group]
+        for job, out in (yield from run_experts(jobs, call, self.fallback_exceptions)):
+            results[job.index] = out if isinstance(out, BaseException) else self._finish(out, job)
         return results
-
-    def _collect(self, jobs: list[_Job], outs: list[Any], results: list[Any]) -> list[_Job]:
-        retry = []
-        for job, out in zip(jobs, outs):
-            if not isinstance(out, BaseException):
-                results[job.index] = self._finish(out, job)
-            elif self._failed(job, out):
-                retry.append(job)
-            else:
-                results[job.index] = self._give_up(job, out)
-        return retry
 
     # -- streaming -------------------------------------------------------------------------------
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:  # noqa: A002
-        """Route, then stream the chosen expert's output (fallback only before its first chunk)."""
-        yield from self.transform(iter([input]), config, **kwargs)
+        """Route, then stream the chosen expert's output (fallback only before its first chunk).
+
+        (``transform`` is ``Runnable``'s: it joins the input chunks and calls this.)"""
+        yield from self._transform_stream_with_config(iter([input]), self._transform, config, **kwargs)
 
     async def astream(self, input: Any, config: RunnableConfig | None = None,  # noqa: A002
                       **kwargs: Any) -> AsyncIterator[Any]:
         async def once() -> AsyncIterator[Any]:
             yield input
 
-        async for chunk in self.atransform(once(), config, **kwargs):
+        async for chunk in self._atransform_stream_with_config(once(), self._atransform, config, **kwargs):
             yield chunk
 
-    def transform(self, input: Iterator[Any], config: RunnableConfig | None = None,  # noqa: A002
-                  **kwargs: Any) -> Iterator[Any]:
-        yield from self._transform_stream_with_config(input, self._transform, config, **kwargs)
+    def _stream_engine(self, input: Any, run_manager: Any, config: RunnableConfig,  # noqa: A002
+                       kwargs: dict[str, Any], *, is_async: bool) -> Engine:
+        results: list[Any] = [None]
+        jobs = yield from self._routed([input], [config], [run_manager], results, is_async=is_async)
+        if not jobs:
+            raise results[0]
 
-    async def atransform(self, input: AsyncIterator[Any], config: RunnableConfig | None = None,  # noqa: A002
-                         **kwargs: Any) -> AsyncIterator[Any]:
-        async for chunk in self._atransform_stream_with_config(input, self._atransform, config, **kwargs):
-            yield chunk
+        def call(job: Job) -> tuple[Any, Any]:
+            runnable, cfg = self._expert_runnable(job.expert), self._expert_config(config, run_manager, job)
+            return (lambda: runnable.stream(job.payload, cfg, **kwargs),
+                    lambda: runnable.astream(job.payload, cfg, **kwargs))
+
+        first, rest = yield from open_stream(jobs[0], call, self.fallback_exceptions)
+        return jobs[0], first, rest
 
     def _transform(self, chunks: Iterator[Any], run_manager: CallbackManagerForChainRun,
                    config: RunnableConfig, **kwargs: Any) -> Iterator[Any]:
-        results: list[Any] = [None]
-        requests, read = self._jobs_for([_gather(chunks)], [config], [run_manager], results, is_async=False)
-        decisions = route_traced(self.router, requests, tuple(self.experts)) if requests else []
-        jobs = self._make_jobs(read, decisions, results)
-        if not jobs:
-            raise results[0]
-        job = jobs[0]
-        while True:
-            stream = self._expert_runnable(job.expert).stream(
-                job.expert_input, self._expert_config(config, run_manager, job), **kwargs)
-            try:
-                first = next(stream)
-            except StopIteration:
-                return
-            except Exception as exc:
-                if self._failed(job, exc):
-                    continue
-                raise self._give_up(job, exc) from None
+        job, first, rest = drive(self._stream_engine(next(chunks), run_manager, config, kwargs, is_async=False))
+        if first is not END:
             yield self._finish_chunk(first, job, True)
-            for chunk in stream:
+            for chunk in rest:
                 yield self._finish_chunk(chunk, job, False)
-            return
 
     async def _atransform(self, chunks: AsyncIterator[Any], run_manager: AsyncCallbackManagerForChainRun,
                           config: RunnableConfig, **kwargs: Any) -> AsyncIterator[Any]:
-        results: list[Any] = [None]
-        requests, read = self._jobs_for([await _agather(chunks)], [config], [run_manager], results,
-                                        is_async=True)
-        decisions = await aroute_traced(self.router, requests, tuple(self.experts)) if requests else []
-        jobs = self._make_jobs(read, decisions, results)
-        if not jobs:
-            raise results[0]
-        job = jobs[0]
-        while True:
-            stream = self._expert_runnable(job.expert).astream(
-                job.expert_input, self._expert_config(config, run_manager, job), **kwargs)
-            try:
-                first = await anext(stream)  # noqa: F821 - builtin since Python 3.10
-            except StopAsyncIteration:
-                return
-            except Exception as exc:
-                if self._failed(job, exc):
-                    continue
-                raise self._give_up(job, exc) from None
+        job, first, rest = await adrive(
+            self._stream_engine(await anext(chunks), run_manager, config, kwargs, is_async=True))  # noqa: F821
+        if first is not END:
             yield self._finish_chunk(first, job, True)
-            async for chunk in stream:
+            async for chunk in rest:
                 yield self._finish_chunk(chunk, job, False)
-            return
-
-
-def _gather(chunks: Iterator[Any]) -> Any:
-    """The whole input of a transform (usually a single item)."""
-    final: Any = None
-    for chunk in chunks:
-        if final is None:
-            final = chunk
-        else:
-            try:
-                final = final + chunk
-            except TypeError:
-                final = chunk
-    return final
-
-
-async def _agather(chunks: AsyncIterator[Any]) -> Any:
-    final: Any = None
-    async for chunk in chunks:
-        if final is None:
-            final = chunk
-        else:
-            try:
-                final = final + chunk
-            except TypeError:
-                final = chunk
-    return final
 
 
 def _shared_schema(schemas: list[type[BaseModel]]) -> type[BaseModel] | None:

@@ -69,12 +69,15 @@ class ParsedFlags:
         flags: The flags as written (without ``[Flag: ]``), in order.
         weights: Constraint weights the flags set (later flags override earlier ones).
         filters: Hard filters the flags added.
+        spans: ``(start, end)`` of each ``[Flag: ...]`` bracket in the original prompt, in order,
+            so a caller can cut the flags out of its own copy of the text.
     """
 
     prompt: str
     flags: tuple[str, ...] = ()
     weights: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     filters: tuple[Filter, ...] = ()
+    spans: tuple[tuple[int, int], ...] = ()
 
 
 FlagHandler = Callable[[str], "tuple[Mapping[str, float], Iterable[Filter]]"]
@@ -127,7 +130,9 @@ class FlagParser:
         flags: list[str] = []
         weights: dict[str, float] = {}
         filters: list[Filter] = []
+        spans: list[tuple[int, int]] = []
         for match in _FLAG_RE.finditer(prompt):
+            spans.append(match.span())
             for part in self._split(match.group(1)):
                 w, f = self._interpret(part)
                 flags.append(part)
@@ -137,7 +142,7 @@ class FlagParser:
         leftover = _OPEN_FLAG_RE.search(cleaned)
         if leftover:
             raise FlagError(cleaned[leftover.start():leftover.start() + 40], "unclosed flag bracket", self.valid_flags())
-        return ParsedFlags(cleaned, tuple(flags), MappingProxyType(weights), tuple(filters))
+        return ParsedFlags(cleaned, tuple(flags), MappingProxyType(weights), tuple(filters), tuple(spans))
 
     def strip(self, prompt: str) -> str:
         """The prompt without its flags (flags are still validated)."""

@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from tryage.constraints import Constraint, ConstraintSet, Filter
-from tryage.errors import ConfigurationError, RouterMismatchError
+from tryage.errors import ConfigurationError, FlagError, RouterMismatchError, TryageError
 from tryage.experts import ExpertLibrary
 from tryage.flags import FlagParser, ParsedFlags
 from tryage.objective import Policy, RoutingDecision, build_decision, resolve_policy
@@ -105,26 +105,47 @@ class TryageRouter:
         return self.route_batch([prompt], weights=weights, filters=filters)[0]
 
     def route_batch(self, prompts: Sequence[str], *, weights: Mapping[str, float] | None = None,
-                    filters: Sequence[Filter] = ()) -> list[RoutingDecision]:
-        """Route many prompts with one pass of the predictor."""
+                    filters: Sequence[Filter] = (), return_exceptions: bool = False,
+                    ) -> list[RoutingDecision | Exception]:
+        """Route many prompts with one pass of the predictor.
+
+        With ``return_exceptions=True`` a prompt that fails on its own (a bad flag, empty once its
+        flags are removed, not a string) yields its exception at its position; the predictor runs
+        once over the other prompts.
+        """
         if isinstance(prompts, str):
             raise ConfigurationError("route_batch takes a list of prompts; use route() for a single string")
-        parsed = [self.flag_parser.parse(p) for p in prompts]
-        for p in parsed:
-            if not p.prompt.strip():
-                raise ConfigurationError("cannot route an empty prompt (after removing flags)")
+        prompts = list(prompts)
         base = {**self.weights, **self.constraints.check_weights(weights or {})}
-        predicted = self.predict_losses([p.prompt for p in parsed])
+        out: list[RoutingDecision | Exception] = []
+        parsed: dict[int, ParsedFlags] = {}
+        for i, prompt in enumerate(prompts):
+            try:
+                p = self.flag_parser.parse(prompt)
+                if not p.prompt.strip():
+                    raise ConfigurationError("cannot route an empty prompt (after removing flags)")
+            except (ConfigurationError, FlagError) as exc:
+                if not return_exceptions:
+                    raise
+                out.append(exc)
+                continue
+            parsed[i] = p
+            out.append(None)  # type: ignore[arg-type]
+        predicted = self.predict_losses([p.prompt for p in parsed.values()]) if parsed else []
         policies: dict[tuple, Policy] = {}  # prompts without flags share one policy
-        out = []
-        for original, p, row in zip(prompts, parsed, predicted):
+        for (i, p), row in zip(parsed.items(), predicted):
             weights_p = {**base, **p.weights}
             filters_p = (*self.filters, *filters, *p.filters)
             key = (tuple(sorted(weights_p.items())), filters_p)
-            if key not in policies:
-                policies[key] = resolve_policy(self.library, self.constraints, weights_p, filters_p)
-            out.append(build_decision(row, self.library, self.constraints, original_prompt=original,
-                                      prompt=p.prompt, flags=p.flags, policy=policies[key]))
+            try:
+                if key not in policies:
+                    policies[key] = resolve_policy(self.library, self.constraints, weights_p, filters_p)
+                out[i] = build_decision(row, self.library, self.constraints, original_prompt=prompts[i],
+                                        prompt=p.prompt, flags=p.flags, policy=policies[key])
+            except TryageError as exc:
+                if not return_exceptions:
+                    raise
+                out[i] = exc
         return out
 
     def predict_losses(self, prompts: Sequence[str]) -> np.ndarray:

@@ -147,8 +147,10 @@ class NamedRouter:
         self.inner = inner
         self.rename = rename or {}
 
-    def route_batch(self, prompts: Sequence[str], *, weights: Any = None) -> list[Any]:
+    def route_batch(self, prompts: Sequence[str], *, weights: Any = None, filters: Any = (),
+                    return_exceptions: bool = False) -> list[Any]:
         import dataclasses
 
-        out = self.inner.route_batch(prompts, weights=weights)
-        return [dataclasses.replace(d, expert=self.rename.get(d.expert, d.expert)) for d in out]
+        out = self.inner.route_batch(prompts, weights=weights, filters=filters, return_exceptions=return_exceptions)
+        return [d if isinstance(d, Exception) else dataclasses.replace(d, expert=self.rename.get(d.expert, d.expert))
+                for d in out]

@@ -3,6 +3,8 @@ as a LangGraph conditional edge."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 pytest.importorskip("langchain_core", reason="the LangChain adapter needs the 'langchain' extra")
@@ -101,12 +103,27 @@ def test_chat_tryage_streams_from_fake_chat_models_and_streaming_invoke_joins_th
 def test_chat_tryage_trace_shows_route_and_expert_runs(chat):
     model, _, _ = chat
     with collect_runs() as collector:
-        model.invoke([HumanMessage("about the law")])
+        reply = model.invoke([HumanMessage("about the law")])
     (root,) = collector.traced_runs
-    assert root.name == "ChatTryage"
+    assert root.name == "ChatTryage" and root.run_type == "llm"  # BaseChatModel's own run
     route, expert = root.child_runs
     assert route.name == "TryageRoute" and route.outputs["expert"] == "legal"
+    assert "tryage:route" in route.tags
     assert expert.run_type == "llm" and "tryage:expert=legal" in expert.tags
+    assert route.outputs["decision_id"] == reply.response_metadata["tryage_decision_id"]
+
+
+async def test_chat_tryage_stream_nests_the_route_and_expert_runs_under_its_own(chat):
+    model, _, _ = chat
+    with collect_runs() as collector:
+        list(model.stream("about the law"))
+        [c async for c in model.astream("python bug")]
+        ChatTryage(router=model.router, experts=model.experts, streaming=True).invoke("court")
+    assert [r.name for r in collector.traced_runs] == ["ChatTryage"] * 3
+    for root, expert in zip(collector.traced_runs, ["legal", "code", "legal"]):
+        route, expert_run = root.child_runs
+        assert route.name == "TryageRoute" and route.outputs["expert"] == expert
+        assert f"tryage:expert={expert}" in expert_run.tags
 
 
 def test_chat_tryage_generate_path_routes_too(chat):
@@ -157,6 +174,9 @@ def test_chat_tryage_with_structured_output_uses_each_experts_own(chat):
     assert model.with_structured_output(Person).invoke("court") == Person(name="legal", age=36)
     raw = model.with_structured_output(Person, include_raw=True).invoke("python")
     assert raw["parsed"] == Person(name="code", age=36) and isinstance(raw["raw"], AIMessage)
+    meta = raw["raw"].response_metadata
+    assert meta["tryage_expert"] == "code" and meta["tryage_decision"]["expert"] == "code"
+    assert uuid.UUID(meta["tryage_decision_id"])
 
 
 def test_chat_tryage_rejects_bad_experts():
@@ -164,10 +184,72 @@ def test_chat_tryage_rejects_bad_experts():
     with pytest.raises(ConfigurationError, match="must be a chat model.*'code': 'RunnableLambda'"):
         ChatTryage(router=router, experts={"code": RunnableLambda(str), "legal": EchoChatModel(label="l"),
                                            "general": EchoChatModel(label="g")})
-    with pytest.raises(ExpertMappingError, match="router experts with no runnable: 'legal', 'general'"):
-        ChatTryage(router=router, experts={"code": EchoChatModel(label="c")})
-    with pytest.raises(ConfigurationError, match="empty input"):
+    with pytest.raises(ExpertMappingError, match="experts 'coder' are not the router's experts"):
+        ChatTryage(router=router, experts={"coder": EchoChatModel(label="c")})
+    with pytest.raises(ExpertNotFoundError, match=r"expert_map\['coder'\] = 'gpt-9': unknown expert 'gpt-9'"):
+        ChatTryage(router=router, experts={"coder": EchoChatModel(label="c")}, expert_map={"coder": "gpt-9"})
+    with pytest.raises(ConfigurationError, match="empty prompt"):
         ChatTryage(router=router, experts={n: EchoChatModel(label=n) for n in EXPERTS}).invoke("")
+
+
+def test_chat_tryage_offers_a_subset_under_the_users_names():
+    router, predictor = make_router()
+    experts = {"coder": EchoChatModel(label="coder"), "chat": EchoChatModel(label="chat")}
+    model = ChatTryage(router=router, experts=experts, expert_map={"coder": "code", "chat": "general"})
+    # legal would win "court" (0.1) but is not offered: general (0.5) beats code (0.9)
+    replies = model.batch(["python bug", "court ruling"])
+    assert [r.content for r in replies] == ["coder: python bug", "chat: court ruling"]
+    assert [r.response_metadata["tryage_expert"] for r in replies] == ["coder", "chat"]
+    assert replies[1].response_metadata["tryage_decision"]["expert"] == "general"
+    assert predictor.passes == [2]
+    assert model.invoke("python bug", model="chat").content == "chat: python bug"
+
+
+def test_chat_tryage_gives_each_decision_its_own_id(chat):
+    model, _, _ = chat
+    ids = [r.response_metadata["tryage_decision_id"] for r in [*model.batch(["python", "law"]), model.invoke("hi")]]
+    assert len({str(uuid.UUID(i)) for i in ids}) == 3
+
+
+def test_chat_tryage_uses_the_chat_model_cache():
+    from langchain_core.caches import InMemoryCache
+
+    router, predictor = make_router()
+    experts = {name: EchoChatModel(label=name) for name in EXPERTS}
+    model = ChatTryage(router=router, experts=experts, cache=InMemoryCache())
+    first, second = model.invoke("court ruling"), model.invoke("court ruling")
+    assert first.content == second.content == "legal: court ruling"
+    assert len(experts["legal"].seen) == 1 and predictor.passes == [1]  # the second call never routed
+
+
+def test_chat_tryage_falls_back_when_the_chosen_expert_raises():
+    router, _ = make_router()
+    experts = {"code": FakeListChatModel(responses=[]), "legal": EchoChatModel(label="legal"),
+               "general": EchoChatModel(label="general")}
+    model = ChatTryage(router=router, experts=experts, fallback=True)
+    reply = model.invoke("python bug")
+    assert reply.content == "general: python bug" and reply.response_metadata["tryage_fallback_from"] == ["code"]
+    assert [r.content for r in model.batch(["python bug", "court"])] == ["general: python bug", "legal: court"]
+    with pytest.raises(IndexError):
+        ChatTryage(router=router, experts=experts).invoke("python bug")
+
+
+@pytest.mark.filterwarnings("ignore:create_react_agent has been moved")  # the issue asks for this agent
+def test_chat_tryage_prebound_runs_in_langgraph_create_react_agent():
+    pytest.importorskip("langgraph")
+    from langgraph.prebuilt import create_react_agent
+
+    router, _ = make_router()
+    experts = {"code": EchoChatModel(label="code", tool_args={"a": 2, "b": 3}),
+               "legal": EchoChatModel(label="legal", tool_args={"a": 40, "b": 2})}
+    model = ChatTryage(router=router, experts=experts)  # two tool-calling experts, a subset of the router's
+    agent = create_react_agent(model.bind_tools([add]), [add])
+    messages = agent.invoke({"messages": [HumanMessage("court: what is 40 + 2?")]})["messages"]
+    tool_message = next(m for m in messages if isinstance(m, ToolMessage))
+    assert tool_message.name == "add" and tool_message.content == "42"  # the tool ran with legal's arguments
+    assert messages[-1].content == "legal: tool said 42"
+    assert messages[-1].response_metadata["tryage_expert"] == "legal"
+    assert experts["code"].seen == [] and len(experts["legal"].seen) == 2
 
 
 # -- routing only ----------------------------------------------------------------------------------
@@ -187,6 +269,26 @@ def test_route_decider_returns_names_decisions_or_dicts():
     assert collector.traced_runs[0].outputs["expert"] == "legal"
     with pytest.raises(ConfigurationError, match="no key 'messages'"):
         decider.invoke({"input": "x"})
+    offered = TryageRouteDecider(router, experts=["coder", "chat"], expert_map={"coder": "code", "chat": "general"})
+    assert offered.batch([{"messages": "court"}, {"messages": "python"}]) == ["chat", "coder"]
+
+
+def test_route_decider_sends_the_state_without_flags_to_the_chosen_node():
+    pytest.importorskip("langgraph")
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    router, _ = make_router()
+    experts = {n: EchoChatModel(label=n) for n in EXPERTS}
+    graph = StateGraph(MessagesState)
+    for name, expert in experts.items():
+        graph.add_node(name, lambda state, expert=expert: {"messages": [expert.invoke(state["messages"])]})
+        graph.add_edge(name, END)
+    graph.add_conditional_edges(START, TryageRouteDecider(router, output="send"), list(experts))
+    app = graph.compile()
+    out = app.invoke({"messages": [HumanMessage("Hi [Flag: cheapest]"), AIMessage("Hello"),
+                                   HumanMessage("python bug\n[Flag: smallest model]")]})
+    assert out["messages"][-1].content == "general: python bug"
+    assert [m.content for m in experts["general"].seen[-1]] == ["Hi", "Hello", "python bug"]
 
 
 def test_route_decider_drives_a_langgraph_conditional_edge():

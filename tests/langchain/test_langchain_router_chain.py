@@ -293,14 +293,19 @@ def test_router_chain_schemas_come_from_the_experts(routed):
 
 
 # -- errors ----------------------------------------------------------------------------------------
-def test_router_chain_rejects_an_expert_mapping_that_does_not_match_the_router():
+def test_router_chain_rejects_names_the_router_does_not_know():
     router, _ = make_router()
-    with pytest.raises(ExpertMappingError, match=r"names the router does not know: 'medical'") as info:
-        TryageRouterChain(router, {"code": RunnableLambda(str), "legal": RunnableLambda(str),
-                                   "general": RunnableLambda(str), "medical": RunnableLambda(str)})
+    with pytest.raises(ExpertMappingError, match=r"^experts 'medical' are not the router's experts; .*expert_map") \
+            as info:
+        TryageRouterChain(router, {"code": RunnableLambda(str), "medical": RunnableLambda(str)})
     assert isinstance(info.value, RouterMismatchError) and isinstance(info.value, ValueError)
-    with pytest.raises(ExpertMappingError, match=r"router experts with no runnable: 'general'"):
-        TryageRouterChain(router, {"code": RunnableLambda(str), "legal": RunnableLambda(str)})
+    with pytest.raises(ExpertNotFoundError, match=r"^expert_map\['coder'\] = 'gpt-9': unknown expert 'gpt-9'"):
+        TryageRouterChain(router, {"coder": RunnableLambda(str)}, expert_map={"coder": "gpt-9"})
+    with pytest.raises(ConfigurationError, match="expert_map names 'lawyer', which is not among the experts"):
+        TryageRouterChain(router, {"coder": RunnableLambda(str)}, expert_map={"coder": "code", "lawyer": "legal"})
+    with pytest.raises(ConfigurationError, match="'code' and 'coder' both stand for router expert 'code'"):
+        TryageRouterChain(router, {"code": RunnableLambda(str), "coder": RunnableLambda(str)},
+                          expert_map={"coder": "code"})
     with pytest.raises(ConfigurationError, match="at least one expert"):
         TryageRouterChain(router, {})
     with pytest.raises(ConfigurationError, match="route_batch"):
@@ -309,9 +314,48 @@ def test_router_chain_rejects_an_expert_mapping_that_does_not_match_the_router()
         TryageRouterChain(router, {n: RunnableLambda(str) for n in EXPERTS}, window=0)
 
 
+def test_router_chain_routes_only_among_the_offered_experts_under_the_users_names():
+    router, _ = make_router()
+    experts = {"coder": GroupRecorder("coder"), "chat": GroupRecorder("chat")}
+    chain = TryageRouterChain(router, experts, expert_map={"coder": "code", "chat": "general"},
+                              return_decision=True)
+    # "court" would go to legal (0.1), which is not offered: general (0.5) beats code (0.9)
+    out = chain.batch(["python bug", "court ruling"])
+    assert [o["expert"] for o in out] == ["coder", "chat"]
+    assert out[1]["decision"].expert == "general" and out[1]["output"] == "chat: court ruling"
+    scores = {s.expert: s for s in out[1]["decision"].scores}
+    assert not scores["legal"].eligible and scores["general"].eligible
+    assert chain.invoke("court", config={"configurable": {"tryage_expert": "coder"}})["expert"] == "coder"
+    with pytest.raises(ExpertNotFoundError, match="unknown expert 'code'"):  # the user's names, not the router's
+        chain.invoke("court", config={"configurable": {"tryage_expert": "code"}})
+
+
+def test_router_chain_falls_back_when_an_experts_own_batch_raises():
+    router, _ = make_router()
+    broken = FakeListChatModel(responses=[])  # its batch() raises IndexError instead of returning it
+    with pytest.raises(IndexError):
+        broken.batch(["x", "y"], return_exceptions=True)
+    experts = {"code": broken, "legal": FakeListChatModel(responses=["law"]),
+               "general": FakeListChatModel(responses=["ok"])}
+    chain = TryageRouterChain(router, experts, fallback=True, return_decision=True)
+    out = chain.batch(["python bug", "python function", "court"])
+    assert [(o["expert"], o["output"].content) for o in out] == [("general", "ok"), ("general", "ok"),
+                                                                 ("legal", "law")]
+    with pytest.raises(IndexError):
+        TryageRouterChain(router, experts).batch(["python bug", "python function"])
+
+
+async def test_router_chain_falls_back_when_an_experts_own_abatch_raises():
+    router, _ = make_router()
+    experts = {"code": FakeListChatModel(responses=[]), "legal": FakeListChatModel(responses=["law"]),
+               "general": FakeListChatModel(responses=["ok"])}
+    chain = TryageRouterChain(router, experts, fallback=True)
+    assert [m.content for m in await chain.abatch(["python bug", "python function"])] == ["ok", "ok"]
+
+
 def test_router_chain_rejects_empty_and_unreadable_inputs(routed):
     chain, _, _ = routed
-    with pytest.raises(ConfigurationError, match="empty input"):
+    with pytest.raises(ConfigurationError, match="empty prompt"):
         chain.invoke("   ")
     with pytest.raises(ConfigurationError, match="empty prompt"):
         chain.invoke("[Flag: cheapest]")
@@ -333,8 +377,10 @@ def test_router_chain_reports_unknown_experts_and_bad_weights(routed):
         chain.invoke("python", config={"configurable": {"tryage_expert": "medical"}})
     with pytest.raises(UnknownConstraintError, match="unknown constraint 'speed'"):
         chain.invoke("python", config={"configurable": {"tryage_weights": {"speed": 1.0}}})
-    with pytest.raises(ConfigurationError, match="finite numbers"):
+    with pytest.raises(ConfigurationError, match="weight for 'size' must be a number, got 'big'"):
         chain.invoke("python", config={"configurable": {"tryage_weights": {"size": "big"}}})
+    with pytest.raises(ConfigurationError, match="tryage_weights must be a dict.*got list"):
+        chain.invoke("python", config={"configurable": {"tryage_weights": [1.0]}})
     renaming = NamedRouter(chain.router, rename={"code": "coder"})  # lists no experts: checked per call
     loose = TryageRouterChain(renaming, experts)
     assert loose.invoke("law").content == "legal: law"
