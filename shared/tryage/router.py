@@ -9,13 +9,13 @@ losses (:class:`tryage.evaluation.OraclePredictor`) is another.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from tryage.constraints import Constraint, ConstraintSet, Filter
-from tryage.errors import ConfigurationError, RouterMismatchError
+from tryage.errors import ConfigurationError, FlagError, RouterMismatchError, TryageError
 from tryage.experts import ExpertLibrary
 from tryage.flags import FlagParser, ParsedFlags
 from tryage.objective import Policy, RoutingDecision, build_decision, resolve_policy
@@ -104,26 +104,45 @@ class TryageRouter:
         """Choose the expert for one prompt. Flags in the prompt override ``weights``."""
         return self.route_batch([prompt], weights=weights, filters=filters)[0]
 
-    def route_batch(self, prompts: Sequence[str], *, weights: Mapping[str, float] | None = None,
-                    filters: Sequence[Filter] = ()) -> list[RoutingDecision]:
-        """Route many prompts with one pass of the predictor."""
+    def route_batch(self, prompts: Iterable[str], *, weights: Mapping[str, float] | None = None,
+                    filters: Sequence[Filter] = (),
+                    return_exceptions: bool = False) -> list[RoutingDecision | TryageError]:
+        """Route many prompts with one pass of the predictor.
+
+        ``prompts`` is any iterable of strings (read once). With ``return_exceptions=True`` a prompt
+        that fails on its own (a bad flag: :class:`~tryage.FlagError`; nothing left after its flags
+        or not a string: :class:`~tryage.errors.ConfigurationError`) gives that exception at its
+        position instead of raising, and the predictor runs once over the other prompts.
+        """
         if isinstance(prompts, str):
             raise ConfigurationError("route_batch takes a list of prompts; use route() for a single string")
-        parsed = [self.flag_parser.parse(p) for p in prompts]
-        for p in parsed:
-            if not p.prompt.strip():
-                raise ConfigurationError("cannot route an empty prompt (after removing flags)")
+        prompts = list(prompts)
         base = {**self.weights, **self.constraints.check_weights(weights or {})}
-        predicted = self.predict_losses([p.prompt for p in parsed])
+        parsed: list[ParsedFlags | TryageError] = []
+        for p in prompts:
+            try:
+                item = self.flag_parser.parse(p)
+                if not item.prompt.strip():
+                    raise ConfigurationError(f"cannot route an empty prompt (after removing flags), got {p!r:.80}")
+            except (FlagError, ConfigurationError) as exc:
+                if not return_exceptions:
+                    raise
+                item = exc
+            parsed.append(item)
+        ok = [p for p in parsed if isinstance(p, ParsedFlags)]
+        predicted = iter(self.predict_losses([p.prompt for p in ok]) if ok else ())
         policies: dict[tuple, Policy] = {}  # prompts without flags share one policy
-        out = []
-        for original, p, row in zip(prompts, parsed, predicted):
+        out: list[RoutingDecision | TryageError] = []
+        for original, p in zip(prompts, parsed):
+            if not isinstance(p, ParsedFlags):
+                out.append(p)
+                continue
             weights_p = {**base, **p.weights}
             filters_p = (*self.filters, *filters, *p.filters)
             key = (tuple(sorted(weights_p.items())), filters_p)
             if key not in policies:
                 policies[key] = resolve_policy(self.library, self.constraints, weights_p, filters_p)
-            out.append(build_decision(row, self.library, self.constraints, original_prompt=original,
+            out.append(build_decision(next(predicted), self.library, self.constraints, original_prompt=original,
                                       prompt=p.prompt, flags=p.flags, policy=policies[key]))
         return out
 
