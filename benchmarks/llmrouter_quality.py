@@ -37,14 +37,15 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from tryage import ExpertLibrary, QTable
-    from tryage.evaluation import KNNPredictor, evaluate_predictions, pareto_sweep, smallest_matching
-    from tryage.predictor import PerceptiveRouter
+    from tryage.evaluation import evaluate_predictions, pareto_sweep, smallest_matching
+    from tryage.predictors import KNNPredictor
+    from tryage.predictors import PerceptivePredictor
 
     torch.set_num_threads(args.threads)
     table = QTable.from_file(args.data / "train.jsonl")
     library = ExpertLibrary.from_json(args.data / "models.json", names=table.experts)
     started = time.perf_counter()
-    encoder = PerceptiveRouter(progress=True)
+    encoder = PerceptivePredictor(progress=True)
     embeddings = encoder.encode(table.prompts)
     encode_s = time.perf_counter() - started
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
         train_idx = np.sort(np.concatenate(parts[:i] + parts[i + 1:]))
         test_idx = np.sort(test_idx)
         train, test = table.subset(train_idx), table.subset(test_idx)
-        router = PerceptiveRouter(seed=args.seed + i, progress=False)
+        router = PerceptivePredictor(seed=args.seed + i, progress=False)
         router.text_encoder_, router.encoder_spec_ = encoder.text_encoder_, encoder.encoder_spec_
         router.fit(train, library, embeddings=embeddings[train_idx])
         oof_router[test_idx] = router.predict_from_embeddings(embeddings[test_idx])
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": "python benchmarks/llmrouter_quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "data": str(args.data), "n": len(table), "folds": args.folds, "seed": args.seed,
         "router_config": {"mode": "head", "encoder": "bundled all-MiniLM-L6-v2",
-                          "hidden_dim": PerceptiveRouter().hidden_dim, "layers": PerceptiveRouter().layers,
+                          "hidden_dim": PerceptivePredictor().hidden_dim, "layers": PerceptivePredictor().layers,
                           "target_smoothing": "auto: min(20, n_train // 50) for 0/1 scores"},
         "mean_score": {"router": overall["router"], "best_single": single_value,
                        "knn": overall["knn"]["value"], "random": overall["random"], "oracle": overall["oracle"],

@@ -56,7 +56,7 @@ def _load_router(args: argparse.Namespace):  # noqa: ANN202
 
 def cmd_train(args: argparse.Namespace) -> int:
     from tryage.experts import ExpertLibrary
-    from tryage.predictor import PerceptiveRouter
+    from tryage.predictors import PerceptivePredictor
     from tryage.qtable import QTable
 
     qtable = QTable.from_file(args.qtable, on_invalid=args.on_invalid)
@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if missing:
             raise ConfigurationError(f"{args.experts} has no metadata for Q-table expert(s) {missing}")
     options = {} if args.layers is None else {"layers": args.layers}
-    router = PerceptiveRouter(args.encoder, mode=args.mode, seed=args.seed, epochs=args.epochs,
+    router = PerceptivePredictor(args.encoder, mode=args.mode, seed=args.seed, epochs=args.epochs,
                               progress=not args.json, **options)
     router.fit(qtable, library)
     out = router.save_pretrained(args.out)
@@ -122,7 +122,8 @@ def _table_and_predicted(args: argparse.Namespace):  # noqa: ANN202
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from tryage.evaluation import KNNPredictor, evaluate_predictions, knn_leave_one_out
+    from tryage.evaluation import evaluate_predictions
+    from tryage.predictors import KNNPredictor, knn_leave_one_out
     from tryage.qtable import QTable
 
     router, table, embeddings, predicted = _table_and_predicted(args)

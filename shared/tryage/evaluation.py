@@ -1,8 +1,8 @@
 """Measuring a router against the oracle and simple baselines.
 
-Everything here works on matrices of losses, so any router can be measured: the perceptive router,
-the oracle (true losses), the best single expert, random choice, and a k-nearest-neighbour router on
-the same embeddings.
+Everything here works on matrices of losses, so any loss predictor can be measured against the
+baselines of :mod:`tryage.predictors` (oracle, best single expert, kNN on the same embeddings) and
+random choice.
 
 Metrics, for a choice of one expert per prompt:
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,87 +26,13 @@ from typing import Any
 import numpy as np
 
 from tryage.constraints import ConstraintSet
-from tryage.errors import ConfigurationError, QTableError
+from tryage.errors import ConfigurationError
 from tryage.experts import ExpertLibrary
 from tryage.objective import decide
+from tryage.predictors.baselines import KNNPredictor, OraclePredictor, knn_leave_one_out  # noqa: F401 - old home
 from tryage.qtable import QTable
 
 TIE_TOLERANCE = 1e-9
-
-
-class OraclePredictor:
-    """A loss predictor that knows the true losses of a Q-table: the upper bound.
-
-    Use it with :class:`tryage.TryageRouter` to route with perfect knowledge; prompts outside the
-    table are an error.
-    """
-
-    def __init__(self, qtable: QTable) -> None:
-        self.qtable = qtable
-        self._rows = {p: i for i, p in enumerate(qtable.prompts)}
-
-    @property
-    def experts(self) -> tuple[str, ...]:
-        return self.qtable.experts
-
-    def predict_losses(self, prompts: Sequence[str]) -> np.ndarray:
-        try:
-            return self.qtable.losses[[self._rows[p] for p in prompts]]
-        except KeyError as exc:
-            raise QTableError(f"the oracle only knows prompts of its Q-table; not found: {exc.args[0][:80]!r}") from None
-
-
-class KNNPredictor:
-    """Predicts each expert's loss as the mean over the ``k`` most similar training prompts (cosine).
-
-    Args:
-        embed: Function from prompts to embeddings (e.g. ``PerceptiveRouter.encode``).
-        k: Neighbours averaged.
-    """
-
-    def __init__(self, embed: Callable[[Sequence[str]], np.ndarray], *, k: int = 20) -> None:
-        self.embed = embed
-        self.k = k
-
-    @property
-    def experts(self) -> tuple[str, ...]:
-        return self.experts_
-
-    def fit(self, qtable: QTable, *, embeddings: np.ndarray | None = None) -> KNNPredictor:
-        if not isinstance(self.k, int) or self.k < 1:
-            raise ConfigurationError(f"k must be a positive integer, got {self.k!r}")
-        emb = self.embed(qtable.prompts) if embeddings is None else np.asarray(embeddings)
-        self.train_ = _unit(emb)
-        self.losses_ = qtable.losses
-        self.experts_ = qtable.experts
-        return self
-
-    def predict_from_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
-        sims = _unit(np.asarray(embeddings)) @ self.train_.T
-        k = min(self.k, sims.shape[1])
-        nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        return self.losses_[nearest].mean(axis=1)
-
-    def predict_losses(self, prompts: Sequence[str]) -> np.ndarray:
-        return self.predict_from_embeddings(self.embed(prompts))
-
-
-def knn_leave_one_out(embeddings: np.ndarray, losses: np.ndarray, *, k: int = 20) -> np.ndarray:
-    """kNN predictions for every row from its ``k`` nearest *other* rows of the same table.
-
-    A baseline that needs no training table: each prompt is predicted from its neighbours only.
-    """
-    if not isinstance(k, int) or k < 1 or k >= len(losses):
-        raise ConfigurationError(f"k must be an integer in [1, {len(losses) - 1}], got {k!r}")
-    unit = _unit(np.asarray(embeddings))
-    sims = unit @ unit.T
-    np.fill_diagonal(sims, -np.inf)
-    nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    return np.asarray(losses)[nearest].mean(axis=1)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ router learns the specialised experts: the loss of the routed choice should fall
 
 Experts are any objects with ``losses(prompts) -> ndarray (n,)`` and ``fit(prompts) -> None``
 (:class:`TrainableExpert`); the router is any object with ``fit(qtable)`` and
-``predict_losses(prompts)`` (for example :class:`~tryage.predictor.PerceptiveRouter`).
+``predict_losses(prompts)`` (for example :class:`~tryage.predictors.PerceptivePredictor`).
 """
 
 from __future__ import annotations

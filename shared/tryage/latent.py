@@ -5,9 +5,9 @@ higher means prompts of one label sit closer to each other than to other labels)
 numpy. :func:`umap_2d` projects embeddings to 2-D with umap-learn and :func:`plot_latent` draws
 one or more projections side by side, coloured by label (both need the ``plot`` extra).
 :func:`latent_report` does the paper's comparison: the trained router's own embeddings
-(:meth:`PerceptiveRouter.embed`, the head's hidden layer; for a linear head, which has none, its
+(:meth:`PerceptivePredictor.embed`, the head's hidden layer; for a linear head, which has none, its
 predicted losses minus each prompt's mean: the differences it routes on) beside the untrained encoder's
-(:meth:`PerceptiveRouter.encode`, mean-pooled MiniLM).
+(:meth:`PerceptivePredictor.encode`, mean-pooled MiniLM).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def latent_report(router: Any, prompts: Sequence[str], labels: Sequence[Any], *,
                   png: str | os.PathLike[str] | None = None, seed: int = 0) -> dict[str, Any]:
     """Silhouette by label of the trained router's embeddings and of its untrained encoder.
 
-    ``router`` is a fitted :class:`~tryage.predictor.PerceptiveRouter` (anything with ``embed`` and
+    ``router`` is a fitted :class:`~tryage.predictors.PerceptivePredictor` (anything with ``embed`` and
     ``encode``). With ``png``, both UMAP projections are drawn side by side.
     """
     untrained = np.asarray(router.encode(list(prompts)))

@@ -2,15 +2,14 @@
 
 :class:`TryageRouter` is framework-free and works with any *loss predictor*: an object with an
 ``experts`` tuple (its output columns) and ``predict_losses(prompts) -> ndarray (n, k)``. The
-perceptive router (:class:`tryage.predictor.PerceptiveRouter`) is one; an oracle that looks up true
-losses (:class:`tryage.evaluation.OraclePredictor`) is another.
+perceptive predictor (:class:`tryage.predictors.PerceptivePredictor`) is one; the baselines of
+:mod:`tryage.predictors` (oracle, best single, kNN) are others.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -19,16 +18,7 @@ from tryage.errors import ConfigurationError, FlagError, RouterMismatchError, Tr
 from tryage.experts import ExpertLibrary
 from tryage.flags import FlagParser, ParsedFlags
 from tryage.objective import Policy, RoutingDecision, build_decision, resolve_policy
-
-
-@runtime_checkable
-class LossPredictor(Protocol):
-    """Anything that predicts one loss per expert for each prompt."""
-
-    @property
-    def experts(self) -> tuple[str, ...]: ...
-
-    def predict_losses(self, prompts: Sequence[str]) -> np.ndarray: ...
+from tryage.predictors import LossPredictor
 
 
 class TryageRouter:
@@ -79,10 +69,10 @@ class TryageRouter:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], *, library: ExpertLibrary | None = None,
                         device: str | None = None, **kwargs) -> TryageRouter:
-        """Load a saved perceptive router folder; its ``experts.json`` is the library unless given."""
-        from tryage.predictor import PerceptiveRouter
+        """Load a saved perceptive predictor folder; its ``experts.json`` is the library unless given."""
+        from tryage.predictors import PerceptivePredictor
 
-        predictor = PerceptiveRouter.from_pretrained(path, device=device)
+        predictor = PerceptivePredictor.from_pretrained(path, device=device)
         if library is None:
             library = predictor.library_
         return cls(predictor, library, **kwargs)
