@@ -27,7 +27,7 @@ import numpy as np
 from tryage.encoders import EncoderSpec, TextEncoder
 from tryage.errors import ConfigurationError, NotFittedError, RouterFormatError
 from tryage.experts import ExpertLibrary
-from tryage.predictors import _training
+import tryage.predictors._training as _training
 from tryage.predictors._base import neighbour_mean
 from tryage.predictors._persistence import FORMAT_VERSION, PerceptiveConfig, read_folder, save_folder
 from tryage.qtable import QTable
