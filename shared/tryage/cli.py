@@ -122,22 +122,16 @@ def _table_and_predicted(args: argparse.Namespace):  # noqa: ANN202
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from tryage.evaluation import evaluate_predictions
-    from tryage.predictors import KNNPredictor, knn_leave_one_out
+    from tryage.evaluation import evaluate_router
     from tryage.qtable import QTable
 
-    router, table, embeddings, predicted = _table_and_predicted(args)
-    train = None
-    if args.train:
-        train = QTable.from_file(args.train).select_experts(router.experts)
-        knn = KNNPredictor(router.predictor.encode, k=args.knn_k).fit(train)
-        knn_predicted, knn_fit = knn.predict_from_embeddings(embeddings), "train table"
-    else:
-        knn_predicted, knn_fit = knn_leave_one_out(embeddings, table.losses, k=args.knn_k), "leave-one-out on the test table"
+    router = _load_router(args)
+    table = QTable.from_file(args.qtable, on_invalid=getattr(args, "on_invalid", "raise"))
+    train = QTable.from_file(args.train) if args.train else None
+    knn_fit = "train table" if train else "leave-one-out on the test table"
     group_by = args.group_by or next((g for g in ("task", "domain") if table.column(g)[0] is not None), None)
-    report = evaluate_predictions(predicted, table, train=train, knn_predicted=knn_predicted, group_by=group_by,
-                                  library=router.library, constraints=router.constraints,
-                                  weights={**router.weights, **_weights(args.weight)}).to_dict()
+    report = evaluate_router(router, table, train=train, group_by=group_by, knn_k=args.knn_k,
+                             weights=_weights(args.weight)).to_dict()
     report["knn"]["fit_on"] = knn_fit
     report["knn"]["k"] = args.knn_k
     report["best_single"]["chosen_on"] = "train table" if train else "the test table itself"

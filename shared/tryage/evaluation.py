@@ -29,7 +29,7 @@ from tryage.constraints import ConstraintSet
 from tryage.errors import ConfigurationError
 from tryage.experts import ExpertLibrary
 from tryage.objective import decide
-from tryage.predictors.baselines import KNNPredictor, OraclePredictor, knn_leave_one_out  # noqa: F401 - old home
+from tryage.predictors.baselines import KNNPredictor, OraclePredictor, knn_leave_one_out  # noqa: F401 - old home too
 from tryage.qtable import QTable
 
 TIE_TOLERANCE = 1e-9
@@ -154,30 +154,35 @@ def evaluate_predictions(predicted: np.ndarray, test: QTable, *, train: QTable |
 
 def evaluate_router(router: Any, test: QTable, *, train: QTable | None = None, group_by: str | None = None,
                     knn_k: int = 20, weights: Mapping[str, float] | None = None) -> EvaluationReport:
-    """Measure a :class:`tryage.TryageRouter` (or a predictor) on ``test``.
+    """Measure a :class:`tryage.TryageRouter` (or a loss predictor) on ``test``.
 
-    With ``train`` given and a predictor that can ``encode``, the kNN baseline runs on the same
-    encoder embeddings.
+    With a predictor that can ``encode``, the kNN baseline runs on the same encoder embeddings: fit
+    on ``train`` when given, else leave-one-out on ``test`` itself. ``test`` may have more experts
+    than the router; only the router's are measured.
     """
     predictor = getattr(router, "predictor", router)
-    library = getattr(router, "library", None)
-    columns = [list(predictor.experts).index(e) for e in test.experts] if set(predictor.experts) == set(test.experts) \
-        else None
-    if columns is None:
-        raise ConfigurationError(f"the router predicts {list(predictor.experts)} but the table has {list(test.experts)}")
+    experts = tuple(predictor.experts)
+    missing = [e for e in experts if e not in test.experts]
+    if missing:
+        raise ConfigurationError(f"the Q-table has no column for the router's expert(s) {missing}; "
+                                 f"it has {list(test.experts)}")
+    test = test.select_experts(experts) if test.experts != experts else test
+    train = train.select_experts(experts) if train is not None and train.experts != experts else train
     encode = getattr(predictor, "encode", None)
     if encode is not None and hasattr(predictor, "predict_from_embeddings"):
         test_emb = encode(test.prompts)
-        predicted = predictor.predict_from_embeddings(test_emb)[:, columns]
+        predicted = predictor.predict_from_embeddings(test_emb)
     else:
         test_emb = None
-        predicted = predictor.predict_losses(list(test.prompts))[:, columns]
+        predicted = predictor.predict_losses(list(test.prompts))
     knn_predicted = None
-    if train is not None and encode is not None:
-        knn = KNNPredictor(encode, k=knn_k).fit(train)
-        knn_predicted = knn.predict_from_embeddings(test_emb) if test_emb is not None else knn.predict_losses(test.prompts)
+    if encode is not None:
+        test_emb = encode(test.prompts) if test_emb is None else test_emb
+        knn_predicted = (KNNPredictor(encode, k=knn_k).fit(train).predict_from_embeddings(test_emb)
+                         if train is not None else knn_leave_one_out(test_emb, test.losses, k=knn_k))
     return evaluate_predictions(predicted, test, train=train, knn_predicted=knn_predicted, group_by=group_by,
-                                library=library, constraints=getattr(router, "constraints", None),
+                                library=getattr(router, "library", None),
+                                constraints=getattr(router, "constraints", None),
                                 weights={**getattr(router, "weights", {}), **(weights or {})})
 
 

@@ -58,6 +58,28 @@ def _fields(expert: Expert) -> dict[str, Any]:
     return {name: getattr(expert, name) for name in expert.__dataclass_fields__}
 
 
+def fetch_library(repo_ids: Iterable[str], *, overrides: Any = None, refresh: bool = False,
+                  client: HubClient) -> tuple[ExpertLibrary, list[HubRecord]]:
+    """:func:`from_hub`'s library together with the records it was built from."""
+    user = load_overrides(overrides)
+    records = client.fetch(repo_ids, refresh=refresh, known_parameters=known_parameters(user))
+    return apply_overrides(records, user), records
+
+
+def search_library(search: str | None = None, *, author: str | None = None, pipeline_tag: str | None = None,
+                   library: str | None = None, tags: Iterable[str] = (), sort: str = "downloads", limit: int = 20,
+                   overrides: Any = None, refresh: bool = False,
+                   client: HubClient) -> tuple[ExpertLibrary, list[HubRecord]]:
+    """:func:`discover_experts`' library together with the records it was built from."""
+    records = client.search(search, author=author, pipeline_tag=pipeline_tag, library=library, tags=tags,
+                            sort=sort, limit=limit, refresh=refresh)
+    if not records:
+        raise ConfigurationError(
+            f"the Hub search returned no models (search={search!r}, author={author!r}, "
+            f"pipeline_tag={pipeline_tag!r}, library={library!r}); widen it")
+    return apply_overrides(records, overrides), records
+
+
 def from_hub(repo_ids: Iterable[str], *, overrides: Any = None, refresh: bool = False,
              client: HubClient | None = None, **client_options: Any) -> ExpertLibrary:
     """An expert library of the named Hub repositories (see :class:`HubClient` for options).
@@ -75,10 +97,8 @@ def from_hub(repo_ids: Iterable[str], *, overrides: Any = None, refresh: bool = 
         HubRepoNotFoundError, HubGatedRepoError, HubTimeoutError, HubUnavailableError: one id failed.
         HubDiscoveryError: several ids failed; ``.failures`` maps each to its error.
     """
-    client = client or HubClient(**client_options)
-    user = load_overrides(overrides)
-    records = client.fetch(repo_ids, refresh=refresh, known_parameters=known_parameters(user))
-    return apply_overrides(records, user)
+    return fetch_library(repo_ids, overrides=overrides, refresh=refresh,
+                         client=client or HubClient(**client_options))[0]
 
 
 def discover_experts(search: str | None = None, *, author: str | None = None, pipeline_tag: str | None = None,
@@ -90,14 +110,10 @@ def discover_experts(search: str | None = None, *, author: str | None = None, pi
     ``search`` filters on the model id, ``pipeline_tag`` on the task (``"fill-mask"``), ``author``
     on the owner, ``library`` and ``tags`` on Hub tags (``"transformers"``, ``"license:mit"``).
     """
-    client = client or HubClient(**client_options)
-    records = client.search(search, author=author, pipeline_tag=pipeline_tag, library=library, tags=tags,
-                            sort=sort, limit=limit, refresh=refresh)
-    if not records:
-        raise ConfigurationError(
-            f"the Hub search returned no models (search={search!r}, author={author!r}, "
-            f"pipeline_tag={pipeline_tag!r}, library={library!r}); widen it")
-    return apply_overrides(records, overrides)
+    return search_library(search, author=author, pipeline_tag=pipeline_tag, library=library, tags=tags, sort=sort,
+                          limit=limit, overrides=overrides, refresh=refresh,
+                          client=client or HubClient(**client_options))[0]
 
 
-__all__ = ["apply_overrides", "discover_experts", "from_hub", "known_parameters", "load_overrides"]
+__all__ = ["apply_overrides", "discover_experts", "fetch_library", "from_hub", "known_parameters", "load_overrides",
+           "search_library"]
