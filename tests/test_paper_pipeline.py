@@ -51,7 +51,7 @@ def test_paper_pipeline_runs_every_stage(tmp_path: Path, tiny_encoder: Path) -> 
     library = ExpertLibrary([Expert("tiny-gpt", parameters=20_000, license="apache-2.0"),
                              Expert("tiny-bert", parameters=9_000, license="apache-2.0")])
     predictor = PerceptivePredictor(str(tiny_encoder), mode="head", epochs=20, validation_fraction=0.0,
-                                 hidden_dim=16, progress=False).fit(train, library)
+                                    hidden_dim=16, progress=False).fit(train, library)
     router = TryageRouter(predictor, library)
     report = evaluate_router(router, test, train=train, group_by="domain").to_dict()
     assert 0.0 <= report["select_best_accuracy"] <= 1.0

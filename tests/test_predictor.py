@@ -18,7 +18,7 @@ def trained(tiny_encoder, domain_qtable_path, small_library_path):
     q = QTable.from_file(domain_qtable_path)
     lib = ExpertLibrary.from_json(small_library_path)
     router = PerceptivePredictor(str(tiny_encoder), hidden_dim=32, learning_rate=1e-2, epochs=150,
-                              validation_fraction=0.0, seed=0, progress=False)
+                                 validation_fraction=0.0, seed=0, progress=False)
     return router.fit(q, lib), q
 
 
@@ -65,7 +65,7 @@ def test_saving_over_an_existing_router_replaces_it_whole(trained, tmp_path):
 def test_finetune_mode_trains_the_encoder_and_saves_it(tiny_encoder, domain_qtable_path, tmp_path):
     q = QTable.from_file(domain_qtable_path)
     router = PerceptivePredictor(str(tiny_encoder), mode="finetune", epochs=2, batch_size=8,
-                              validation_fraction=0.2, progress=False).fit(q)
+                                 validation_fraction=0.2, progress=False).fit(q)
     before = PerceptivePredictor(str(tiny_encoder), progress=False).encode(["gene protein"])
     after = router.encode(["gene protein"])
     assert not np.allclose(before, after)
@@ -114,7 +114,7 @@ def test_bundled_minilm_loads_offline_and_routes(domain_qtable_path, monkeypatch
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     q = QTable.from_file(domain_qtable_path)
     router = PerceptivePredictor(epochs=100, hidden_dim=32, learning_rate=1e-2, validation_fraction=0.0,
-                              progress=False).fit(q)
+                                 progress=False).fit(q)
     assert router.text_encoder_.dim == 6 * 384  # every MiniLM layer, pooled and concatenated
     assert router.experts[int(router.predict_losses(["protein folding in a cell"]).argmin())] == "biologist"
 
@@ -140,3 +140,65 @@ def test_neighbour_smoothing_of_0_1_outcomes_is_off_for_tiny_tables_and_on_for_l
     large = PerceptivePredictor(str(tiny_encoder), epochs=2, validation_fraction=0.0, progress=False)
     large.fit(QTable.from_records(many))
     assert large.smoothing_ == 4  # min(20, 240 // 50)
+
+
+def test_knn_predictor_averages_the_k_most_cosine_similar_training_rows():
+    from tryage.predictors import KNNPredictor, knn_leave_one_out
+
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(40, 5))
+    losses = rng.uniform(size=(40, 3))
+    table = QTable(tuple(f"p{i}" for i in range(40)), ("a", "b", "c"), losses)
+    queries = rng.normal(size=(6, 5))
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    nearest = np.argsort(-(unit(queries) @ unit(train).T), axis=1)[:, :7]
+    knn = KNNPredictor(lambda prompts: None, k=7).fit(table, embeddings=train)
+    np.testing.assert_allclose(knn.predict_from_embeddings(queries), losses[nearest].mean(axis=1))
+    sims = unit(train) @ unit(train).T
+    np.fill_diagonal(sims, -np.inf)
+    np.testing.assert_allclose(knn_leave_one_out(train, losses, k=5),
+                               losses[np.argsort(-sims, axis=1)[:, :5]].mean(axis=1))
+    with pytest.raises(ConfigurationError, match="k must be a positive integer, got 0"):
+        KNNPredictor(lambda prompts: None, k=0).fit(table, embeddings=train)
+    with pytest.raises(NotFittedError):
+        KNNPredictor(lambda prompts: None).experts  # noqa: B018
+
+
+def test_best_single_and_oracle_predictors_route_as_their_names_say():
+    from tryage.errors import QTableError
+    from tryage.predictors import BestSinglePredictor, OraclePredictor
+
+    table = QTable(("x", "y", "z"), ("a", "b"), np.array([[0.9, 0.1], [0.2, 0.6], [0.3, 0.5]]))
+    best = TryageRouter(BestSinglePredictor().fit(table))
+    assert [d.expert for d in best.route_batch(["x", "y", "anything"])] == ["b", "b", "b"]
+    oracle = TryageRouter(OraclePredictor(table))
+    assert [d.expert for d in oracle.route_batch(["x", "y", "z"])] == ["b", "a", "a"]
+    with pytest.raises(QTableError, match="only knows prompts of its Q-table"):
+        oracle.route("not in the table")
+
+
+def test_description_similarity_adds_experts_known_by_description_only(trained):
+    from tryage.predictors import DescriptionSimilarityPredictor
+
+    predictor, _ = trained
+    extra = DescriptionSimilarityPredictor(predictor, ["chef"], ["recipe oven bake flour sugar"])
+    assert extra.experts == (*predictor.experts, "chef")
+    prompts = ["bake the flour and sugar in the oven", "court statute of the contract"]
+    out = extra.predict_losses(prompts)
+    np.testing.assert_allclose(out[:, :3], predictor.predict_losses(prompts), rtol=1e-5)
+    assert out[0, 3] < out[1, 3]  # the cooking prompt is closer to the chef's description
+    with pytest.raises(ConfigurationError, match="encode\\(\\) or embed\\(\\)"):
+        DescriptionSimilarityPredictor(object(), ["chef"], ["recipes"])  # type: ignore[arg-type]
+
+
+def test_perceptive_config_round_trips_and_names_what_is_missing(trained, tmp_path):
+    from tryage.predictors import PerceptiveConfig
+
+    predictor, _ = trained
+    config = predictor.config()
+    assert PerceptiveConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    saved = json.loads((predictor.save_pretrained(tmp_path / "r") / "config.json").read_text())
+    assert saved == config.to_dict() and saved["kind"] == "tryage.PerceptiveRouter"  # format unchanged on disk
+    broken = {k: v for k, v in config.to_dict().items() if k != "head"}
+    with pytest.raises(RouterFormatError, match="lacks a required field: 'head'"):
+        PerceptiveConfig.from_dict(broken)

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # A linear head over every MiniLM layer's mean-pool: chosen by 4-fold cross-validation on the
     # validation table (select-best 0.76 against 0.66 for the default 256-unit head on the last layer).
     predictor = PerceptivePredictor(mode="head", layers="all", hidden_dim=0, seed=args.seed, max_length=args.max_length,
-                                 progress=False)
+                                    progress=False)
     t = time.time()
     predictor.fit(train, library)
     train_s = time.time() - t

@@ -106,7 +106,7 @@ qtable = QTable.from_records([{"prompt": q, "losses": {e: float(e != index) for 
 # examples, the labels need no neighbour smoothing (meant for noisy 0/1 outcomes), and every
 # example is used for training. The defaults suit Q-tables of thousands of prompts.
 predictor = PerceptivePredictor(mode="head", layers="last", target_smoothing=0, epochs=150, validation_fraction=0.0,
-                             seed=0, progress=False)
+                                seed=0, progress=False)
 router = TryageRouter(predictor.fit(qtable, library), library)
 print("router experts:", router.experts)
 

@@ -71,7 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigurationError(f"{args.experts} has no metadata for Q-table expert(s) {missing}")
     options = {} if args.layers is None else {"layers": args.layers}
     router = PerceptivePredictor(args.encoder, mode=args.mode, seed=args.seed, epochs=args.epochs,
-                              progress=not args.json, **options)
+                                 progress=not args.json, **options)
     router.fit(qtable, library)
     out = router.save_pretrained(args.out)
     summary = {"router": str(out), "experts": list(router.experts_), "rows": len(qtable), "mode": args.mode,

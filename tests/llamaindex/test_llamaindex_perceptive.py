@@ -40,7 +40,7 @@ def perceptive_router():
     records = [{"prompt": p, "losses": {e: float(e != domain) for e in TRAIN}}
                for domain, prompts in TRAIN.items() for p in prompts]
     predictor = predictor_module.PerceptivePredictor(mode="head", epochs=150, validation_fraction=0.0,
-                                                  seed=0, progress=False)
+                                                     seed=0, progress=False)
     predictor.fit(QTable.from_records(records), LIBRARY)
     return TryageRouter(predictor, LIBRARY)
 
