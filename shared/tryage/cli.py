@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tryage", description="Route prompts to the best expert model.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a perceptive router on a Q-table")
+    p = sub.add_parser("train", help="train a perceptive predictor (the router's Q-function) on a Q-table")
     p.add_argument("--qtable", required=True, help="JSONL or CSV of prompts and per-expert losses or scores")
     p.add_argument("--experts", help="expert library JSON (metadata for constraints)")
     p.add_argument("--out", required=True, help="folder to save the router in")
