@@ -1,7 +1,7 @@
 """TryageSelector vs LlamaIndex's EmbeddingSingleSelector on the LLMRouter score matrix.
 
 The choices are the 9 scored LLMs, each a ``ToolMetadata(name=model, description=models.json
-'feature')``. On each cross-validation fold a PerceptiveRouter (frozen bundled MiniLM + trained head)
+'feature')``. On each cross-validation fold a PerceptivePredictor (frozen bundled MiniLM + trained head)
 learns from the training folds; then both selectors pick a model for a sample of the held-out prompts
 through their public ``select()``, and we record the score the picked model obtained and the
 wall-clock time of the call. ``EmbeddingSingleSelector`` uses the same MiniLM (via
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from llamaindex_tryage import TryageSelector
     from tryage import ExpertLibrary, QTable, TryageRouter
-    from tryage.predictor import PerceptiveRouter
+    from tryage.predictors import PerceptivePredictor
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     scores = table.scores  # higher is better; what the picked model achieved
 
     print(f"encoding {len(table)} prompts with the router's MiniLM ...", file=sys.stderr)
-    predictor = PerceptiveRouter(mode="head", seed=args.seed, progress=False)
+    predictor = PerceptivePredictor(mode="head", seed=args.seed, progress=False)
     embeddings = predictor.encode(table.prompts)
     encode_seconds = time.perf_counter() - started
 
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
         "total_seconds": round(time.perf_counter() - started, 1),
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "processor": platform.machine()},
-        "notes": ("tryage = TryageSelector(PerceptiveRouter head over bundled MiniLM, trained on the other folds); "
+        "notes": ("tryage = TryageSelector(PerceptivePredictor head over bundled MiniLM, trained on the other folds); "
                   "embedding = llama_index EmbeddingSingleSelector with the same MiniLM on models.json 'feature' "
                   "descriptions; best_single = model with the best mean score on the training folds; "
                   "random = mean over the 9 models; oracle = best model per prompt. Scores in [0, 1], higher "

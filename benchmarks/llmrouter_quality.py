@@ -1,6 +1,6 @@
 """Routing quality on the LLMRouter score matrix (../shared/data/llmrouter), cross-validated.
 
-    python benchmarks/llmrouter_quality.py [--folds 5] [--seed 0] [--knn-k 50]
+    python benchmarks/llmrouter_quality.py [--folds 5] [--seed 0] [--knn-k 50] [--embeddings-cache FILE.npy]
 
 Trains the perceptive router (its defaults: head mode over the bundled MiniLM) on k-1 folds and
 measures it on the held-out fold, beside the baselines measured on the same folds in the same run:
@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--knn-k", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--embeddings-cache", type=Path, default=None,
+                        help=".npy of the default encoder's embeddings of the prompts in Q-table order "
+                             "(written when missing, read when present)")
     args = parser.parse_args(argv)
     if not (args.data / "train.jsonl").exists():
         sys.exit(f"llmrouter data not found in {args.data}; put ../shared beside the checkout or pass --data")
@@ -37,15 +40,23 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from tryage import ExpertLibrary, QTable
-    from tryage.evaluation import KNNPredictor, evaluate_predictions, pareto_sweep, smallest_matching
-    from tryage.predictor import PerceptiveRouter
+    from tryage.evaluation import evaluate_predictions, pareto_sweep, smallest_matching
+    from tryage.predictors import KNNPredictor, PerceptivePredictor
 
     torch.set_num_threads(args.threads)
     table = QTable.from_file(args.data / "train.jsonl")
     library = ExpertLibrary.from_json(args.data / "models.json", names=table.experts)
     started = time.perf_counter()
-    encoder = PerceptiveRouter(progress=True)
-    embeddings = encoder.encode(table.prompts)
+    encoder = PerceptivePredictor(progress=True)
+    if args.embeddings_cache is not None and args.embeddings_cache.exists():
+        embeddings = np.load(args.embeddings_cache)
+        encoder.encode(table.prompts[:1])  # loads the encoder the folds share
+        if embeddings.shape[0] != len(table):
+            sys.exit(f"{args.embeddings_cache} holds {embeddings.shape[0]} embeddings; the table has {len(table)} prompts")
+    else:
+        embeddings = encoder.encode(table.prompts)
+        if args.embeddings_cache is not None:
+            np.save(args.embeddings_cache, embeddings)
     encode_s = time.perf_counter() - started
 
     order = np.random.default_rng(args.seed).permutation(len(table))
@@ -59,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
         train_idx = np.sort(np.concatenate(parts[:i] + parts[i + 1:]))
         test_idx = np.sort(test_idx)
         train, test = table.subset(train_idx), table.subset(test_idx)
-        router = PerceptiveRouter(seed=args.seed + i, progress=False)
+        router = PerceptivePredictor(seed=args.seed + i, progress=False)
         router.text_encoder_, router.encoder_spec_ = encoder.text_encoder_, encoder.encoder_spec_
         router.fit(train, library, embeddings=embeddings[train_idx])
         oof_router[test_idx] = router.predict_from_embeddings(embeddings[test_idx])
@@ -88,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": "python benchmarks/llmrouter_quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "data": str(args.data), "n": len(table), "folds": args.folds, "seed": args.seed,
         "router_config": {"mode": "head", "encoder": "bundled all-MiniLM-L6-v2",
-                          "hidden_dim": PerceptiveRouter().hidden_dim, "layers": PerceptiveRouter().layers,
+                          "hidden_dim": PerceptivePredictor().hidden_dim, "layers": PerceptivePredictor().layers,
                           "target_smoothing": "auto: min(20, n_train // 50) for 0/1 scores"},
         "mean_score": {"router": overall["router"], "best_single": single_value,
                        "knn": overall["knn"]["value"], "random": overall["random"], "oracle": overall["oracle"],

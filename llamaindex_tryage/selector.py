@@ -31,12 +31,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-import numpy as np
-
 from tryage.constraints import ConstraintSet, Filter
 from tryage.errors import ConfigurationError, ExpertNotFoundError, _options, require
 from tryage.experts import Expert, ExpertLibrary
 from tryage.objective import ExpertScore, RoutingDecision
+from tryage.predictors import DescriptionSimilarityPredictor
 from tryage.router import TryageRouter
 
 require("llama_index.core", "llamaindex", "llama-index-core")
@@ -105,49 +104,6 @@ class _Plan:
 
     experts: tuple[str, ...]
     router: TryageRouter
-
-
-def _normalise(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.where(norms == 0.0, 1.0, norms)
-
-
-class _DescriptionSimilarity:
-    """Loss predictor for the fallback: the router's losses, plus ``1 - cos(query, description)``
-    for each unknown choice, with both texts embedded by the router's own encoder."""
-
-    def __init__(self, router: TryageRouter, keys: Sequence[str], descriptions: Sequence[str]) -> None:
-        predictor = router.predictor
-        self._encode = getattr(predictor, "encode", None) or getattr(predictor, "embed", None)
-        if not callable(self._encode):
-            raise ConfigurationError(
-                "fallback='description_similarity' needs a predictor with an encode() or embed() method "
-                f"(the PerceptiveRouter has both); {type(predictor).__name__} has neither")
-        self._router = router
-        self._keys = tuple(keys)
-        self._descriptions = list(descriptions)
-        self._description_vectors: np.ndarray | None = None
-
-    @property
-    def experts(self) -> tuple[str, ...]:
-        return (*self._router.experts, *self._keys)
-
-    def _unit(self, texts: Sequence[str]) -> np.ndarray:
-        return _normalise(np.asarray(self._encode(list(texts)), dtype=np.float64))
-
-    def predict_losses(self, prompts: Sequence[str]) -> np.ndarray:
-        if self._description_vectors is None:
-            self._description_vectors = self._unit(self._descriptions)
-        predictor = self._router.predictor
-        if getattr(predictor, "encode", None) is self._encode and hasattr(predictor, "predict_from_embeddings"):
-            # One encoder pass serves both the router's head and the description similarity.
-            vectors = np.asarray(self._encode(list(prompts)), dtype=np.float64)
-            known = np.asarray(predictor.predict_from_embeddings(vectors), dtype=np.float64)
-            prompt_units = _normalise(vectors)
-        else:
-            known = self._router.predict_losses(prompts)
-            prompt_units = self._unit(prompts)
-        return np.hstack([known, 1.0 - prompt_units @ self._description_vectors.T])
 
 
 class TryageSelector(BaseSelector):
@@ -344,7 +300,8 @@ class TryageSelector(BaseSelector):
         # Score the unknown choices by description; their experts carry no metadata. The router
         # gets its own ConstraintSet copy so penalties cached for this library die with it.
         extra = [Expert(name=experts[i], description=choices[i].description) for i in unknown]
-        predictor = _DescriptionSimilarity(self.router, [e.name for e in extra], [e.description for e in extra])
+        predictor = DescriptionSimilarityPredictor(self.router.predictor, [e.name for e in extra],
+                                                   [e.description for e in extra])
         base = self.router
         router = TryageRouter(
             predictor, ExpertLibrary([*base.library, *extra]),

@@ -24,7 +24,7 @@ from tryage.measure import LossRecorder, assemble_qtable, measure_losses
 
 def test_paper_pipeline_runs_every_stage(tmp_path: Path, tiny_encoder: Path) -> None:
     from tryage.evaluation import evaluate_router, pareto_sweep, plot_pareto
-    from tryage.predictor import PerceptiveRouter
+    from tryage.predictors import PerceptivePredictor
 
     gpt = tiny_causal_lm(tmp_path / "gpt")
     bert = tiny_masked_lm(tmp_path / "bert")
@@ -50,8 +50,8 @@ def test_paper_pipeline_runs_every_stage(tmp_path: Path, tiny_encoder: Path) -> 
     # router on a tiny real encoder, evaluation against the oracle
     library = ExpertLibrary([Expert("tiny-gpt", parameters=20_000, license="apache-2.0"),
                              Expert("tiny-bert", parameters=9_000, license="apache-2.0")])
-    predictor = PerceptiveRouter(str(tiny_encoder), mode="head", epochs=20, validation_fraction=0.0,
-                                 hidden_dim=16, progress=False).fit(train, library)
+    predictor = PerceptivePredictor(str(tiny_encoder), mode="head", epochs=20, validation_fraction=0.0,
+                                    hidden_dim=16, progress=False).fit(train, library)
     router = TryageRouter(predictor, library)
     report = evaluate_router(router, test, train=train, group_by="domain").to_dict()
     assert 0.0 <= report["select_best_accuracy"] <= 1.0

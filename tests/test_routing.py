@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from tryage import ConstraintSet, Expert, ExpertLibrary, Filter, QTable, QTableError, RouterMismatchError, TryageRouter
+from tryage import ConstraintSet, FlagError, Expert, ExpertLibrary, Filter, QTable, QTableError, RouterMismatchError, TryageRouter
 from tryage.errors import ConfigurationError, NoEligibleExpertError
 from tryage.objective import build_decision, decide
 
@@ -89,6 +89,27 @@ def test_router_rejects_mismatched_libraries_and_empty_prompts():
         router.route("   [Flag: cheapest] ")
     with pytest.raises(ConfigurationError, match="list of prompts"):
         router.route_batch("one string")
+
+
+def test_route_batch_reports_bad_prompts_in_place_and_predicts_once_for_the_rest():
+    predictor = KeywordPredictor()
+    router = TryageRouter(predictor, LIB)
+    prompts = (p for p in ["a hard question", "x [Flag: bogus]", "  [Flag: cheapest] ", 42, "easy one"])
+    out = router.route_batch(prompts, return_exceptions=True)
+    assert predictor.calls == 1 and len(out) == 5
+    assert out[0].expert == "big" and out[4].expert == "mid"
+    assert isinstance(out[1], FlagError) and "bogus" in str(out[1])
+    assert isinstance(out[2], ConfigurationError) and "empty prompt" in str(out[2])
+    assert isinstance(out[3], ConfigurationError) and "int" in str(out[3])
+    with pytest.raises(FlagError):
+        router.route_batch(["fine", "x [Flag: bogus]"])
+    assert router.route_batch(["[Flag: bogus]"], return_exceptions=True)[0].__class__ is FlagError
+    assert predictor.calls == 1  # nothing left to predict: the predictor is not called
+
+
+def test_route_batch_reads_a_generator_once():
+    router = TryageRouter(KeywordPredictor(), LIB)
+    assert [d.expert for d in router.route_batch(p for p in ["hard", "easy"])] == ["big", "mid"]
 
 
 def test_router_reorders_library_to_the_predictor_columns():

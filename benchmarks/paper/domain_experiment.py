@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from tryage.evaluation import evaluate_router, pareto_sweep, plot_pareto
     from tryage.experts import ExpertLibrary
     from tryage.latent import latent_report
-    from tryage.predictor import PerceptiveRouter
+    from tryage.predictors import PerceptivePredictor
 
     torch.set_num_threads(args.threads)
     started = time.time()
@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # A linear head over every MiniLM layer's mean-pool: chosen by 4-fold cross-validation on the
     # validation table (select-best 0.76 against 0.66 for the default 256-unit head on the last layer).
-    predictor = PerceptiveRouter(mode="head", layers="all", hidden_dim=0, seed=args.seed, max_length=args.max_length,
-                                 progress=False)
+    predictor = PerceptivePredictor(mode="head", layers="all", hidden_dim=0, seed=args.seed, max_length=args.max_length,
+                                    progress=False)
     t = time.time()
     predictor.fit(train, library)
     train_s = time.time() - t

@@ -27,9 +27,10 @@ import torch
 from IPython.display import Image, display
 
 from tryage import Expert, ExpertLibrary, QTable, TryageRouter
-from tryage.evaluation import KNNPredictor, evaluate_predictions, pareto_sweep, plot_pareto, smallest_matching
+from tryage.evaluation import evaluate_predictions, pareto_sweep, plot_pareto, smallest_matching
+from tryage.predictors import KNNPredictor
 from tryage.experts import format_size
-from tryage.predictor import PerceptiveRouter
+from tryage.predictors import PerceptivePredictor
 
 torch.set_num_threads(2)  # be a good neighbour on a shared machine
 OUT = Path(tempfile.mkdtemp(prefix="tryage-cookbook-"))
@@ -113,7 +114,7 @@ print(f"train: {len(train)} prompts, test: {len(test)} prompts (stratified by ta
 # %% [markdown]
 # ## 3. Train the perceptive router
 #
-# `PerceptiveRouter(mode="head")` keeps the bundled all-MiniLM-L6-v2 encoder frozen and trains a
+# `PerceptivePredictor(mode="head")` keeps the bundled all-MiniLM-L6-v2 encoder frozen and trains a
 # small head that predicts one loss per expert. We encode the prompts once and hand the embeddings
 # to `fit`, so the kNN baseline below can reuse them. (`mode="finetune"` trains the encoder too:
 # slower, sometimes better.) Scores of 0 or 1 are read as outcomes: the head is trained with binary
@@ -121,7 +122,7 @@ print(f"train: {len(train)} prompts, test: {len(test)} prompts (stratified by ta
 # (`objective="auto"`; other losses are regressed with MSE).
 
 # %%
-predictor = PerceptiveRouter(mode="head", max_length=128, seed=0, progress=False)
+predictor = PerceptivePredictor(mode="head", max_length=128, seed=0, progress=False)
 started = time.perf_counter()
 train_emb = predictor.encode(train.prompts)
 test_emb = predictor.encode(test.prompts)

@@ -34,7 +34,7 @@ from langchain_core.tracers.context import collect_runs
 
 from langchain_tryage import ChatTryage, TryageRouterChain
 from tryage import Expert, ExpertLibrary, QTable, TryageRouter
-from tryage.predictor import PerceptiveRouter
+from tryage.predictors import PerceptivePredictor
 
 torch.set_num_threads(2)
 
@@ -68,8 +68,8 @@ qtable = QTable.from_records([{"prompt": p, "losses": {e: float(e != domain) for
 # A couple dozen exact labels: the sentence embedding (layers="last") generalises best from so few
 # examples, the labels need no neighbour smoothing (meant for noisy 0/1 outcomes), and every
 # example is used for training. The defaults suit Q-tables of thousands of prompts.
-predictor = PerceptiveRouter(mode="head", layers="last", target_smoothing=0, epochs=150, validation_fraction=0.0,
-                             seed=0, progress=False)
+predictor = PerceptivePredictor(mode="head", layers="last", target_smoothing=0, epochs=150, validation_fraction=0.0,
+                                seed=0, progress=False)
 router = TryageRouter(predictor.fit(qtable, library), library)
 for question in ("My Python script raises a KeyError", "Can my employer read my private email?",
                  "What should I cook for a picnic?"):

@@ -31,7 +31,7 @@ from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
 from llamaindex_tryage import TryageSelector
 from tryage import Expert, ExpertLibrary, QTable, TryageRouter
-from tryage.predictor import PerceptiveRouter
+from tryage.predictors import PerceptivePredictor
 
 torch.set_num_threads(2)
 Settings.embed_model = HuggingFaceEmbedding(model_name=str(get_model_path()), device="cpu")  # bundled MiniLM
@@ -105,8 +105,8 @@ qtable = QTable.from_records([{"prompt": q, "losses": {e: float(e != index) for 
 # A couple dozen exact labels: the sentence embedding (layers="last") generalises best from so few
 # examples, the labels need no neighbour smoothing (meant for noisy 0/1 outcomes), and every
 # example is used for training. The defaults suit Q-tables of thousands of prompts.
-predictor = PerceptiveRouter(mode="head", layers="last", target_smoothing=0, epochs=150, validation_fraction=0.0,
-                             seed=0, progress=False)
+predictor = PerceptivePredictor(mode="head", layers="last", target_smoothing=0, epochs=150, validation_fraction=0.0,
+                                seed=0, progress=False)
 router = TryageRouter(predictor.fit(qtable, library), library)
 print("router experts:", router.experts)
 

@@ -1,11 +1,16 @@
 """Tryage: route each prompt to the expert model best suited to it, under your constraints.
 
-``import tryage`` is light: torch and transformers load only when a perceptive router is trained
-or loaded.
+``import tryage`` is light: torch and transformers load only when a perceptive predictor is trained
+or loaded. See ARCHITECTURE.md for the modules and what each owns.
 """
 
 from tryage.constraints import Constraint, ConstraintSet, Cost, Filter, Recency, Size
+from tryage._version import __version__
 from tryage.errors import (
+    ConfigurationError,
+    EncoderLoadError,
+    ExpertLibraryError,
+    ExpertModelNotFoundError,
     ExpertNotFoundError,
     FlagError,
     HubDiscoveryError,
@@ -14,26 +19,36 @@ from tryage.errors import (
     HubRepoNotFoundError,
     HubTimeoutError,
     HubUnavailableError,
+    MeasureError,
+    MissingDependencyError,
     MissingMetadataError,
+    NoEligibleExpertError,
     NotFittedError,
     QTableError,
+    RouterFormatError,
     RouterMismatchError,
+    StaleMetadataWarning,
     TryageError,
+    TryageFileNotFoundError,
+    UnknownConstraintError,
 )
 from tryage.experts import Expert, ExpertLibrary
 from tryage.flags import FlagParser, strip_flags
 from tryage.objective import ExpertScore, RoutingDecision
+from tryage.predictors import LossPredictor, PerceptivePredictor
 from tryage.qtable import QTable
 from tryage.router import TryageRouter
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "ConfigurationError",
     "Constraint",
     "ConstraintSet",
     "Cost",
+    "EncoderLoadError",
     "Expert",
     "ExpertLibrary",
+    "ExpertLibraryError",
+    "ExpertModelNotFoundError",
     "ExpertNotFoundError",
     "ExpertScore",
     "Filter",
@@ -45,16 +60,25 @@ __all__ = [
     "HubRepoNotFoundError",
     "HubTimeoutError",
     "HubUnavailableError",
+    "LossPredictor",
+    "MeasureError",
+    "MissingDependencyError",
     "MissingMetadataError",
+    "NoEligibleExpertError",
     "NotFittedError",
+    "PerceptivePredictor",
     "QTable",
     "QTableError",
     "Recency",
+    "RouterFormatError",
     "RouterMismatchError",
     "RoutingDecision",
     "Size",
+    "StaleMetadataWarning",
     "TryageError",
+    "TryageFileNotFoundError",
     "TryageRouter",
+    "UnknownConstraintError",
     "__version__",
     "strip_flags",
 ]

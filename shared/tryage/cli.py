@@ -56,7 +56,7 @@ def _load_router(args: argparse.Namespace):  # noqa: ANN202
 
 def cmd_train(args: argparse.Namespace) -> int:
     from tryage.experts import ExpertLibrary
-    from tryage.predictor import PerceptiveRouter
+    from tryage.predictors import PerceptivePredictor
     from tryage.qtable import QTable
 
     qtable = QTable.from_file(args.qtable, on_invalid=args.on_invalid)
@@ -70,8 +70,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if missing:
             raise ConfigurationError(f"{args.experts} has no metadata for Q-table expert(s) {missing}")
     options = {} if args.layers is None else {"layers": args.layers}
-    router = PerceptiveRouter(args.encoder, mode=args.mode, seed=args.seed, epochs=args.epochs,
-                              progress=not args.json, **options)
+    router = PerceptivePredictor(args.encoder, mode=args.mode, seed=args.seed, epochs=args.epochs,
+                                 progress=not args.json, **options)
     router.fit(qtable, library)
     out = router.save_pretrained(args.out)
     summary = {"router": str(out), "experts": list(router.experts_), "rows": len(qtable), "mode": args.mode,
@@ -122,21 +122,16 @@ def _table_and_predicted(args: argparse.Namespace):  # noqa: ANN202
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from tryage.evaluation import KNNPredictor, evaluate_predictions, knn_leave_one_out
+    from tryage.evaluation import evaluate_router
     from tryage.qtable import QTable
 
-    router, table, embeddings, predicted = _table_and_predicted(args)
-    train = None
-    if args.train:
-        train = QTable.from_file(args.train).select_experts(router.experts)
-        knn = KNNPredictor(router.predictor.encode, k=args.knn_k).fit(train)
-        knn_predicted, knn_fit = knn.predict_from_embeddings(embeddings), "train table"
-    else:
-        knn_predicted, knn_fit = knn_leave_one_out(embeddings, table.losses, k=args.knn_k), "leave-one-out on the test table"
+    router = _load_router(args)
+    table = QTable.from_file(args.qtable, on_invalid=getattr(args, "on_invalid", "raise"))
+    train = QTable.from_file(args.train) if args.train else None
+    knn_fit = "train table" if train else "leave-one-out on the test table"
     group_by = args.group_by or next((g for g in ("task", "domain") if table.column(g)[0] is not None), None)
-    report = evaluate_predictions(predicted, table, train=train, knn_predicted=knn_predicted, group_by=group_by,
-                                  library=router.library, constraints=router.constraints,
-                                  weights={**router.weights, **_weights(args.weight)}).to_dict()
+    report = evaluate_router(router, table, train=train, group_by=group_by, knn_k=args.knn_k,
+                             weights=_weights(args.weight)).to_dict()
     report["knn"]["fit_on"] = knn_fit
     report["knn"]["k"] = args.knn_k
     report["best_single"]["chosen_on"] = "train table" if train else "the test table itself"
@@ -211,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tryage", description="Route prompts to the best expert model.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a perceptive router on a Q-table")
+    p = sub.add_parser("train", help="train a perceptive predictor (the router's Q-function) on a Q-table")
     p.add_argument("--qtable", required=True, help="JSONL or CSV of prompts and per-expert losses or scores")
     p.add_argument("--experts", help="expert library JSON (metadata for constraints)")
     p.add_argument("--out", required=True, help="folder to save the router in")

@@ -62,7 +62,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_discover(args: argparse.Namespace, *, stdout: TextIO | None = None) -> int:
     """Handle ``tryage discover``; returns the exit code (0)."""
-    from tryage.hub import HubClient, apply_overrides, known_parameters, load_overrides
+    from tryage.hub import HubClient, load_overrides
+    from tryage.hub.library import fetch_library, search_library
 
     stream = stdout or sys.stdout
     searching = any(getattr(args, name) for name in SEARCH_OPTIONS)
@@ -77,14 +78,11 @@ def run_discover(args: argparse.Namespace, *, stdout: TextIO | None = None) -> i
                        offline=True if args.offline else None, timeout=args.timeout)
     user = load_overrides(args.overrides)
     if searching:
-        records = client.search(args.search, author=args.author, pipeline_tag=args.pipeline_tag,
-                                library=args.library, tags=args.tag, sort=args.sort, limit=args.limit,
-                                refresh=args.refresh)
-        if not records:
-            raise ConfigurationError("the Hub search returned no models; widen it")
+        library, records = search_library(args.search, author=args.author, pipeline_tag=args.pipeline_tag,
+                                          library=args.library, tags=args.tag, sort=args.sort, limit=args.limit,
+                                          overrides=user, refresh=args.refresh, client=client)
     else:
-        records = client.fetch(args.repo_ids, refresh=args.refresh, known_parameters=known_parameters(user))
-    library = apply_overrides(records, user)
+        library, records = fetch_library(args.repo_ids, overrides=user, refresh=args.refresh, client=client)
     if args.out:
         library.to_json(args.out)
     if args.json:

@@ -18,6 +18,7 @@ A :class:`Filter` removes experts outright (max parameters, licence allow-list, 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -102,6 +103,16 @@ def _log_parameters(expert: Expert) -> float | None:
     return None if expert.parameters is None else math.log(expert.parameters)
 
 
+def _negative_timestamp(expert: Expert, *, date_field: str) -> float | None:
+    when: datetime | None = getattr(expert, date_field)
+    return None if when is None else -when.timestamp()
+
+
+def _cost(expert: Expert) -> float | None:
+    return expert.cost
+
+
+# Module-level value functions (no lambdas or closures) keep constraints, and so routers, picklable.
 def Size(*, missing: float | None = None) -> Constraint:  # noqa: N802 - reads like a class
     """Model size: log parameter count scaled over the library (smallest = 0)."""
     return Constraint("size", _log_parameters, field="parameters", missing=missing,
@@ -113,17 +124,13 @@ def Recency(*, date_field: str = "created_at", missing: float | None = None) -> 
     if date_field not in ("created_at", "last_modified"):
         raise ConfigurationError(f"date_field must be 'created_at' or 'last_modified', got {date_field!r}")
 
-    def age(expert: Expert) -> float | None:
-        when: datetime | None = getattr(expert, date_field)
-        return None if when is None else -when.timestamp()
-
-    return Constraint("recency", age, field=date_field, missing=missing,
+    return Constraint("recency", functools.partial(_negative_timestamp, date_field=date_field), field=date_field, missing=missing,
                       description=f"age by {date_field}, newest = 0, oldest = 1")
 
 
 def Cost(*, missing: float | None = None) -> Constraint:  # noqa: N802
     """Price: mean of input and output USD per 1M tokens, scaled over the library (cheapest = 0)."""
-    return Constraint("cost", lambda e: e.cost, field="input_cost/output_cost", missing=missing,
+    return Constraint("cost", _cost, field="input_cost/output_cost", missing=missing,
                       description="mean price per 1M tokens, cheapest = 0")
 
 

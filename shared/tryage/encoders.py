@@ -21,7 +21,6 @@ from tryage.errors import (
     EncoderLoadError,
     MissingDependencyError,
     TryageFileNotFoundError,
-    require,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -109,8 +108,7 @@ class TextEncoder:
     def __init__(self, spec: EncoderSpec, *, saved_folder: Path | None = None, device: str | None = None) -> None:
         self.spec = spec
         self.device = device or "cpu"
-        require("torch", "default")
-        transformers = require("transformers", "default")
+        import transformers
         if spec.source == "bundled":
             location, local = str(bundled_encoder_path()), True
         elif spec.source == "saved":

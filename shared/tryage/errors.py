@@ -7,6 +7,7 @@ value as an attribute, not only in its text.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 
@@ -188,6 +189,24 @@ def require(module: str, extra: str, package: str | None = None):  # noqa: ANN20
         raise MissingDependencyError(package or module.split(".")[0], extra) from exc
 
 
+# -- measuring experts (tryage.measure) ----------------------------------------------------------
+class MeasureError(TryageError, ValueError):
+    """Bad input to a measurement: an empty corpus, an unknown task or a malformed rows file."""
+
+
+class ExpertModelNotFoundError(TryageError, FileNotFoundError):
+    """The folder (or GGUF file) of an expert to measure does not exist.
+
+    Attributes:
+        path: The path that was given.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], detail: str = "") -> None:
+        self.path = str(path)
+        super().__init__(f"expert model not found: {self.path}" + (f" ({detail})" if detail else "")
+                         + "; give a local folder holding config.json + weights, or a folder and gguf_file=")
+
+
 # -- Hugging Face Hub discovery (tryage.hub) -----------------------------------------------------
 class HubError(TryageError, OSError):
     """Metadata for a Hugging Face Hub repository could not be obtained.
@@ -263,3 +282,8 @@ class HubDiscoveryError(HubError):
 
     def __reduce__(self):  # noqa: ANN204
         return (type(self), (self.failures,))
+
+
+class StaleMetadataWarning(UserWarning):
+    """Cached Hub metadata older than its time-to-live was used (offline, or the Hub was unreachable)."""
+

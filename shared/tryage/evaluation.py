@@ -1,8 +1,8 @@
 """Measuring a router against the oracle and simple baselines.
 
-Everything here works on matrices of losses, so any router can be measured: the perceptive router,
-the oracle (true losses), the best single expert, random choice, and a k-nearest-neighbour router on
-the same embeddings.
+Everything here works on matrices of losses, so any loss predictor can be measured against the
+baselines of :mod:`tryage.predictors` (oracle, best single expert, kNN on the same embeddings) and
+random choice.
 
 Metrics, for a choice of one expert per prompt:
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,87 +26,13 @@ from typing import Any
 import numpy as np
 
 from tryage.constraints import ConstraintSet
-from tryage.errors import ConfigurationError, QTableError
+from tryage.errors import ConfigurationError
 from tryage.experts import ExpertLibrary
 from tryage.objective import decide
+from tryage.predictors.baselines import KNNPredictor, OraclePredictor, knn_leave_one_out  # noqa: F401 - old home too
 from tryage.qtable import QTable
 
 TIE_TOLERANCE = 1e-9
-
-
-class OraclePredictor:
-    """A loss predictor that knows the true losses of a Q-table: the upper bound.
-
-    Use it with :class:`tryage.TryageRouter` to route with perfect knowledge; prompts outside the
-    table are an error.
-    """
-
-    def __init__(self, qtable: QTable) -> None:
-        self.qtable = qtable
-        self._rows = {p: i for i, p in enumerate(qtable.prompts)}
-
-    @property
-    def experts(self) -> tuple[str, ...]:
-        return self.qtable.experts
-
-    def predict_losses(self, prompts: Sequence[str]) -> np.ndarray:
-        try:
-            return self.qtable.losses[[self._rows[p] for p in prompts]]
-        except KeyError as exc:
-            raise QTableError(f"the oracle only knows prompts of its Q-table; not found: {exc.args[0][:80]!r}") from None
-
-
-class KNNPredictor:
-    """Predicts each expert's loss as the mean over the ``k`` most similar training prompts (cosine).
-
-    Args:
-        embed: Function from prompts to embeddings (e.g. ``PerceptiveRouter.encode``).
-        k: Neighbours averaged.
-    """
-
-    def __init__(self, embed: Callable[[Sequence[str]], np.ndarray], *, k: int = 20) -> None:
-        self.embed = embed
-        self.k = k
-
-    @property
-    def experts(self) -> tuple[str, ...]:
-        return self.experts_
-
-    def fit(self, qtable: QTable, *, embeddings: np.ndarray | None = None) -> KNNPredictor:
-        if not isinstance(self.k, int) or self.k < 1:
-            raise ConfigurationError(f"k must be a positive integer, got {self.k!r}")
-        emb = self.embed(qtable.prompts) if embeddings is None else np.asarray(embeddings)
-        self.train_ = _unit(emb)
-        self.losses_ = qtable.losses
-        self.experts_ = qtable.experts
-        return self
-
-    def predict_from_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
-        sims = _unit(np.asarray(embeddings)) @ self.train_.T
-        k = min(self.k, sims.shape[1])
-        nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        return self.losses_[nearest].mean(axis=1)
-
-    def predict_losses(self, prompts: Sequence[str]) -> np.ndarray:
-        return self.predict_from_embeddings(self.embed(prompts))
-
-
-def knn_leave_one_out(embeddings: np.ndarray, losses: np.ndarray, *, k: int = 20) -> np.ndarray:
-    """kNN predictions for every row from its ``k`` nearest *other* rows of the same table.
-
-    A baseline that needs no training table: each prompt is predicted from its neighbours only.
-    """
-    if not isinstance(k, int) or k < 1 or k >= len(losses):
-        raise ConfigurationError(f"k must be an integer in [1, {len(losses) - 1}], got {k!r}")
-    unit = _unit(np.asarray(embeddings))
-    sims = unit @ unit.T
-    np.fill_diagonal(sims, -np.inf)
-    nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    return np.asarray(losses)[nearest].mean(axis=1)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 @dataclass(frozen=True)
@@ -228,30 +154,35 @@ def evaluate_predictions(predicted: np.ndarray, test: QTable, *, train: QTable |
 
 def evaluate_router(router: Any, test: QTable, *, train: QTable | None = None, group_by: str | None = None,
                     knn_k: int = 20, weights: Mapping[str, float] | None = None) -> EvaluationReport:
-    """Measure a :class:`tryage.TryageRouter` (or a predictor) on ``test``.
+    """Measure a :class:`tryage.TryageRouter` (or a loss predictor) on ``test``.
 
-    With ``train`` given and a predictor that can ``encode``, the kNN baseline runs on the same
-    encoder embeddings.
+    With a predictor that can ``encode``, the kNN baseline runs on the same encoder embeddings: fit
+    on ``train`` when given, else leave-one-out on ``test`` itself. ``test`` may have more experts
+    than the router; only the router's are measured.
     """
     predictor = getattr(router, "predictor", router)
-    library = getattr(router, "library", None)
-    columns = [list(predictor.experts).index(e) for e in test.experts] if set(predictor.experts) == set(test.experts) \
-        else None
-    if columns is None:
-        raise ConfigurationError(f"the router predicts {list(predictor.experts)} but the table has {list(test.experts)}")
+    experts = tuple(predictor.experts)
+    missing = [e for e in experts if e not in test.experts]
+    if missing:
+        raise ConfigurationError(f"the Q-table has no column for the router's expert(s) {missing}; "
+                                 f"it has {list(test.experts)}")
+    test = test.select_experts(experts) if test.experts != experts else test
+    train = train.select_experts(experts) if train is not None and train.experts != experts else train
     encode = getattr(predictor, "encode", None)
     if encode is not None and hasattr(predictor, "predict_from_embeddings"):
         test_emb = encode(test.prompts)
-        predicted = predictor.predict_from_embeddings(test_emb)[:, columns]
+        predicted = predictor.predict_from_embeddings(test_emb)
     else:
         test_emb = None
-        predicted = predictor.predict_losses(list(test.prompts))[:, columns]
+        predicted = predictor.predict_losses(list(test.prompts))
     knn_predicted = None
-    if train is not None and encode is not None:
-        knn = KNNPredictor(encode, k=knn_k).fit(train)
-        knn_predicted = knn.predict_from_embeddings(test_emb) if test_emb is not None else knn.predict_losses(test.prompts)
+    if encode is not None:
+        test_emb = encode(test.prompts) if test_emb is None else test_emb
+        knn_predicted = (KNNPredictor(encode, k=knn_k).fit(train).predict_from_embeddings(test_emb)
+                         if train is not None else knn_leave_one_out(test_emb, test.losses, k=knn_k))
     return evaluate_predictions(predicted, test, train=train, knn_predicted=knn_predicted, group_by=group_by,
-                                library=library, constraints=getattr(router, "constraints", None),
+                                library=getattr(router, "library", None),
+                                constraints=getattr(router, "constraints", None),
                                 weights={**getattr(router, "weights", {}), **(weights or {})})
 
 

@@ -14,19 +14,22 @@ router learns the specialised experts: the loss of the routed choice should fall
 
 Experts are any objects with ``losses(prompts) -> ndarray (n,)`` and ``fit(prompts) -> None``
 (:class:`TrainableExpert`); the router is any object with ``fit(qtable)`` and
-``predict_losses(prompts)`` (for example :class:`~tryage.predictor.PerceptiveRouter`).
+``predict_losses(prompts)`` (for example :class:`~tryage.predictors.PerceptivePredictor`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from tryage.errors import ConfigurationError
 from tryage.qtable import QTable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tryage.predictors import PerceptivePredictor
 
 
 @runtime_checkable
@@ -60,12 +63,12 @@ class JointResult:
     """The outcome of :func:`joint_train`.
 
     Attributes:
-        router: The router, trained on the final experts.
+        predictor: The loss predictor, trained on the final experts.
         qtable: The final Q-table of the training prompts.
         history: One :class:`JointRound` per round plus the final measurement.
     """
 
-    router: Any
+    predictor: PerceptivePredictor
     qtable: QTable
     history: tuple[JointRound, ...]
 
@@ -82,12 +85,13 @@ def measure_experts(experts: Mapping[str, TrainableExpert], prompts: Sequence[st
     return QTable(tuple(prompts), names, np.stack(columns, axis=1))
 
 
-def joint_train(router: Any, experts: Mapping[str, TrainableExpert], prompts: Sequence[str], *,
+def joint_train(predictor: PerceptivePredictor, experts: Mapping[str, TrainableExpert], prompts: Sequence[str], *,
                 rounds: int = 2, min_prompts: int = 1) -> JointResult:
     """Alternate router training and expert fine-tuning for ``rounds`` rounds (see the module doc).
 
     Args:
-        router: Has ``fit(qtable)`` and ``predict_losses(prompts)``; it is trained in place.
+        predictor: A :class:`~tryage.predictors.PerceptivePredictor` (any loss predictor with
+            ``fit(qtable)`` and ``predict_losses(prompts)`` works); it is trained in place.
         experts: Name → trainable expert.
         prompts: Training prompts (unique).
         rounds: Rounds of route-then-fine-tune.
@@ -106,15 +110,15 @@ def joint_train(router: Any, experts: Mapping[str, TrainableExpert], prompts: Se
     history: list[JointRound] = []
     for r in range(rounds + 1):
         table = measure_experts(experts, prompts)
-        router.fit(table)
-        predicted = np.asarray(router.predict_losses(list(prompts)))
-        columns = [list(router.experts).index(n) for n in names] if hasattr(router, "experts") else list(range(len(names)))
+        predictor.fit(table)
+        predicted = np.asarray(predictor.predict_losses(list(prompts)))
+        columns = [list(predictor.experts).index(n) for n in names]
         choice = np.argmin(predicted[:, columns], axis=1)
         history.append(JointRound(r, float(table.losses[np.arange(len(table)), choice].mean()),
                                   float(table.losses.min(axis=1).mean()),
                                   {n: int(np.sum(choice == i)) for i, n in enumerate(names)}))
         if r == rounds:
-            return JointResult(router, table, tuple(history))
+            return JointResult(predictor, table, tuple(history))
         for i, name in enumerate(names):
             routed = [p for p, c in zip(prompts, choice) if c == i]
             if len(routed) >= min_prompts:

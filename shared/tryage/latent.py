@@ -1,13 +1,13 @@
 """The router's latent space: how well prompt embeddings separate by a label such as the domain.
 
 :func:`silhouette` is the number (mean silhouette coefficient with cosine distance, in [-1, 1];
-higher means prompts of one label sit closer to each other than to other labels); it needs only
-numpy. :func:`umap_2d` projects embeddings to 2-D with umap-learn and :func:`plot_latent` draws
-one or more projections side by side, coloured by label (both need the ``plot`` extra).
-:func:`latent_report` does the paper's comparison: the trained router's own embeddings
-(:meth:`PerceptiveRouter.embed`, the head's hidden layer; for a linear head, which has none, its
+higher means prompts of one label sit closer to each other than to other labels; scikit-learn's).
+:func:`umap_2d` projects embeddings to 2-D with umap-learn and :func:`plot_latent` draws one or more
+projections side by side, coloured by label (both need the ``plot`` extra).
+:func:`latent_report` does the paper's comparison: the trained predictor's own embeddings
+(:meth:`PerceptivePredictor.embed`, the head's hidden layer; for a linear head, which has none, its
 predicted losses minus each prompt's mean: the differences it routes on) beside the untrained encoder's
-(:meth:`PerceptiveRouter.encode`, mean-pooled MiniLM).
+(:meth:`PerceptivePredictor.encode`, mean-pooled MiniLM).
 """
 
 from __future__ import annotations
@@ -15,11 +15,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tryage.errors import ConfigurationError, require
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tryage.predictors import PerceptivePredictor
 
 
 def _check(embeddings: np.ndarray, labels: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -34,22 +37,10 @@ def _check(embeddings: np.ndarray, labels: Sequence[Any]) -> tuple[np.ndarray, n
 
 def silhouette(embeddings: np.ndarray, labels: Sequence[Any]) -> float:
     """Mean silhouette coefficient of ``embeddings`` grouped by ``labels``, cosine distance."""
+    from sklearn.metrics import silhouette_score
+
     x, y = _check(embeddings, labels)
-    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    dist = np.clip(1.0 - unit @ unit.T, 0.0, 2.0)
-    names = sorted(set(y))
-    member = np.stack([y == n for n in names], axis=1).astype(np.float64)  # (n, g)
-    sizes = member.sum(0)
-    sums = dist @ member  # (n, g): total distance of each point to each group
-    own = np.argmax(member, axis=1)
-    n = len(y)
-    own_size = sizes[own]
-    a = np.where(own_size > 1, sums[np.arange(n), own] / np.maximum(own_size - 1, 1), 0.0)
-    other = sums / sizes
-    other[np.arange(n), own] = np.inf
-    b = other.min(axis=1)
-    s = np.where(own_size > 1, (b - a) / np.maximum(np.maximum(a, b), 1e-12), 0.0)
-    return float(s.mean())
+    return float(silhouette_score(x, y, metric="cosine"))
 
 
 def umap_2d(embeddings: np.ndarray, *, seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
@@ -81,20 +72,20 @@ def plot_latent(panels: Mapping[str, tuple[np.ndarray, Sequence[Any]]], path: st
     return save_png(fig, path)
 
 
-def latent_report(router: Any, prompts: Sequence[str], labels: Sequence[Any], *,
+def latent_report(predictor: PerceptivePredictor, prompts: Sequence[str], labels: Sequence[Any], *,
                   png: str | os.PathLike[str] | None = None, seed: int = 0) -> dict[str, Any]:
     """Silhouette by label of the trained router's embeddings and of its untrained encoder.
 
-    ``router`` is a fitted :class:`~tryage.predictor.PerceptiveRouter` (anything with ``embed`` and
-    ``encode``). With ``png``, both UMAP projections are drawn side by side.
+    ``predictor`` is a fitted :class:`~tryage.predictors.PerceptivePredictor` (its ``embed``,
+    ``encode`` and ``predict_losses`` are used). With ``png``, both UMAP projections are drawn side by side.
     """
-    untrained = np.asarray(router.encode(list(prompts)))
-    trained = np.asarray(router.embed(list(prompts)))
+    untrained = np.asarray(predictor.encode(list(prompts)))
+    trained = np.asarray(predictor.embed(list(prompts)))
     if trained.shape == untrained.shape and np.allclose(trained, untrained):
         # a linear head has no hidden layer: its routing space is its output. Adding a constant to one
         # prompt's predicted losses never changes its choice, so each prompt's mean is removed and the
         # space is the predicted loss differences between experts the router decides on.
-        predicted = np.asarray(router.predict_losses(list(prompts)))
+        predicted = np.asarray(predictor.predict_losses(list(prompts)))
         trained = predicted - predicted.mean(axis=1, keepdims=True)
     report: dict[str, Any] = {"n": len(prompts), "labels": sorted({str(v) for v in labels}), "metric": "cosine",
                               "silhouette_trained_router": silhouette(trained, labels),

@@ -30,28 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from tryage.errors import ConfigurationError, TryageError, TryageFileNotFoundError, require
+from tryage.errors import ConfigurationError, ExpertModelNotFoundError, MeasureError, TryageFileNotFoundError
 from tryage.qtable import QTable
 
 TASKS = ("causal", "masked")
 DTYPES = ("auto", "bfloat16", "float32")
-
-
-class MeasureError(TryageError, ValueError):
-    """Bad input to a measurement: an empty corpus, an unknown task or a malformed rows file."""
-
-
-class ExpertModelNotFoundError(TryageError, FileNotFoundError):
-    """The folder (or GGUF file) of an expert to measure does not exist.
-
-    Attributes:
-        path: The path that was given.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], detail: str = "") -> None:
-        self.path = str(path)
-        super().__init__(f"expert model not found: {self.path}" + (f" ({detail})" if detail else "")
-                         + "; give a local folder holding config.json + weights, or a folder and gguf_file=")
 
 
 @dataclass(frozen=True)
@@ -200,7 +183,7 @@ def bf16_supported() -> bool:
 
 def resolve_dtype(dtype: str) -> Any:
     """The torch dtype for ``"auto"`` (bfloat16 when :func:`bf16_supported`), ``"bfloat16"`` or ``"float32"``."""
-    torch = require("torch", "train")
+    import torch
     if dtype not in DTYPES:
         raise ConfigurationError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
     if dtype == "auto":
@@ -227,7 +210,7 @@ def load_expert(model: str | os.PathLike[str], *, task: str = "causal", gguf_fil
         raise ExpertModelNotFoundError(folder / gguf_file, "GGUF file missing")
     if gguf_file is None and not (folder / "config.json").is_file():
         raise ExpertModelNotFoundError(folder, "no config.json")
-    transformers = require("transformers", "train")
+    import transformers
     torch_dtype = resolve_dtype(dtype)
     kwargs: dict[str, Any] = {"local_files_only": True}
     if gguf_file is not None:
@@ -245,7 +228,7 @@ def load_expert(model: str | os.PathLike[str], *, task: str = "causal", gguf_fil
 
 def causal_losses(logits: Any, input_ids: Any, attention_mask: Any) -> tuple[Any, Any]:
     """Mean next-token NLL per row and the number of predicted tokens (padding excluded)."""
-    torch = require("torch", "train")
+    import torch
     shift_logits = logits[:, :-1].float()
     targets = input_ids[:, 1:]
     valid = attention_mask[:, 1:].bool()
@@ -303,7 +286,7 @@ def measure_losses(model: str | os.PathLike[str], passages: Sequence[Passage], o
     todo = [p for p in passages if (p.id, expert) not in done]
     if not todo:
         return 0
-    torch = require("torch", "train")
+    import torch
     net, tokenizer = loaded if loaded is not None else load_expert(model, task=task, gguf_file=gguf_file, dtype=dtype)
     tokenizer.padding_side = "right"
     written = 0
@@ -328,7 +311,7 @@ def measure_losses(model: str | os.PathLike[str], passages: Sequence[Passage], o
 
 def _masked(net: Any, tokenizer: Any, batch: Sequence[Passage], ids: Any, attn: Any, seed: int,
             fraction: float) -> tuple[Any, Any]:
-    torch = require("torch", "train")
+    import torch
     special = set(tokenizer.all_special_ids)
     masked = ids.clone()
     chosen = torch.zeros_like(ids, dtype=torch.bool)

@@ -2,15 +2,14 @@
 
 :class:`TryageRouter` is framework-free and works with any *loss predictor*: an object with an
 ``experts`` tuple (its output columns) and ``predict_losses(prompts) -> ndarray (n, k)``. The
-perceptive router (:class:`tryage.predictor.PerceptiveRouter`) is one; an oracle that looks up true
-losses (:class:`tryage.evaluation.OraclePredictor`) is another.
+perceptive predictor (:class:`tryage.predictors.PerceptivePredictor`) is one; the baselines of
+:mod:`tryage.predictors` (oracle, best single, kNN) are others.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -19,16 +18,7 @@ from tryage.errors import ConfigurationError, FlagError, RouterMismatchError, Tr
 from tryage.experts import ExpertLibrary
 from tryage.flags import FlagParser, ParsedFlags
 from tryage.objective import Policy, RoutingDecision, build_decision, resolve_policy
-
-
-@runtime_checkable
-class LossPredictor(Protocol):
-    """Anything that predicts one loss per expert for each prompt."""
-
-    @property
-    def experts(self) -> tuple[str, ...]: ...
-
-    def predict_losses(self, prompts: Sequence[str]) -> np.ndarray: ...
+from tryage.predictors import LossPredictor
 
 
 class TryageRouter:
@@ -79,10 +69,10 @@ class TryageRouter:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], *, library: ExpertLibrary | None = None,
                         device: str | None = None, **kwargs) -> TryageRouter:
-        """Load a saved perceptive router folder; its ``experts.json`` is the library unless given."""
-        from tryage.predictor import PerceptiveRouter
+        """Load a saved perceptive predictor folder; its ``experts.json`` is the library unless given."""
+        from tryage.predictors import PerceptivePredictor
 
-        predictor = PerceptiveRouter.from_pretrained(path, device=device)
+        predictor = PerceptivePredictor.from_pretrained(path, device=device)
         if library is None:
             library = predictor.library_
         return cls(predictor, library, **kwargs)
@@ -104,26 +94,27 @@ class TryageRouter:
         """Choose the expert for one prompt. Flags in the prompt override ``weights``."""
         return self.route_batch([prompt], weights=weights, filters=filters)[0]
 
-    def route_batch(self, prompts: Sequence[str], *, weights: Mapping[str, float] | None = None,
-                    filters: Sequence[Filter] = (), return_exceptions: bool = False,
-                    ) -> list[RoutingDecision | Exception]:
+    def route_batch(self, prompts: Iterable[str], *, weights: Mapping[str, float] | None = None,
+                    filters: Sequence[Filter] = (),
+                    return_exceptions: bool = False) -> list[RoutingDecision | TryageError]:
         """Route many prompts with one pass of the predictor.
 
-        With ``return_exceptions=True`` a prompt that fails on its own (a bad flag, empty once its
-        flags are removed, not a string) yields its exception at its position; the predictor runs
-        once over the other prompts.
+        ``prompts`` is any iterable of strings (read once). With ``return_exceptions=True`` a prompt
+        that fails on its own (a bad flag: :class:`~tryage.FlagError`; nothing left after its flags
+        or not a string: :class:`~tryage.errors.ConfigurationError`) gives that exception at its
+        position instead of raising, and the predictor runs once over the other prompts.
         """
         if isinstance(prompts, str):
             raise ConfigurationError("route_batch takes a list of prompts; use route() for a single string")
         prompts = list(prompts)
         base = {**self.weights, **self.constraints.check_weights(weights or {})}
-        out: list[RoutingDecision | Exception] = []
+        out: list[RoutingDecision | TryageError] = []
         parsed: dict[int, ParsedFlags] = {}
         for i, prompt in enumerate(prompts):
             try:
                 p = self.flag_parser.parse(prompt)
                 if not p.prompt.strip():
-                    raise ConfigurationError("cannot route an empty prompt (after removing flags)")
+                    raise ConfigurationError(f"cannot route an empty prompt (after removing flags), got {prompt!r:.80}")
             except (ConfigurationError, FlagError) as exc:
                 if not return_exceptions:
                     raise

@@ -1,4 +1,4 @@
-"""ChatTryage with a real PerceptiveRouter (bundled all-MiniLM-L6-v2 encoder, head trained in
+"""ChatTryage with a real PerceptivePredictor (bundled all-MiniLM-L6-v2 encoder, head trained in
 seconds on a tiny Q-table): unseen prompts reach the right expert, a batch is one predictor pass."""
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ TOPICS = {
 
 @pytest.fixture(scope="module")
 def perceptive_router() -> TryageRouter:
-    from tryage.predictor import PerceptiveRouter
+    from tryage.predictors import PerceptivePredictor
 
     torch.set_num_threads(2)
     records = []
     for topic, prompts in TOPICS.items():
         for prompt in prompts:
             records.append({"prompt": prompt, "losses": {e: (0.1 if e == topic else 0.9) for e in EXPERTS}})
-    predictor = PerceptiveRouter(mode="head", seed=0, hidden_dim=32, epochs=150, validation_fraction=0.0,
+    predictor = PerceptivePredictor(mode="head", seed=0, hidden_dim=32, epochs=150, validation_fraction=0.0,
                                  progress=False).fit(QTable.from_records(records), LIBRARY)
     return TryageRouter(predictor, LIBRARY)
 

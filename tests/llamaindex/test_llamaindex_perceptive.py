@@ -1,4 +1,4 @@
-"""TryageSelector with a real PerceptiveRouter (head over the bundled MiniLM, trained in seconds)."""
+"""TryageSelector with a real PerceptivePredictor (head over the bundled MiniLM, trained in seconds)."""
 
 from __future__ import annotations
 
@@ -35,12 +35,12 @@ LIBRARY = ExpertLibrary([Expert("legal", parameters="7B"), Expert("medical", par
 @pytest.fixture(scope="module")
 def perceptive_router():
     torch = pytest.importorskip("torch")
-    predictor_module = pytest.importorskip("tryage.predictor", reason="tryage.predictor is not available")
+    predictor_module = pytest.importorskip("tryage.predictors", reason="tryage.predictors is not available")
     torch.set_num_threads(2)
     records = [{"prompt": p, "losses": {e: float(e != domain) for e in TRAIN}}
                for domain, prompts in TRAIN.items() for p in prompts]
-    predictor = predictor_module.PerceptiveRouter(mode="head", epochs=150, validation_fraction=0.0,
-                                                  seed=0, progress=False)
+    predictor = predictor_module.PerceptivePredictor(mode="head", epochs=150, validation_fraction=0.0,
+                                                     seed=0, progress=False)
     predictor.fit(QTable.from_records(records), LIBRARY)
     return TryageRouter(predictor, LIBRARY)
 

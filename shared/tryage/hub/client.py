@@ -1,48 +1,14 @@
-"""Expert discovery from Hugging Face Hub metadata.
-
-Name the models you have, or search the Hub, and get an :class:`~tryage.ExpertLibrary` whose size,
-dates, licence and popularity come from the Hub, so that ``[Flag: smallest model]`` and
-``[Flag: most recent]`` work without typing a parameter count or a date::
-
-    library = ExpertLibrary.from_hub(["FacebookAI/roberta-base", "HuggingFaceTB/SmolLM2-135M"])
-    library = discover_experts(search="bert", pipeline_tag="fill-mask", sort="downloads", limit=10)
-
-Everything goes through ``huggingface_hub.HfApi`` (``model_info(expand=...)``, ``list_models``,
-``get_safetensors_metadata``, ``hf_hub_download``), installed with ``pip install 'tryage[hub]'``.
-``import tryage`` and ``import tryage.hub`` do not import ``huggingface_hub``; the first request does.
-
-**Parameter count.** In this order: the Hub's ``safetensors.total``; the safetensors file headers
-(``get_safetensors_metadata``, a few KB per file); the model's ``config.json``, built on PyTorch's
-``meta`` device by the ``transformers`` class its ``architectures`` names (no weights are
-downloaded or allocated; the count is what ``model.num_parameters()`` gives after loading). Custom
-architectures (``trust_remote_code``) are never run. Otherwise the count stays unknown (``None``).
-:attr:`HubRecord.parameters_source` says which one was used.
-
-**Which date drives recency.** Both Hub dates are kept as the Hub reports them: ``created_at``
-(``createdAt``, when the repository was created) and ``last_modified`` (``lastModified``, its last
-commit). The ``recency`` constraint reads ``created_at`` by default, because a new commit (a README
-fix) does not make a model new. The Hub started recording creation dates on 2022-03-02, so every
-older model reports :data:`HUB_CREATED_AT_FLOOR`: for those, ``created_at`` is an upper bound and
-they tie as the oldest. To tell legacy models apart, route with
-``Recency(date_field="last_modified")``.
-
-**Cache.** Each repository's metadata is stored as JSON under :func:`default_cache_dir` (one folder
-per endpoint) and reused for ``ttl`` (7 days); ``refresh=True`` fetches again. With
-``HF_HUB_OFFLINE=1`` cached metadata is used whatever its age and nothing is requested; when the Hub
-cannot be reached, expired metadata is used with a :class:`StaleMetadataWarning`. A token is passed
-to ``huggingface_hub`` only: it is never written to the cache, logged or put in a message.
-"""
+"""The Hub client: metadata of named or searched repositories, cached, as :class:`HubRecord` s."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -52,14 +18,15 @@ from tryage.errors import (
     ConfigurationError,
     HubDiscoveryError,
     HubError,
-    HubGatedRepoError,
-    HubRepoNotFoundError,
     HubTimeoutError,
     HubUnavailableError,
-    require,
+    StaleMetadataWarning,
 )
-from tryage.experts import Expert, ExpertLibrary
-from tryage.hub_cache import HubRecord, MetadataCache, StaleMetadataWarning, default_cache_dir
+from tryage.experts import Expert
+from tryage.hub._errors import hub_module as _hub
+from tryage.hub._errors import translate_errors
+from tryage.hub.cache import HubRecord, MetadataCache, default_cache_dir
+from tryage.hub.parameters import count_parameters_from_config
 
 #: Properties asked from ``model_info`` / ``list_models`` (the Hub returns only these).
 EXPAND = ("author", "cardData", "createdAt", "downloads", "gated", "lastModified", "library_name", "likes",
@@ -72,7 +39,6 @@ DEFAULT_TTL = timedelta(days=7)
 PROGRESS_MIN_ITEMS = 5
 
 _SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
-_META_LOCK = threading.Lock()
 _T = TypeVar("_T")
 
 
@@ -81,38 +47,12 @@ def is_legacy_created_at(expert: Expert) -> bool:
     return expert.created_at == HUB_CREATED_AT_FLOOR
 
 
-def _hub(submodule: str = "") -> Any:
-    """``huggingface_hub`` (or one of its submodules), imported on first use; extra ``hub``."""
-    name = "huggingface_hub" + (f".{submodule}" if submodule else "")
-    return require(name, "hub", "huggingface_hub")
-
-
 def _offline_from_env() -> bool:
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         value = os.environ.get(name)
         if value is not None and value.strip():
             return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
     return False
-
-
-def _kind_of_failure(exc: BaseException) -> str | None:
-    """``"timeout"``, ``"unavailable"`` or ``None``, from the exception and its causes.
-
-    Network errors come from the HTTP library huggingface_hub uses (requests, httpx or httpx2,
-    depending on its version), so they are recognised by class name as well as by builtin type.
-    """
-    seen: BaseException | None = exc
-    depth = 0
-    while seen is not None and depth < 8:
-        names = {cls.__name__ for cls in type(seen).__mro__}
-        if isinstance(seen, TimeoutError) or any("Timeout" in n for n in names):
-            return "timeout"
-        if isinstance(seen, ConnectionError) or names & {"ConnectError", "NetworkError", "ProxyError",
-                                                          "OfflineModeIsEnabled", "RemoteProtocolError"}:
-            return "unavailable"
-        seen = seen.__cause__ or seen.__context__
-        depth += 1
-    return None
 
 
 def _license(info: Any) -> str | None:
@@ -136,38 +76,6 @@ def _expert_from_info(name: str, info: Any, parameters: int | None) -> Expert:
         likes=info.likes, pipeline_tag=info.pipeline_tag, library_name=info.library_name,
         gated=None if gated is None else bool(gated),
     )
-
-
-def count_parameters_from_config(config: dict[str, Any]) -> int | None:
-    """Parameters of the ``transformers`` architecture a ``config.json`` names, or ``None``.
-
-    The model is built on PyTorch's ``meta`` device (no memory, no weights), so the count is
-    exact for that architecture and configuration. ``None`` when transformers or torch is not
-    installed, when ``architectures`` names no ``transformers`` model class (custom code is never
-    run), or when the configuration cannot be built.
-    """
-    architectures = config.get("architectures") or []
-    model_type = config.get("model_type")
-    if not architectures or not isinstance(architectures[0], str) or not isinstance(model_type, str):
-        return None
-    try:
-        import torch
-        import transformers
-    except ImportError:
-        return None
-    arch = architectures[0]
-    cls = getattr(transformers, arch, None) if arch.isidentifier() else None
-    if not isinstance(cls, type) or not issubclass(cls, transformers.PreTrainedModel):
-        return None
-    settings = {k: v for k, v in config.items() if k not in ("model_type", "auto_map")}
-    with _META_LOCK:
-        try:
-            model_config = transformers.AutoConfig.for_model(model_type, **settings)
-            with torch.device("meta"):
-                model = cls(model_config)
-        except Exception:  # noqa: BLE001 - any failure means "cannot count honestly"
-            return None
-        return int(sum(p.numel() for p in model.parameters())) or None
 
 
 class HubClient:
@@ -327,47 +235,9 @@ class HubClient:
                 return count, "config.json"
         return None, "unknown"
 
-    # -- errors ----------------------------------------------------------------------------------
-    @contextmanager
-    def _hub_errors(self, repo_id: str | None, *, what: str = "its metadata") -> Iterator[None]:
-        """Translate huggingface_hub and network errors into :class:`HubError` subclasses."""
-        hub_errors = _hub("errors")
-        endpoint = self._endpoint()
-        subject = f"{repo_id!r}" if repo_id else "the search"
-        try:
-            yield
-        except HubError:
-            raise
-        except hub_errors.GatedRepoError as exc:
-            raise HubGatedRepoError(
-                f"{subject} is a gated repository and {endpoint} refused access to {what}; accept its "
-                f"conditions at {endpoint}/{repo_id} and pass a token of that account (token=, HF_TOKEN or "
-                "`hf auth login`), or give its parameter count yourself (overrides=)", repo_id=repo_id) from exc
-        except (hub_errors.RepositoryNotFoundError, hub_errors.RevisionNotFoundError) as exc:
-            if isinstance(exc, hub_errors.RevisionNotFoundError):
-                problem = f"has no revision {self.revision!r}"
-            else:
-                problem = "does not exist (or is private and no valid token was given)"
-            raise HubRepoNotFoundError(
-                f"model repository {subject} on {endpoint} {problem}; check the id (it looks like "
-                "'owner/name'), or pass token= for a private repository", repo_id=repo_id) from exc
-        except Exception as exc:
-            kind = _kind_of_failure(exc)
-            if kind is None and isinstance(exc, hub_errors.LocalEntryNotFoundError):
-                kind = "unavailable"
-            if kind == "timeout":
-                raise HubTimeoutError(
-                    f"{endpoint} did not answer within {self.timeout}s while fetching {what} of {subject}; "
-                    "retry later or raise timeout=", repo_id=repo_id) from exc
-            if kind == "unavailable":
-                raise HubUnavailableError(
-                    f"cannot reach {endpoint} to fetch {what} of {subject} ({type(exc).__name__})",
-                    repo_id=repo_id) from exc
-            if isinstance(exc, hub_errors.HfHubHTTPError):
-                status = getattr(getattr(exc, "response", None), "status_code", "?")
-                raise HubError(f"{endpoint} answered HTTP {status} while fetching {what} of {subject}",
-                               repo_id=repo_id) from exc
-            raise
+    def _hub_errors(self, repo_id: str | None, *, what: str = "its metadata") -> AbstractContextManager[None]:
+        return translate_errors(repo_id, endpoint=self._endpoint(), revision=self.revision, timeout=self.timeout,
+                                what=what)
 
     # -- plumbing --------------------------------------------------------------------------------
     def _get_api(self) -> Any:
@@ -474,97 +344,4 @@ class HubClient:
                 "(the Hub could not be reached or offline mode is on)", StaleMetadataWarning, stacklevel=3)
 
 
-# -- libraries ---------------------------------------------------------------------------------------
-def load_overrides(overrides: Any) -> ExpertLibrary | None:
-    """What the user knows, as a library: from a library, experts, or a core-format JSON file."""
-    if overrides is None:
-        return None
-    if isinstance(overrides, ExpertLibrary):
-        return overrides
-    if isinstance(overrides, (str, os.PathLike)):
-        return ExpertLibrary.from_json(overrides)
-    return ExpertLibrary(overrides)
-
-
-def _override_key(expert: Expert) -> str:
-    return expert.repo_id or expert.name
-
-
-def known_parameters(overrides: ExpertLibrary | None) -> set[str]:
-    """Repository ids (and names) whose parameter count the user gave: no file is fetched for them."""
-    return {key for e in overrides or () if e.parameters is not None for key in (e.name, _override_key(e))}
-
-
-def apply_overrides(records: Sequence[HubRecord], overrides: Any) -> ExpertLibrary:
-    """A library of the records' experts where what the user knows wins over the Hub.
-
-    An override matches a record by its ``repo_id`` (or, without one, its ``name``) against the
-    id asked for or the Hub's canonical id; the expert takes the override's name, and every field
-    the override knows replaces the Hub's. Overrides that match no record are appended, as
-    :meth:`ExpertLibrary.merge` does.
-    """
-    library = ExpertLibrary(r.expert for r in records)
-    user = load_overrides(overrides)
-    if user is None:
-        return library
-    names = {}
-    for override in user:
-        names[_override_key(override)] = override.name
-    renamed = []
-    for expert in library:
-        new_name = names.get(expert.name) or names.get(expert.repo_id or "")
-        renamed.append(Expert(**{**_fields(expert), "name": new_name}) if new_name else expert)
-    return ExpertLibrary(renamed).merge(user, prefer="overrides")
-
-
-def _fields(expert: Expert) -> dict[str, Any]:
-    return {name: getattr(expert, name) for name in expert.__dataclass_fields__}
-
-
-def from_hub(repo_ids: Iterable[str], *, overrides: Any = None, refresh: bool = False,
-             client: HubClient | None = None, **client_options: Any) -> ExpertLibrary:
-    """An expert library of the named Hub repositories (see :class:`HubClient` for options).
-
-    Args:
-        repo_ids: Repository ids such as ``"FacebookAI/roberta-base"``; each becomes an expert named
-            by the id as written.
-        overrides: What you already know (an :class:`ExpertLibrary`, experts, or a JSON file of the
-            core format); your values win over the Hub's (see :func:`apply_overrides`).
-        refresh: Fetch again even when the cache is fresh.
-        client: A configured :class:`HubClient`; otherwise one is built from ``client_options``
-            (``endpoint``, ``token``, ``cache_dir``, ``ttl``, ``offline``, ``timeout``, ...).
-
-    Raises:
-        HubRepoNotFoundError, HubGatedRepoError, HubTimeoutError, HubUnavailableError: one id failed.
-        HubDiscoveryError: several ids failed; ``.failures`` maps each to its error.
-    """
-    client = client or HubClient(**client_options)
-    user = load_overrides(overrides)
-    records = client.fetch(repo_ids, refresh=refresh, known_parameters=known_parameters(user))
-    return apply_overrides(records, user)
-
-
-def discover_experts(search: str | None = None, *, author: str | None = None, pipeline_tag: str | None = None,
-                     library: str | None = None, tags: Iterable[str] = (), sort: str = "downloads",
-                     limit: int = 20, overrides: Any = None, refresh: bool = False,
-                     client: HubClient | None = None, **client_options: Any) -> ExpertLibrary:
-    """An expert library of the models a Hub search returns, best ``sort`` first.
-
-    ``search`` filters on the model id, ``pipeline_tag`` on the task (``"fill-mask"``), ``author``
-    on the owner, ``library`` and ``tags`` on Hub tags (``"transformers"``, ``"license:mit"``).
-    """
-    client = client or HubClient(**client_options)
-    records = client.search(search, author=author, pipeline_tag=pipeline_tag, library=library, tags=tags,
-                            sort=sort, limit=limit, refresh=refresh)
-    if not records:
-        raise ConfigurationError(
-            f"the Hub search returned no models (search={search!r}, author={author!r}, "
-            f"pipeline_tag={pipeline_tag!r}, library={library!r}); widen it")
-    return apply_overrides(records, overrides)
-
-
-__all__ = [
-    "DEFAULT_TTL", "EXPAND", "HUB_CREATED_AT_FLOOR", "SORTS", "HubClient", "HubRecord", "StaleMetadataWarning",
-    "apply_overrides", "count_parameters_from_config", "default_cache_dir", "discover_experts", "from_hub",
-    "is_legacy_created_at", "known_parameters", "load_overrides",
-]
+__all__ = ["DEFAULT_TTL", "EXPAND", "HUB_CREATED_AT_FLOOR", "SORTS", "HubClient", "is_legacy_created_at"]

@@ -24,10 +24,6 @@ from tryage.experts import Expert, parse_datetime
 CACHE_FORMAT_VERSION = 1
 
 
-class StaleMetadataWarning(UserWarning):
-    """Cached Hub metadata older than its time-to-live was used (offline, or the Hub was unreachable)."""
-
-
 @dataclass(frozen=True)
 class HubRecord:
     """What discovery learned about one repository.
@@ -139,4 +135,4 @@ class MetadataCache:
         atomic_write_text(self.search_path(key), json.dumps(entry, indent=2) + "\n")
 
 
-__all__ = ["CACHE_FORMAT_VERSION", "HubRecord", "MetadataCache", "StaleMetadataWarning", "default_cache_dir"]
+__all__ = ["CACHE_FORMAT_VERSION", "HubRecord", "MetadataCache", "default_cache_dir"]

@@ -1,0 +1,149 @@
+"""Training loops of the perceptive predictor: head-only on fixed embeddings, or encoder + head."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+LossFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_head(input_dim: int, hidden_dim: int, output_dim: int, dropout: float) -> torch.nn.Module:
+    from torch import nn
+
+    if hidden_dim <= 0:
+        return nn.Sequential(nn.Linear(input_dim, output_dim))
+    return nn.Sequential(nn.Linear(input_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout),
+                         nn.Linear(hidden_dim, output_dim))
+
+
+def loss_function(objective: str) -> LossFn:
+    """The training loss of an objective: ``"bce"`` on logits or ``"mse"``."""
+    import torch
+
+    if objective == "bce":
+        return torch.nn.functional.binary_cross_entropy_with_logits
+    return torch.nn.functional.mse_loss
+
+
+class _EarlyStopping:
+    """Keeps the best weights seen on validation and says when ``patience`` epochs brought nothing."""
+
+    def __init__(self, modules: Sequence[torch.nn.Module], patience: int) -> None:
+        self.modules = modules
+        self.patience = patience
+        self.best_loss = float("inf")
+        self.best_state: list[dict[str, Any]] | None = None
+        self.stale = 0
+
+    def update(self, val_loss: float) -> bool:
+        """Record one epoch's validation loss; ``True`` when training should stop."""
+        if val_loss < self.best_loss - 1e-6:
+            self.best_loss = val_loss
+            self.best_state = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in self.modules]
+            self.stale = 0
+        else:
+            self.stale += 1
+        return self.stale >= self.patience
+
+    def restore(self) -> None:
+        if self.best_state is not None:
+            for module, state in zip(self.modules, self.best_state):
+                module.load_state_dict(state)
+
+
+def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+    """One optimisation step on a batch; returns the batch loss."""
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def train_head(head: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, train_idx: np.ndarray,
+               val_idx: np.ndarray, *, loss_fn: LossFn, epochs: int, patience: int, batch_size: int,
+               learning_rate: float, weight_decay: float, seed: int,
+               progress: bool) -> list[dict[str, float]]:
+    """Train ``head`` on fixed embeddings ``x``; keeps the best validation weights; returns the history."""
+    import torch
+    from tqdm.auto import trange
+
+    opt = torch.optim.AdamW(head.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    tr = torch.as_tensor(train_idx)
+    history: list[dict[str, float]] = []
+    stopper = _EarlyStopping([head], patience)
+    bar = trange(epochs, desc="training router head", unit="epoch", disable=not progress)
+    for epoch in bar:
+        head.train()
+        perm = tr[torch.randperm(len(tr), generator=generator)]
+        total = 0.0
+        for start in range(0, len(perm), batch_size):
+            idx = perm[start:start + batch_size]
+            total += _step(opt, loss_fn(head(x[idx]), y[idx])) * len(idx)
+        record = {"epoch": epoch + 1, "train_loss": total / max(len(perm), 1)}
+        history.append(record)
+        if len(val_idx):
+            head.eval()
+            with torch.inference_mode():
+                vi = torch.as_tensor(val_idx)
+                record["val_loss"] = float(loss_fn(head(x[vi]), y[vi]))
+            bar.set_postfix(val=f"{record['val_loss']:.4f}")
+            if stopper.update(record["val_loss"]):
+                break
+    stopper.restore()
+    return history
+
+
+def train_finetune(encoder: Any, head: torch.nn.Module, prompts: list[str], y: torch.Tensor,
+                   train_idx: np.ndarray, val_idx: np.ndarray, *, predict_raw: Callable[[list[str]], np.ndarray],
+                   loss_fn: LossFn, epochs: int, patience: int, batch_size: int, learning_rate: float,
+                   encoder_learning_rate: float, weight_decay: float, seed: int,
+                   progress: bool) -> list[dict[str, float]]:
+    """Train ``encoder`` (a :class:`tryage.encoders.TextEncoder`) and ``head`` together."""
+    import torch
+    from tqdm.auto import tqdm
+
+    model = encoder.model
+    opt = torch.optim.AdamW([
+        {"params": model.parameters(), "lr": encoder_learning_rate},
+        {"params": head.parameters(), "lr": learning_rate},
+    ], weight_decay=weight_decay)
+    rng = np.random.default_rng(seed)
+    history: list[dict[str, float]] = []
+    stopper = _EarlyStopping([model, head], patience)
+    for epoch in range(epochs):
+        model.train()
+        head.train()
+        perm = rng.permutation(train_idx)
+        total = 0.0
+        batches = range(0, len(perm), batch_size)
+        for start in tqdm(batches, desc=f"fine-tuning epoch {epoch + 1}/{epochs}", unit="batch",
+                          disable=not progress):
+            idx = perm[start:start + batch_size]
+            pred = head(encoder.forward([prompts[i] for i in idx]))
+            total += _step(opt, loss_fn(pred, y[idx])) * len(idx)
+        record = {"epoch": epoch + 1, "train_loss": total / max(len(perm), 1)}
+        history.append(record)
+        if len(val_idx):
+            pred = predict_raw([prompts[i] for i in val_idx])
+            record["val_loss"] = float(loss_fn(torch.from_numpy(pred), y[val_idx]))
+            if stopper.update(record["val_loss"]):
+                break
+    stopper.restore()
+    return history

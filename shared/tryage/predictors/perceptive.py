@@ -1,0 +1,325 @@
+"""The perceptive predictor: the paper's Q-function.
+
+A small transformer encoder reads the prompt; a regression head with one output per expert predicts
+the loss each expert would incur on it. Trained on a :class:`tryage.qtable.QTable`.
+
+Two training modes:
+
+* ``"head"`` (default, fast): the encoder is frozen; prompts are encoded once and a small MLP head is
+  trained on the embeddings. Saved predictors hold only the head (kilobytes) when the encoder is the
+  bundled MiniLM or a Hub id.
+* ``"finetune"``: encoder and head are trained together; the encoder's weights are saved too.
+
+Targets are standardised per expert for training and mapped back, so predictions are in the units
+of the Q-table. Validation split, early stopping on validation loss, seeded, progress bars.
+Training loops live in :mod:`tryage.predictors._training`, the save folder in
+:mod:`tryage.predictors._persistence`; this module holds the estimator and inference.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from tryage.encoders import EncoderSpec, TextEncoder
+from tryage.errors import ConfigurationError, NotFittedError, RouterFormatError
+from tryage.experts import ExpertLibrary
+import tryage.predictors._training as _training
+from tryage.predictors._base import neighbour_mean
+from tryage.predictors._persistence import FORMAT_VERSION, PerceptiveConfig, read_folder, save_folder
+from tryage.qtable import QTable
+
+_MODES = ("head", "finetune")
+
+
+class PerceptivePredictor:
+    """Predicts every expert's loss on a prompt.
+
+    Args:
+        encoder: ``None`` for the bundled all-MiniLM-L6-v2, a local Hugging Face encoder folder, or a
+            Hub id (e.g. ``"prajjwal1/bert-tiny"``).
+        mode: ``"head"`` (frozen encoder, fast) or ``"finetune"`` (encoder trained too).
+        hidden_dim: Width of the head's hidden layer (0 for a linear head).
+        dropout: Dropout in the head.
+        epochs: Maximum training epochs.
+        batch_size: Training batch size.
+        learning_rate: Head learning rate (the encoder uses ``encoder_learning_rate``).
+        encoder_learning_rate: Encoder learning rate in ``"finetune"`` mode.
+        weight_decay: AdamW weight decay.
+        validation_fraction: Share of the Q-table held out for early stopping (0 disables it).
+        patience: Epochs without validation improvement before stopping.
+        max_length: Tokens kept per prompt.
+        layers: Encoder pooling: ``"last"`` (the sentence embedding) or ``"all"`` (every layer's
+            mean-pool, concatenated; see :class:`tryage.encoders.EncoderSpec`).
+        objective: ``"mse"`` (regression on per-expert standardised losses), ``"bce"`` (losses in
+            [0, 1] read as the probability the expert fails — the natural reading of 0/1 scores), or
+            ``"auto"``: ``"bce"`` when every loss of the table lies in [0, 1], else ``"mse"``.
+        target_smoothing: Head mode: train on each prompt's loss averaged with its ``k`` nearest
+            training prompts (cosine on the encoder embedding) — a lower-variance estimate of the
+            expected loss when outcomes are noisy (0/1 scores). ``None`` picks
+            ``min(20, n_train // 50)`` for the ``"bce"`` objective (off below 100 training rows,
+            where neighbours would span whole classes) and 0 (off) otherwise.
+        seed: Seed for the split, initialisation and shuffling.
+        device: torch device; ``"cpu"`` by default.
+        progress: Show progress bars.
+
+    Attributes (after :meth:`fit` or :meth:`from_pretrained`):
+        experts_: Expert names, the output columns.
+        library_: The expert library saved with the predictor.
+        history_: Per-epoch training and validation loss.
+    """
+
+    def __init__(self, encoder: str | os.PathLike[str] | None = None, *, mode: str = "head",
+                 hidden_dim: int = 256, dropout: float = 0.1, epochs: int | None = None,
+                 batch_size: int | None = None, learning_rate: float = 1e-3,
+                 encoder_learning_rate: float = 3e-5, weight_decay: float = 1e-2,
+                 validation_fraction: float = 0.1, patience: int | None = None, max_length: int = 256,
+                 layers: str = "all", objective: str = "auto", target_smoothing: int | None = None,
+                 seed: int = 0,
+                 device: str | None = None, progress: bool = True) -> None:
+        self.encoder = encoder
+        self.mode = mode
+        self.hidden_dim = hidden_dim
+        self.dropout = dropout
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.encoder_learning_rate = encoder_learning_rate
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.max_length = max_length
+        self.layers = layers
+        self.objective = objective
+        self.target_smoothing = target_smoothing
+        self.seed = seed
+        self.device = device
+        self.progress = progress
+
+    # -- state -------------------------------------------------------------------------------
+    @property
+    def experts(self) -> tuple[str, ...]:
+        self._check_fitted()
+        return self.experts_
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "head_"):
+            raise NotFittedError(f"this {type(self).__name__} is not trained yet; "
+                                 "call fit(qtable) or from_pretrained(folder)")
+
+    def _validate_params(self) -> None:
+        if self.mode not in _MODES:
+            raise ConfigurationError(f"mode must be one of {_MODES}, got {self.mode!r}")
+        if not 0.0 <= self.validation_fraction < 0.5:
+            raise ConfigurationError(f"validation_fraction must be in [0, 0.5), got {self.validation_fraction!r}")
+        if self.target_smoothing is not None and (not isinstance(self.target_smoothing, int)
+                                                  or self.target_smoothing < 0):
+            raise ConfigurationError(f"target_smoothing must be None or an integer >= 0, got {self.target_smoothing!r}")
+        for name in ("epochs", "batch_size", "patience"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+        if self.objective not in ("auto", "mse", "bce"):
+            raise ConfigurationError(f"objective must be 'auto', 'mse' or 'bce', got {self.objective!r}")
+        if not isinstance(self.max_length, int) or self.max_length < 8:
+            raise ConfigurationError(f"max_length must be an integer >= 8, got {self.max_length!r}")
+
+    def _ensure_encoder(self) -> None:
+        spec = EncoderSpec.resolve(self.encoder, max_length=self.max_length, layers=self.layers)
+        self.encoder_spec_ = spec
+        if getattr(self, "text_encoder_", None) is None or self.text_encoder_.spec != spec:
+            self.text_encoder_ = TextEncoder(spec, device=self.device)
+
+    # -- training ----------------------------------------------------------------------------
+    def fit(self, qtable: QTable, library: ExpertLibrary | None = None, *,
+            embeddings: np.ndarray | None = None) -> PerceptivePredictor:
+        """Train on ``qtable``; ``library`` (metadata of its experts) is saved with the predictor.
+
+        ``embeddings`` (head mode only) are precomputed encoder embeddings of ``qtable.prompts``
+        from :meth:`encode`, to reuse one encoding across cross-validation folds.
+        """
+        import torch
+
+        self._validate_params()
+        if not isinstance(qtable, QTable):
+            raise ConfigurationError(f"fit expects a tryage.QTable, got {type(qtable).__name__}")
+        if len(qtable) < 2:
+            raise ConfigurationError(f"need at least 2 Q-table rows to train, got {len(qtable)}")
+        if library is not None:
+            library = library.reorder(qtable.experts) if set(library.names) == set(qtable.experts) \
+                else library.subset(qtable.experts)
+        _training.seed_everything(self.seed)
+        self._ensure_encoder()
+        self.experts_ = qtable.experts
+        self.library_ = library or ExpertLibrary.from_names(qtable.experts)
+        targets = qtable.losses.astype(np.float32)
+        in_unit_range = bool(targets.min() >= 0.0 and targets.max() <= 1.0)
+        if self.objective == "bce" and not in_unit_range:
+            raise ConfigurationError("objective='bce' needs every loss in [0, 1]; this table has losses in "
+                                     f"[{targets.min():.4g}, {targets.max():.4g}]; use 'mse'")
+        self.objective_ = ("bce" if in_unit_range else "mse") if self.objective == "auto" else self.objective
+        if self.objective_ == "bce":
+            self.target_mean_ = np.zeros(targets.shape[1], dtype=np.float32)
+            self.target_std_ = np.ones(targets.shape[1], dtype=np.float32)
+        else:
+            self.target_mean_ = targets.mean(0)
+            self.target_std_ = np.maximum(targets.std(0), 1e-6).astype(np.float32)
+        y = torch.from_numpy((targets - self.target_mean_) / self.target_std_)
+
+        rng = np.random.default_rng(self.seed)
+        order = rng.permutation(len(qtable))
+        n_val = int(round(len(qtable) * self.validation_fraction))
+        val_idx, train_idx = order[:n_val], order[n_val:]
+
+        self.head_ = _training.make_head(self.text_encoder_.dim, self.hidden_dim, len(self.experts_), self.dropout)
+        self.head_.to(self.text_encoder_.device)
+        common = {"loss_fn": _training.loss_function(self.objective_), "learning_rate": self.learning_rate,
+                  "weight_decay": self.weight_decay, "seed": self.seed, "progress": self.progress}
+        if self.mode == "head":
+            if embeddings is None:
+                embeddings = self.encode(qtable.prompts)
+            elif embeddings.shape != (len(qtable), self.text_encoder_.dim):
+                raise ConfigurationError(f"embeddings must have shape {(len(qtable), self.text_encoder_.dim)}, "
+                                         f"got {embeddings.shape}")
+            x = torch.from_numpy(np.asarray(embeddings, dtype=np.float32))
+            smoothing = self.target_smoothing if self.target_smoothing is not None else (
+                min(20, len(train_idx) // 50) if self.objective_ == "bce" else 0)
+            if smoothing > 1:
+                train_x, train_y = x.numpy()[train_idx], y.numpy()[train_idx]
+                y = y.clone()
+                y[train_idx] = torch.from_numpy(neighbour_mean(train_x, train_y, smoothing, queries=train_x))
+            self.smoothing_ = smoothing
+            self.history_ = _training.train_head(
+                self.head_, x, y, train_idx, val_idx, epochs=self.epochs or 300, patience=self.patience or 20,
+                batch_size=self.batch_size or 64, **common)
+        else:
+            if embeddings is not None:
+                raise ConfigurationError("embeddings= is only for mode='head'; fine-tuning re-encodes every step")
+            self.history_ = _training.train_finetune(
+                self.text_encoder_, self.head_, list(qtable.prompts), y, train_idx, val_idx,
+                predict_raw=self._predict_raw, epochs=self.epochs or 4, patience=self.patience or 2,
+                batch_size=self.batch_size or 16, encoder_learning_rate=self.encoder_learning_rate, **common)
+        self.head_.eval()
+        self.text_encoder_.model.eval()
+        return self
+
+    # -- inference ---------------------------------------------------------------------------
+    def _to_units(self, raw: np.ndarray) -> np.ndarray:
+        """Head outputs → losses in Q-table units."""
+        if self.objective_ == "bce":
+            return 1.0 / (1.0 + np.exp(-raw))
+        return raw * self.target_std_ + self.target_mean_
+
+    def encode(self, prompts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
+        """The encoder's pooled embeddings of ``prompts``, shape ``(n, d)``."""
+        if not hasattr(self, "text_encoder_"):
+            self._validate_params()
+            self._ensure_encoder()
+        return self.text_encoder_.encode(_check_prompts(prompts), batch_size=batch_size,
+                                         progress=self.progress and len(prompts) > 256)
+
+    def _head_outputs(self, embeddings: np.ndarray) -> np.ndarray:
+        import torch
+
+        self._check_fitted()
+        self.head_.eval()
+        x = torch.from_numpy(np.asarray(embeddings, dtype=np.float32)).to(self.text_encoder_.device)
+        with torch.inference_mode():
+            return self.head_(x).float().cpu().numpy()
+
+    def _predict_raw(self, prompts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        self._check_fitted()
+        return self._head_outputs(self.encode(prompts, batch_size=batch_size))
+
+    def predict_losses(self, prompts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
+        """Predicted loss of every expert on every prompt, shape ``(n, k)``, in Q-table units."""
+        return self._to_units(self._predict_raw(prompts, batch_size))
+
+    def predict_from_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        """Like :meth:`predict_losses` for precomputed :meth:`encode` output (head mode)."""
+        return self._to_units(self._head_outputs(embeddings))
+
+    def embed(self, prompts: Sequence[str]) -> np.ndarray:
+        """The predictor's own representation of each prompt: the head's hidden layer, shape ``(n, h)``.
+
+        This is the latent space the router routes in (for a linear head, the encoder embedding).
+        """
+        import torch
+
+        self._check_fitted()
+        x = torch.from_numpy(self.encode(prompts))
+        with torch.inference_mode():
+            for layer in list(self.head_)[:-1]:
+                if not isinstance(layer, torch.nn.Dropout):
+                    x = layer(x)
+        return x.numpy()
+
+    # -- persistence -------------------------------------------------------------------------
+    def config(self) -> PerceptiveConfig:
+        """The trained predictor's :class:`~tryage.predictors.PerceptiveConfig` (what ``config.json`` holds)."""
+        self._check_fitted()
+        spec = self.encoder_spec_
+        if self.mode == "finetune":
+            spec = EncoderSpec("saved", "encoder", spec.max_length, spec.normalize, spec.layers)
+        history = getattr(self, "history_", [])
+        return PerceptiveConfig(
+            experts=tuple(self.experts_), mode=self.mode, objective=self.objective_, encoder=spec,
+            input_dim=int(self.head_[0].in_features), hidden_dim=int(self.hidden_dim), dropout=float(self.dropout),
+            target_mean=tuple(float(v) for v in self.target_mean_),
+            target_std=tuple(float(v) for v in self.target_std_),
+            training={"seed": self.seed, "target_smoothing": getattr(self, "smoothing_", 0),
+                      "epochs_run": len(history),
+                      "best_val_loss": min((h.get("val_loss", float("inf")) for h in history), default=None)})
+
+    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
+        """Write the predictor to ``folder`` (created; replaced whole if it exists, never half-written)."""
+        config = self.config()
+        state = {k: v.detach().cpu().contiguous() for k, v in self.head_.state_dict().items()}
+        return save_folder(folder, config, state, self.library_,
+                           encoder=self.text_encoder_ if self.mode == "finetune" else None)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike[str], *, device: str | None = None,
+                        progress: bool = False) -> PerceptivePredictor:
+        """Load a predictor saved with :meth:`save_pretrained`."""
+        source = Path(folder)
+        config, state, library = read_folder(source)
+        spec = config.encoder
+        predictor = cls(None if spec.source == "bundled" else spec.location, mode=config.mode,
+                        hidden_dim=config.hidden_dim, dropout=config.dropout, max_length=spec.max_length,
+                        layers=spec.layers, seed=int(config.training.get("seed", 0)), device=device,
+                        progress=progress)
+        predictor.encoder_spec_ = spec
+        predictor.text_encoder_ = TextEncoder(spec, saved_folder=source / "encoder", device=device)
+        if predictor.text_encoder_.dim != config.input_dim:
+            raise RouterFormatError(f"{source}: the head expects {config.input_dim}-dim embeddings but the "
+                                    f"encoder gives {predictor.text_encoder_.dim}")
+        head = _training.make_head(config.input_dim, config.hidden_dim, len(config.experts), config.dropout)
+        try:
+            head.load_state_dict(state)
+        except RuntimeError as exc:
+            raise RouterFormatError(f"{source / 'model.safetensors'} does not match config.json: "
+                                    f"{str(exc).splitlines()[0]}") from None
+        head.to(predictor.text_encoder_.device).eval()
+        predictor.head_ = head
+        predictor.experts_ = config.experts
+        predictor.library_ = library
+        predictor.target_mean_, predictor.target_std_ = config.targets()
+        predictor.objective_ = config.objective
+        return predictor
+
+
+def _check_prompts(prompts: Sequence[str]) -> list[str]:
+    if isinstance(prompts, str):
+        raise ConfigurationError("expected a list of prompts, got a single string; wrap it in a list")
+    out = list(prompts)
+    for i, p in enumerate(out):
+        if not isinstance(p, str):
+            raise ConfigurationError(f"prompt {i} is {type(p).__name__}, expected str")
+    return out
+
+
+__all__ = ["FORMAT_VERSION", "PerceptivePredictor"]

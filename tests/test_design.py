@@ -1,0 +1,115 @@
+"""Structure users and workers rely on: no import circles, picklable routers, the deprecated name."""
+
+from __future__ import annotations
+
+import ast
+import pickle
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tryage
+from tryage import ExpertLibrary, Recency, TryageRouter
+
+PACKAGE = Path(tryage.__file__).resolve().parent
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> tryage modules it imports at module level (not inside functions, not TYPE_CHECKING)."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], base]).strip(".")
+                targets.add(base)
+                targets.update(f"{base}.{a.name}" for a in node.names)
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(module: str, path: list[str]) -> list[str] | None:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                return [*path[path.index(target):], target]
+            if target not in state and (found := visit(target, [*path, target])):
+                return found
+        state[module] = 2
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (found := visit(module, [module])):
+            return found
+    return None
+
+
+def test_the_import_graph_of_tryage_has_no_cycle():
+    graph = _import_graph()
+    assert "tryage.errors" in graph["tryage.router"]  # the walk sees the package's real imports
+    assert "tryage.predictors" in graph["tryage.router"]
+    cycle = _find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_cycle_finder_finds_a_circle():
+    graph = {**_import_graph(), "tryage.errors": {"tryage.router"}}
+    cycle = _find_cycle(graph)
+    assert cycle is not None and cycle[0] == cycle[-1] and "tryage.errors" in cycle
+
+
+def test_experts_never_imports_the_hub_at_module_level():
+    assert not any(t.startswith("tryage.hub") for t in _import_graph()["tryage.experts"])
+
+
+def test_constraints_with_recency_pickle_and_keep_their_penalties():
+    library = ExpertLibrary.from_dict({"format_version": 1, "experts": [
+        {"name": "old", "created_at": "2020-01-01", "last_modified": "2024-01-01"},
+        {"name": "new", "created_at": "2023-01-01", "last_modified": "2021-01-01"}]})
+    for constraint in (Recency(), Recency(date_field="last_modified"), tryage.Cost(), tryage.Size()):
+        again = pickle.loads(pickle.dumps(constraint))
+        if constraint.name == "recency":
+            np.testing.assert_array_equal(again.penalties(library), constraint.penalties(library))
+    assert list(pickle.loads(pickle.dumps(Recency(date_field="last_modified"))).penalties(library)) == [0.0, 1.0]
+
+
+@pytest.mark.slow
+def test_the_default_router_pickles_and_routes_identically():
+    router = TryageRouter.default()
+    prompts = ["Prove that the square root of 2 is irrational.", "Summarise this contract [Flag: smallest model]"]
+    again = pickle.loads(pickle.dumps(router))
+    for a, b in zip(router.route_batch(prompts), again.route_batch(prompts)):
+        assert a.expert == b.expert and a.prompt == b.prompt
+        np.testing.assert_allclose([s.predicted_loss for s in a.scores], [s.predicted_loss for s in b.scores])
+
+
+def test_perceptive_router_is_a_deprecated_alias_of_perceptive_predictor():
+    from tryage.predictors import PerceptivePredictor
+
+    with pytest.warns(DeprecationWarning, match="PerceptivePredictor"):
+        from tryage.predictor import PerceptiveRouter
+    assert PerceptiveRouter is PerceptivePredictor
+    with pytest.warns(DeprecationWarning):
+        assert tryage.predictors.PerceptiveRouter is PerceptivePredictor
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from tryage.predictor import PerceptivePredictor as same  # the new name does not warn
+    assert same is PerceptivePredictor
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        tryage.predictors.Nope  # noqa: B018
