@@ -103,26 +103,29 @@ def _rows(prompts: Any) -> list[PromptRow]:
     return prompts_from_records(prompts)
 
 
+_LOOP: asyncio.AbstractEventLoop | None = None
+_LOOP_LOCK = threading.Lock()
+
+
 def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run``, also from inside a running loop (a notebook): then in a worker thread."""
+    """Run ``coro`` to the end on one event loop kept for the process, in a daemon thread.
+
+    One loop, not ``asyncio.run`` per call: LangChain's OpenAI client caches its HTTP client per
+    ``base_url``, bound to the loop that first used it, so a second ``asyncio.run`` would find it on
+    a closed loop. The thread also makes :func:`collect` work inside a running loop (a notebook).
+    """
+    global _LOOP
+    with _LOOP_LOCK:
+        if _LOOP is None or _LOOP.is_closed():
+            _LOOP = asyncio.new_event_loop()
+            threading.Thread(target=_LOOP.run_forever, name="tryage-collect", daemon=True).start()
+        loop = _LOOP
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(coro)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+        return future.result()
+    except BaseException:  # Ctrl-C in the caller: stop the run too (logged calls stay logged)
+        future.cancel()
+        raise
 
 
 def _check_scorer_fits(scorer: Scorer, specs: Sequence[ExpertSpec]) -> None:
