@@ -213,3 +213,12 @@ def test_experts_file_round_trip_through_write_jsonl(server: OpenAIServer, tmp_p
     experts = write_experts(tmp_path / "e.json", [entry(server, "good")])
     result = collect(prompts, experts, scorer="exact", out=tmp_path / "q.jsonl", **FAST)
     assert result.qtable.scores.tolist() == [[0.0], [0.0]]  # "The answer is 3." is not exactly "3"
+
+
+def test_repeated_prompt_text_is_refused_before_any_call(server: OpenAIServer, tmp_path: Path) -> None:
+    from tryage.errors import PromptFileError
+
+    path = write_jsonl(tmp_path / "p.jsonl", [{"id": "a", "prompt": "What is 1 plus 3?"}, {"id": "b", "prompt": "What is 1 plus 3?"}])
+    with pytest.raises(PromptFileError, match=r"p.jsonl, line 2: prompt of id 'b' repeats id 'a' \(line 1\)"):
+        collect(path, [entry(server, "good")], scorer="regex", pattern="4", out=tmp_path / "q.jsonl", **FAST)
+    assert server.requests == {}

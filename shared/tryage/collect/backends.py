@@ -325,13 +325,28 @@ class HFLossBackend(Backend):
         self._loaded: tuple[Any, Any] | None = None
         self._lock = threading.Lock()
 
-    def _measure(self, text: str) -> Answer:
-        from tryage.measure import causal_losses, load_expert
+    def load(self) -> HFLossBackend:
+        """Load the model now, so that a model that cannot load fails before any call."""
+        from tryage.errors import TryageError
+        from tryage.measure import load_expert
 
         with self._lock:
             if self._loaded is None:
-                self._loaded = load_expert(self.spec.hf, gguf_file=self.spec.gguf_file, dtype="float32")
-            net, tokenizer = self._loaded
+                try:
+                    self._loaded = load_expert(self.spec.hf, gguf_file=self.spec.gguf_file, dtype="float32")  # type: ignore[arg-type]
+                except TryageError:
+                    raise
+                except Exception as exc:  # transformers' own errors: one line naming the expert
+                    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    raise ExpertSpecError(f"expert {self.spec.name!r}: cannot load {self.spec.hf!r}: {text}") from None
+        return self
+
+    def _measure(self, text: str) -> Answer:
+        from tryage.measure import causal_losses
+
+        self.load()
+        with self._lock:
+            net, tokenizer = self._loaded  # type: ignore[misc]
             torch = require("torch", "train")
             enc = tokenizer([text], return_tensors="pt", truncation=True, max_length=self.spec.max_length)
             with torch.inference_mode():
@@ -354,7 +369,7 @@ def build_backend(spec: ExpertSpec) -> Backend:
             from tryage.measure import ExpertModelNotFoundError
 
             raise ExpertModelNotFoundError(folder, f"expert {spec.name!r}")
-        return HFLossBackend(spec)
+        return HFLossBackend(spec).load()
     if hasattr(spec.runnable, "ainvoke"):
         return RunnableBackend(spec.runnable)
     if callable(spec.runnable):

@@ -94,12 +94,18 @@ def _check(rows: Sequence[PromptRow], source: str | None) -> list[PromptRow]:
     if not rows:
         raise PromptFileError("no prompts", path=source)
     seen: dict[str, PromptRow] = {}
+    texts: dict[str, PromptRow] = {}
     for row in rows:
         if row.id in seen:
             first = seen[row.id]
             raise PromptFileError(f"duplicate id {row.id!r} (first on line {first.line}); ids must be unique",
                                   path=source, line=row.line)
+        if row.prompt in texts:  # checked before any call: a Q-table holds each prompt once
+            first = texts[row.prompt]
+            raise PromptFileError(f"prompt of id {row.id!r} repeats id {first.id!r} (line {first.line}); "
+                                  "a Q-table holds each prompt once", path=source, line=row.line)
         seen[row.id] = row
+        texts[row.prompt] = row
     return list(rows)
 
 
