@@ -45,6 +45,11 @@ def answer_for(model: str, prompt: str) -> str:
     return f"The answer is {total}."
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # many clients connect at once; the default backlog of 5 drops some
+    daemon_threads = True
+
+
 class OpenAIServer:
     """Start with ``with OpenAIServer() as server:``; ``server.base_url`` ends in ``/v1``.
 
@@ -117,7 +122,7 @@ class OpenAIServer:
                                               "message": {"role": "assistant", "content": text}}],
                                  "usage": usage})
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

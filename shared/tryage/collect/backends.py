@@ -27,10 +27,12 @@ In Python, an expert may also be any LangChain chat model or runnable, or a plai
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import inspect
 import json
 import os
+import ssl
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -60,6 +62,7 @@ KEY_VARIABLES = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "
                  "xai": "XAI_API_KEY", "perplexity": "PPLX_API_KEY", "azure_openai": "AZURE_OPENAI_API_KEY"}
 #: Providers whose LangChain class retries by itself unless told not to; collect retries instead.
 _OWN_RETRIES = frozenset({"openai", "anthropic", "azure_openai", "mistralai", "groq", "deepseek", "xai"})
+_OPENAI_CLIENTS = frozenset({"openai", "azure_openai"})
 _FIELDS = ("name", "model", "model_kwargs", "hf", "gguf_file", "input_price", "output_price",
            "requests_per_second", "concurrency", "expected_output_tokens", "api_key_env", "max_length",
            "description")
@@ -147,8 +150,12 @@ class ExpertSpec:
 
     def settings_hash(self) -> str:
         """First 16 hex digits of the SHA-256 of :meth:`settings` as canonical JSON."""
-        text = json.dumps(self.settings(), sort_keys=True, default=str, separators=(",", ":"))
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+        cached = self.__dict__.get("_settings_hash")
+        if cached is None:
+            text = json.dumps(self.settings(), sort_keys=True, default=str, separators=(",", ":"))
+            cached = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+            object.__setattr__(self, "_settings_hash", cached)  # the spec is frozen: the hash never changes
+        return cached
 
     def to_expert(self, **measured: Any) -> Expert:
         """The :class:`~tryage.experts.Expert` record of this entry (prices, description, measured values)."""
@@ -204,12 +211,15 @@ def _key_variable(spec: ExpertSpec) -> str | None:
     return spec.api_key_env or KEY_VARIABLES.get(spec.provider or "")
 
 
-def build_chat_model(spec: ExpertSpec) -> Any:
-    """The LangChain chat model of a ``model`` entry, via ``init_chat_model`` (keys from the environment)."""
+def build_chat_model(spec: ExpertSpec, **overrides: Any) -> Any:
+    """The LangChain chat model of a ``model`` entry, via ``init_chat_model`` (keys from the environment).
+
+    ``overrides`` are further ``init_chat_model`` keyword arguments (not part of the settings hash).
+    """
     if spec.kind != "chat":
         raise ExpertSpecError(f"expert {spec.name!r} is not a chat model entry ('model'); it is {spec.kind!r}")
     chat_models = require("langchain.chat_models", "collect", "langchain")
-    kwargs = dict(spec.model_kwargs)
+    kwargs = {**spec.model_kwargs, **overrides}
     variable = _key_variable(spec)
     if variable is not None:
         key = os.environ.get(variable)
@@ -279,12 +289,23 @@ class Backend:
     async def __call__(self, row: Any) -> Answer:  # pragma: no cover - interface
         raise NotImplementedError
 
+    async def aclose(self) -> None:
+        """Release what the backend holds (HTTP clients)."""
+
 
 class RunnableBackend(Backend):
-    """A LangChain chat model or runnable: ``ainvoke(prompt)``; tokens from ``usage_metadata``."""
+    """A LangChain chat model or runnable: ``ainvoke(prompt)``; tokens from ``usage_metadata``.
 
-    def __init__(self, runnable: Any) -> None:
+    ``http_client``: an async HTTP client this backend owns (closed by :meth:`aclose`).
+    """
+
+    def __init__(self, runnable: Any, http_client: Any = None) -> None:
         self.runnable = runnable
+        self.http_client = http_client
+
+    async def aclose(self) -> None:
+        if self.http_client is not None:
+            await self.http_client.aclose()
 
     async def __call__(self, row: Any) -> Answer:
         result = await self.runnable.ainvoke(row.prompt)
@@ -359,9 +380,25 @@ class HFLossBackend(Backend):
         return await asyncio.to_thread(self._measure, text)
 
 
+@functools.lru_cache(maxsize=1)
+def _ssl_context() -> ssl.SSLContext:
+    """One TLS context per process (building one loads the CA bundle: tens of ms), shared by every client."""
+    try:
+        import certifi
+    except ImportError:
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=certifi.where())
+
+
 def build_backend(spec: ExpertSpec) -> Backend:
     """The backend that calls ``spec`` (a chat model is built now, so a missing key fails before any call)."""
     if spec.kind == "chat":
+        if spec.provider in _OPENAI_CLIENTS and not {"http_async_client", "http_client"} & set(spec.model_kwargs):
+            # langchain-openai shares one cached HTTP client per base_url, bound to the event loop that
+            # used it first; a client of the run's own keeps another loop's client out of this run.
+            openai = require("openai", "collect", "langchain-openai")
+            client = openai.DefaultAsyncHttpxClient(verify=_ssl_context())
+            return RunnableBackend(build_chat_model(spec, http_async_client=client), client)
         return RunnableBackend(build_chat_model(spec))
     if spec.kind == "hf":
         folder = Path(spec.hf)  # type: ignore[arg-type]

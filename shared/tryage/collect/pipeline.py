@@ -217,7 +217,11 @@ async def acollect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, ou
         backends = {name: build_backend(by_name[name]) for name in dict.fromkeys(s.name for _, s in todo)}
         runner = Runner(by_name, backends, call_log, concurrency=concurrency, timeout=timeout, retries=retries,
                         budget=budget, progress=progress, retry_base=retry_base, observed_output_tokens=observed(done))
-        stats = await runner.run(todo) if todo else RunStats()
+        try:
+            stats = await runner.run(todo) if todo else RunStats()
+        finally:
+            for backend in backends.values():
+                await backend.aclose()
     if stats.budget_reached:
         raise BudgetReachedError(float(budget), stats.spent, stats.not_made)  # type: ignore[arg-type]
     latest = {**done, **{r.key: r for r in stats.records}}
