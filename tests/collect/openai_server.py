@@ -3,8 +3,9 @@
 ``POST /v1/chat/completions`` answers deterministically from the model name and the last user
 message. Models:
 
-* ``good`` — answers "What is A plus B?" with ``The answer is <A+B>.``; anything else with ``ok: <prompt>``.
-* ``sloppy`` — like ``good`` but one too many when A is odd.
+* ``good`` — answers "What is A plus B?" with ``The answer is <A+B>.``, "Spell W backwards." with
+  ``Backwards: W`` (wrong), anything else with ``ok: <prompt>``.
+* ``sloppy`` — like ``good`` but one too many when A is odd, and it spells backwards right.
 * ``flaky`` — like ``good``, but the first request for each prompt gets HTTP 429.
 * ``slow`` — like ``good`` after sleeping ``slow_seconds`` (to trip a client timeout).
 * ``locked`` — always HTTP 401.
@@ -26,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 _SUM = re.compile(r"What is (\d+) plus (\d+)\?")
+_SPELL = re.compile(r"Spell (\w+) backwards\.")
 
 
 def answer_for(model: str, prompt: str) -> str:
@@ -37,6 +39,10 @@ def answer_for(model: str, prompt: str) -> str:
         graded = re.search(r"Answer to grade:\n(.*)", prompt, re.S)
         right = reference and graded and reference.group(1).strip() in graded.group(1)
         return f"Looks {'right' if right else 'wrong'}. SCORE: {1 if right else 0}"
+    spell = _SPELL.search(prompt)
+    if spell:  # good spells it forwards (wrong); every other model backwards
+        word = spell.group(1)
+        return f"Backwards: {word if model == 'good' else word[::-1]}"
     match = _SUM.search(prompt)
     if not match:
         return f"ok: {prompt}"

@@ -60,7 +60,8 @@ KEY_VARIABLES = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "
                  "groq": "GROQ_API_KEY", "fireworks": "FIREWORKS_API_KEY", "together": "TOGETHER_API_KEY",
                  "cohere": "COHERE_API_KEY", "google_genai": "GOOGLE_API_KEY", "deepseek": "DEEPSEEK_API_KEY",
                  "xai": "XAI_API_KEY", "perplexity": "PPLX_API_KEY", "azure_openai": "AZURE_OPENAI_API_KEY"}
-#: Providers whose LangChain class retries by itself unless told not to; collect retries instead.
+#: Providers whose LangChain class retries by itself unless told not to; in collect, collect retries
+#: instead (chat models built for routing keep the provider's retries).
 _OWN_RETRIES = frozenset({"openai", "anthropic", "azure_openai", "mistralai", "groq", "deepseek", "xai"})
 _OPENAI_CLIENTS = frozenset({"openai", "azure_openai"})
 _FIELDS = ("name", "model", "model_kwargs", "hf", "gguf_file", "input_price", "output_price",
@@ -227,8 +228,6 @@ def build_chat_model(spec: ExpertSpec, **overrides: Any) -> Any:
             raise MissingCredentialsError(spec.name, variable)
         if spec.api_key_env:
             kwargs["api_key"] = key
-    if spec.provider in _OWN_RETRIES:
-        kwargs.setdefault("max_retries", 0)  # collect retries, with backoff, and counts every attempt
     try:
         return chat_models.init_chat_model(spec.model, **kwargs)
     except ImportError as exc:
@@ -393,13 +392,16 @@ def _ssl_context() -> ssl.SSLContext:
 def build_backend(spec: ExpertSpec) -> Backend:
     """The backend that calls ``spec`` (a chat model is built now, so a missing key fails before any call)."""
     if spec.kind == "chat":
+        overrides: dict[str, Any] = {}
+        if spec.provider in _OWN_RETRIES and "max_retries" not in spec.model_kwargs:
+            overrides["max_retries"] = 0  # collect retries, with backoff, and logs every attempt
+        client = None
         if spec.provider in _OPENAI_CLIENTS and not {"http_async_client", "http_client"} & set(spec.model_kwargs):
             # langchain-openai shares one cached HTTP client per base_url, bound to the event loop that
             # used it first; a client of the run's own keeps another loop's client out of this run.
             openai = require("openai", "collect", "langchain-openai")
-            client = openai.DefaultAsyncHttpxClient(verify=_ssl_context())
-            return RunnableBackend(build_chat_model(spec, http_async_client=client), client)
-        return RunnableBackend(build_chat_model(spec))
+            client = overrides["http_async_client"] = openai.DefaultAsyncHttpxClient(verify=_ssl_context())
+        return RunnableBackend(build_chat_model(spec, **overrides), client)
     if spec.kind == "hf":
         folder = Path(spec.hf)  # type: ignore[arg-type]
         if not folder.is_dir():
