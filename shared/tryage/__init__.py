@@ -25,6 +25,7 @@ from tryage.flags import FlagParser, strip_flags
 from tryage.objective import ExpertScore, RoutingDecision
 from tryage.qtable import QTable
 from tryage.router import TryageRouter
+from tryage import collect  # noqa: E402 - tryage.collect(prompts, experts, scorer=..., out=...)
 
 __version__ = "0.1.0"
 
@@ -56,5 +57,6 @@ __all__ = [
     "TryageError",
     "TryageRouter",
     "__version__",
+    "collect",
     "strip_flags",
 ]

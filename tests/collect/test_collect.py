@@ -222,3 +222,21 @@ def test_repeated_prompt_text_is_refused_before_any_call(server: OpenAIServer, t
     with pytest.raises(PromptFileError, match=r"p.jsonl, line 2: prompt of id 'b' repeats id 'a' \(line 1\)"):
         collect(path, [entry(server, "good")], scorer="regex", pattern="4", out=tmp_path / "q.jsonl", **FAST)
     assert server.requests == {}
+
+
+def test_rate_limited_expert_still_makes_every_call_once(server: OpenAIServer, tmp_path: Path) -> None:
+    result = collect(sums(6), [entry(server, "good", requests_per_second=50.0)], scorer="numeric",
+                     out=tmp_path / "q.jsonl", concurrency=3, **FAST)
+    assert result.made == 6 and server.count("good") == 6
+
+
+def test_bad_entries_are_refused(server: OpenAIServer, tmp_path: Path) -> None:
+    from tryage.errors import ExpertSpecError
+
+    with pytest.raises(ExpertSpecError, match=r"expert 'x': unknown field\(s\) \['temprature'\]"):
+        collect(sums(1), [{"name": "x", "model": "openai:good", "temprature": 0}], scorer="numeric", log=tmp_path / "c")
+    with pytest.raises(ExpertSpecError, match="expert 'x': give exactly one of 'model'"):
+        collect(sums(1), [{"name": "x"}], scorer="numeric", log=tmp_path / "c")
+    with pytest.raises(ExpertSpecError, match=r"expert 'x': requests_per_second must be a number >= 0, got -1"):
+        collect(sums(1), [entry(server, "good", name="x", requests_per_second=-1)], scorer="numeric", log=tmp_path / "c")
+    assert server.requests == {}
