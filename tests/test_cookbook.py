@@ -265,7 +265,7 @@ def test_cookbook_07_collects_trains_and_routes_on_the_local_server(kernel_env):
     pytest.importorskip("langchain_openai", reason="07 drives ChatOpenAI (extra 'collect')")
     nb, state = run_notebook("07_collect_train_route", kernel_env, probe=(
         "{'calls': len(plan.calls), 'made': result.made, 'cached': result.cached, 'rows': len(result.qtable), "
-        "'flaky_requests': server.count('flaky'), "
+        "'flaky_requests': flaky_requests, "
         "'cheap': [router.route(q, weights={'cost': 0.5}).expert for q in questions], "
         "'plain': [router.route(q).expert for q in questions]}"))
     assert_no_errors(nb)

@@ -90,7 +90,8 @@ except BudgetReachedError as stop:
     print(stop)
 result = collect(prompts, experts, scorer="contains", out=work / "q.jsonl", budget=1.0, progress=False)
 print(f"calls made now: {result.made}, from the log: {result.cached}, spent now: ${result.spent:.6f}")
-print(f"server requests to 'flaky' (one 429 then a retry per prompt): {server.count('flaky')}")
+flaky_requests = server.count("flaky")
+print(f"server requests to 'flaky' (one 429 then a retry per prompt): {flaky_requests}")
 
 # %% [markdown]
 # Each Q-table row has the scores (`contains`: 1 when the answer contains the reference) and, per
