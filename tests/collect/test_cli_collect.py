@@ -12,8 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import entry, sums, write_experts, write_jsonl
-from openai_server import OpenAIServer
+
+pytest.importorskip("langchain_openai", reason="these tests drive the real ChatOpenAI (extra 'collect')")
+
+from collect_helpers import entry, sums, write_experts, write_jsonl  # noqa: E402
+from openai_server import OpenAIServer  # noqa: E402
 
 from tryage.cli import main
 from tryage.collect import CallLog

@@ -7,8 +7,11 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import entry, sums, write_experts, write_jsonl
-from openai_server import OpenAIServer
+
+pytest.importorskip("langchain_openai", reason="these tests drive the real ChatOpenAI (extra 'collect')")
+
+from collect_helpers import entry, sums, write_experts, write_jsonl  # noqa: E402
+from openai_server import OpenAIServer  # noqa: E402
 
 from tryage.collect import CallLog, DryRun, collect, score
 from tryage.errors import BudgetReachedError, CallLogLockedError, QTableError
