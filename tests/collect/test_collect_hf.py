@@ -70,3 +70,20 @@ def test_smollm2_gguf_prefers_sensible_text(tmp_path: Path) -> None:
     scores = dict(zip(result.qtable.column("id"), result.qtable.scores[:, 0]))
     assert all(0.0 < s <= 1.0 for s in scores.values())
     assert scores["sense"] > scores["noise"]
+
+
+def test_hf_hub_id_offline_and_not_cached_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("huggingface_hub")
+    from tryage.measure import ExpertModelNotFoundError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(ExpertModelNotFoundError, match=r"expert model not found: tryage-fixtures/no-such-lm "
+                                                       r"\(expert 'lm': not a local folder, and the Hub gave "):
+        collect(PROMPTS, [{"name": "lm", "hf": "tryage-fixtures/no-such-lm"}], scorer="lm-loss", log=tmp_path / "c.jsonl")
+
+
+def test_collect_stays_quiet_on_stderr_when_not_a_terminal(gpt: Path, tmp_path: Path,
+                                                           capfd: pytest.CaptureFixture[str]) -> None:
+    collect(PROMPTS, {"gpt": {"hf": str(gpt)}}, scorer="lm-loss", out=tmp_path / "q.jsonl")  # progress=None
+    assert capfd.readouterr().err == ""

@@ -10,7 +10,8 @@ An experts file is a JSON list (or ``{"experts": [...]}``) of entries, one per e
 
 * ``model`` + ``model_kwargs`` are passed to LangChain's ``init_chat_model`` (any provider it knows:
   ``openai:``, ``anthropic:``, ``ollama:``, ... and any OpenAI-compatible ``base_url``).
-* ``hf`` is a local folder (or a Hub id already in the local cache): its causal-LM loss on
+* ``hf`` is a local folder or a Hugging Face Hub id (fetched with ``huggingface_hub``, which honours
+  ``HF_HUB_OFFLINE`` and its cache; needs ``tryage[hub]``): its causal-LM loss on
   ``prompt`` + ``reference`` is measured with :mod:`tryage.measure`; it generates no text.
 * ``input_price`` / ``output_price``: USD per 1M tokens (cost = tokens × price).
 * ``requests_per_second``: a rate limit (LangChain's ``InMemoryRateLimiter``); ``concurrency``:
@@ -27,6 +28,7 @@ In Python, an expert may also be any LangChain chat model or runnable, or a plai
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -77,7 +79,7 @@ class ExpertSpec:
         name: Unique name (a Q-table column).
         model: ``"<provider>:<model id>"`` for ``init_chat_model``, or ``None``.
         model_kwargs: Keyword arguments of ``init_chat_model`` (no keys).
-        hf: Local folder (or cached Hub id) of a causal LM whose loss is measured, or ``None``.
+        hf: Local folder or Hub id of a causal LM whose loss is measured, or ``None``.
         gguf_file: A GGUF file inside ``hf``.
         runnable: A chat model, runnable or callable given in Python, or ``None``.
         input_price: USD per 1M input tokens (``None``: unknown, counted as 0).
@@ -352,6 +354,9 @@ class HFLossBackend(Backend):
 
         with self._lock:
             if self._loaded is None:
+                hf_logging = require("transformers.utils.logging", "train", "transformers")
+                bars = hf_logging.is_progress_bar_enabled()
+                hf_logging.disable_progress_bar()  # collect shows its own bar, and none off a terminal
                 try:
                     self._loaded = load_expert(self.spec.hf, gguf_file=self.spec.gguf_file, dtype="float32")  # type: ignore[arg-type]
                 except TryageError:
@@ -359,6 +364,9 @@ class HFLossBackend(Backend):
                 except Exception as exc:  # transformers' own errors: one line naming the expert
                     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                     raise ExpertSpecError(f"expert {self.spec.name!r}: cannot load {self.spec.hf!r}: {text}") from None
+                finally:
+                    if bars:
+                        hf_logging.enable_progress_bar()
         return self
 
     def _measure(self, text: str) -> Answer:
@@ -377,6 +385,26 @@ class HFLossBackend(Backend):
     async def __call__(self, row: Any) -> Answer:
         text = row.prompt if row.reference is None else f"{row.prompt} {row.reference}"
         return await asyncio.to_thread(self._measure, text)
+
+
+def _hf_folder(spec: ExpertSpec) -> Path:
+    """The local folder of an ``hf`` entry: the folder itself, or the snapshot of a Hub id."""
+    folder = Path(spec.hf)  # type: ignore[arg-type]
+    if folder.is_dir():
+        return folder
+    from tryage.measure import ExpertModelNotFoundError
+
+    looks_like_id = spec.hf.count("/") == 1 and not spec.hf.startswith((".", "/", "~"))  # type: ignore[union-attr]
+    if not looks_like_id:
+        raise ExpertModelNotFoundError(folder, f"expert {spec.name!r}")
+    hub = require("huggingface_hub", "hub")
+    patterns = [spec.gguf_file, "*.json", "tokenizer*", "*.txt", "*.model"] if spec.gguf_file else None
+    try:
+        return Path(hub.snapshot_download(spec.hf, allow_patterns=patterns))
+    except Exception as exc:  # offline, unknown id, gated: one line naming the expert
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ExpertModelNotFoundError(folder, f"expert {spec.name!r}: not a local folder, and the Hub gave "
+                                               f"{type(exc).__name__}: {text}") from None
 
 
 @functools.lru_cache(maxsize=1)
@@ -403,12 +431,8 @@ def build_backend(spec: ExpertSpec) -> Backend:
             client = overrides["http_async_client"] = openai.DefaultAsyncHttpxClient(verify=_ssl_context())
         return RunnableBackend(build_chat_model(spec, **overrides), client)
     if spec.kind == "hf":
-        folder = Path(spec.hf)  # type: ignore[arg-type]
-        if not folder.is_dir():
-            from tryage.measure import ExpertModelNotFoundError
-
-            raise ExpertModelNotFoundError(folder, f"expert {spec.name!r}")
-        return HFLossBackend(spec).load()
+        folder = _hf_folder(spec)
+        return HFLossBackend(dataclasses.replace(spec, hf=str(folder))).load()
     if hasattr(spec.runnable, "ainvoke"):
         return RunnableBackend(spec.runnable)
     if callable(spec.runnable):
