@@ -243,3 +243,16 @@ def test_bad_entries_are_refused(server: OpenAIServer, tmp_path: Path) -> None:
     with pytest.raises(ExpertSpecError, match=r"expert 'x': requests_per_second must be a number >= 0, got -1"):
         collect(sums(1), [entry(server, "good", name="x", requests_per_second=-1)], scorer="numeric", log=tmp_path / "c")
     assert server.requests == {}
+
+
+def test_judge_replies_are_kept_and_not_paid_for_again(server: OpenAIServer, tmp_path: Path) -> None:
+    from tryage.collect import build_chat_models
+
+    judge = build_chat_models([entry(server, "judge")])["judge"]
+    experts = [entry(server, "good"), entry(server, "sloppy")]
+    collect(sums(3), experts, scorer="judge", judge=judge, out=tmp_path / "q.jsonl", **FAST)
+    assert server.count("judge") == 6
+    again = score(tmp_path / "q.calls.jsonl", sums(3), scorer="judge", judge=judge, out=tmp_path / "q2.jsonl")
+    assert server.count("judge") == 6  # every reply came from q.calls.judge.jsonl
+    assert again.qtable.scores.tolist() == [[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
+    assert len((tmp_path / "q.calls.judge.jsonl").read_text().splitlines()) == 6

@@ -91,6 +91,11 @@ def default_log_path(out: str | os.PathLike[str]) -> Path:
     return path.with_name(path.stem + ".calls.jsonl")
 
 
+def judge_log_path(log: Path) -> Path:
+    """``q.calls.jsonl`` → ``q.calls.judge.jsonl``: the judge's replies, reused by later runs."""
+    return log.with_name(log.stem + ".judge.jsonl")
+
+
 def default_library_path(out: str | os.PathLike[str]) -> Path:
     """``q.jsonl`` → ``q.experts.json``."""
     path = Path(out)
@@ -185,12 +190,12 @@ async def acollect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, ou
     _check_numbers(budget=budget, concurrency=concurrency, timeout=timeout, retries=retries)
     rows = _rows(prompts)
     specs = load_experts(experts)
-    chosen = get_scorer(scorer, pattern=pattern, judge=judge, rubric=rubric)
-    _check_scorer_fits(chosen, specs)
-    chosen.check(rows)
     if out is None and log is None:
         raise ConfigurationError("give out= (the Q-table to write) or log= (the call log to keep answers in)")
     log_path = Path(log) if log is not None else default_log_path(out)  # type: ignore[arg-type]
+    chosen = get_scorer(scorer, pattern=pattern, judge=judge, rubric=rubric, judge_log=judge_log_path(log_path))
+    _check_scorer_fits(chosen, specs)
+    chosen.check(rows)
     by_name = {s.name: s for s in specs}
 
     def pending(done: Mapping[CallKey, CallRecord]) -> list[tuple[PromptRow, ExpertSpec]]:
@@ -259,7 +264,7 @@ def score(log: str | os.PathLike[str], prompts: Any, *, scorer: str | Scorer | A
 async def _ascore(log: Any, prompts: Any, *, scorer: Any, out: Any, experts: Any, library_out: Any,
                   pattern: str | None, judge: Any, rubric: str, concurrency: int) -> CollectResult:
     rows = _rows(prompts)
-    chosen = get_scorer(scorer, pattern=pattern, judge=judge, rubric=rubric)
+    chosen = get_scorer(scorer, pattern=pattern, judge=judge, rubric=rubric, judge_log=judge_log_path(Path(log)))
     chosen.check(rows)
     call_log = CallLog(log)
     if not call_log.path.is_file():

@@ -23,12 +23,16 @@ what higher means.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import math
+import os
 import re
 import string
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tryage.errors import JudgeParseError, ScorerError
@@ -180,11 +184,34 @@ class Judge:
     Args:
         model: Any LangChain chat model (or runnable taking a string).
         rubric: Instructions; the reply must end with ``SCORE: <0..1>``.
+        log: A JSONL file of the judge's replies, keyed by the judge's model, the rubric, the prompt,
+            the reference and the answer: a reply found there is reused, not paid for again
+            (``collect`` and ``score`` keep it beside the call log as ``<log>.judge.jsonl``).
     """
 
-    def __init__(self, model: Any, *, rubric: str = DEFAULT_RUBRIC) -> None:
+    def __init__(self, model: Any, *, rubric: str = DEFAULT_RUBRIC, log: str | os.PathLike[str] | None = None) -> None:
         self.model = model
         self.rubric = rubric
+        self.log = log
+        self._replies: dict[str, str] | None = None
+
+    def _key(self, text: str) -> str:
+        who = getattr(self.model, "model_name", None) or getattr(self.model, "model", None) or type(self.model).__qualname__
+        return hashlib.sha256(f"{who}\0{text}".encode("utf-8")).hexdigest()[:32]
+
+    def _cached(self) -> dict[str, str]:
+        if self._replies is None:
+            self._replies = {}
+            path = Path(self.log) if self.log is not None else None
+            if path is not None and path.is_file():
+                for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+                    if line.endswith("\n") and line.strip():  # a torn last line is skipped
+                        try:
+                            record = json.loads(line)
+                        except json.JSONDecodeError:
+                            continue
+                        self._replies[record["key"]] = record["reply"]
+        return self._replies
 
     async def __call__(self, answer: str, row: Any) -> float:
         """The judge's score of ``answer`` to ``row``; higher: the judge rates it better."""
@@ -192,11 +219,18 @@ class Judge:
         if row.reference is not None:
             text += f"Reference answer:\n{row.reference}\n\n"
         text += f"Answer to grade:\n{answer}\n"
-        reply = await self.model.ainvoke(text)
-        content = getattr(reply, "text", None)
-        if not isinstance(content, str):
-            content = getattr(reply, "content", reply)
-        return parse_judge_score(str(content))
+        key, replies = self._key(text), self._cached()
+        if key not in replies:
+            reply = await self.model.ainvoke(text)
+            content = getattr(reply, "text", None)
+            if not isinstance(content, str):
+                content = getattr(reply, "content", reply)
+            replies[key] = str(content)
+            if self.log is not None:
+                Path(self.log).parent.mkdir(parents=True, exist_ok=True)
+                with open(self.log, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps({"key": key, "prompt_id": row.id, "reply": replies[key]}) + "\n")
+        return parse_judge_score(replies[key])
 
 
 BUILTIN = {
@@ -211,7 +245,7 @@ NAMES = (*BUILTIN, "regex", "judge")
 
 
 def get_scorer(scorer: str | Scorer | ScoreFn, *, pattern: str | None = None, judge: Any = None,
-               rubric: str = DEFAULT_RUBRIC) -> Scorer:
+               rubric: str = DEFAULT_RUBRIC, judge_log: str | os.PathLike[str] | None = None) -> Scorer:
     """A :class:`Scorer` from a name (see the module doc), a :class:`Scorer` or a callable ``f(answer, row)``.
 
     Args:
@@ -219,6 +253,7 @@ def get_scorer(scorer: str | Scorer | ScoreFn, *, pattern: str | None = None, ju
         pattern: The regular expression of ``regex`` (default: each row's ``reference``).
         judge: The chat model of ``judge``.
         rubric: The judge's instructions.
+        judge_log: Where the judge's replies are kept and reused (see :class:`Judge`).
     """
     if isinstance(scorer, Scorer):
         return scorer
@@ -240,7 +275,7 @@ def get_scorer(scorer: str | Scorer | ScoreFn, *, pattern: str | None = None, ju
     if scorer == "judge":
         if judge is None:
             raise ScorerError("scorer 'judge' needs a judge model: judge=<chat model> (CLI: --judge-model <provider:id>)")
-        return Scorer("judge", Judge(judge, rubric=rubric), False, higher="the judge's rating, 1 = best, 0 = worst")
+        return Scorer("judge", Judge(judge, rubric=rubric, log=judge_log), False, higher="the judge's rating, 1 = best, 0 = worst")
     raise ScorerError(f"unknown scorer {scorer!r}; built-in scorers: {', '.join(NAMES)} (or pass a Python callable)")
 
 
