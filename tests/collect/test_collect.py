@@ -84,7 +84,7 @@ def test_timeout_is_retried_then_logged_as_an_error(server: OpenAIServer, tmp_pa
                 out=tmp_path / "q.jsonl", timeout=0.3, retries=1, **FAST)
     slow = [r for r in CallLog(tmp_path / "q.calls.jsonl").records() if r.expert == "slow"]
     assert [(r.attempts, r.error.split(":")[0]) for r in slow] == [(2, "TimeoutError")] * 2
-    assert server.count("slow") == 4  # two attempts per prompt
+    assert server.count("slow") <= 4  # two attempts per prompt (a loaded machine may time out before the server reads one)
     assert not (tmp_path / "q.jsonl").exists()
 
 
