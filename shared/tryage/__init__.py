@@ -25,9 +25,18 @@ from tryage.flags import FlagParser, strip_flags
 from tryage.objective import ExpertScore, RoutingDecision
 from tryage.qtable import QTable
 from tryage.router import TryageRouter
-from tryage import collect  # noqa: E402 - tryage.collect(prompts, experts, scorer=..., out=...)
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):  # noqa: ANN202 - a module
+    """``tryage.collect(prompts, experts, scorer=..., out=...)``, imported on first use (it loads asyncio)."""
+    if name == "collect":
+        import tryage.collect
+
+        return tryage.collect
+    raise AttributeError(f"module 'tryage' has no attribute {name!r}")
+
 
 __all__ = [
     "Constraint",
