@@ -258,3 +258,21 @@ def test_cookbook_06_reads_the_paper_results_or_says_how_to_make_them(kernel_env
     assert figures and all(path.exists() for path in figures)  # the notebook's Markdown shows them
     markdown = "".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert all(f"../{path.relative_to(REPO)}" in markdown for path in figures)
+
+
+# -- 07 ----------------------------------------------------------------------------------------------
+def test_cookbook_07_collects_trains_and_routes_on_the_local_server(kernel_env):
+    pytest.importorskip("langchain_openai", reason="07 drives ChatOpenAI (extra 'collect')")
+    nb, state = run_notebook("07_collect_train_route", kernel_env, probe=(
+        "{'calls': len(plan.calls), 'made': result.made, 'cached': result.cached, 'rows': len(result.qtable), "
+        "'flaky_requests': flaky_requests, "
+        "'cheap': [router.route(q, weights={'cost': 0.5}).expert for q in questions], "
+        "'plain': [router.route(q).expert for q in questions]}"))
+    assert_no_errors(nb)
+    assert state["calls"] == 120 and state["rows"] == 40
+    assert state["made"] + state["cached"] == 120 and state["cached"] >= 1  # the budget-stopped run's calls were kept
+    assert state["flaky_requests"] == 80  # one 429 and one retry per prompt, nothing repeated
+    assert state["cheap"] == ["flaky", "sloppy", "flaky", "sloppy"]
+    assert state["plain"][1] in ("sloppy", "flaky") and state["plain"][0] in ("good", "flaky")
+    text = text_of(nb)
+    assert "budget reached: spent $" in text and "-> flaky   The answer is 44." in text

@@ -39,6 +39,15 @@ from tryage.predictors import LossPredictor, PerceptivePredictor
 from tryage.qtable import QTable
 from tryage.router import TryageRouter
 
+def __getattr__(name: str):  # noqa: ANN202 - a module
+    """``tryage.collect(prompts, experts, scorer=..., out=...)``, imported on first use (it loads asyncio)."""
+    if name == "collect":
+        import tryage.collect
+
+        return tryage.collect
+    raise AttributeError(f"module 'tryage' has no attribute {name!r}")
+
+
 __all__ = [
     "ConfigurationError",
     "Constraint",
@@ -80,5 +89,6 @@ __all__ = [
     "TryageRouter",
     "UnknownConstraintError",
     "__version__",
+    "collect",
     "strip_flags",
 ]

@@ -257,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
         cli_discover = None
     if cli_discover is not None:
         cli_discover.register(sub)
+    from tryage.cli_collect import register as register_collect  # tryage collect, tryage score
+    register_collect(sub)
     return parser
 
 

@@ -10,6 +10,8 @@ against it. Built-ins:
   every model older than 2022 shares one ``created_at``; for such libraries ``last_modified`` is the
   more telling date.)
 * ``cost`` — mean of input and output price per 1M tokens, min-max scaled.
+* ``latency`` — mean seconds per call measured by ``tryage collect`` (``measured_latency_s``),
+  min-max scaled (fastest = 0).
 
 A negative weight turns a penalty into a reward (``size=-1`` prefers large models).
 
@@ -134,9 +136,15 @@ def Cost(*, missing: float | None = None) -> Constraint:  # noqa: N802
                       description="mean price per 1M tokens, cheapest = 0")
 
 
+def Latency(*, missing: float | None = None) -> Constraint:  # noqa: N802
+    """Measured mean seconds per call (``tryage collect``), scaled over the library (fastest = 0)."""
+    return Constraint("latency", lambda e: e.measured_latency_s, field="measured_latency_s", missing=missing,
+                      description="measured mean seconds per call, fastest = 0")
+
+
 def default_constraints() -> dict[str, Constraint]:
-    """The built-in constraints, keyed by name: ``size``, ``recency``, ``cost``."""
-    return {c.name: c for c in (Size(), Recency(), Cost())}
+    """The built-in constraints, keyed by name: ``size``, ``recency``, ``cost``, ``latency``."""
+    return {c.name: c for c in (Size(), Recency(), Cost(), Latency())}
 
 
 class ConstraintSet(Mapping[str, Constraint]):
@@ -254,4 +262,4 @@ class Filter:
         return None
 
 
-__all__ = ["Constraint", "ConstraintSet", "Cost", "Filter", "Recency", "Size", "default_constraints"]
+__all__ = ["Constraint", "ConstraintSet", "Cost", "Filter", "Latency", "Recency", "Size", "default_constraints"]

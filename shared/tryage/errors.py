@@ -287,3 +287,109 @@ class HubDiscoveryError(HubError):
 class StaleMetadataWarning(UserWarning):
     """Cached Hub metadata older than its time-to-live was used (offline, or the Hub was unreachable)."""
 
+
+# collect ----------------------------------------------------------------------------------------
+# Errors of ``tryage collect`` / ``tryage score`` (tryage.collect).
+class PromptFileError(TryageError, ValueError):
+    """A prompts file (JSONL or CSV) is malformed: no ``prompt``, bad JSON, duplicate ids.
+
+    Attributes:
+        path: The file.
+        line: The 1-based line (CSV: the header is line 1), when one is to blame.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        where = "" if path is None else (f"{path}, line {line}: " if line is not None else f"{path}: ")
+        super().__init__(where + message)
+
+
+class ExpertSpecError(TryageError, ValueError):
+    """An entry of an experts file cannot be built (unknown key, no backend, a key written in the file)."""
+
+
+class UnknownProviderError(ExpertSpecError):
+    """``"model": "<provider>:<id>"`` names a provider LangChain's ``init_chat_model`` does not know.
+
+    Attributes:
+        expert: The entry's name.
+        provider: The provider as written.
+    """
+
+    def __init__(self, expert: str, provider: str, detail: str = "") -> None:
+        self.expert = expert
+        self.provider = provider
+        super().__init__(f"expert {expert!r}: unknown model provider {provider!r}"
+                         + (f" ({detail})" if detail else "")
+                         + "; write 'model' as '<provider>:<model id>', e.g. 'openai:gpt-4o-mini', "
+                           "'anthropic:claude-3-5-haiku-latest', 'ollama:llama3'")
+
+
+class MissingCredentialsError(TryageError, PermissionError):
+    """A chat-model expert needs an API key that is not in the environment.
+
+    Attributes:
+        expert: The entry's name.
+        variable: The environment variable read.
+    """
+
+    def __init__(self, expert: str, variable: str) -> None:
+        self.expert = expert
+        self.variable = variable
+        super().__init__(f"expert {expert!r}: no API key; set the environment variable {variable} "
+                         "(keys are read from the environment only, never from the experts file)")
+
+
+class ScorerError(TryageError, ValueError):
+    """A scorer is unknown, or cannot score the input it was given (e.g. it needs a ``reference``)."""
+
+
+class JudgeParseError(ScorerError):
+    """A judge model's reply holds no score in [0, 1].
+
+    Attributes:
+        reply: The judge's reply.
+    """
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+        shown = reply if len(reply) <= 80 else reply[:77] + "..."
+        super().__init__(f"cannot read a score in [0, 1] from the judge's reply {shown!r}; "
+                         "the rubric must make the judge end with 'SCORE: <number between 0 and 1>'")
+
+
+class CallLogError(TryageError, ValueError):
+    """A call log is malformed (a middle line that is not a JSON record)."""
+
+
+class CallLogLockedError(TryageError, BlockingIOError):
+    """Another process is writing the same call log; two writers would pay twice for the same calls.
+
+    Attributes:
+        path: The call log.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"call log {path} is locked by another running collection ({path}.lock); "
+                         "wait for it to finish or give another --log")
+
+
+class BudgetReachedError(TryageError, RuntimeError):
+    """The next call would take the spend past ``budget``; nothing over budget was called.
+
+    The calls made are in the call log: a later run with a higher budget resumes from them.
+
+    Attributes:
+        budget: The budget in USD.
+        spent: USD spent (estimated for calls that timed out) when the run stopped.
+        remaining_calls: Calls not made.
+    """
+
+    def __init__(self, budget: float, spent: float, remaining_calls: int) -> None:
+        self.budget = budget
+        self.spent = spent
+        self.remaining_calls = remaining_calls
+        super().__init__(f"budget reached: spent ${spent:.6f} of ${budget:.6f}; {remaining_calls} call(s) not made "
+                         "(the next would pass the budget); rerun with a higher --budget to resume from the call log")

@@ -124,6 +124,8 @@ class Expert:
         pipeline_tag: Hub pipeline tag (e.g. ``"fill-mask"``), or ``None``.
         library_name: Hub library name (e.g. ``"transformers"``), or ``None``.
         gated: Whether the Hub repository is gated, or ``None`` when unknown.
+        measured_cost: Mean USD per call measured by ``tryage collect``, or ``None``.
+        measured_latency_s: Mean seconds per call measured by ``tryage collect``, or ``None``.
     """
 
     name: str
@@ -141,6 +143,8 @@ class Expert:
     pipeline_tag: str | None = None
     library_name: str | None = None
     gated: bool | None = None
+    measured_cost: float | None = None
+    measured_latency_s: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -149,7 +153,7 @@ class Expert:
             object.__setattr__(self, "parameters", parse_size(self.parameters))
         for key in ("created_at", "last_modified"):
             object.__setattr__(self, key, parse_datetime(getattr(self, key)))
-        for key in ("input_cost", "output_cost"):
+        for key in ("input_cost", "output_cost", "measured_cost", "measured_latency_s"):
             object.__setattr__(self, key, _optional_float(self.name, key, getattr(self, key)))
         for key in ("downloads", "likes"):
             object.__setattr__(self, key, _optional_int(self.name, key, getattr(self, key)))

@@ -28,7 +28,7 @@ class TryageRouter:
         predictor: A loss predictor (see :class:`LossPredictor`).
         library: Metadata of the predictor's experts. Defaults to bare experts (names only), which
             is enough when no metadata-based constraint is used.
-        constraints: Constraints known to the router; defaults to ``size``, ``recency``, ``cost``.
+        constraints: Constraints known to the router; defaults to ``size``, ``recency``, ``cost``, ``latency``.
             Pass extra :class:`Constraint` objects to add user-defined ones.
         weights: Default constraint weights λ (per-call weights and flags override them).
         filters: Default hard filters.

@@ -1,0 +1,159 @@
+"""The append-only call log: one JSON line per finished call, keyed by (prompt id, expert, settings).
+
+Every call that ends (an answer, or an error after the last retry) is appended and flushed at
+once, so a run killed at any moment (even ``kill -9``) loses at most the calls in flight, whose
+lines were never written. A partially written last line is cut off when the log is opened. A lock
+file (``<log>.lock``, via ``filelock``) refuses a second writer: two runs on one log would pay twice
+for the same calls. Answers, not scores, are logged, so ``tryage score`` re-scores without calling
+any model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tryage.errors import CallLogError, CallLogLockedError, require
+
+CallKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One finished call.
+
+    Attributes:
+        prompt_id: The prompt's id.
+        expert: The expert's name.
+        settings: Hash of the expert's generation settings (see ``ExpertSpec.settings_hash``).
+        answer: The text returned (``None`` for a loss-only expert or an error).
+        loss: LM loss of prompt + reference (``hf`` experts), else ``None``.
+        input_tokens: From ``usage_metadata`` (or the tokenizer), else ``None``.
+        output_tokens: From ``usage_metadata``, else ``None``.
+        latency_s: Seconds of the successful attempt (of the last one for an error).
+        cost: USD: tokens × the expert's prices per 1M tokens (0 when prices are unknown).
+        error: ``"<Type>: <message>"`` when the call failed for good, else ``None``.
+        attempts: Attempts made (1 + retries).
+    """
+
+    prompt_id: str
+    expert: str
+    settings: str
+    answer: str | None = None
+    loss: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    latency_s: float = 0.0
+    cost: float = 0.0
+    error: str | None = None
+    attempts: int = 1
+
+    @property
+    def key(self) -> CallKey:
+        return (self.prompt_id, self.expert, self.settings)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CallRecord:
+        return cls(**{k: data.get(k) for k in _FIELDS if k in data})
+
+
+_FIELDS = tuple(CallRecord.__dataclass_fields__)
+
+
+class CallLog:
+    """The call log file; use as a context manager to hold the writer's lock.
+
+    Args:
+        path: The JSONL log (created with its folder when missing).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock: Any = None
+        self._handle: Any = None
+
+    # -- reading -----------------------------------------------------------------------------
+    def records(self) -> list[CallRecord]:
+        """Every complete record, in file order (a partial last line is skipped)."""
+        return list(self._iter())
+
+    def _iter(self) -> Iterator[CallRecord]:
+        if not self.path.exists():
+            return
+        with self.path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.endswith("\n"):
+                    return  # torn last line of a killed writer
+                if not line.strip():
+                    continue
+                try:
+                    data = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise CallLogError(f"{self.path}, line {number}: not valid JSON ({exc.msg})") from None
+                if not isinstance(data, dict) or not {"prompt_id", "expert", "settings"} <= data.keys():
+                    raise CallLogError(f"{self.path}, line {number}: a call record needs 'prompt_id', 'expert' and 'settings'")
+                yield CallRecord.from_dict(data)
+
+    def latest(self) -> dict[CallKey, CallRecord]:
+        """The last record of each key (a later success replaces an earlier error)."""
+        out: dict[CallKey, CallRecord] = {}
+        for record in self._iter():
+            if record.ok or record.key not in out or not out[record.key].ok:
+                out[record.key] = record
+        return out
+
+    # -- writing -----------------------------------------------------------------------------
+    def __enter__(self) -> CallLog:
+        filelock = require("filelock", "collect")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(str(self.path) + ".lock")
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            raise CallLogLockedError(str(self.path)) from None
+        self._lock = lock
+        try:
+            self._repair()
+            self._handle = self.path.open("a", encoding="utf-8")
+        except BaseException:
+            lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._handle is not None:
+                self._handle.flush()
+                os.fsync(self._handle.fileno())
+                self._handle.close()
+        finally:
+            self._handle = None
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def _repair(self) -> None:
+        if not self.path.exists():
+            return
+        with self.path.open("rb+") as handle:
+            data = handle.read()
+            if data and not data.endswith(b"\n"):
+                handle.truncate(data.rfind(b"\n") + 1)
+
+    def append(self, record: CallRecord) -> None:
+        """Write one record and flush it to the OS (it survives the process being killed)."""
+        if self._handle is None:
+            raise CallLogError(f"call log {self.path} is not open for writing; use 'with CallLog(path) as log:'")
+        self._handle.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
+        self._handle.flush()
+
+
+__all__ = ["CallKey", "CallLog", "CallRecord"]

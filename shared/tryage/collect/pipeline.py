@@ -1,0 +1,373 @@
+"""``collect``: prompts × experts → call log → scores → Q-table and expert library; ``score``: the
+same from the call log alone, without calling any model.
+
+The Q-table written (JSONL) has one row per prompt that every expert answered::
+
+    {"id": ..., "prompt": ..., "scores": {expert: score}, "cost": {expert: USD},
+     "latency_s": {expert: seconds}, "output_tokens": {expert: n}, "reference": ..., "task": ..., ...}
+
+``tryage train --qtable`` reads it as it is (scores; the other fields are kept as extras). The
+expert library written beside it (``<out>.experts.json`` by default) holds each expert's prices and
+its measured mean cost and latency per call (``measured_cost``, ``measured_latency_s``), which the
+``cost`` and ``latency`` constraints read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import threading
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tryage._io import atomic_write_text
+from tryage.collect.backends import ExpertSpec, build_backend, load_experts
+from tryage.collect.calllog import CallKey, CallLog, CallRecord
+from tryage.collect.prompts import PromptRow, load_prompts, prompts_from_records
+from tryage.collect.runner import PlannedCall, Runner, RunStats
+from tryage.collect.scorers import DEFAULT_RUBRIC, Scorer, get_scorer
+from tryage.errors import BudgetReachedError, ConfigurationError, QTableError, ScorerError
+from tryage.experts import ExpertLibrary
+from tryage.qtable import QTable
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What a run would do, without calling anything.
+
+    Attributes:
+        calls: Each call to make, with its estimated tokens and cost.
+        cached: Calls already in the log (not made again).
+        estimated_cost: Sum of the calls' estimated USD.
+    """
+
+    calls: tuple[PlannedCall, ...]
+    cached: int
+    estimated_cost: float
+
+
+@dataclass(frozen=True)
+class CollectResult:
+    """What a collection produced.
+
+    Attributes:
+        qtable: The Q-table (scores) of the prompts every expert answered.
+        library: The experts with prices and measured mean cost and latency.
+        records: The call record used for each (prompt, expert) in the table.
+        made: Calls made by this run.
+        cached: Calls found in the log instead.
+        errors: Calls of this run that ended in an error.
+        spent: USD spent by this run.
+        incomplete: Ids of prompts left out because some expert has no answer (an error).
+        out: The Q-table file, or ``None``.
+        log: The call log.
+        library_path: The expert library file, or ``None``.
+        skipped_experts: Experts stopped after an authentication error, with the error.
+    """
+
+    qtable: QTable
+    library: ExpertLibrary
+    records: tuple[CallRecord, ...]
+    made: int = 0
+    cached: int = 0
+    errors: int = 0
+    spent: float = 0.0
+    incomplete: tuple[str, ...] = ()
+    out: Path | None = None
+    log: Path | None = None
+    library_path: Path | None = None
+    skipped_experts: Mapping[str, str] = field(default_factory=dict)
+
+
+def default_log_path(out: str | os.PathLike[str]) -> Path:
+    """``q.jsonl`` → ``q.calls.jsonl``."""
+    path = Path(out)
+    return path.with_name(path.stem + ".calls.jsonl")
+
+
+def judge_log_path(log: Path) -> Path:
+    """``q.calls.jsonl`` → ``q.calls.judge.jsonl``: the judge's replies, reused by later runs."""
+    return log.with_name(log.stem + ".judge.jsonl")
+
+
+def default_library_path(out: str | os.PathLike[str]) -> Path:
+    """``q.jsonl`` → ``q.experts.json``."""
+    path = Path(out)
+    return path.with_name(path.stem + ".experts.json")
+
+
+def _rows(prompts: Any) -> list[PromptRow]:
+    if isinstance(prompts, (str, os.PathLike)):
+        return load_prompts(prompts)
+    return prompts_from_records(prompts)
+
+
+_LOOP: asyncio.AbstractEventLoop | None = None
+_LOOP_LOCK = threading.Lock()
+
+
+def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to the end on one event loop kept for the process, in a daemon thread.
+
+    One loop, not ``asyncio.run`` per call: LangChain's OpenAI client caches its HTTP client per
+    ``base_url``, bound to the loop that first used it, so a second ``asyncio.run`` would find it on
+    a closed loop. The thread also makes :func:`collect` work inside a running loop (a notebook).
+    """
+    global _LOOP
+    with _LOOP_LOCK:
+        if _LOOP is None or _LOOP.is_closed():
+            _LOOP = asyncio.new_event_loop()
+            threading.Thread(target=_LOOP.run_forever, name="tryage-collect", daemon=True).start()
+        loop = _LOOP
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    try:
+        return future.result()
+    except BaseException:  # Ctrl-C in the caller: stop the run too (logged calls stay logged)
+        future.cancel()
+        raise
+
+
+def _check_scorer_fits(scorer: Scorer, specs: Sequence[ExpertSpec]) -> None:
+    if scorer.reads == "loss":
+        wrong = [s.name for s in specs if s.kind != "hf"]
+        if wrong:
+            raise ScorerError(f"scorer {scorer.name!r} reads the LM loss of 'hf' experts; {wrong} generate text: "
+                              "score them with exact, numeric, choice, contains, regex or judge")
+    else:
+        wrong = [s.name for s in specs if s.kind == "hf"]
+        if wrong:
+            raise ScorerError(f"scorer {scorer.name!r} reads answers, but {wrong} are 'hf' experts, which only give "
+                              "a loss: use --scorer lm-loss for them (collect them in a separate run)")
+
+
+def collect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, out: str | os.PathLike[str] | None = None,
+            log: str | os.PathLike[str] | None = None, library_out: str | os.PathLike[str] | None = None,
+            budget: float | None = None, dry_run: bool = False, concurrency: int = 4, timeout: float | None = 60.0,
+            retries: int = 3, progress: bool | None = None, pattern: str | None = None, judge: Any = None,
+            rubric: str = DEFAULT_RUBRIC, retry_base: float = 0.5) -> CollectResult | DryRun:
+    """Call every expert on every prompt, score the answers and write a Q-table.
+
+    Args:
+        prompts: A ``.jsonl``/``.csv`` file (see :mod:`tryage.collect.prompts`) or rows (dicts or strings).
+        experts: An experts JSON file, a list of entries, or a mapping name → entry or Python object
+            (see :mod:`tryage.collect.backends`).
+        scorer: A scorer name (``exact``, ``numeric``, ``choice``, ``contains``, ``regex``,
+            ``lm-loss``, ``judge``), a :class:`Scorer` or a callable ``f(answer, row) -> float``.
+        out: The Q-table JSONL to write (``None``: return it only; then ``log`` is required).
+        log: The call log (default: ``<out>.calls.jsonl``); calls in it are not made again.
+        library_out: The expert library JSON (default: ``<out>.experts.json``).
+        budget: USD this run may spend; it stops before a call would pass it
+            (:class:`BudgetReachedError`, the calls made stay in the log).
+        dry_run: Return a :class:`DryRun` listing the calls and their estimated cost; call nothing.
+        concurrency: Calls in flight per expert.
+        timeout: Seconds per attempt.
+        retries: Further attempts after a transient error (429, 5xx, timeout, connection).
+        progress: Show a progress bar (``None``: when stderr is a terminal).
+        pattern: The pattern of the ``regex`` scorer.
+        judge: The chat model of the ``judge`` scorer.
+        rubric: The judge's instructions.
+        retry_base: Seconds before the first retry (doubled each time).
+    """
+    return _run_sync(acollect(prompts, experts, scorer=scorer, out=out, log=log, library_out=library_out,
+                              budget=budget, dry_run=dry_run, concurrency=concurrency, timeout=timeout,
+                              retries=retries, progress=progress, pattern=pattern, judge=judge, rubric=rubric,
+                              retry_base=retry_base))
+
+
+async def acollect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, out: str | os.PathLike[str] | None = None,
+                   log: str | os.PathLike[str] | None = None, library_out: str | os.PathLike[str] | None = None,
+                   budget: float | None = None, dry_run: bool = False, concurrency: int = 4,
+                   timeout: float | None = 60.0, retries: int = 3, progress: bool | None = None,
+                   pattern: str | None = None, judge: Any = None, rubric: str = DEFAULT_RUBRIC,
+                   retry_base: float = 0.5) -> CollectResult | DryRun:
+    """The async form of :func:`collect` (same arguments)."""
+    _check_numbers(budget=budget, concurrency=concurrency, timeout=timeout, retries=retries)
+    rows = _rows(prompts)
+    specs = load_experts(experts)
+    if out is None and log is None:
+        raise ConfigurationError("give out= (the Q-table to write) or log= (the call log to keep answers in)")
+    log_path = Path(log) if log is not None else default_log_path(out)  # type: ignore[arg-type]
+    chosen = get_scorer(scorer, pattern=pattern, judge=judge, rubric=rubric, judge_log=judge_log_path(log_path))
+    _check_scorer_fits(chosen, specs)
+    chosen.check(rows)
+    by_name = {s.name: s for s in specs}
+
+    def pending(done: Mapping[CallKey, CallRecord]) -> list[tuple[PromptRow, ExpertSpec]]:
+        return [(row, spec) for row in rows for spec in specs
+                if not (r := done.get((row.id, spec.name, spec.settings_hash()))) or not r.ok]
+
+    def observed(done: Mapping[CallKey, CallRecord]) -> dict[str, list[int]]:
+        seen: dict[str, list[int]] = {}
+        for record in done.values():
+            if record.ok and record.output_tokens is not None:
+                seen.setdefault(record.expert, []).append(record.output_tokens)
+        return seen
+
+    if dry_run:
+        done = CallLog(log_path).latest()
+        todo = pending(done)
+        runner = Runner(by_name, {}, CallLog(log_path), observed_output_tokens=observed(done))
+        calls = tuple(runner.plan(row, spec) for row, spec in todo)
+        return DryRun(calls, len(rows) * len(specs) - len(todo), sum(c.cost for c in calls))
+
+    with CallLog(log_path) as call_log:
+        done = call_log.latest()
+        todo = pending(done)
+        backends = {name: build_backend(by_name[name]) for name in dict.fromkeys(s.name for _, s in todo)}
+        runner = Runner(by_name, backends, call_log, concurrency=concurrency, timeout=timeout, retries=retries,
+                        budget=budget, progress=progress, retry_base=retry_base, observed_output_tokens=observed(done))
+        try:
+            stats = await runner.run(todo) if todo else RunStats()
+        finally:
+            for backend in backends.values():
+                await backend.aclose()
+    if stats.budget_reached:
+        raise BudgetReachedError(float(budget), stats.spent, stats.not_made)  # type: ignore[arg-type]
+    latest = {**done, **{r.key: r for r in stats.records}}
+    picked = {(row.id, spec.name): latest.get((row.id, spec.name, spec.settings_hash())) for row in rows for spec in specs}
+    table, library, used, incomplete, records = await _assemble(rows, specs, picked, chosen, concurrency)
+    result = CollectResult(table, library, used, made=stats.made, cached=len(rows) * len(specs) - len(todo),
+                           errors=stats.errors, spent=stats.spent, incomplete=incomplete, log=log_path,
+                           skipped_experts=dict(stats.skipped_experts))
+    return _write(result, records, out, library_out)
+
+
+def score(log: str | os.PathLike[str], prompts: Any, *, scorer: str | Scorer | Any,
+          out: str | os.PathLike[str] | None = None, experts: Any = None,
+          library_out: str | os.PathLike[str] | None = None, pattern: str | None = None, judge: Any = None,
+          rubric: str = DEFAULT_RUBRIC, concurrency: int = 4) -> CollectResult:
+    """Re-score the answers in a call log and write a Q-table, calling no expert model.
+
+    Args:
+        log: The call log of an earlier :func:`collect`.
+        prompts: The prompts (file or rows); their references are what is scored against.
+        scorer: As in :func:`collect`.
+        out: The Q-table JSONL to write (``None``: return it only).
+        experts: The experts file/entries: keeps their columns, in their order, at their current
+            settings. Without it, every expert in the log, with its latest answer per prompt.
+        library_out: The expert library JSON (default: ``<out>.experts.json``).
+        pattern: The ``regex`` scorer's pattern.
+        judge: The ``judge`` scorer's chat model.
+        rubric: The judge's instructions.
+        concurrency: Judge calls in flight.
+    """
+    return _run_sync(_ascore(log, prompts, scorer=scorer, out=out, experts=experts, library_out=library_out,
+                             pattern=pattern, judge=judge, rubric=rubric, concurrency=concurrency))
+
+
+async def _ascore(log: Any, prompts: Any, *, scorer: Any, out: Any, experts: Any, library_out: Any,
+                  pattern: str | None, judge: Any, rubric: str, concurrency: int) -> CollectResult:
+    rows = _rows(prompts)
+    chosen = get_scorer(scorer, pattern=pattern, judge=judge, rubric=rubric, judge_log=judge_log_path(Path(log)))
+    chosen.check(rows)
+    call_log = CallLog(log)
+    if not call_log.path.is_file():
+        from tryage.errors import TryageFileNotFoundError
+
+        raise TryageFileNotFoundError(f"call log not found: {call_log.path}")
+    records = call_log.records()
+    if experts is not None:
+        specs = load_experts(experts)
+        latest = call_log.latest()
+        picked = {(row.id, s.name): latest.get((row.id, s.name, s.settings_hash())) for row in rows for s in specs}
+    else:
+        names = list(dict.fromkeys(r.expert for r in records))
+        if not names:
+            raise QTableError(f"the call log {call_log.path} holds no calls")
+        specs = [ExpertSpec(n, runnable=_Logged()) for n in names]
+        last: dict[tuple[str, str], CallRecord] = {}
+        for record in records:
+            key = (record.prompt_id, record.expert)
+            if record.ok or key not in last or not last[key].ok:
+                last[key] = record
+        picked = {(row.id, n): last.get((row.id, n)) for row in rows for n in names}
+    table, library, used, incomplete, records = await _assemble(rows, specs, picked, chosen, concurrency)
+    return _write(CollectResult(table, library, used, cached=len(used), incomplete=incomplete, log=call_log.path),
+                  records, out, library_out)
+
+
+class _Logged:
+    """Stands for an expert known only from the call log (``tryage score`` without ``--experts``)."""
+
+    def __call__(self, prompt: str) -> str:  # pragma: no cover - never called
+        raise RuntimeError("an expert read from a call log cannot be called")
+
+
+def _check_numbers(*, budget: float | None, concurrency: int, timeout: float | None, retries: int) -> None:
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0):
+        raise ConfigurationError(f"budget must be a number of USD >= 0, got {budget!r}")
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigurationError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ConfigurationError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigurationError(f"retries must be a whole number >= 0, got {retries!r}")
+
+
+async def _assemble(rows: Sequence[PromptRow], specs: Sequence[ExpertSpec],
+                    picked: Mapping[tuple[str, str], CallRecord | None], scorer: Scorer,
+                    concurrency: int) -> tuple[QTable, ExpertLibrary, tuple[CallRecord, ...], tuple[str, ...], list[dict[str, Any]]]:
+    complete = [row for row in rows if all((r := picked[(row.id, s.name)]) is not None and r.ok for s in specs)]
+    incomplete = tuple(row.id for row in rows if row not in complete)
+    if not complete:
+        errors = [r.error for r in picked.values() if r is not None and r.error]
+        hint = f"; e.g. {errors[0]}" if errors else ""
+        raise QTableError(f"no prompt has an answer from every expert ({len(errors)} call(s) failed{hint}); "
+                          "see the call log")
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(row: PromptRow, spec: ExpertSpec) -> float:
+        async with gate:
+            return await scorer.score(picked[(row.id, spec.name)], row)
+
+    values = await asyncio.gather(*(one(row, spec) for row in complete for spec in specs))
+    it = iter(values)
+    records = []
+    used: list[CallRecord] = []
+    for row in complete:
+        calls = [picked[(row.id, s.name)] for s in specs]
+        used.extend(c for c in calls if c is not None)
+        record: dict[str, Any] = {"id": row.id, "prompt": row.prompt,
+                                  "scores": {s.name: next(it) for s in specs},
+                                  "cost": {s.name: c.cost for s, c in zip(specs, calls)},  # type: ignore[union-attr]
+                                  "latency_s": {s.name: round(c.latency_s, 6) for s, c in zip(specs, calls)},  # type: ignore[union-attr]
+                                  "output_tokens": {s.name: c.output_tokens for s, c in zip(specs, calls)}}  # type: ignore[union-attr]
+        for key, value in (("reference", row.reference), ("choices", list(row.choices) or None), ("task", row.task)):
+            if value is not None:
+                record[key] = value
+        records.append({**row.extras, **record})
+    table = QTable.from_records(records, experts=[s.name for s in specs])
+    library = ExpertLibrary(spec.to_expert(**_measured(spec.name, used)) if not isinstance(spec.runnable, _Logged)
+                            else _bare_expert(spec.name, used) for spec in specs)
+    return table, library, tuple(used), incomplete, records
+
+
+def _measured(name: str, used: Iterable[CallRecord]) -> dict[str, float | None]:
+    mine = [r for r in used if r.expert == name]
+    return {"measured_cost": statistics.fmean(r.cost for r in mine) if mine else None,
+            "measured_latency_s": statistics.fmean(r.latency_s for r in mine) if mine else None}
+
+
+def _bare_expert(name: str, used: Iterable[CallRecord]) -> Any:
+    from tryage.experts import Expert
+
+    return Expert(name=name, **_measured(name, used))
+
+
+def _write(result: CollectResult, records: Sequence[Mapping[str, Any]], out: Any, library_out: Any) -> CollectResult:
+    if out is None:
+        return result
+    out_path = Path(out)
+    atomic_write_text(out_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    library_path = Path(library_out) if library_out is not None else default_library_path(out_path)
+    result.library.to_json(library_path)
+    return CollectResult(**{**result.__dict__, "out": out_path, "library_path": library_path})
+
+
+__all__ = ["CollectResult", "DryRun", "acollect", "collect", "default_library_path", "default_log_path", "score"]

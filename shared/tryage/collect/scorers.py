@@ -1,0 +1,282 @@
+"""Scorers: turn an expert's answer to a prompt into a score in [0, 1], higher is better.
+
+Scoring is apart from generation: answers are logged, so cached answers can be re-scored with
+another scorer without calling any model (``tryage score``). Built-ins, by name:
+
+* ``exact`` — 1 when the answer equals ``reference`` after normalising (lower case, punctuation,
+  articles and extra spaces removed), else 0. Higher: more answers exactly right.
+* ``numeric`` — 1 when the last number in the answer equals the number in ``reference``
+  (GSM8K-style; commas and ``$`` ignored, relative tolerance 1e-6), else 0.
+* ``choice`` — 1 when the multiple-choice letter in the answer (``"(B)"``, ``"Answer: B"``, a lone
+  ``B``) is the reference letter (or the letter of the reference among ``choices``), else 0.
+* ``contains`` — 1 when the normalised reference occurs in the normalised answer, else 0.
+* ``regex`` — 1 when the pattern (``pattern=``, else the row's ``reference``) is found in the answer.
+* ``lm-loss`` — ``exp(-loss)`` of an ``hf`` expert's mean next-token NLL on prompt + reference: the
+  geometric-mean probability of a token, in (0, 1]. Higher: the model finds the text likelier.
+* ``judge`` — an LLM judge (any LangChain chat model) reads the rubric, prompt, reference and
+  answer and replies ``SCORE: <0..1>``; a reply without such a number is a :class:`JudgeParseError`.
+  Higher: the judge rates the answer better.
+
+Any callable ``f(answer, row) -> float`` (sync or async) is a scorer too; its docstring should say
+what higher means.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+import os
+import re
+import string
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tryage.errors import JudgeParseError, ScorerError
+
+ScoreFn = Callable[[Any, Any], "float | Awaitable[float]"]
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+def normalize(text: str) -> str:
+    """Lower case, no punctuation, no articles, single spaces (SQuAD's normalisation)."""
+    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCT)).split())
+
+
+def _number(text: str, *, last: bool) -> float | None:
+    found = _NUMBER.findall(text.replace("$", ""))
+    if not found:
+        return None
+    try:
+        return float((found[-1] if last else found[0]).replace(",", ""))
+    except ValueError:
+        return None
+
+
+def exact(answer: str, row: Any) -> float:
+    """1.0 when the normalised answer equals the normalised reference."""
+    return float(normalize(answer) == normalize(row.reference))
+
+
+def numeric(answer: str, row: Any) -> float:
+    """1.0 when the answer's last number equals the reference's number."""
+    want = _number(row.reference, last=True)
+    if want is None:
+        raise ScorerError(f"scorer 'numeric': prompt {row.id!r} has reference {row.reference!r}, which holds no number")
+    got = _number(answer, last=True)
+    return float(got is not None and math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9))
+
+
+_LETTER_PATTERNS = (re.compile(r"answer\s*(?:is|:)?\s*\(?([A-Z])\b\)?", re.IGNORECASE),
+                    re.compile(r"\(([A-Z])\)"), re.compile(r"^\s*([A-Z])(?:[).:\s]|$)"), re.compile(r"\b([A-Z])\b"))
+
+
+def choice_letter(answer: str) -> str | None:
+    """The multiple-choice letter an answer gives, or ``None``."""
+    for pattern in _LETTER_PATTERNS:
+        match = pattern.search(answer)
+        if match:
+            return match.group(1).upper()
+    return None
+
+
+def choice(answer: str, row: Any) -> float:
+    """1.0 when the answer's letter is the reference letter."""
+    reference = row.reference.strip()
+    if len(reference) == 1 and reference.isalpha():
+        want = reference.upper()
+    elif row.choices and reference in row.choices:
+        want = string.ascii_uppercase[row.choices.index(reference)]
+    else:
+        raise ScorerError(f"scorer 'choice': prompt {row.id!r} has reference {reference!r}; give a letter (A, B, ...) "
+                          "or one of its 'choices'")
+    return float(choice_letter(answer) == want)
+
+
+def contains(answer: str, row: Any) -> float:
+    """1.0 when the normalised reference occurs in the normalised answer."""
+    return float(normalize(row.reference) in normalize(answer))
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A named scorer.
+
+    Attributes:
+        name: Its name (``--scorer``).
+        fn: ``fn(answer, row) -> float`` (or awaitable); for ``lm-loss``, ``fn(loss, row)``.
+        needs_reference: Every prompt must have a ``reference``.
+        reads: ``"answer"`` (the text) or ``"loss"`` (an ``hf`` expert's loss).
+        higher: What a higher score means.
+    """
+
+    name: str
+    fn: ScoreFn
+    needs_reference: bool = False
+    reads: str = "answer"
+    higher: str = ""
+
+    async def score(self, record: Any, row: Any) -> float:
+        """The score of one logged call on its prompt row."""
+        if self.reads == "loss":
+            if record.loss is None:
+                raise ScorerError(f"scorer {self.name!r} reads an LM loss, but expert {record.expert!r} gave text; "
+                                  "use it with 'hf' experts only, or pick a scorer that reads answers")
+            value = self.fn(record.loss, row)
+        else:
+            if record.answer is None:
+                raise ScorerError(f"scorer {self.name!r} reads answers, but expert {record.expert!r} gave only a loss; "
+                                  "use --scorer lm-loss for 'hf' experts")
+            value = self.fn(record.answer, row)
+        if inspect.isawaitable(value):
+            value = await value
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ScorerError(f"scorer {self.name!r} returned {value!r} for prompt {row.id!r}; it must return a number") from None
+        if not math.isfinite(number):
+            raise ScorerError(f"scorer {self.name!r} returned {number!r} for prompt {row.id!r}; scores must be finite")
+        return number
+
+    def check(self, rows: Any) -> None:
+        """Raise :class:`ScorerError` before any call when a prompt lacks what this scorer needs."""
+        if self.needs_reference:
+            missing = [r for r in rows if r.reference is None]
+            if missing:
+                first = missing[0]
+                where = f" (line {first.line})" if first.line else ""
+                raise ScorerError(f"scorer {self.name!r} needs a 'reference' for every prompt; {len(missing)} have none, "
+                                  f"e.g. id {first.id!r}{where}")
+
+
+def _lm_loss(loss: float, row: Any) -> float:
+    return math.exp(-loss)
+
+
+DEFAULT_RUBRIC = ("You grade an answer to a question. Compare it with the reference answer when one is given. "
+                  "Reply with one short sentence of reasoning, then a last line 'SCORE: <number between 0 and 1>', "
+                  "where 1 means fully correct and helpful and 0 means wrong or useless.")
+_SCORE = re.compile(r"score\s*[:=]\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
+def parse_judge_score(reply: str) -> float:
+    """The score in a judge's reply: ``SCORE: x`` (the last one), or a reply that is only a number."""
+    found = _SCORE.findall(reply)
+    text = found[-1] if found else reply.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        raise JudgeParseError(reply) from None
+    if not 0.0 <= value <= 1.0:
+        raise JudgeParseError(reply)
+    return value
+
+
+class Judge:
+    """An LLM judge: ``Judge(chat_model, rubric=...)`` is a scorer function (async).
+
+    Args:
+        model: Any LangChain chat model (or runnable taking a string).
+        rubric: Instructions; the reply must end with ``SCORE: <0..1>``.
+        log: A JSONL file of the judge's replies, keyed by the judge's model, the rubric, the prompt,
+            the reference and the answer: a reply found there is reused, not paid for again
+            (``collect`` and ``score`` keep it beside the call log as ``<log>.judge.jsonl``).
+    """
+
+    def __init__(self, model: Any, *, rubric: str = DEFAULT_RUBRIC, log: str | os.PathLike[str] | None = None) -> None:
+        self.model = model
+        self.rubric = rubric
+        self.log = log
+        self._replies: dict[str, str] | None = None
+
+    def _key(self, text: str) -> str:
+        who = getattr(self.model, "model_name", None) or getattr(self.model, "model", None) or type(self.model).__qualname__
+        return hashlib.sha256(f"{who}\0{text}".encode("utf-8")).hexdigest()[:32]
+
+    def _cached(self) -> dict[str, str]:
+        if self._replies is None:
+            self._replies = {}
+            path = Path(self.log) if self.log is not None else None
+            if path is not None and path.is_file():
+                for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+                    if line.endswith("\n") and line.strip():  # a torn last line is skipped
+                        try:
+                            record = json.loads(line)
+                        except json.JSONDecodeError:
+                            continue
+                        self._replies[record["key"]] = record["reply"]
+        return self._replies
+
+    async def __call__(self, answer: str, row: Any) -> float:
+        """The judge's score of ``answer`` to ``row``; higher: the judge rates it better."""
+        text = f"{self.rubric}\n\nQuestion:\n{row.prompt}\n\n"
+        if row.reference is not None:
+            text += f"Reference answer:\n{row.reference}\n\n"
+        text += f"Answer to grade:\n{answer}\n"
+        key, replies = self._key(text), self._cached()
+        if key not in replies:
+            reply = await self.model.ainvoke(text)
+            content = getattr(reply, "text", None)
+            if not isinstance(content, str):
+                content = getattr(reply, "content", reply)
+            replies[key] = str(content)
+            if self.log is not None:
+                Path(self.log).parent.mkdir(parents=True, exist_ok=True)
+                with open(self.log, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps({"key": key, "prompt_id": row.id, "reply": replies[key]}) + "\n")
+        return parse_judge_score(replies[key])
+
+
+BUILTIN = {
+    "exact": Scorer("exact", exact, True, higher="1 = the answer equals the reference (normalised), 0 = not"),
+    "numeric": Scorer("numeric", numeric, True, higher="1 = the last number equals the reference number, 0 = not"),
+    "choice": Scorer("choice", choice, True, higher="1 = the chosen letter is the right one, 0 = not"),
+    "contains": Scorer("contains", contains, True, higher="1 = the answer contains the reference, 0 = not"),
+    "lm-loss": Scorer("lm-loss", _lm_loss, False, reads="loss",
+                      higher="exp(-loss): geometric-mean token probability of prompt + reference, in (0, 1]"),
+}
+NAMES = (*BUILTIN, "regex", "judge")
+
+
+def get_scorer(scorer: str | Scorer | ScoreFn, *, pattern: str | None = None, judge: Any = None,
+               rubric: str = DEFAULT_RUBRIC, judge_log: str | os.PathLike[str] | None = None) -> Scorer:
+    """A :class:`Scorer` from a name (see the module doc), a :class:`Scorer` or a callable ``f(answer, row)``.
+
+    Args:
+        scorer: The name, scorer or callable.
+        pattern: The regular expression of ``regex`` (default: each row's ``reference``).
+        judge: The chat model of ``judge``.
+        rubric: The judge's instructions.
+        judge_log: Where the judge's replies are kept and reused (see :class:`Judge`).
+    """
+    if isinstance(scorer, Scorer):
+        return scorer
+    if callable(scorer) and not isinstance(scorer, str):
+        name = getattr(scorer, "__name__", type(scorer).__name__)
+        return Scorer(name, scorer, False, higher=(inspect.getdoc(scorer) or "as the callable defines").splitlines()[0])
+    if scorer in BUILTIN:
+        return BUILTIN[scorer]
+    if scorer == "regex":
+        if pattern is not None:
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                raise ScorerError(f"regex scorer: pattern {pattern!r} is not a valid regular expression ({exc})") from None
+            return Scorer("regex", lambda a, r: float(compiled.search(a) is not None), False,
+                          higher=f"1 = the answer matches {pattern!r}, 0 = not")
+        return Scorer("regex", lambda a, r: float(re.search(r.reference, a) is not None), True,
+                      higher="1 = the answer matches the row's reference pattern, 0 = not")
+    if scorer == "judge":
+        if judge is None:
+            raise ScorerError("scorer 'judge' needs a judge model: judge=<chat model> (CLI: --judge-model <provider:id>)")
+        return Scorer("judge", Judge(judge, rubric=rubric, log=judge_log), False, higher="the judge's rating, 1 = best, 0 = worst")
+    raise ScorerError(f"unknown scorer {scorer!r}; built-in scorers: {', '.join(NAMES)} (or pass a Python callable)")
+
+
+__all__ = ["DEFAULT_RUBRIC", "Judge", "NAMES", "Scorer", "choice_letter", "get_scorer", "normalize", "parse_judge_score"]

@@ -1,0 +1,258 @@
+"""tryage.collect against a real local OpenAI-compatible server, through LangChain's ChatOpenAI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("langchain_openai", reason="these tests drive the real ChatOpenAI (extra 'collect')")
+
+from collect_helpers import entry, sums, write_experts, write_jsonl  # noqa: E402
+from openai_server import OpenAIServer  # noqa: E402
+
+from tryage.collect import CallLog, DryRun, collect, score
+from tryage.errors import BudgetReachedError, CallLogLockedError, QTableError
+from tryage.experts import ExpertLibrary
+from tryage.qtable import QTable
+
+FAST = {"retry_base": 0.01, "progress": False}
+
+
+def test_collect_writes_scores_costs_and_a_library_train_can_read(server: OpenAIServer, tmp_path: Path) -> None:
+    out = tmp_path / "q.jsonl"
+    result = collect(sums(6), [entry(server, "good"), entry(server, "sloppy"), entry(server, "flaky")],
+                     scorer="numeric", out=out, concurrency=2, **FAST)
+    assert result.made == 18 and result.cached == 0 and result.errors == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"p{i}" for i in range(6)]
+    # sloppy adds one when the first number is odd; good and flaky are always right
+    assert [r["scores"] for r in rows] == [{"good": 1.0, "sloppy": float(i % 2 == 0), "flaky": 1.0} for i in range(6)]
+    # usage from the server: 5 prompt words, 4 answer words; prices 1 and 2 USD per 1M tokens
+    assert rows[0]["cost"] == {n: pytest.approx((5 * 1.0 + 4 * 2.0) / 1e6) for n in ("good", "sloppy", "flaky")}
+    assert rows[0]["output_tokens"] == {"good": 4, "sloppy": 4, "flaky": 4}
+    assert all(v > 0 for v in rows[0]["latency_s"].values())
+    assert rows[0]["reference"] == "3" and rows[0]["task"] == "sum"
+    assert result.spent == pytest.approx(18 * 13 / 1e6)
+    # flaky got a 429 first for every prompt and was retried once; the others were called once
+    assert server.count("flaky") == 12 and server.count("good") == 6 and server.count("sloppy") == 6
+    flaky = [r for r in CallLog(tmp_path / "q.calls.jsonl").records() if r.expert == "flaky"]
+    assert [r.attempts for r in flaky] == [2] * 6
+    table = QTable.from_file(out)
+    assert table.kind == "score" and table.experts == ("good", "sloppy", "flaky")
+    assert table.column("cost")[0]["good"] == pytest.approx(13e-6)
+    library = ExpertLibrary.from_json(tmp_path / "q.experts.json")
+    assert library["good"].measured_cost == pytest.approx(13e-6)
+    assert library["good"].measured_latency_s > 0 and library["good"].input_cost == 1.0
+
+
+def test_collect_again_makes_no_call(server: OpenAIServer, tmp_path: Path) -> None:
+    experts = [entry(server, "good"), entry(server, "sloppy")]
+    collect(sums(4), experts, scorer="numeric", out=tmp_path / "q.jsonl", **FAST)
+    written = (tmp_path / "q.jsonl").read_text()
+    second = collect(sums(4), experts, scorer="numeric", out=tmp_path / "q.jsonl", **FAST)
+    assert sum(server.requests.values()) == 8
+    assert second.made == 0 and second.cached == 8
+    assert (tmp_path / "q.jsonl").read_text() == written
+
+
+def test_changed_generation_settings_are_new_calls_but_a_new_base_url_is_not(server: OpenAIServer, tmp_path: Path) -> None:
+    collect(sums(2), [entry(server, "good")], scorer="numeric", out=tmp_path / "q.jsonl", **FAST)
+    moved = entry(server, "good")
+    moved["model_kwargs"]["base_url"] = server.base_url.replace("127.0.0.1", "localhost")
+    assert collect(sums(2), [moved], scorer="numeric", out=tmp_path / "q.jsonl", **FAST).made == 0
+    hotter = entry(server, "good")
+    hotter["model_kwargs"]["temperature"] = 0.7
+    assert collect(sums(2), [hotter], scorer="numeric", out=tmp_path / "q.jsonl", **FAST).made == 2
+
+
+def test_permanent_error_is_not_retried_and_stops_that_expert(server: OpenAIServer, tmp_path: Path) -> None:
+    with pytest.raises(QTableError, match=r"no prompt has an answer from every expert .*AuthenticationError \(401\)"):
+        collect(sums(5), [entry(server, "good"), entry(server, "locked")], scorer="numeric",
+                out=tmp_path / "q.jsonl", concurrency=1, retries=3, **FAST)
+    assert server.count("locked") == 1  # no retry, and the other 4 calls were skipped
+    [record] = [r for r in CallLog(tmp_path / "q.calls.jsonl").records() if r.expert == "locked"]
+    assert record.attempts == 1 and "AuthenticationError (401)" in record.error
+    assert server.count("good") == 5
+
+
+def test_timeout_is_retried_then_logged_as_an_error(server: OpenAIServer, tmp_path: Path) -> None:
+    with pytest.raises(QTableError, match="no prompt has an answer from every expert"):
+        collect(sums(2), [entry(server, "good"), entry(server, "slow", concurrency=2)], scorer="numeric",
+                out=tmp_path / "q.jsonl", timeout=0.3, retries=1, **FAST)
+    slow = [r for r in CallLog(tmp_path / "q.calls.jsonl").records() if r.expert == "slow"]
+    assert [(r.attempts, r.error.split(":")[0]) for r in slow] == [(2, "TimeoutError")] * 2
+    assert server.count("slow") <= 4  # two attempts per prompt (a loaded machine may time out before the server reads one)
+    assert not (tmp_path / "q.jsonl").exists()
+
+
+def test_budget_stops_before_spend_would_pass_it(server: OpenAIServer, tmp_path: Path) -> None:
+    # each call is estimated at 10 output tokens x 0.1 USD = 1 USD and really costs 4 x 0.1 = 0.4 USD
+    expensive = entry(server, "good", input_price=0.0, output_price=100_000.0, expected_output_tokens=10)
+    with pytest.raises(BudgetReachedError, match=r"budget reached: spent \$1.600000 of \$2.500000; 4 call\(s\) not made") as caught:
+        collect(sums(8), [expensive], scorer="numeric", out=tmp_path / "q.jsonl", budget=2.5, concurrency=1, **FAST)
+    assert caught.value.spent <= caught.value.budget
+    assert server.count("good") == 4 and len(CallLog(tmp_path / "q.calls.jsonl").records()) == 4
+    assert not (tmp_path / "q.jsonl").exists()
+    # a higher budget resumes: only the 4 missing calls are made
+    result = collect(sums(8), [expensive], scorer="numeric", out=tmp_path / "q.jsonl", budget=10.0, concurrency=1, **FAST)
+    assert result.made == 4 and result.cached == 4 and server.count("good") == 8 and len(result.qtable) == 8
+
+
+def test_budget_holds_with_concurrent_calls(server: OpenAIServer, tmp_path: Path) -> None:
+    expensive = entry(server, "good", input_price=0.0, output_price=100_000.0, expected_output_tokens=10)
+    with pytest.raises(BudgetReachedError) as caught:
+        collect(sums(12), [expensive], scorer="numeric", out=tmp_path / "q.jsonl", budget=3.0, concurrency=4, **FAST)
+    assert caught.value.spent <= 3.0
+    assert server.count("good") == len(CallLog(tmp_path / "q.calls.jsonl").records()) >= 3
+
+
+def test_dry_run_lists_calls_and_cost_and_calls_nothing(server: OpenAIServer, tmp_path: Path) -> None:
+    experts = [entry(server, "good", expected_output_tokens=10), entry(server, "sloppy")]
+    plan = collect(sums(3), experts, scorer="numeric", out=tmp_path / "q.jsonl", dry_run=True)
+    assert isinstance(plan, DryRun) and server.requests == {}
+    assert [(c.prompt_id, c.expert) for c in plan.calls] == [(f"p{i}", n) for i in range(3) for n in ("good", "sloppy")]
+    first = plan.calls[0]  # "What is 0 plus 3?" is 17 bytes -> 6 tokens estimated; 10 output tokens
+    assert (first.input_tokens, first.output_tokens) == (6, 10)
+    assert first.cost == pytest.approx((6 * 1.0 + 10 * 2.0) / 1e6)
+    assert plan.calls[1].output_tokens == 512  # nothing known about sloppy's answers yet
+    assert plan.estimated_cost == pytest.approx(sum(c.cost for c in plan.calls))
+    assert not (tmp_path / "q.calls.jsonl").exists()
+
+
+def test_dry_run_skips_logged_calls_and_uses_their_mean_output(server: OpenAIServer, tmp_path: Path) -> None:
+    collect(sums(2), [entry(server, "good")], scorer="numeric", out=tmp_path / "q.jsonl", **FAST)
+    plan = collect(sums(4), [entry(server, "good")], scorer="numeric", out=tmp_path / "q.jsonl", dry_run=True)
+    assert plan.cached == 2 and [c.prompt_id for c in plan.calls] == ["p2", "p3"]
+    assert plan.calls[0].output_tokens == 4  # the mean of the logged answers
+
+
+def test_second_writer_is_refused(server: OpenAIServer, tmp_path: Path) -> None:
+    with CallLog(tmp_path / "q.calls.jsonl"):
+        with pytest.raises(CallLogLockedError, match=r"call log .*q.calls.jsonl is locked by another running collection"):
+            collect(sums(2), [entry(server, "good")], scorer="numeric", out=tmp_path / "q.jsonl", **FAST)
+    assert server.requests == {}
+
+
+def test_torn_last_line_is_cut_and_that_call_made_again(server: OpenAIServer, tmp_path: Path) -> None:
+    collect(sums(3), [entry(server, "good")], scorer="numeric", out=tmp_path / "q.jsonl", **FAST)
+    log = tmp_path / "q.calls.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:2]) + lines[2][:25])  # the writer died in the middle of line 3
+    result = collect(sums(3), [entry(server, "good")], scorer="numeric", out=tmp_path / "q.jsonl", **FAST)
+    assert result.made == 1 and result.cached == 2
+    assert [r.prompt_id for r in CallLog(log).records()] == ["p0", "p1", "p2"] or \
+        sorted(r.prompt_id for r in CallLog(log).records()) == ["p0", "p1", "p2"]
+    assert all(line.endswith("\n") for line in log.read_text().splitlines(keepends=True))
+
+
+def test_score_rescores_logged_answers_without_calls(server: OpenAIServer, tmp_path: Path) -> None:
+    collect(sums(4), [entry(server, "good"), entry(server, "sloppy")], scorer="numeric", out=tmp_path / "q.jsonl", **FAST)
+    before = dict(server.requests)
+    rows = [{**r, "reference": f"answer is {int(r['reference']) + 1}"} for r in sums(4)]
+    result = score(tmp_path / "q.calls.jsonl", rows, scorer="contains", out=tmp_path / "q2.jsonl")
+    assert dict(server.requests) == before
+    # now the reference is one too many: only sloppy's odd answers contain it
+    assert [json.loads(line)["scores"] for line in (tmp_path / "q2.jsonl").read_text().splitlines()] == \
+        [{"good": 0.0, "sloppy": float(i % 2 == 1)} for i in range(4)]
+    assert result.qtable.experts == ("good", "sloppy")
+    assert ExpertLibrary.from_json(tmp_path / "q2.experts.json")["sloppy"].measured_cost == pytest.approx(13e-6)
+
+
+def test_judge_scores_with_a_chat_model(server: OpenAIServer, tmp_path: Path) -> None:
+    from tryage.collect import build_chat_models
+
+    judge = build_chat_models([entry(server, "judge")])["judge"]
+    result = collect(sums(4), [entry(server, "good"), entry(server, "sloppy")], scorer="judge", judge=judge,
+                     out=tmp_path / "q.jsonl", **FAST)
+    assert result.qtable.scores.tolist() == [[1.0, float(i % 2 == 0)] for i in range(4)]
+
+
+def test_python_callable_expert_and_scorer(tmp_path: Path) -> None:
+    def shout(prompt: str) -> str:
+        return prompt.upper()
+
+    async def whisper(prompt: str) -> dict:
+        return {"text": prompt.lower(), "input_tokens": 3, "output_tokens": 2}
+
+    def upper_share(answer: str, row) -> float:
+        """Share of upper-case letters: higher is louder."""
+        letters = [c for c in answer if c.isalpha()]
+        return sum(c.isupper() for c in letters) / len(letters)
+
+    result = collect(["Hello There", "abc"], {"shout": shout, "whisper": whisper}, scorer=upper_share,
+                     log=tmp_path / "calls.jsonl", progress=False)
+    assert result.qtable.scores.tolist() == [[1.0, 0.0], [1.0, 0.0]]
+    whispered = [r for r in result.records if r.expert == "whisper"]
+    assert [(r.input_tokens, r.output_tokens, r.answer) for r in whispered] == [(3, 2, "hello there"), (3, 2, "abc")]
+
+
+def test_chat_models_for_routing_come_from_the_same_entries(server: OpenAIServer, tmp_path: Path) -> None:
+    from langchain_openai import ChatOpenAI
+
+    from tryage.collect import build_chat_models
+
+    path = write_experts(tmp_path / "experts.json", [entry(server, "good"), entry(server, "sloppy"),
+                                                     {"name": "lm", "hf": str(tmp_path)}])
+    models = build_chat_models(path)
+    assert list(models) == ["good", "sloppy"] and all(isinstance(m, ChatOpenAI) for m in models.values())
+    assert models["good"].invoke("What is 2 plus 2?").content == "The answer is 4."
+    assert math.isclose(models["good"].temperature, 0.0)
+
+
+def test_prompts_from_csv_with_choices(server: OpenAIServer, tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text("id,prompt,reference,choices,source\nq1,What is 1 plus 1?,B,1|2|3,mine\n", encoding="utf-8")
+    result = collect(path, [entry(server, "good")], scorer="choice", out=tmp_path / "q.jsonl", **FAST)
+    row = json.loads((tmp_path / "q.jsonl").read_text())
+    assert row["choices"] == ["1", "2", "3"] and row["source"] == "mine" and row["reference"] == "B"
+    assert result.qtable.scores.tolist() == [[0.0]]  # "The answer is 2." names no letter B
+
+
+def test_experts_file_round_trip_through_write_jsonl(server: OpenAIServer, tmp_path: Path) -> None:
+    prompts = write_jsonl(tmp_path / "p.jsonl", sums(2))
+    experts = write_experts(tmp_path / "e.json", [entry(server, "good")])
+    result = collect(prompts, experts, scorer="exact", out=tmp_path / "q.jsonl", **FAST)
+    assert result.qtable.scores.tolist() == [[0.0], [0.0]]  # "The answer is 3." is not exactly "3"
+
+
+def test_repeated_prompt_text_is_refused_before_any_call(server: OpenAIServer, tmp_path: Path) -> None:
+    from tryage.errors import PromptFileError
+
+    path = write_jsonl(tmp_path / "p.jsonl", [{"id": "a", "prompt": "What is 1 plus 3?"}, {"id": "b", "prompt": "What is 1 plus 3?"}])
+    with pytest.raises(PromptFileError, match=r"p.jsonl, line 2: prompt of id 'b' repeats id 'a' \(line 1\)"):
+        collect(path, [entry(server, "good")], scorer="regex", pattern="4", out=tmp_path / "q.jsonl", **FAST)
+    assert server.requests == {}
+
+
+def test_rate_limited_expert_still_makes_every_call_once(server: OpenAIServer, tmp_path: Path) -> None:
+    result = collect(sums(6), [entry(server, "good", requests_per_second=50.0)], scorer="numeric",
+                     out=tmp_path / "q.jsonl", concurrency=3, **FAST)
+    assert result.made == 6 and server.count("good") == 6
+
+
+def test_bad_entries_are_refused(server: OpenAIServer, tmp_path: Path) -> None:
+    from tryage.errors import ExpertSpecError
+
+    with pytest.raises(ExpertSpecError, match=r"expert 'x': unknown field\(s\) \['temprature'\]"):
+        collect(sums(1), [{"name": "x", "model": "openai:good", "temprature": 0}], scorer="numeric", log=tmp_path / "c")
+    with pytest.raises(ExpertSpecError, match="expert 'x': give exactly one of 'model'"):
+        collect(sums(1), [{"name": "x"}], scorer="numeric", log=tmp_path / "c")
+    with pytest.raises(ExpertSpecError, match=r"expert 'x': requests_per_second must be a number >= 0, got -1"):
+        collect(sums(1), [entry(server, "good", name="x", requests_per_second=-1)], scorer="numeric", log=tmp_path / "c")
+    assert server.requests == {}
+
+
+def test_judge_replies_are_kept_and_not_paid_for_again(server: OpenAIServer, tmp_path: Path) -> None:
+    from tryage.collect import build_chat_models
+
+    judge = build_chat_models([entry(server, "judge")])["judge"]
+    experts = [entry(server, "good"), entry(server, "sloppy")]
+    collect(sums(3), experts, scorer="judge", judge=judge, out=tmp_path / "q.jsonl", **FAST)
+    assert server.count("judge") == 6
+    again = score(tmp_path / "q.calls.jsonl", sums(3), scorer="judge", judge=judge, out=tmp_path / "q2.jsonl")
+    assert server.count("judge") == 6  # every reply came from q.calls.judge.jsonl
+    assert again.qtable.scores.tolist() == [[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
+    assert len((tmp_path / "q.calls.judge.jsonl").read_text().splitlines()) == 6

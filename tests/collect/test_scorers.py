@@ -1,0 +1,104 @@
+"""The built-in scorers, the judge's reply parser, and what `import tryage.collect` loads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tryage.collect import get_scorer
+from tryage.collect.calllog import CallRecord
+from tryage.collect.prompts import PromptRow
+from tryage.collect.runner import is_transient
+from tryage.collect.scorers import choice_letter, normalize, parse_judge_score
+from tryage.errors import JudgeParseError, ScorerError
+
+
+def run(name: str, answer: str, reference: str | None, choices: tuple[str, ...] = (), **kwargs) -> float:
+    import asyncio
+
+    row = PromptRow("x", "q?", reference, choices)
+    return asyncio.run(get_scorer(name, **kwargs).score(CallRecord("x", "e", "s", answer=answer), row))
+
+
+@pytest.mark.parametrize(("name", "answer", "reference", "expected"), [
+    ("exact", "The Paris.", "paris", 1.0),
+    ("exact", "Paris, France", "paris", 0.0),
+    ("numeric", "so 3 + 4 = 7, i.e. $1,234.50 total", "1234.5", 1.0),
+    ("numeric", "It is 12, not 13", "12", 0.0),
+    ("contains", "I think it's PARIS!", "Paris", 1.0),
+    ("contains", "London", "Paris", 0.0),
+    ("regex", "order #A-123 shipped", r"#A-\d+", 1.0),
+    ("regex", "order shipped", r"#A-\d+", 0.0),
+])
+def test_builtin_scorers(name: str, answer: str, reference: str, expected: float) -> None:
+    assert run(name, answer, reference) == expected
+
+
+def test_choice_reads_the_letter_and_accepts_a_reference_among_the_choices() -> None:
+    assert choice_letter("The answer is (C) because") == "C"
+    assert choice_letter("B) the second one") == "B"
+    assert choice_letter("Answer: d") == "D"
+    assert run("choice", "I pick (B).", "B") == 1.0
+    assert run("choice", "Answer: A", "blue", ("red", "blue")) == 0.0
+    assert run("choice", "Answer: B", "blue", ("red", "blue")) == 1.0
+    with pytest.raises(ScorerError, match="scorer 'choice': prompt 'x' has reference 'green'; give a letter"):
+        run("choice", "A", "green", ("red", "blue"))
+
+
+def test_regex_with_a_fixed_pattern_needs_no_reference_and_a_bad_pattern_is_refused() -> None:
+    assert run("regex", "SCORE 9", None, pattern=r"\d") == 1.0
+    with pytest.raises(ScorerError, match=r"regex scorer: pattern '\(' is not a valid regular expression"):
+        get_scorer("regex", pattern="(")
+
+
+def test_normalize_drops_case_punctuation_articles_and_spaces() -> None:
+    assert normalize("  The  Quick, brown fox! ") == "quick brown fox"
+
+
+@pytest.mark.parametrize(("reply", "expected"), [("Fine work.\nSCORE: 0.75", 0.75), ("score=1", 1.0), ("0", 0.0),
+                                                  ("SCORE: 0.2 ... on reflection SCORE: 0.4", 0.4)])
+def test_judge_score_parse(reply: str, expected: float) -> None:
+    assert parse_judge_score(reply) == expected
+
+
+@pytest.mark.parametrize("reply", ["great answer", "SCORE: 7", "SCORE: -0.5", ""])
+def test_judge_score_parse_fails_clearly(reply: str) -> None:
+    with pytest.raises(JudgeParseError, match=r"cannot read a score in \[0, 1\] from the judge's reply"):
+        parse_judge_score(reply)
+
+
+def test_user_scorer_must_return_a_finite_number() -> None:
+    import asyncio
+
+    scorer = get_scorer(lambda answer, row: "yes")
+    with pytest.raises(ScorerError, match="returned 'yes' for prompt 'x'; it must return a number"):
+        asyncio.run(scorer.score(CallRecord("x", "e", "s", answer="a"), PromptRow("x", "q")))
+
+
+def test_transient_and_permanent_errors() -> None:
+    class Status(Exception):
+        def __init__(self, code: int) -> None:
+            self.status_code = code
+
+    assert all(is_transient(Status(c)) for c in (408, 429, 500, 502, 503))
+    assert not any(is_transient(Status(c)) for c in (400, 401, 403, 404, 422))
+    assert is_transient(TimeoutError()) and is_transient(ConnectionResetError())
+    assert not is_transient(ValueError("bad input"))
+
+
+def test_import_loads_no_langchain_torch_or_openai() -> None:
+    code = ("import sys, tryage, tryage.collect, tryage.cli_collect; "
+            "print(sorted(m for m in ('torch', 'transformers', 'langchain', 'langchain_core', 'langchain_openai', "
+            "'openai', 'filelock') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_tryage_collect_is_callable_as_the_issue_names_it(tmp_path) -> None:
+    import tryage
+
+    result = tryage.collect(["a b", "c"], {"echo": lambda p: p}, scorer=lambda a, r: len(a) / 3,
+                            log=tmp_path / "calls.jsonl", progress=False)
+    assert result.qtable.scores.tolist() == [[1.0], [pytest.approx(1 / 3)]]
