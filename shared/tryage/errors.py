@@ -93,7 +93,8 @@ class FlagError(TryageError, ValueError):
     def __init__(self, flag: str, reason: str, valid: Iterable[str]) -> None:
         self.flag = flag
         self.valid = tuple(valid)
-        super().__init__(f"{reason}: [Flag: {flag}]; valid flags: {'; '.join(self.valid)}")
+        shown = flag if len(flag) <= 80 else flag[:77] + "..."
+        super().__init__(f"{reason}: [Flag: {shown}]; valid flags: {'; '.join(self.valid)}")
 
 
 class NoEligibleExpertError(TryageError, ValueError):

@@ -19,7 +19,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, overload
 
-from tryage._io import atomic_write_text
+from tryage._io import atomic_write_text, dumps_strict
 from tryage.errors import ExpertLibraryError, ExpertNotFoundError, RouterMismatchError, TryageFileNotFoundError
 
 LIBRARY_FORMAT_VERSION = 1
@@ -339,7 +339,7 @@ class ExpertLibrary(Sequence[Expert]):
     def to_json(self, path: str | os.PathLike[str]) -> Path:
         """Write the library as JSON, atomically (a crash never leaves half a file)."""
         target = Path(path)
-        atomic_write_text(target, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        atomic_write_text(target, dumps_strict(self.to_dict(), what=f"expert library {target}") + "\n")
         return target
 
     @classmethod
@@ -375,14 +375,23 @@ class ExpertLibrary(Sequence[Expert]):
     def from_json(cls, path: str | os.PathLike[str], *, names: Iterable[str] | None = None) -> ExpertLibrary:
         """Load a library from a JSON file; ``names`` keeps only those experts, in that order."""
         source = Path(path)
+        allowed = "an expert library is a UTF-8 JSON file"
         try:
-            text = source.read_text(encoding="utf-8")
+            text = source.read_text(encoding="utf-8-sig")
         except FileNotFoundError:
             raise TryageFileNotFoundError(f"expert library file not found: {source}") from None
+        except UnicodeDecodeError as exc:
+            raise ExpertLibraryError(f"{source}: is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} "
+                                     f"at offset {exc.start}); {allowed}") from None
+        except OSError as exc:
+            what = "is a folder, not a file" if source.is_dir() else f"cannot be read ({exc.strerror or exc})"
+            raise ExpertLibraryError(f"{source}: {what}; {allowed}") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ExpertLibraryError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+            raise ExpertLibraryError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno}); {allowed}") from None
+        except RecursionError:
+            raise ExpertLibraryError(f"{source}: JSON nested too deeply; {allowed}") from None
         library = cls.from_dict(data, source=str(source))
         return library.subset(names) if names is not None else library
 

@@ -173,7 +173,7 @@ class FlagParser:
             try:
                 value = float(raw)
             except ValueError:
-                raise FlagError(text, f"weight {raw!r} is not a number", self.valid_flags()) from None
+                raise FlagError(text, f"weight {raw!r:.40} is not a number", self.valid_flags()) from None
             if not math.isfinite(value):
                 raise FlagError(text, "weight must be finite", self.valid_flags())
             return {name: value}, []
@@ -181,7 +181,7 @@ class FlagParser:
             try:
                 size = parse_size(m.group(2))
             except ExpertLibraryError:
-                raise FlagError(text, f"cannot read size {m.group(2)!r} (use e.g. 8B, 135M)", self.valid_flags()) from None
+                raise FlagError(text, f"cannot read size {m.group(2)!r:.40} (use e.g. 8B, 135M; at most 1000T)", self.valid_flags()) from None
             bound = "max_parameters" if m.group(1).lower() == "max" else "min_parameters"
             return {}, [Filter(**{bound: size}, source=text)]
         if m := _LICENSE_RE.match(text):
@@ -191,7 +191,7 @@ class FlagParser:
             try:
                 when = parse_datetime(m.group(1))
             except ExpertLibraryError:
-                raise FlagError(text, f"cannot read date {m.group(1)!r} (use YYYY-MM-DD)", self.valid_flags()) from None
+                raise FlagError(text, f"cannot read date {m.group(1)!r:.40} (use YYYY-MM-DD)", self.valid_flags()) from None
             return {}, [Filter(newer_than=when, source=text)]
         if m := _EXPERT_RE.match(text):
             return {}, [Filter(experts=(m.group(1).strip(),), source=text)]
