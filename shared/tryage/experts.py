@@ -392,7 +392,12 @@ class ExpertLibrary(Sequence[Expert]):
             raise ExpertLibraryError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno}); {allowed}") from None
         except RecursionError:
             raise ExpertLibraryError(f"{source}: JSON nested too deeply; {allowed}") from None
-        library = cls.from_dict(data, source=str(source))
+        try:
+            library = cls.from_dict(data, source=str(source))
+        except ExpertLibraryError as exc:
+            if str(source) in str(exc):
+                raise
+            raise ExpertLibraryError(f"{source}: {exc}") from None
         return library.subset(names) if names is not None else library
 
     @classmethod

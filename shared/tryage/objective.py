@@ -128,12 +128,23 @@ def weighted_penalties(library: ExpertLibrary, constraints: ConstraintSet,
     return {n: clean[n] * raw[n] for n in active}
 
 
-def eligibility(library: ExpertLibrary, filters: Sequence[Filter]) -> tuple[np.ndarray, list[str | None]]:
-    """Mask of experts passing every filter, and per expert the first reason it failed."""
+def check_filters(filters: object) -> tuple[Filter, ...]:
+    """``filters`` as a tuple (``None`` is none), or :class:`ConfigurationError` when it is not a sequence of :class:`Filter`."""
+    if filters is None:
+        return ()
+    if isinstance(filters, (Filter, str, bytes)) or not isinstance(filters, Sequence):
+        raise ConfigurationError(
+            f"filters must be a list of Filter objects, got {type(filters).__name__}: {filters!r:.80}")
     for f in filters:
         if not isinstance(f, Filter):
             raise ConfigurationError(
                 f"filters must be Filter objects, e.g. Filter(max_parameters='8B'); got {type(f).__name__}: {f!r:.80}")
+    return tuple(filters)
+
+
+def eligibility(library: ExpertLibrary, filters: Sequence[Filter]) -> tuple[np.ndarray, list[str | None]]:
+    """Mask of experts passing every filter, and per expert the first reason it failed."""
+    check_filters(filters)
     reasons: list[str | None] = []
     for expert in library:
         why = None
@@ -169,9 +180,7 @@ def resolve_policy(library: ExpertLibrary, constraints: ConstraintSet, weights: 
         raise ConfigurationError(
             f"weights must be a mapping of constraint name to number, e.g. {{'size': 0.5}}; "
             f"got {type(weights).__name__}: {weights!r:.80}")
-    if isinstance(filters, (Filter, str)) or not isinstance(filters, Sequence):
-        raise ConfigurationError(
-            f"filters must be a list of Filter objects, got {type(filters).__name__}: {filters!r:.80}")
+    check_filters(filters)
     weights = dict(weights or {})
     penalties = weighted_penalties(library, constraints, weights)
     mask, reasons = eligibility(library, filters)
@@ -240,5 +249,5 @@ def build_decision(row: np.ndarray, library: ExpertLibrary, constraints: Constra
                            policy.weights, tuple(scores))
 
 
-__all__ = ["BatchDecision", "ExpertScore", "Policy", "RoutingDecision", "build_decision", "decide",
+__all__ = ["BatchDecision", "ExpertScore", "Policy", "RoutingDecision", "build_decision", "check_filters", "decide",
            "resolve_policy"]

@@ -18,7 +18,7 @@ from tryage.constraints import Constraint, ConstraintSet, Filter
 from tryage.errors import ConfigurationError, RouterMismatchError
 from tryage.experts import ExpertLibrary
 from tryage.flags import FlagParser, ParsedFlags
-from tryage.objective import Policy, RoutingDecision, build_decision, resolve_policy
+from tryage.objective import Policy, RoutingDecision, build_decision, check_filters, resolve_policy
 
 
 @runtime_checkable
@@ -68,7 +68,7 @@ class TryageRouter:
                 base = base.with_constraint(c)
             self.constraints = base
         self.weights = self.constraints.check_weights(weights or {})
-        self.filters = tuple(filters)
+        self.filters = check_filters(filters)
         self.flag_parser = flag_parser or FlagParser(tuple(self.constraints))
 
     @property
@@ -109,6 +109,7 @@ class TryageRouter:
         """Route many prompts with one pass of the predictor."""
         if isinstance(prompts, str):
             raise ConfigurationError("route_batch takes a list of prompts; use route() for a single string")
+        filters = check_filters(filters)  # before they are hashed into a policy key
         parsed = [self.flag_parser.parse(p) for p in prompts]
         for p in parsed:
             if not p.prompt.strip():
