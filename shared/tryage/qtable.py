@@ -231,6 +231,9 @@ def _read_csv(path: Path) -> Iterable[tuple[int, Any]]:
                               f"header is {header}", path=str(path), line=1)
         kind = kinds.pop()
         for number, row in enumerate(reader, start=2):
+            if any("\x00" in (v if isinstance(v, str) else "") for v in row.values()):
+                yield number, _Bad("holds NUL bytes (a binary file?)")
+                continue
             if None in row:
                 yield number, _Bad(f"row has {len(header) + len(row[None])} cells but the header has {len(header)}")
                 continue
