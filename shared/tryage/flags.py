@@ -119,8 +119,11 @@ class FlagParser:
     def parse(self, prompt: str) -> ParsedFlags:
         """Split ``prompt`` into its cleaned text and what its flags ask for.
 
+        Time is linear in the length of ``prompt``.
+
         Raises:
-            FlagError: a flag is unknown, malformed, or a ``[Flag:`` is never closed.
+            FlagError: a flag is unknown, malformed, nested, or a ``[Flag:`` is never closed.
+            ConfigurationError: ``prompt`` is not a string, or holds a lone surrogate.
         """
         if not isinstance(prompt, str):
             raise ConfigurationError(f"a prompt must be a string, got {type(prompt).__name__}: {prompt!r:.80}")
@@ -152,9 +155,9 @@ class FlagParser:
         # "license mit, apache-2.0" keeps its commas: a licence list runs to the end of the bracket.
         parts: list[str] = []
         for chunk in body.split(";"):
-            lic = _LICENSE_RE.match(chunk.strip())
-            pieces = [chunk] if lic else chunk.split(",")
-            parts.extend(" ".join(p.split()) for p in pieces)
+            chunk = " ".join(chunk.split())  # one space per run first: the patterns below never backtrack far
+            pieces = [chunk] if _LICENSE_RE.match(chunk) else chunk.split(",")
+            parts.extend(p.strip() for p in pieces)
         return parts
 
     def _interpret(self, text: str) -> tuple[dict[str, float], list[Filter]]:

@@ -94,6 +94,16 @@ def test_pathological_prompts_finish_within_the_deadline(prompt: str) -> None:
         assert "[flag:" not in parsed.prompt.lower().replace(" ", "")
 
 
+@pytest.mark.parametrize("keyword", ["license", "max size", "min size", "newer than", "expert", "size =", "cheapest"])
+def test_white_space_runs_inside_a_flag_do_not_make_its_patterns_backtrack(keyword: str) -> None:
+    """``[Flag: license`` + 1,000 spaces + ``\na\nb]`` took 5 s (cubic) before white space was collapsed first."""
+    prompt = "x [Flag: " + keyword + " " * 200_000 + "\n a \n\t b ]"
+    try:
+        FlagParser().parse(prompt)
+    except FlagError as exc:
+        assert keyword.split()[0] in str(exc)
+
+
 def test_spans_locate_each_bracket_in_the_original_prompt() -> None:
     prompt = "Summarise [FLAG: cheapest] this\n[flag : max size 8B; size=0.4]\ntext, please. [Flag: newest]"
     parsed = FlagParser().parse(prompt)
