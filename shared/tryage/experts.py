@@ -176,10 +176,10 @@ class Expert:
                 f"expert {self.name!r}: description must be a string, got {type(self.description).__name__}")
         if self.gated is not None and not isinstance(self.gated, bool):
             raise ExpertLibraryError(f"expert {self.name!r}: gated must be true, false or null, got {self.gated!r:.60}")
-        if isinstance(self.tags, str):
-            object.__setattr__(self, "tags", (self.tags,))
-        elif isinstance(self.tags, (list, tuple)) and all(isinstance(t, str) for t in self.tags):
-            object.__setattr__(self, "tags", tuple(self.tags))
+        tags = (self.tags,) if isinstance(self.tags, str) else (
+            tuple(self.tags) if isinstance(self.tags, Iterable) and not isinstance(self.tags, (bytes, Mapping)) else None)
+        if tags is not None and all(isinstance(t, str) for t in tags):
+            object.__setattr__(self, "tags", tags)
         else:
             raise ExpertLibraryError(
                 f"expert {self.name!r}: tags must be a string or a list of strings, got {self.tags!r:.60}")
