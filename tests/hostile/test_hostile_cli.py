@@ -130,3 +130,22 @@ def test_route_with_bad_input_exits_2_naming_it(tiny_router: Path, capsys, argv:
     line = one_error_line(capsys)
     assert shown in line
     assert len(line) < 2000
+
+
+def test_route_with_a_router_predicting_nan_exits_2_naming_experts_and_prompt(tiny_router: Path, tmp_path: Path,
+                                                                              capsys) -> None:  # noqa: ANN001
+    """Issue 14: NaN in a saved router's head weights routed to the first expert with exit code 0."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_router, damaged)
+    state = load_file(damaged / "model.safetensors")
+    last_bias = sorted(k for k in state if k.endswith("bias"))[-1]
+    state[last_bias][0] = float("nan")  # the first expert's output
+    save_file(state, str(damaged / "model.safetensors"), metadata={"format": "pt"})
+    capsys.readouterr()
+    assert main(["route", "def python code", "--router", str(damaged)]) == 2
+    line = one_error_line(capsys)
+    assert "NaN or infinite" in line and "'a'" in line and "'def python code'" in line
