@@ -415,14 +415,20 @@ def wide_rows(rows: Iterable[Mapping[str, Any]], *, experts: Sequence[str] | Non
               task: str | None = None) -> list[dict[str, Any]]:
     """Long rows → one ``{"id", "losses": {expert: loss}, "domain", "split"}`` per passage measured by every expert.
 
-    Passages that some expert has not measured yet are left out. With ``task``, only rows of that task count.
+    Passages that some expert has not measured yet are left out. With ``task``, only rows of that task
+    count; without it, an expert with rows of two tasks is a :class:`MeasureError`.
     """
     rows = list(rows)
-    if task is None:
-        tasks = sorted({str(r["task"]) for r in rows if r.get("task") is not None})
-        if len(tasks) > 1:
-            raise MeasureError(f"the rows hold several tasks {tasks}; pass task= to choose one "
-                               "(a causal and a masked loss are not comparable)")
+    if task is None:  # experts may differ in task (the paper's mix), but one expert has one loss per passage
+        tasks: dict[str, set[str]] = {}
+        for r in rows:
+            if r.get("task") is not None:
+                tasks.setdefault(r["expert"], set()).add(str(r["task"]))
+        mixed = {e: sorted(t) for e, t in tasks.items() if len(t) > 1}
+        if mixed:
+            expert, both = next(iter(mixed.items()))
+            raise MeasureError(f"expert {expert!r} has rows of several tasks {both}; pass task= to choose one "
+                               "(its causal and masked losses are different quantities)")
     table: dict[str, dict[str, Any]] = {}
     seen_experts: list[str] = []
     for r in rows:

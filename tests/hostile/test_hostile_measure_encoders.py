@@ -44,12 +44,14 @@ def test_resume_honours_the_task(bert: Path, tmp_path: Path) -> None:
     assert sorted(t for _, _, t in keys) == ["causal"] * 4 + ["masked"] * 4
 
 
-def test_rows_of_two_tasks_are_not_mixed_into_one_table(tmp_path: Path) -> None:
+def test_rows_of_two_tasks_for_one_expert_are_not_mixed_into_one_table(tmp_path: Path) -> None:
     rows = [{"id": "p", "expert": "e", "task": "causal", "loss": 1.0},
-            {"id": "p", "expert": "e", "task": "masked", "loss": 5.0}]
-    with pytest.raises(MeasureError, match=r"several tasks \['causal', 'masked'\]; pass task="):
+            {"id": "p", "expert": "e", "task": "masked", "loss": 5.0},
+            {"id": "p", "expert": "f", "task": "masked", "loss": 2.0}]
+    with pytest.raises(MeasureError, match=r"expert 'e' has rows of several tasks \['causal', 'masked'\]; pass task="):
         wide_rows(rows)
-    assert wide_rows(rows, task="masked")[0]["losses"] == {"e": 5.0}
+    assert wide_rows(rows, task="masked")[0]["losses"] == {"e": 5.0, "f": 2.0}
+    assert wide_rows(rows[1:])[0]["losses"] == {"e": 5.0, "f": 2.0}  # experts of different tasks: the paper's mix
 
 
 def test_duplicate_passages_without_ids_give_one_row(gpt: Path, tmp_path: Path) -> None:
