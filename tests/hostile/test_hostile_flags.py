@@ -42,6 +42,7 @@ BAD_FLAGS = [
 def test_bad_flag_raises_flag_error_naming_the_flag(prompt: str, reason: str) -> None:
     with pytest.raises(FlagError) as info:
         FlagParser(["size", "cost", "recency"]).parse(prompt)
+    assert type(info.value) is FlagError
     message, flag = str(info.value), info.value.flag
     assert reason in message
     assert "\n" not in message

@@ -54,6 +54,7 @@ def test_bad_jsonl_rows_name_the_file_the_line_and_the_problem(tmp_path: Path, c
     path.write_text(content, encoding="utf-8")
     with pytest.raises(QTableError) as info:
         QTable.from_file(path)
+    assert type(info.value) is QTableError
     message = str(info.value)
     assert message.startswith(f"{path}, line {line}: ")
     assert shown in message and "\n" not in message
@@ -87,6 +88,7 @@ def test_a_file_that_is_not_utf8_is_one_error_naming_it_and_what_is_allowed(tmp_
     path.write_bytes(encode(text))
     with pytest.raises(QTableError) as info:
         QTable.from_file(path)
+    assert type(info.value) is QTableError
     message = str(info.value)
     assert message.startswith(f"{path}: ") and shown in message
     assert "a Q-table is a UTF-8 .jsonl or .csv file" in message

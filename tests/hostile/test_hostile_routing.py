@@ -62,6 +62,7 @@ def test_bad_expert_metadata_is_an_expert_library_error_naming_expert_and_value(
                                                                                  shown: str) -> None:
     with pytest.raises(ExpertLibraryError) as info:
         Expert.from_dict({"name": "m7", field: value})
+    assert type(info.value) is ExpertLibraryError
     message = str(info.value)
     assert "'m7'" in message and shown in message and "\n" not in message
     assert len(message) < 400  # a 400-digit value is shortened
@@ -130,6 +131,7 @@ BAD_WEIGHTS = [
 def test_bad_weights_are_refused_naming_them(router: TryageRouter, weights: object, error: type, shown: str) -> None:
     with pytest.raises(error) as info:
         router.route("hello", weights=weights)  # type: ignore[arg-type]
+    assert type(info.value) is error
     assert shown in str(info.value)
 
 
@@ -152,6 +154,7 @@ def test_filters_that_are_not_filter_objects_are_a_configuration_error(router: T
                                                                         shown: str) -> None:
     with pytest.raises(ConfigurationError, match="filters must be Filter objects") as info:
         router.route("hello", filters=filters)
+    assert type(info.value) is ConfigurationError
     assert shown in str(info.value)
 
 
@@ -168,6 +171,7 @@ def test_filters_that_are_not_filter_objects_are_a_configuration_error(router: T
 def test_bad_filter_arguments_are_a_configuration_error(kwargs: dict, shown: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         Filter(**kwargs)
+    assert type(info.value) is ConfigurationError
     assert shown in str(info.value)
 
 
