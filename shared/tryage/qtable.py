@@ -13,9 +13,12 @@ Rows are read from JSONL (one object a line) or CSV:
 ranking of experts is the same as with ``−score`` whatever the range. A table read from scores
 remembers it (``kind == "score"``) so reports can speak in scores again.
 
-A row with a missing expert, a non-finite value, an empty or duplicate prompt is an error naming the
-file, the line and the problem; ``on_invalid="drop"`` skips such rows instead and lists them in
-:attr:`QTable.dropped`.
+Without ``experts=``, the first valid row sets the columns. A row with a missing expert, an expert
+the first row lacks, a non-finite value, an empty or duplicate prompt, or (CSV) the wrong number of
+cells is an error naming the file, the line and the problem; ``on_invalid="drop"`` skips such rows
+instead and lists them in :attr:`QTable.dropped`. Nothing is left out silently. Files must be UTF-8
+(a byte-order mark is fine); any other encoding, a folder or an unreadable file is one
+:class:`~tryage.errors.QTableError` naming the file.
 """
 
 from __future__ import annotations
