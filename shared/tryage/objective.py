@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from tryage.constraints import ConstraintSet, Filter
-from tryage.errors import ConfigurationError, NoEligibleExpertError
+from tryage.errors import ConfigurationError, NoEligibleExpertError, NonFinitePredictionError
 from tryage.experts import ExpertLibrary
 
 
@@ -128,8 +128,23 @@ def weighted_penalties(library: ExpertLibrary, constraints: ConstraintSet,
     return {n: clean[n] * raw[n] for n in active}
 
 
+def check_filters(filters: object) -> tuple[Filter, ...]:
+    """``filters`` as a tuple (``None`` is none), or :class:`ConfigurationError` when it is not a sequence of :class:`Filter`."""
+    if filters is None:
+        return ()
+    if isinstance(filters, (Filter, str, bytes)) or not isinstance(filters, Sequence):
+        raise ConfigurationError(
+            f"filters must be a list of Filter objects, got {type(filters).__name__}: {filters!r:.80}")
+    for f in filters:
+        if not isinstance(f, Filter):
+            raise ConfigurationError(
+                f"filters must be Filter objects, e.g. Filter(max_parameters='8B'); got {type(f).__name__}: {f!r:.80}")
+    return tuple(filters)
+
+
 def eligibility(library: ExpertLibrary, filters: Sequence[Filter]) -> tuple[np.ndarray, list[str | None]]:
     """Mask of experts passing every filter, and per expert the first reason it failed."""
+    check_filters(filters)
     reasons: list[str | None] = []
     for expert in library:
         why = None
@@ -161,6 +176,11 @@ class Policy:
 def resolve_policy(library: ExpertLibrary, constraints: ConstraintSet, weights: Mapping[str, float] | None = None,
                    filters: Sequence[Filter] = ()) -> Policy:
     """Check ``weights`` and ``filters`` against ``library`` once, for any number of prompts."""
+    if weights is not None and not isinstance(weights, Mapping):
+        raise ConfigurationError(
+            f"weights must be a mapping of constraint name to number, e.g. {{'size': 0.5}}; "
+            f"got {type(weights).__name__}: {weights!r:.80}")
+    check_filters(filters)
     weights = dict(weights or {})
     penalties = weighted_penalties(library, constraints, weights)
     mask, reasons = eligibility(library, filters)
@@ -172,19 +192,40 @@ def resolve_policy(library: ExpertLibrary, constraints: ConstraintSet, weights: 
 
 def decide(predicted: np.ndarray, library: ExpertLibrary, constraints: ConstraintSet,
            weights: Mapping[str, float] | None = None, filters: Sequence[Filter] = (), *,
-           policy: Policy | None = None) -> BatchDecision:
-    """Choose an expert for every row of ``predicted`` (shape ``(n, k)``) under one set of weights."""
+           policy: Policy | None = None, prompts: Sequence[str] | None = None) -> BatchDecision:
+    """Choose an expert for every row of ``predicted`` (shape ``(n, k)``) under one set of weights.
+
+    Filters are absolute: an excluded expert is never chosen, even when the weighted totals of the
+    eligible experts overflow to ``inf``. ``prompts`` (one per row) only name the rows in errors.
+
+    Raises:
+        NonFinitePredictionError: ``predicted`` holds NaN or an infinity.
+    """
     predicted = np.asarray(predicted, dtype=np.float64)
     if predicted.ndim != 2 or predicted.shape[1] != len(library):
         raise ConfigurationError(
             f"predicted losses must have shape (n, {len(library)}) for this library, got {predicted.shape}")
+    finite = np.isfinite(predicted)
+    if not finite.all():
+        bad_rows = np.flatnonzero(~finite.all(axis=1))
+        bad_experts = [library[int(j)].name for j in np.flatnonzero(~finite.all(axis=0))]
+        names = [prompts[int(i)] for i in bad_rows] if prompts is not None else [f"row {int(i)}" for i in bad_rows]
+        raise NonFinitePredictionError(bad_experts, names)
     policy = policy or resolve_policy(library, constraints, weights, filters)
     totals = predicted.copy()
-    for p in policy.penalties.values():
-        totals += p[None, :]
-    totals = np.where(policy.eligible[None, :], totals, np.inf)
-    return BatchDecision(np.argmin(totals, axis=1), totals, policy.penalties,
-                         np.broadcast_to(policy.eligible, totals.shape))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for p in policy.penalties.values():
+            totals += p[None, :]
+    eligible = np.broadcast_to(policy.eligible, totals.shape)
+    totals = np.where(eligible, totals, np.inf)
+    # Huge weights can overflow an eligible total to inf (or inf - inf to NaN). Rank NaN last among
+    # the eligible, and never let an excluded expert win a tie at inf.
+    ranked = np.where(np.isnan(totals), np.inf, totals)
+    choice = np.argmin(ranked, axis=1)
+    lost = ~eligible[np.arange(len(choice)), choice]
+    if lost.any():
+        choice[lost] = np.argmax(eligible[lost], axis=1)  # the first eligible expert
+    return BatchDecision(choice, totals, policy.penalties, eligible)
 
 
 def build_decision(row: np.ndarray, library: ExpertLibrary, constraints: ConstraintSet, *,
@@ -197,7 +238,7 @@ def build_decision(row: np.ndarray, library: ExpertLibrary, constraints: Constra
     """
     policy = policy or resolve_policy(library, constraints, weights, filters)
     row = np.asarray(row, dtype=np.float64)
-    choice = int(decide(row[None, :], library, constraints, policy=policy).choice[0])
+    choice = int(decide(row[None, :], library, constraints, policy=policy, prompts=[original_prompt]).choice[0])
     scores = []
     for i, expert in enumerate(library):
         pen = MappingProxyType({n: float(p[i]) for n, p in policy.penalties.items()})
@@ -208,5 +249,5 @@ def build_decision(row: np.ndarray, library: ExpertLibrary, constraints: Constra
                            policy.weights, tuple(scores))
 
 
-__all__ = ["BatchDecision", "ExpertScore", "Policy", "RoutingDecision", "build_decision", "decide",
+__all__ = ["BatchDecision", "ExpertScore", "Policy", "RoutingDecision", "build_decision", "check_filters", "decide",
            "resolve_policy"]

@@ -13,9 +13,12 @@ Rows are read from JSONL (one object a line) or CSV:
 ranking of experts is the same as with ``−score`` whatever the range. A table read from scores
 remembers it (``kind == "score"``) so reports can speak in scores again.
 
-A row with a missing expert, a non-finite value, an empty or duplicate prompt is an error naming the
-file, the line and the problem; ``on_invalid="drop"`` skips such rows instead and lists them in
-:attr:`QTable.dropped`.
+Without ``experts=``, the first valid row sets the columns. A row with a missing expert, an expert
+the first row lacks, a non-finite value, an empty or duplicate prompt, or (CSV) the wrong number of
+cells is an error naming the file, the line and the problem; ``on_invalid="drop"`` skips such rows
+instead and lists them in :attr:`QTable.dropped`. Nothing is left out silently. Files must be UTF-8
+(a byte-order mark is fine); any other encoding, a folder or an unreadable file is one
+:class:`~tryage.errors.QTableError` naming the file.
 """
 
 from __future__ import annotations
@@ -159,37 +162,68 @@ class QTable:
         if not source.exists():
             raise TryageFileNotFoundError(f"Q-table file not found: {source}")
         suffix = source.suffix.lower()
+        if source.is_dir():
+            raise QTableError(f"is a folder, not a file; {_ALLOWED_FILES}", path=str(source))
+        if suffix not in (".jsonl", ".ndjson", ".json", ".csv"):
+            raise QTableError(f"unsupported Q-table format {suffix!r}; {_ALLOWED_FILES}", path=str(source))
         builder = _Builder(experts, on_invalid, str(source))
-        if suffix in (".jsonl", ".ndjson", ".json"):
-            return builder.build(_read_jsonl(source))
-        if suffix == ".csv":
-            return builder.build(_read_csv(source))
-        raise QTableError(f"unsupported Q-table format {suffix!r}; use .jsonl or .csv", path=str(source))
+        try:
+            return builder.build(_read_csv(source) if suffix == ".csv" else _read_jsonl(source))
+        except UnicodeDecodeError as exc:
+            raise QTableError(f"is not UTF-8 text ({_describe_encoding(source, exc)}); {_ALLOWED_FILES}",
+                              path=str(source)) from None
+        except csv.Error as exc:
+            raise QTableError(f"is not a readable CSV file ({exc}); {_ALLOWED_FILES}", path=str(source)) from None
+        except OSError as exc:
+            raise QTableError(f"cannot be read ({exc.strerror or exc}); {_ALLOWED_FILES}", path=str(source)) from None
 
     def to_jsonl(self, path: str | os.PathLike[str]) -> Path:
         """Write the table as JSONL (``losses`` rows, extras kept), atomically."""
+        if not np.isfinite(self.losses).all():
+            raise QTableError("cannot write a Q-table holding NaN or infinite losses; JSON has no such numbers",
+                              path=str(path))
         lines = []
         for prompt, row, extra in zip(self.prompts, self.losses, self.extras):
             record = {**extra, "prompt": prompt, "losses": dict(zip(self.experts, map(float, row)))}
-            lines.append(json.dumps(record, ensure_ascii=False))
+            try:
+                lines.append(json.dumps(record, ensure_ascii=False, allow_nan=False))
+            except (TypeError, ValueError) as exc:
+                raise QTableError(f"row {prompt!r:.60} cannot be written as JSON: {exc}", path=str(path)) from None
         target = Path(path)
         atomic_write_text(target, "\n".join(lines) + "\n")
         return target
 
 
+_ALLOWED_FILES = "a Q-table is a UTF-8 .jsonl or .csv file"
+
+
+def _describe_encoding(path: Path, exc: UnicodeDecodeError) -> str:
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "it looks like UTF-16; re-save it as UTF-8"
+    bad = exc.object[exc.start:exc.start + 1]
+    return f"byte {bad!r} cannot be decoded; re-save it as UTF-8 (it may be Latin-1 or a binary file)"
+
+
 def _read_jsonl(path: Path) -> Iterable[tuple[int, Any]]:
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
+                continue
+            if "\x00" in line:
+                yield number, _Bad("holds NUL bytes (a binary file?)")
                 continue
             try:
                 yield number, json.loads(line)
             except json.JSONDecodeError as exc:
                 yield number, _Bad(f"not valid JSON ({exc.msg})")
+            except RecursionError:
+                yield number, _Bad("JSON nested too deeply")
 
 
 def _read_csv(path: Path) -> Iterable[tuple[int, Any]]:
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
         if "prompt" not in header:
@@ -200,12 +234,19 @@ def _read_csv(path: Path) -> Iterable[tuple[int, Any]]:
                               f"header is {header}", path=str(path), line=1)
         kind = kinds.pop()
         for number, row in enumerate(reader, start=2):
+            if any("\x00" in (v if isinstance(v, str) else "") for v in row.values()):
+                yield number, _Bad("holds NUL bytes (a binary file?)")
+                continue
+            if None in row:
+                yield number, _Bad(f"row has {len(header) + len(row[None])} cells but the header has {len(header)}")
+                continue
+            if None in row.values():
+                yield number, _Bad(f"row has fewer cells than the {len(header)} of the header")
+                continue
             values: dict[str, Any] = {}
             extras: dict[str, Any] = {}
             for key, value in row.items():
-                if key is None:
-                    extras["_extra_cells"] = value
-                elif ":" in key:
+                if ":" in key:
                     values[key.split(":", 1)[1]] = value
                 elif key != "prompt":
                     extras[key] = value
@@ -225,6 +266,7 @@ class _Builder:
         self.on_invalid = on_invalid
         self.source = source
         self.kind: str | None = None
+        self.inferred = False  # columns taken from the first valid row, not given by the caller
 
     def build(self, rows: Iterable[tuple[int, Any]]) -> QTable:
         prompts: list[str] = []
@@ -259,6 +301,11 @@ class _Builder:
         prompt = record.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise _RowProblem("empty or missing 'prompt'")
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise _RowProblem(f"'prompt' holds a lone surrogate {prompt[exc.start]!r} at character {exc.start}; "
+                              "prompts must be valid Unicode text") from None
         if prompt in seen:
             raise _RowProblem(f"duplicate prompt (first seen on line {seen[prompt]})")
         has_losses, has_scores = "losses" in record, "scores" in record
@@ -277,16 +324,22 @@ class _Builder:
                               else "'scores' must be a non-empty object expert -> number")
         if self.experts is None:
             self.experts = tuple(values)
+            self.inferred = True
         missing = [e for e in self.experts if e not in values]
         if missing:
             raise _RowProblem(f"missing expert(s) {missing}")
+        if self.inferred and len(values) != len(self.experts):
+            extra = [e for e in values if e not in self.experts]
+            raise _RowProblem(f"expert(s) {extra} are not in the first row, which set the columns "
+                              f"{list(self.experts)}; give every row the same experts, or pass experts=[...] "
+                              "to choose the columns")
         row = []
         for expert in self.experts:
             raw = values[expert]
             try:
                 number = float(raw)
-            except (TypeError, ValueError):
-                raise _RowProblem(f"{kind} of {expert!r} is not a number: {raw!r}") from None
+            except (TypeError, ValueError, OverflowError):
+                raise _RowProblem(f"{kind} of {expert!r} is not a finite number: {raw!r:.60}") from None
             if not math.isfinite(number):
                 raise _RowProblem(f"{kind} of {expert!r} is {raw!r}; values must be finite")
             row.append(number if kind == "loss" else 1.0 - number)

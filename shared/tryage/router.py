@@ -17,7 +17,7 @@ from tryage.constraints import Constraint, ConstraintSet, Filter
 from tryage.errors import ConfigurationError, FlagError, RouterMismatchError, TryageError
 from tryage.experts import ExpertLibrary
 from tryage.flags import FlagParser, ParsedFlags
-from tryage.objective import Policy, RoutingDecision, build_decision, resolve_policy
+from tryage.objective import Policy, RoutingDecision, build_decision, check_filters, resolve_policy
 from tryage.predictors import LossPredictor
 
 
@@ -58,7 +58,7 @@ class TryageRouter:
                 base = base.with_constraint(c)
             self.constraints = base
         self.weights = self.constraints.check_weights(weights or {})
-        self.filters = tuple(filters)
+        self.filters = check_filters(filters)
         self.flag_parser = flag_parser or FlagParser(tuple(self.constraints))
 
     @property
@@ -106,6 +106,7 @@ class TryageRouter:
         """
         if isinstance(prompts, str):
             raise ConfigurationError("route_batch takes a list of prompts; use route() for a single string")
+        filters = check_filters(filters)  # before they are hashed into a policy key
         prompts = list(prompts)
         base = {**self.weights, **self.constraints.check_weights(weights or {})}
         out: list[RoutingDecision | TryageError] = []
