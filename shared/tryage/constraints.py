@@ -136,9 +136,13 @@ def Cost(*, missing: float | None = None) -> Constraint:  # noqa: N802
                       description="mean price per 1M tokens, cheapest = 0")
 
 
+def _latency(expert: Expert) -> float | None:
+    return expert.measured_latency_s
+
+
 def Latency(*, missing: float | None = None) -> Constraint:  # noqa: N802
     """Measured mean seconds per call (``tryage collect``), scaled over the library (fastest = 0)."""
-    return Constraint("latency", lambda e: e.measured_latency_s, field="measured_latency_s", missing=missing,
+    return Constraint("latency", _latency, field="measured_latency_s", missing=missing,
                       description="measured mean seconds per call, fastest = 0")
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from tryage.encoders import EncoderSpec
+from tryage._io import dumps_strict
 from tryage.errors import RouterFormatError, TryageFileNotFoundError
 from tryage.experts import ExpertLibrary
 
@@ -94,7 +95,8 @@ def save_folder(folder: str | os.PathLike[str], config: PerceptiveConfig, state:
         if encoder is not None:
             encoder.model.save_pretrained(staging / "encoder")
             encoder.tokenizer.save_pretrained(staging / "encoder")
-        (staging / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+        (staging / "config.json").write_text(dumps_strict(config.to_dict(), what=f"router config {target}") + "\n",
+                                             encoding="utf-8")
         save_file(dict(state), str(staging / "model.safetensors"), metadata={"format": "pt"})
         library.to_json(staging / "experts.json")
         if target.exists():

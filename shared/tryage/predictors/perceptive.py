@@ -272,7 +272,7 @@ class PerceptivePredictor:
             target_std=tuple(float(v) for v in self.target_std_),
             training={"seed": self.seed, "target_smoothing": getattr(self, "smoothing_", 0),
                       "epochs_run": len(history),
-                      "best_val_loss": min((h.get("val_loss", float("inf")) for h in history), default=None)})
+                      "best_val_loss": min((h["val_loss"] for h in history if "val_loss" in h), default=None)})
 
     def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
         """Write the predictor to ``folder`` (created; replaced whole if it exists, never half-written)."""
