@@ -124,3 +124,16 @@ def test_thread_store_rejects_a_bad_size(size):
     with pytest.raises(ConfigurationError, match=f"max_threads must be a positive integer; got {size!r}") as info:
         ThreadStore(max_threads=size)
     assert isinstance(info.value, (TryageError, ValueError))
+
+
+_EXPLORATION = pytest.mark.skipif(
+    "explored" not in {f.name for f in dataclasses.fields(type(ROUTER.route("0.1 0.2 0.3")))},
+    reason="RoutingDecision.explored arrives with feedback exploration (issue 13)")
+
+
+@_EXPLORATION
+def test_an_explored_choice_survives_blending_and_stickiness():
+    explored = dataclasses.replace(decision("0.6 0.5 0.9"), expert="big", explored=True)
+    blended = blend_decisions(explored, decision("0.1 0.9 0.9"), 0.25)
+    assert blended.expert == "big" and blended.scores[0].predicted_loss == pytest.approx(0.475)
+    assert stick(explored, "mid", margin=10.0) == (explored, "switched")

@@ -54,7 +54,8 @@ def blend_decisions(turn: RoutingDecision, context: RoutingDecision, context_wei
 
     Returns:
         A :class:`RoutingDecision` like ``turn`` whose scores hold the mixed losses and totals and whose
-        expert is the eligible one with the lowest mixed total (ties: library order).
+        expert is the eligible one with the lowest mixed total (ties: library order); when
+        exploration chose the turn's expert (``turn.explored``), that choice stands.
     """
     w = check_fraction(context_weight, "context_weight")
     names = [s.expert for s in turn.scores]
@@ -67,6 +68,8 @@ def blend_decisions(turn: RoutingDecision, context: RoutingDecision, context_wei
     for own, other in zip(turn.scores, context.scores):
         loss = (1.0 - w) * own.predicted_loss + w * other.predicted_loss
         scores.append(dataclasses.replace(own, predicted_loss=loss, total=loss + sum(own.penalties.values())))
+    if getattr(turn, "explored", False):
+        return dataclasses.replace(turn, scores=tuple(scores))
     best = min((s for s in scores if s.eligible), key=lambda s: s.total)  # first minimum: library order
     return dataclasses.replace(turn, expert=best.expert, scores=tuple(scores))
 
@@ -85,7 +88,8 @@ def stick(decision: RoutingDecision, previous: str | None, *, margin: float) -> 
         expert scored better, the returned decision names ``previous`` (its scores are unchanged,
         so the trace still shows the better total). A turn with flags, or a ``previous`` that is
         not eligible (filtered out, forced away, no longer offered), is routed afresh and reads
-        ``"kept"`` only when the fresh choice is ``previous``.
+        ``"kept"`` only when the fresh choice is ``previous``. So does a decision where
+        exploration chose the expert (``decision.explored``): exploring is its purpose.
     """
     margin = check_margin(margin)
     if previous is None:
@@ -93,7 +97,7 @@ def stick(decision: RoutingDecision, previous: str | None, *, margin: float) -> 
     if decision.expert == previous:
         return decision, "kept"
     own = next((s for s in decision.scores if s.expert == previous), None)
-    if decision.flags or own is None or not own.eligible:
+    if decision.flags or getattr(decision, "explored", False) or own is None or not own.eligible:
         return decision, "switched"
     if own.total - decision.chosen.total > margin:
         return decision, "switched"
