@@ -497,7 +497,10 @@ class ChatTryage(BaseChatModel):
     def with_structured_output(self, schema: dict[str, Any] | type, *, include_raw: bool = False,
                                **kwargs: Any) -> Runnable[LanguageModelInput, Any]:
         """Route to the experts' own ``with_structured_output(schema, ...)`` runnables; with
-        ``include_raw=True`` the raw message carries the decision as ``invoke``'s reply does."""
+        ``include_raw=True`` the raw message carries the decision as ``invoke``'s reply does.
+
+        The structured runnable routes as :class:`TryageRouterChain` does: on the last user turn
+        (``window``), without the conversation context or stickiness."""
         structured = {}
         for name, expert in self.experts.items():
             try:
