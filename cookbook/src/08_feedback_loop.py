@@ -14,7 +14,7 @@
 #
 # **Needs:** `pip install 'tryage[langchain]'`. Offline.
 #
-# **Takes:** about 20 seconds on 2 CPU cores.
+# **Takes:** about 30 seconds on 2 CPU cores.
 
 # %%
 from itertools import cycle
