@@ -206,3 +206,20 @@ def test_batch_routes_in_one_pass_and_keeps_each_thread():
     assert [(r.response_metadata["tryage_expert"], r.response_metadata["tryage_sticky"]) for r in replies] == [
         ("code", "kept"), ("legal", "kept"), ("general", "new")]
     assert predictor.passes[-1] == 3
+
+
+def test_a_long_conversation_keeps_its_newest_turns_within_the_window():
+    model, _, predictor = chat_model()
+    predictor.max_length = 64  # the encoder's window in tokens: the context keeps about 8 characters a token
+    old = [HumanMessage("my python function has a bug"), AIMessage("Which line?")]
+    recent = [m for i in range(3) for m in (HumanMessage(f"question {i} " + "words " * 30), AIMessage(f"answer {i}"))]
+    model.invoke([*old, *recent, HumanMessage("and now?")])
+    context = predictor.prompts[-1]
+    assert context.startswith("answer 2\nquestion 2 ")
+    assert len(context) <= 8 * 64 and "python" not in context  # the oldest turns fell off
+
+
+def test_a_thread_id_must_be_hashable():
+    model, _, _ = chat_model(sticky=True)
+    with pytest.raises(ConfigurationError, match="thread id must be hashable.*got list"):
+        model.invoke("hello", tryage_thread=["a"])
