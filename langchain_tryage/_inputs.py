@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tryage.errors import ConfigurationError, require
+from tryage.errors import ConfigurationError, FlagError, require
 
 require("langchain_core", "langchain", "langchain-core")
 
@@ -76,6 +76,44 @@ def _conversation_text(messages: Sequence[BaseMessage], window: int) -> tuple[st
     turns = [m for m in messages[: last + 1] if is_user(m) or m.type == "ai"]
     texts = [t for t in (message_text(m) for m in turns[-window:]) if t.strip()]
     return "\n".join(texts), None
+
+
+def context_text(routable: RoutableInput, window: int, parse: Parse, *, max_chars: int) -> str:
+    """The conversation before the turns the router reads, as context for routing: user and AI
+    turns newest first, their flags cut out, one per line, whole turns up to ``max_chars``.
+
+    Newest first, so when an encoder truncates the text to its window the oldest turns are the ones
+    it drops. Tool calls, tool results and system messages are not read; neither are the turns
+    after the last user message (an agent loop's tool steps), so every step of one agent loop
+    sees the same context. A turn whose flags do not parse is left out (it failed when it was new).
+    ``""`` when the input is not a conversation or has no earlier turn.
+    """
+    value = routable.value
+    if isinstance(value, ChatPromptValue):
+        value = value.messages
+    if isinstance(value, (str, PromptValue)) or not value:
+        return ""
+    users = [i for i, m in enumerate(value) if is_user(m)]
+    turns = [m for m in value[: users[-1] + 1] if is_user(m) or m.type == "ai"]
+    lines: list[str] = []
+    used = 0
+    for message in reversed(turns[:-window]):
+        text = message_text(message)
+        if is_user(message):
+            try:
+                text = cut_flags(text, parse)
+            except FlagError:
+                continue
+        text = " ".join(text.split())
+        if not text:
+            continue
+        if used + len(text) > max_chars:
+            if not lines:
+                lines.append(text[:max_chars])
+            break
+        lines.append(text)
+        used += len(text) + 1
+    return "\n".join(lines)
 
 
 def read_input(input: Any, *, input_key: str, window: int) -> RoutableInput:  # noqa: A002 - LangChain's name

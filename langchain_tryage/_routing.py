@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import uuid
-from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from langchain_core.runnables.config import run_in_executor  # noqa: E402
 from langchain_core.runnables.utils import ConfigurableFieldSpec  # noqa: E402
 
 from tryage.constraints import Filter  # noqa: E402
+from tryage.conversation import blend_decisions  # noqa: E402
 from tryage.flags import FlagParser, ParsedFlags  # noqa: E402
 from tryage.objective import RoutingDecision  # noqa: E402
 
@@ -267,6 +268,11 @@ class Job:
         queue: Experts (user names) to try in order.
         tried: Experts that failed so far.
         first_error: The first expert's error (raised when every expert fails).
+        context: The earlier turns of a conversation, routed too and blended in (``""``: none).
+        context_weight: The context's share of each predicted loss (see
+            :func:`tryage.conversation.blend_decisions`).
+        thread: The conversation thread, when the component keeps threads on their expert.
+        sticky: What stickiness did (``"new"``, ``"kept"``, ``"switched"``), once routed.
     """
 
     index: int
@@ -281,28 +287,50 @@ class Job:
     queue: tuple[str, ...] = ()
     tried: list[str] = field(default_factory=list)
     first_error: BaseException | None = None
+    context: str = ""
+    context_weight: float = 0.0
+    thread: Hashable | None = None
+    sticky: str | None = None
 
     @property
     def expert(self) -> str:
         return self.queue[len(self.tried)]
+
+    @property
+    def uses_context(self) -> bool:
+        return bool(self.context) and self.context_weight > 0.0
 
 
 def _run_inputs(job: Job) -> dict[str, Any]:
     inputs: dict[str, Any] = {"prompt": job.text, "weights": dict(job.options.weights or {})}
     if job.options.expert is not None:
         inputs["expert"] = job.options.expert
+    if job.uses_context:
+        inputs["context"] = job.context
+        inputs["context_weight"] = job.context_weight
+    if job.thread is not None:
+        inputs["thread"] = str(job.thread)
     return inputs
 
 
-def _route_group(router: Any, texts: list[str], options: CallOptions, experts: ExpertMap) -> list[Any]:
+def _route_group(router: Any, group: list[Job], options: CallOptions, experts: ExpertMap) -> list[Any]:
+    """One ``route_batch`` over the group's texts and their contexts; each context's decision is
+    blended into its turn's (a context that fails to route leaves the turn's decision as it is)."""
     filters = [f for f in (experts.offered,) if f is not None]
     if options.expert is not None:
         target = experts.to_router[options.expert]
         filters.append(Filter(experts=(target,), source=f"{EXPERT_KEY}={options.expert}"))
+    texts = [j.text for j in group]
+    with_context = [k for k, j in enumerate(group) if j.uses_context]
+    texts += [group[k].context for k in with_context]
     decisions = list(router.route_batch(texts, weights=options.weights, filters=filters, return_exceptions=True))
     if len(decisions) != len(texts):
         raise ConfigurationError(f"router.route_batch returned {len(decisions)} decisions for {len(texts)} prompts")
-    return decisions
+    for k, context in zip(with_context, decisions[len(group):]):
+        turn = decisions[k]
+        if isinstance(turn, RoutingDecision) and isinstance(context, RoutingDecision):
+            decisions[k] = blend_decisions(turn, context, group[k].context_weight)
+    return decisions[:len(group)]
 
 
 def _queue(decision: Any, experts: ExpertMap, *, fallback: bool, max_fallbacks: int | None) -> tuple[str, ...]:
@@ -319,12 +347,14 @@ def _queue(decision: Any, experts: ExpertMap, *, fallback: bool, max_fallbacks: 
 
 
 def route(router: Any, jobs: Sequence[Job], experts: ExpertMap, *, fallback: bool = False,
-          max_fallbacks: int | None = None, known: Mapping[tuple[str, str], Any] | None = None) -> Engine:
+          max_fallbacks: int | None = None, known: Mapping[tuple[Any, ...], Any] | None = None,
+          adjust: Callable[[Job, RoutingDecision], RoutingDecision] | None = None) -> Engine:
     """Route every job, one router pass per distinct set of options (normally one).
 
     Each job gets a ``TryageRoute`` run whose outputs are ``decision.to_dict()``. Returns one entry
     per job: the job, routed (``decision`` and ``queue`` set), or the exception that stopped it.
     ``known`` holds decisions computed earlier (by ``ChatTryage.batch``), keyed by :func:`route_key`.
+    ``adjust(job, decision)`` may replace a decision before the job's queue is built (stickiness).
     """
     runs = yield Step(lambda: [j.manager.on_chain_start(None, _run_inputs(j), name=j.run_name, run_id=j.run_id)
                                for j in jobs])
@@ -336,9 +366,9 @@ def route(router: Any, jobs: Sequence[Job], experts: ExpertMap, *, fallback: boo
         else:
             groups.setdefault(job.options.key(), []).append(i)
     for indices in groups.values():
-        texts, options = [jobs[i].text for i in indices], jobs[indices[0]].options
+        group, options = [jobs[i] for i in indices], jobs[indices[0]].options
         try:
-            decisions = yield Step(lambda: _route_group(router, texts, options, experts), blocking=True)
+            decisions = yield Step(lambda: _route_group(router, group, options, experts), blocking=True)
         except Exception as exc:  # noqa: BLE001 - reported on each job of the group
             decisions = [exc] * len(indices)
         for i, d in zip(indices, decisions):
@@ -346,6 +376,8 @@ def route(router: Any, jobs: Sequence[Job], experts: ExpertMap, *, fallback: boo
     for i, (job, d) in enumerate(zip(jobs, results)):
         if not isinstance(d, Exception):
             try:
+                if adjust is not None:
+                    d = adjust(job, d)
                 job.queue = _queue(d, experts, fallback=fallback, max_fallbacks=max_fallbacks)
                 job.decision, results[i] = d, job
             except Exception as exc:  # noqa: BLE001
@@ -357,14 +389,17 @@ def route(router: Any, jobs: Sequence[Job], experts: ExpertMap, *, fallback: boo
 
 
 def _decision_outputs(job: Job) -> dict[str, Any]:
-    return {**job.decision.to_dict(), "decision_id": job.decision_id}  # type: ignore[union-attr]
+    outputs = {**job.decision.to_dict(), "decision_id": job.decision_id}  # type: ignore[union-attr]
+    if job.sticky is not None:
+        outputs["sticky"] = job.sticky
+    return outputs
 
 
-def route_key(job: Job) -> tuple[str, str]:
-    return job.text, job.options.key()
+def route_key(job: Job) -> tuple[Any, ...]:
+    return job.text, job.context if job.uses_context else "", job.context_weight, job.options.key()
 
 
-def route_now(router: Any, jobs: Sequence[Job], experts: ExpertMap) -> dict[tuple[str, str], Any]:
+def route_now(router: Any, jobs: Sequence[Job], experts: ExpertMap) -> dict[tuple[Any, ...], Any]:
     """Decisions for ``jobs`` by :func:`route_key`, routed now (one pass per option set)."""
     return {route_key(j): j.decision for j, r in zip(jobs, drive(route(router, jobs, experts))) if r is j}
 

@@ -13,26 +13,43 @@ Example::
 ``batch`` and ``stream`` are :class:`~langchain_core.language_models.BaseChatModel`'s, so its cache,
 rate limiter and LLM-run callbacks apply. Everything a chat model does goes to the chosen expert:
 ``bind_tools`` binds the tools on every expert, ``with_structured_output`` uses each expert's own
-structured output, streaming streams the expert's tokens. The router reads the last user message
-(``window`` widens that), so every step of an agent loop over one question goes to the same expert.
+structured output, streaming streams the expert's tokens.
+
+Conversations: the router reads the last user message (``window`` widens that) and, as context, the
+turns before it (user and AI text, newest first, flags removed). Both are routed in the same router
+pass and each expert's predicted loss is ``(1 - context_weight) * loss(last turn) +
+context_weight * loss(earlier turns)``; the last turn's flags and the call's weights apply. The
+context is newest first so that an encoder truncating it to its window (``max_length`` tokens)
+drops the oldest turns. Tool steps after the last user message are not read, so every step of an
+agent loop over one question goes to the same expert. ``context_weight=0`` routes on the last turn
+alone.
+
+Stickiness (opt in with ``sticky=True``): a conversation thread, named by LangGraph's
+``config["configurable"]["thread_id"]`` or an explicit ``"tryage_thread"`` key there (or
+``tryage_thread=`` per call), stays on the expert that last answered it unless another expert's
+objective (predicted loss plus penalties) is lower by more than ``stickiness_margin``. A turn with
+flags, or a forced expert, routes afresh. Threads live in a bounded, thread-safe LRU map
+(``max_threads``) in this model's memory; a call without a thread is routed as usual.
 
 Per-call options: ``tryage_weights={...}`` and ``model="<expert>"`` (use that expert) as keyword
 arguments, or ``tryage_weights`` / ``tryage_expert`` in ``config["configurable"]``. A call's
 chat-model run holds a ``TryageRoute`` run (the decision) and the expert's chat-model run (tagged
 ``tryage:expert=<name>``). The reply's ``response_metadata`` holds ``tryage_expert`` (the expert
 that answered), ``tryage_decision`` (predicted losses, penalties and totals of every expert) and
-``tryage_decision_id`` (a fresh id per decision, for feedback).
+``tryage_decision_id`` (a fresh id per decision: log it with the user's verdict, then train the
+router on the outcomes), and with ``sticky=True`` on a thread ``tryage_sticky``: ``"new"``,
+``"kept"`` or ``"switched"`` (also in the ``TryageRoute`` run's outputs as ``sticky``).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any
 
-from langchain_tryage._inputs import read_input, strip_input
+from langchain_tryage._inputs import context_text, read_input, strip_input
 from langchain_tryage._routing import (
     END,
     EXPERT_KEY,
@@ -78,10 +95,14 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from tryage.conversation import ThreadStore, check_fraction, check_margin, stick
 from tryage.errors import ConfigurationError
+from tryage.objective import RoutingDecision
 
 _FORWARDED = ("temperature", "max_tokens", "timeout")
-_ROUTING_KWARGS = ("tools", "tool_choice", "tool_options", "tryage_weights", "model")
+_ROUTING_KWARGS = ("tools", "tool_choice", "tool_options", "tryage_weights", "model", "tryage_thread")
+THREAD_KEY = "tryage_thread"
+"""``config["configurable"]`` key naming a conversation thread (wins over LangGraph's ``thread_id``)."""
 
 _PREROUTED: ContextVar[tuple[Any, Mapping[Any, Any]] | None] = ContextVar("tryage_prerouted", default=None)
 """``(model, decisions)``: what :meth:`ChatTryage.batch` routed in one pass, for the calls it then makes."""
@@ -96,6 +117,8 @@ def _annotate(message: Any, job: Job) -> Any:
                              "tryage_decision": {k: decision[k] for k in ("expert", "flags", "weights", "scores")}}
     if job.tried:
         extra["tryage_fallback_from"] = list(job.tried)
+    if job.sticky is not None:
+        extra["tryage_sticky"] = job.sticky
     return message.model_copy(update={"response_metadata": {**message.response_metadata, **extra}})
 
 
@@ -151,6 +174,12 @@ class ChatTryage(BaseChatModel):
         expert_map: ``{your name: router expert}`` for experts not named after a router expert.
         model: Name reported in traces (``ls_model_name``); ``"tryage"`` by default.
         window: Messages the router reads (1: the last user message).
+        context_weight: Share of the earlier turns in each predicted loss, in [0, 1] (0: the last
+            turn alone).
+        sticky: Keep each conversation thread on its expert unless another is better by more than
+            ``stickiness_margin``.
+        stickiness_margin: How much lower another expert's objective must be to move a thread.
+        max_threads: Threads remembered for stickiness (least recently used are forgotten).
         weights: Default constraint weights (per call: ``tryage_weights``; flags override both).
         fallback: When the chosen expert raises, try the next-best expert.
         max_fallbacks: At most this many further experts (``None``: all eligible ones).
@@ -167,6 +196,10 @@ class ChatTryage(BaseChatModel):
     expert_map: dict[str, str] | None = None
     model_name: str = Field(default="tryage", alias="model")
     window: int = 1
+    context_weight: float = 0.25
+    sticky: bool = False
+    stickiness_margin: float = 0.05
+    max_threads: int = 10_000
     weights: dict[str, float] | None = None
     fallback: bool = False
     max_fallbacks: int | None = None
@@ -177,6 +210,7 @@ class ChatTryage(BaseChatModel):
     max_retries: int | None = None
     streaming: bool = False
     _names: ExpertMap = PrivateAttr()
+    _threads: ThreadStore = PrivateAttr()
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True, protected_namespaces=())
 
@@ -196,8 +230,14 @@ class ChatTryage(BaseChatModel):
         check_window(kwargs.get("window", 1))
         if kwargs.get("weights") is not None:
             kwargs["weights"] = check_weights(router, kwargs["weights"], "weights")
+        if "context_weight" in kwargs:
+            kwargs["context_weight"] = check_fraction(kwargs["context_weight"], "context_weight")
+        if "stickiness_margin" in kwargs:
+            kwargs["stickiness_margin"] = check_margin(kwargs["stickiness_margin"])
+        threads = ThreadStore(kwargs.get("max_threads", 10_000))
         super().__init__(**kwargs)
         self._names = names
+        self._threads = threads
 
     # -- chat model identity ---------------------------------------------------------------------
     @property
@@ -207,7 +247,8 @@ class ChatTryage(BaseChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "experts": list(self.experts), "expert_map": self.expert_map,
-                "weights": self.weights, "window": self.window, "fallback": self.fallback}
+                "weights": self.weights, "window": self.window, "context_weight": self.context_weight,
+                "sticky": self.sticky, "stickiness_margin": self.stickiness_margin, "fallback": self.fallback}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         """BaseChatModel's (``model=`` names the forced expert), with this model's default ``stop``."""
@@ -216,17 +257,21 @@ class ChatTryage(BaseChatModel):
         return params
 
     # -- per-call options from the config ----------------------------------------------------------
-    @staticmethod
-    def _config_kwargs(config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """``tryage_weights`` / ``tryage_expert`` of ``config["configurable"]`` as call kwargs
-        (``_generate`` sees kwargs, not the config); explicit kwargs win. The four calls below only
-        add these and note the call for :func:`_children`; the work is ``BaseChatModel``'s."""
+    def _config_kwargs(self, config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``tryage_weights`` / ``tryage_expert`` (and, when sticky, the thread: ``tryage_thread``,
+        else ``thread_id``) of ``config["configurable"]`` as call kwargs (``_generate`` sees kwargs,
+        not the config); explicit kwargs win. The four calls below only add these and note the call
+        for :func:`_children`; the work is ``BaseChatModel``'s."""
         configurable = (config or {}).get("configurable") or {}
         extra = {}
         if configurable.get(WEIGHTS_KEY) is not None:
             extra["tryage_weights"] = configurable[WEIGHTS_KEY]
         if configurable.get(EXPERT_KEY) is not None:
             extra["model"] = configurable[EXPERT_KEY]
+        if self.sticky:
+            thread = configurable.get(THREAD_KEY, configurable.get("thread_id"))
+            if thread is not None:
+                extra["tryage_thread"] = thread
         return {**extra, **kwargs}
 
     def invoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,  # noqa: A002
@@ -286,7 +331,33 @@ class ChatTryage(BaseChatModel):
         routable = read_input(messages, input_key="", window=self.window)
         options = call_options({}, self.weights, self._names, weights=kwargs.get("tryage_weights"),
                                expert=kwargs.get("model"))
-        return Job(index, routable.text, options, manager, routable)
+        context = ""
+        if self.context_weight > 0.0:
+            context = context_text(routable, self.window, parser_of(self.router), max_chars=self._context_chars())
+        thread = kwargs.get("tryage_thread") if self.sticky else None
+        if thread is not None and not isinstance(thread, Hashable):
+            raise ConfigurationError(f"a conversation thread id must be hashable (a string, a UUID); "
+                                     f"got {type(thread).__name__}")
+        return Job(index, routable.text, options, manager, routable, context=context,
+                   context_weight=self.context_weight, thread=thread)
+
+    def _context_chars(self) -> int:
+        """A bound on the context text: about 8 characters a token of the encoder's window (the
+        encoder truncates to its window anyway; this only keeps very long conversations cheap)."""
+        max_length = getattr(getattr(self.router, "predictor", None), "max_length", None)
+        return 8 * (max_length if isinstance(max_length, int) and max_length > 0 else 512)
+
+    def _stick(self, job: Job, decision: RoutingDecision) -> RoutingDecision:
+        """Stickiness: keep ``job``'s thread on its last expert unless ``decision`` beats it by the margin."""
+        if job.thread is None:
+            return decision
+        decision, job.sticky = stick(decision, self._threads.get(job.thread), margin=self.stickiness_margin)
+        return decision
+
+    def _answered(self, job: Job) -> None:
+        """Record the expert that answered ``job`` as its thread's expert."""
+        if job.thread is not None:
+            self._threads.set(job.thread, self._names.to_router[job.expert])
 
     def _parent(self, run_manager: Any, is_async: bool) -> tuple[Any, Any] | None:
         """Where this call's nested runs go: the run manager, or (when LangChain streams without
@@ -337,7 +408,8 @@ class ChatTryage(BaseChatModel):
         job = self._job(0, messages, configure({"callbacks": _children(parent, TAG_ROUTE)}), kwargs)
         owner, known = _PREROUTED.get() or (None, None)
         (routed,) = yield from route(self.router, [job], self._names, fallback=self.fallback,
-                                     max_fallbacks=self.max_fallbacks, known=known if owner is self else None)
+                                     max_fallbacks=self.max_fallbacks, known=known if owner is self else None,
+                                     adjust=self._stick)
         if isinstance(routed, Exception):
             raise routed
         job.payload = strip_input(job.payload, job.decision, parser_of(self.router))  # type: ignore[arg-type]
@@ -357,6 +429,7 @@ class ChatTryage(BaseChatModel):
         ((_, out),) = yield from run_experts([job], call, (Exception,))
         if isinstance(out, BaseException):
             raise out
+        self._answered(job)
         return ChatResult(generations=[ChatGeneration(message=_annotate(out, job))])
 
     def _stream_engine(self, messages: list[BaseMessage], stop: list[str] | None, run_manager: Any,
@@ -371,6 +444,7 @@ class ChatTryage(BaseChatModel):
                     lambda: expert.astream(job.payload, config, **kw))
 
         first, rest = yield from open_stream(job, call, (Exception,))
+        self._answered(job)
         return job, first, rest
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
@@ -423,7 +497,10 @@ class ChatTryage(BaseChatModel):
     def with_structured_output(self, schema: dict[str, Any] | type, *, include_raw: bool = False,
                                **kwargs: Any) -> Runnable[LanguageModelInput, Any]:
         """Route to the experts' own ``with_structured_output(schema, ...)`` runnables; with
-        ``include_raw=True`` the raw message carries the decision as ``invoke``'s reply does."""
+        ``include_raw=True`` the raw message carries the decision as ``invoke``'s reply does.
+
+        The structured runnable routes as :class:`TryageRouterChain` does: on the last user turn
+        (``window``), without the conversation context or stickiness."""
         structured = {}
         for name, expert in self.experts.items():
             try:

@@ -192,7 +192,7 @@ def test_cookbook_03_langchain_chain_agent_and_stream_show_the_expert(kernel_env
         "'streamed': ''.join(c.content for c in chunks), "
         "'chain': [chain.invoke({'question': q}) for q in ('How do I merge two dicts in Python?', "
         "'Is a non-compete clause valid in my contract?', "
-        "'Is a non-compete clause valid in my contract? [Flag: smallest model]')]}"))
+        "'Is a non-compete clause valid in my contract? [Flag: smallest model]')], 'table': table}"))
     assert_no_errors(nb)
     assert [c.split("]")[0] for c in state["chain"]] == ["[code model", "[legal model", "[general model"]
     assert state["tool"] == ["84"]
@@ -202,6 +202,11 @@ def test_cookbook_03_langchain_chain_agent_and_stream_show_the_expert(kernel_env
     text = text_of(nb)
     assert "TryageRoute (chain)  tags=['tryage:route']  -> chose 'code'" in text
     assert "tags=['tryage:expert=code']" in text
+    table = state["table"]  # section 5: context and sticky threads, one column per setting
+    assert table["last turn only"][1] != "legal" and table["with context"][1] == "legal"
+    assert table["with context"][3] != "legal"
+    assert table["context + sticky"] == ["legal (new)", "legal (kept)", "legal (kept)", "legal (kept)",
+                                         "code (switched)"]
 
 
 # -- 04 ----------------------------------------------------------------------------------------------
@@ -277,3 +282,20 @@ def test_cookbook_07_collects_trains_and_routes_on_the_local_server(kernel_env):
     assert state["plain"][1] in ("sloppy", "flaky") and state["plain"][0] in ("good", "flaky")
     text = text_of(nb)
     assert "budget reached: spent $" in text and "-> flaky   The answer is 44." in text
+
+
+# -- 08 ----------------------------------------------------------------------------------------------
+def test_cookbook_08_feedback_from_a_chain_updates_the_router(kernel_env):
+    nb, state = run_notebook("08_feedback_loop", kernel_env, probe=(
+        "{'ids': list(thumbs), 'logged': list(decision_log), 'rows': rows, 'experts': list(router.experts), "
+        "'before': sum(before[q] == wanted[q] for q in wanted), 'after': sum(after[q] == wanted[q] for q in wanted), "
+        "'n': len(wanted), 'kept': training_kept, 'n_training': sum(map(len, TRAINING.values()))}"))
+    assert_no_errors(nb)
+    assert len(set(state["ids"])) == state["n"] and set(state["ids"]) <= set(state["logged"])  # one id per answer
+    assert len(state["rows"]) == state["n"]
+    assert all(set(r) == {"prompt", "expert", "score"} and r["expert"] in state["experts"]
+               and r["score"] in (0.0, 1.0) for r in state["rows"])
+    assert any(r["score"] == 0.0 for r in state["rows"])  # there was something to learn
+    assert state["after"] > state["before"]  # the thumbs moved the rated questions to the right expert
+    assert state["kept"] == state["n_training"]  # without forgetting the training questions
+    assert "rated questions on the right expert" in text_of(nb)

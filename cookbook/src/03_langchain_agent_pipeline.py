@@ -6,7 +6,8 @@
 # * **`TryageRouterChain`** — a runnable that routes each input to one of several runnables (chat
 #   models, chains) and runs it; drop it anywhere in an LCEL pipeline.
 # * **`ChatTryage`** — a chat model made of several chat models; the router picks one per
-#   conversation. Tools, agents, streaming and structured output go to the chosen model.
+#   conversation. Tools, agents, streaming and structured output go to the chosen model; it reads a
+#   conversation's earlier turns as context and can keep a thread on its expert.
 #
 # Both record the decision in the trace: a `TryageRoute` run with every expert's predicted loss,
 # then the chosen expert's run tagged `tryage:expert=<name>`.
@@ -18,7 +19,7 @@
 #
 # **Needs:** `pip install 'tryage[langchain]' langchain` (for `create_agent`). Offline.
 #
-# **Takes:** about 20 seconds on 2 CPU cores.
+# **Takes:** about 30 seconds on 2 CPU cores.
 
 # %%
 from itertools import cycle
@@ -201,3 +202,65 @@ print("\n\nfirst chunk from:", chunks[0].response_metadata["tryage_expert"], f"(
 # ChatTryage is a chat model like any other, so it streams through a chain too.
 streaming_chain = prompt | streaming_chat | StrOutputParser()
 print("".join(streaming_chain.stream({"question": "What should we take on a picnic?"})))
+
+# %% [markdown]
+# ## 5. Conversations: earlier turns as context, and threads that keep their expert
+#
+# A follow-up such as *"How long does that usually take?"* says little on its own. `ChatTryage`
+# routes the last user turn together with the turns before it: both are scored in one router pass,
+# and each expert's predicted loss is `0.75 × loss(last turn) + 0.25 × loss(earlier turns)`
+# (`context_weight=0.25` by default; `0` reads the last turn alone). The earlier turns go newest
+# first, so an encoder truncating them to its window drops the oldest.
+#
+# With `sticky=True` a thread stays on the expert that last answered it unless another expert's
+# objective is better by more than `stickiness_margin`; a turn with a `[Flag: ...]` routes afresh.
+# The thread is LangGraph's `thread_id` (or a `"tryage_thread"` key in `config["configurable"]`),
+# and each reply says what happened in `response_metadata["tryage_sticky"]`: `new`, `kept` or
+# `switched`. Below, one LangGraph graph with a checkpointer per setting; the same turns go through
+# each.
+
+# %%
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import START, MessagesState, StateGraph
+
+
+def conversation_graph(model):
+    def respond(state: MessagesState):
+        return {"messages": [model.invoke(state["messages"])]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("respond", respond)
+    builder.add_edge(START, "respond")
+    return builder.compile(checkpointer=InMemorySaver())
+
+
+def answer(graph, text, thread):
+    reply = graph.invoke({"messages": [HumanMessage(text)]}, {"configurable": {"thread_id": thread}})["messages"][-1]
+    meta = reply.response_metadata
+    return meta["tryage_expert"] + (f" ({meta['tryage_sticky']})" if "tryage_sticky" in meta else "")
+
+
+def scripted_experts():
+    return {name: ToyChatModel(messages=cycle([f"[{name} model] Here is my answer."])) for name in router.experts}
+
+
+graphs = {
+    "last turn only": conversation_graph(ChatTryage(router=router, experts=scripted_experts(), context_weight=0.0)),
+    "with context": conversation_graph(ChatTryage(router=router, experts=scripted_experts())),
+    "context + sticky": conversation_graph(ChatTryage(router=router, experts=scripted_experts(), sticky=True,
+                                                      stickiness_margin=0.2)),
+}
+TURNS = ["Can my landlord keep my deposit?", "How long does that usually take?", "What are my options?",
+         "Is there a quicker way?", "My Python script raises a KeyError"]
+table = {label: [answer(graph, turn, "ana") for turn in TURNS] for label, graph in graphs.items()}
+print(f"{'thread ana':<36}" + "".join(f"{label:<20}" for label in table))
+for i, turn in enumerate(TURNS):
+    print(f"{turn:<36}" + "".join(f"{column[i]:<20}" for column in table.values()))
+print(f"\n{'thread ben':<36}" + "".join(f"{answer(graph, TURNS[1], 'ben'):<20}" for graph in graphs.values()))
+
+# %% [markdown]
+# Read alone, the second turn goes to the generalist; with the conversation as context it stays
+# with the legal model. The fourth turn ("a quicker way?") leans to the generalist even with
+# context; the sticky thread keeps it on the legal model, whose objective is within the margin of
+# the best, and moves it when the user turns to Python. Thread `ben` starts fresh: threads are
+# independent. The `TryageRoute` run of each call records the same: its outputs hold `sticky`.
