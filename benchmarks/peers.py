@@ -132,9 +132,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--run-folds", type=int, default=None,
                         help="train and score only the first N folds (a quick check; the report needs all)")
     parser.add_argument("--latency-prompts", type=int, default=100)
+    parser.add_argument("--routellm-mf-epochs", type=int, default=ROUTELLM_MF["num_epochs"],
+                        help="epochs of RouteLLM's MF training (their script: 100; about 15 s each on one CPU core)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "peers.json")
+    parser.add_argument("--combine", type=Path, nargs="+", default=None,
+                        help="merge the JSON of runs over disjoint --routers subsets (same data, folds, seed) "
+                             "into --out, instead of running")
     args = parser.parse_args(argv)
+    if args.combine:
+        return _combine(args.combine, args.out, parser)
     names = list(PEERS) if args.routers == "all" else [r.strip() for r in args.routers.split(",") if r.strip()]
     unknown = [r for r in names if r not in PEERS]
     if unknown:
@@ -250,7 +257,8 @@ def main(argv: list[str] | None = None) -> dict:
                                 "price_share_first_best": float(cost[oracle].mean()) / single_price}
     result = {
         "command": "python benchmarks/peers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "data": str(args.data), "n": len(rows), "folds": args.folds, "folds_run": args.run_folds or args.folds, "seed": args.seed,
+        "data": str(args.data), "n": len(rows), "folds": args.folds, "folds_run": args.run_folds or args.folds,
+        "seed": args.seed,
         "embeddings": {"encoder": "bundled all-MiniLM-L6-v2, all layers (Tryage's default input)",
                        "shape": list(emb.shape)},
         "versions": {p: _version(p) for p in ("tryage", "llmrouter-lib", "routellm", "torch", "scikit-learn")},
@@ -266,6 +274,25 @@ def main(argv: list[str] | None = None) -> dict:
     print(json.dumps(short, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _combine(paths: list[Path], out: Path, parser: argparse.ArgumentParser) -> dict:
+    """One report from runs that split the peers between processes (Tryage and the baselines come from the first)."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    same = ("data", "n", "folds", "folds_run", "seed", "embeddings", "versions", "threads")
+    for p, part in zip(paths[1:], parts[1:]):
+        differ = [k for k in same if part.get(k) != parts[0].get(k)]
+        if differ:
+            parser.error(f"--combine: {p} differs from {paths[0]} in {differ}; runs must share data, folds and seed")
+    result = dict(parts[0])
+    result["command"] = [part["command"] for part in parts]
+    for part in parts[1:]:
+        result["routers"] = part["routers"] | result["routers"]
+    result["routers"] = dict(sorted(result["routers"].items(), key=lambda kv: -kv[1]["mean_score"]))
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({r: {"mean_score": e["mean_score"], "price_share": e.get("price_share")}
+                      for r, e in result["routers"].items()}, indent=2))
     return result
 
 
@@ -344,7 +371,8 @@ def _front(kind: str | None, signal: np.ndarray, pair: np.ndarray, table: Any, l
         choice = np.where(signal >= t, pair[:, 1], pair[:, 0])
         m = choice_metrics(choice, table)
         front.append({"threshold": float(t), "mean_score": m.value, "select_best_accuracy": m.select_best_accuracy,
-                      "strong_share": float(np.mean(signal >= t)), "price_share": float(cost[choice].mean()) / single_price})
+                      "strong_share": float(np.mean(signal >= t)),
+                      "price_share": float(cost[choice].mean()) / single_price})
     return front
 
 
@@ -378,7 +406,8 @@ def fit_knn(fold: Fold, ctx: dict) -> Fitted:
         return knn.predict_from_embeddings(x).argmin(1)
 
     return Fitted(route, lambda j: route(emb[j:j + 1]), knn.predict_from_embeddings, "losses",
-                  notes={"config": {"k": ctx["args"].knn_k, "metric": "cosine", "predicts": "mean loss of the k nearest"}})
+                  notes={"config": {"k": ctx["args"].knn_k, "metric": "cosine",
+                                    "predicts": "mean loss of the k nearest"}})
 
 
 # -- LLMRouter (llmrouter-lib) ---------------------------------------------------------------------
@@ -524,22 +553,27 @@ def fit_llmrouter_graph(fold: Fold, ctx: dict) -> Fitted:
     if "llm_embeddings" not in ctx:
         ctx["llm_embeddings"] = encoder.encode([models_json[m]["feature"] for m in order])
     llm_data = {m: {"embedding": [float(v) for v in ctx["llm_embeddings"][k]]} for k, m in enumerate(order)}
-    router = GraphRouter(_llmrouter_config(fold, ctx, "graph", LLMROUTER_HPARAMS["graph"], llm_data=llm_data))
+    router = GraphRouter(_llmrouter_config(fold, ctx, "graph", LLMROUTER_HPARAMS["graph"], llm_data=llm_data,
+                                           api_endpoint="unused: the answer is never requested"))
     GraphTrainer(router, device="cpu").train()
     lookup = _EmbeddingLookup(table.prompts, emb)
-    # Their route_single embeds the query with Longformer; it is handed the shared embedding instead.
+    # Their route_single/route_batch embed the query with Longformer: they get the shared embedding
+    # instead. route_batch then calls the chosen model's API; that call is cut (the scores are known).
     graph_module.get_longformer_embedding = lambda text: torch.from_numpy(lookup.embedding_of(text))
+    graph_module.call_api = lambda request, **kwargs: {"response": ""}
 
     def route_one(j: int) -> str:
         return router.route_single({"query": table.prompts[j]})["model_name"]
 
     def route(x: np.ndarray) -> np.ndarray:
-        return _names_to_idx([router.route_single({"query": lookup.prompt_of(v)})["model_name"] for v in x],
-                             table.experts)
+        out = router.route_batch([{"query": lookup.prompt_of(v)} for v in x])
+        return _names_to_idx([o["model_name"] for o in out], table.experts)
 
-    return Fitted(route, route_one, notes={"config": LLMROUTER_HPARAMS["graph"],
-                                           "route": "their route_single: one query added to the training graph at a time",
-                                           "llm_node_features": "MiniLM embedding of each model's models.json 'feature'"})
+    return Fitted(route, route_one, notes={
+        "config": LLMROUTER_HPARAMS["graph"],
+        "route": "their route_batch (the fold's test queries join the training graph together); the one-at-a-time "
+                 "latency is their route_single (one query joins the graph)",
+        "llm_node_features": "MiniLM embedding of each model's models.json 'feature'"})
 
 
 # -- RouteLLM (routellm) ---------------------------------------------------------------------------
@@ -575,7 +609,7 @@ def fit_routellm_mf(fold: Fold, ctx: dict) -> Fitted:
                         text_dim=emb.shape[1], use_proj=ROUTELLM_MF["use_proj"], npy_path=str(npy))
     train_loops(net, loader(battles[:cut], ROUTELLM_MF["batch_size"], True), loader(battles[cut:], 1024, False),
                 lr=ROUTELLM_MF["lr"], weight_decay=ROUTELLM_MF["weight_decay"], alpha=ROUTELLM_MF["alpha"],
-                num_epochs=ROUTELLM_MF["num_epochs"], device="cpu")
+                num_epochs=ctx["args"].routellm_mf_epochs, device="cpu")
     net.eval()
     strong, weak = fold.strong, fold.weak
 
@@ -587,7 +621,9 @@ def fit_routellm_mf(fold: Fold, ctx: dict) -> Fitted:
         logits = net(torch.full((n,), strong), torch.full((n,), weak), torch.arange(n), test=True)
         return torch.sigmoid(logits.reshape(n)).numpy()
 
-    return _binary(p_strong, fold, ctx, {"config": ROUTELLM_MF | {"battles": len(battles)}})
+    config = ROUTELLM_MF | {"num_epochs": ctx["args"].routellm_mf_epochs, "battles": len(battles),
+                            "their_script_num_epochs": ROUTELLM_MF["num_epochs"]}
+    return _binary(p_strong, fold, ctx, {"config": config})
 
 
 def fit_routellm_sw(fold: Fold, ctx: dict) -> Fitted:
@@ -615,8 +651,9 @@ def fit_routellm_sw(fold: Fold, ctx: dict) -> Fitted:
     def p_strong(x: np.ndarray) -> np.ndarray:
         return np.array([router.calculate_strong_win_rate(lookup.prompt_of(v)) for v in x])
 
-    fitted = _binary(p_strong, fold, ctx, {"config": {"num_tiers": 2, "battles": "weak vs strong on each training "
-                                                      "prompt, ties kept", "weighting": "their 10 * 10 ** (sim / max_sim)"}})
+    config = {"num_tiers": 2, "battles": "weak vs strong on each training prompt, ties kept",
+              "weighting": "theirs: 10 * 10 ** (sim / max_sim)"}
+    fitted = _binary(p_strong, fold, ctx, {"config": config})
     fitted.route_one = lambda j: router.calculate_strong_win_rate(table.prompts[j])
     return fitted
 
