@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--embeddings", type=Path, default=None,
                         help="the prompts' embeddings (.npy, rows in train.jsonl order); computed with tryage "
                              "and saved there when the file does not exist")
-    parser.add_argument("--routers", default="all", help=f"comma-separated subset of {', '.join(PEERS)}")
+    parser.add_argument("--routers", default="all", help=f"comma-separated subset of {', '.join(PEERS_ALL)}")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--knn-k", type=int, default=100)
@@ -134,6 +134,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--latency-prompts", type=int, default=100)
     parser.add_argument("--routellm-mf-epochs", type=int, default=ROUTELLM_MF["num_epochs"],
                         help="epochs of RouteLLM's MF training (their script: 100; about 15 s each on one CPU core)")
+    parser.add_argument("--svm-without-probability", action="store_true",
+                        help="LLMRouter's SVM config sets probability=True, which adds a 5-fold Platt calibration "
+                             "that routing (SVC.predict) never reads: same choices, about 5x less training")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "peers.json")
     parser.add_argument("--combine", type=Path, nargs="+", default=None,
@@ -142,10 +145,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.combine:
         return _combine(args.combine, args.out, parser)
-    names = list(PEERS) if args.routers == "all" else [r.strip() for r in args.routers.split(",") if r.strip()]
-    unknown = [r for r in names if r not in PEERS]
+    names = list(PEERS_ALL) if args.routers == "all" else [r.strip() for r in args.routers.split(",") if r.strip()]
+    unknown = [r for r in names if r not in PEERS_ALL]
     if unknown:
-        parser.error(f"--routers: unknown {unknown}; choose from {list(PEERS)}")
+        parser.error(f"--routers: unknown {unknown}; choose from {list(PEERS_ALL)}")
     if not (args.data / "train.jsonl").exists():
         parser.error(f"llmrouter data not found in {args.data}; put ../shared beside the checkout or pass --data")
     # The peers read API keys and price maps at import time; nothing here calls out.
@@ -171,7 +174,13 @@ def main(argv: list[str] | None = None) -> dict:
     parts = np.array_split(order, args.folds)
     ctx = {"table": table, "library": library, "emb": emb, "encoder": encoder, "models_json": models_json,
            "args": args, "cost": cost}
-    routers = ["tryage", "knn"] + names
+    routers = names
+    # Import the peers before any clock starts: LLMRouter's import alone takes seconds (litellm, gradio).
+    with contextlib.redirect_stdout(sys.stderr):
+        if any(r.startswith("llmrouter") for r in routers):
+            import llmrouter.models  # noqa: F401
+        if any(r.startswith("routellm") for r in routers):
+            import routellm.routers.routers  # noqa: F401
     oof_choice = {r: np.zeros(len(table), dtype=int) for r in routers}
     oof_signal: dict[str, np.ndarray] = {}
     pairs: dict[str, np.ndarray] = {}
@@ -227,8 +236,9 @@ def main(argv: list[str] | None = None) -> dict:
         entry: dict[str, Any] = {
             "source": SOURCES[r], "mean_score": m.value, "select_best_accuracy": m.select_best_accuracy,
             "price_share": price_share, "matches_best_single": bool(m.value >= single_value),
-            "train_seconds_per_fold": float(np.mean(train_s[r])),
-            "route_ms_per_prompt": {"one_at_a_time_median": one_ms[r], "batched": float(np.mean(batch_ms[r]))},
+            "train_seconds_per_fold": float(np.mean(train_s[r])), "train_seconds": train_s[r],
+            "route_ms_per_prompt": {"one_at_a_time_median": one_ms[r], "batched": float(np.mean(batch_ms[r])),
+                                    "one_at_a_time_prompts": int(min(args.latency_prompts, len(parts[0])))},
             "usage": _usage(choice[r], tab.experts), **notes[r],
         }
         if r in signal:
@@ -280,7 +290,8 @@ def main(argv: list[str] | None = None) -> dict:
 def _combine(paths: list[Path], out: Path, parser: argparse.ArgumentParser) -> dict:
     """One report from runs that split the peers between processes (Tryage and the baselines come from the first)."""
     parts = [json.loads(p.read_text()) for p in paths]
-    same = ("data", "n", "folds", "folds_run", "seed", "embeddings", "versions", "threads")
+    same = ("data", "n", "folds", "folds_run", "seed", "embeddings", "versions", "threads",
+            "best_single_price_per_1m_tokens")
     for p, part in zip(paths[1:], parts[1:]):
         differ = [k for k in same if part.get(k) != parts[0].get(k)]
         if differ:
@@ -456,9 +467,10 @@ def fit_llmrouter_knn(fold: Fold, ctx: dict) -> Fitted:
 
 def fit_llmrouter_svm(fold: Fold, ctx: dict) -> Fitted:
     from llmrouter.models import SVMRouter, SVMRouterTrainer
-    router = SVMRouter(_llmrouter_config(fold, ctx, "svm", LLMROUTER_HPARAMS["svm"]))
+    hparam = LLMROUTER_HPARAMS["svm"] | ({"probability": False} if ctx["args"].svm_without_probability else {})
+    router = SVMRouter(_llmrouter_config(fold, ctx, "svm", hparam))
     SVMRouterTrainer(router, device="cpu").train()
-    return _classifier(router.svm_model.predict, ctx, LLMROUTER_HPARAMS["svm"])
+    return _classifier(router.svm_model.predict, ctx, hparam)
 
 
 def _classifier(predict: Callable, ctx: dict, hparam: dict) -> Fitted:
