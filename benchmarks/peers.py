@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--latency-prompts", type=int, default=100)
     parser.add_argument("--routellm-mf-epochs", type=int, default=ROUTELLM_MF["num_epochs"],
                         help="epochs of RouteLLM's MF training (their script: 100; about 15 s each on one CPU core)")
+    parser.add_argument("--llmrouter-mlp-epochs", type=int, default=None,
+                        help="epochs of LLMRouter's MLP trainer (their config: max_iter 500, read as 500 epochs)")
     parser.add_argument("--svm-without-probability", action="store_true",
                         help="LLMRouter's SVM config sets probability=True, which adds a 5-fold Platt calibration "
                              "that routing (SVC.predict) never reads: same choices, about 5x less training")
@@ -485,7 +487,9 @@ def _classifier(predict: Callable, ctx: dict, hparam: dict) -> Fitted:
 def fit_llmrouter_mlp(fold: Fold, ctx: dict) -> Fitted:
     import torch
     from llmrouter.models import MLPRouter, MLPTrainer
-    router = MLPRouter(_llmrouter_config(fold, ctx, "mlp", LLMROUTER_HPARAMS["mlp"]))
+    hparam = LLMROUTER_HPARAMS["mlp"] | ({"max_iter": ctx["args"].llmrouter_mlp_epochs}
+                                         if ctx["args"].llmrouter_mlp_epochs else {})
+    router = MLPRouter(_llmrouter_config(fold, ctx, "mlp", hparam))
     trainer = MLPTrainer(router, device="cpu")
     trainer.train()
     model, emb, experts = trainer.model.eval(), ctx["emb"], ctx["table"].experts
@@ -495,7 +499,8 @@ def fit_llmrouter_mlp(fold: Fold, ctx: dict) -> Fitted:
         return _names_to_idx([router.idx_to_model[int(i)] for i in idx], experts)
 
     return Fitted(route, lambda j: route(emb[j:j + 1]),
-                  notes={"config": LLMROUTER_HPARAMS["mlp"] | {"as_read_by_their_torch_trainer":
+                  notes={"config": hparam | {"their_config_max_iter": LLMROUTER_HPARAMS["mlp"]["max_iter"],
+                                             "as_read_by_their_torch_trainer":
                                                                {"epochs": trainer.epochs, "lr": trainer.lr,
                                                                 "batch_size": trainer.batch_size}}})
 
