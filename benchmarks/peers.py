@@ -29,6 +29,11 @@ environment (they pull gradio, litellm, torch-geometric, ...); torch first so no
     peers-venv/bin/pip install torch==2.13.0          # the CPU build
     peers-venv/bin/pip install -e ".[bench]"          # tryage + llmrouter-lib==0.4.0 + routellm==0.2.0
     HF_HUB_OFFLINE=1 peers-venv/bin/python benchmarks/peers.py --embeddings /tmp/llmrouter_minilm.npy
+
+The whole run is about an hour of one CPU core for everything but two peers, whose published settings
+cost far more: LLMRouter's MLP (500 epochs; ``--llmrouter-mlp-epochs``) and RouteLLM's MF (100 epochs;
+``--routellm-mf-epochs``). ``--routers`` splits the routers over processes and ``--combine`` merges their
+JSON (checking that data, folds and seed agree); ``--run-folds N`` scores only the first N folds.
 """
 
 from __future__ import annotations
@@ -680,7 +685,7 @@ class _EmbeddingLookup:
 
     def __init__(self, prompts: tuple[str, ...], emb: np.ndarray) -> None:
         self._row = {p: j for j, p in enumerate(prompts)}
-        self._prompts, self._emb = prompts, emb
+        self._emb = emb
         self._by_bytes = {e.tobytes(): p for p, e in zip(prompts, emb)}
         self.embeddings = self
 
