@@ -3,8 +3,8 @@
 Prices are per token, so what a prompt costs on an expert depends on how long that expert's answer
 is: a verbose model can cost more than a pricier terse one. Q-tables written by ``tryage collect``
 carry the measured output length of every answer — JSONL rows with ``"output_tokens": {expert: n}``
-(or flat ``output_tokens:<expert>`` extras, one per expert). :class:`OutputLengthPredictor` learns, per expert, a ridge
-regression of ``log(1 + output tokens)`` on the prompt's encoder embedding, and
+(or flat ``output_tokens:<expert>`` extras, one per expert). :class:`OutputLengthPredictor` learns,
+per expert, a ridge regression of ``log(1 + output tokens)`` on the prompt's encoder embedding, and
 :meth:`OutputLengthPredictor.predict_costs` turns that into USD per prompt and expert::
 
     cost = (input_tokens · input_cost + predicted_output_tokens · output_cost) / 1e6

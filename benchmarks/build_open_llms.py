@@ -1,0 +1,70 @@
+"""Build the embedded ``open-llms`` router: a head over the bundled MiniLM trained on all of LLMRouter.
+
+    python benchmarks/build_open_llms.py [--embeddings PATH] [--threads 1]
+
+Trains :class:`tryage.predictor.PerceptiveRouter` (the configuration measured best in
+benchmarks/llmrouter_quality.py) on every prompt of ../shared/data/llmrouter/train.jsonl, with the
+nine scored models as the library (sizes and prices from models.json), and writes it to
+``shared/tryage/default/open-llms/``: config.json, model.safetensors (the head) and experts.json.
+No prompt text is written. ``results.json`` beside them records the command, the training settings
+and the cross-validated figures of the last benchmark run, if there is one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "llmrouter"
+OUT = REPO / "shared" / "tryage" / "default" / "open-llms"
+# The configuration of the router measured in benchmarks/llmrouter_quality.py (its defaults).
+CONFIG = {"hidden_dim": 256, "layers": "all", "objective": "bce", "seed": 0}
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--embeddings", type=Path, help="cached PerceptiveRouter().encode of train.jsonl (.npy)")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    if not (args.data / "train.jsonl").exists():
+        sys.exit(f"llmrouter data not found in {args.data}; pass --data")
+
+    import torch
+
+    from tryage import ExpertLibrary, QTable
+    from tryage.predictor import PerceptiveRouter
+
+    torch.set_num_threads(args.threads)
+    table = QTable.from_file(args.data / "train.jsonl")
+    library = ExpertLibrary.from_json(args.data / "models.json", names=table.experts)
+    router = PerceptiveRouter(progress=True, **CONFIG)
+    embeddings = None
+    if args.embeddings is not None:
+        embeddings = np.load(args.embeddings)
+        router.encode(["warm-up"])
+        if embeddings.shape != (len(table), router.text_encoder_.dim):
+            sys.exit(f"--embeddings has shape {embeddings.shape}, expected {(len(table), router.text_encoder_.dim)}")
+    router.fit(table, library, embeddings=embeddings)
+    out = router.save_pretrained(args.out)
+    bench = REPO / "benchmarks" / "results" / "llmrouter_quality.json"
+    measured = json.loads(bench.read_text()) if bench.exists() else {}
+    results = {
+        "command": "python benchmarks/build_open_llms.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "trained_on": f"all {len(table)} prompts of LLMRouter train.jsonl (no prompt text stored)",
+        "config": CONFIG, "epochs_run": len(router.history_),
+        "cross_validated": {k: measured[k] for k in ("command", "mean_score", "minus_knn_mean") if k in measured},
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return out
+
+
+if __name__ == "__main__":
+    main()
