@@ -1,6 +1,6 @@
 """Routing quality and cost on the LLMRouter score matrix (../shared/data/llmrouter), cross-validated.
 
-    python benchmarks/llmrouter_quality.py [--folds 5] [--seed 0] [--embeddings PATH] [--threads 1]
+    python benchmarks/llmrouter_quality.py [--folds 5] [--seed 0] [--embeddings PATH] [--target-smoothing K]
 
 Trains the perceptive router (its defaults: head mode over the bundled MiniLM) on k-1 folds and
 measures it on the held-out fold, beside the baselines measured on the same folds in the same run:
@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--embeddings", type=Path, help="cached encoder embeddings of train.jsonl (.npy)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--target-smoothing", type=int, default=None,
+                        help="PerceptiveRouter target_smoothing (default: its auto rule, 20 here)")
     args = parser.parse_args(argv)
     if not (args.data / "train.jsonl").exists():
         sys.exit(f"llmrouter data not found in {args.data}; put ../shared beside the checkout or pass --data")
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
         train_idx = np.sort(np.concatenate(parts[:i] + parts[i + 1:]))
         test_idx = np.sort(test_idx)
         train, test = table.subset(train_idx), table.subset(test_idx)
-        router = PerceptiveRouter(seed=args.seed + i, progress=False)
+        router = PerceptiveRouter(seed=args.seed + i, progress=False, target_smoothing=args.target_smoothing)
         router.text_encoder_, router.encoder_spec_ = encoder.text_encoder_, encoder.encoder_spec_
         router.fit(train, library, embeddings=embeddings[train_idx])
         oof["router"][test_idx] = router.predict_from_embeddings(embeddings[test_idx])
@@ -162,7 +164,8 @@ def main(argv: list[str] | None = None) -> dict:
         "router_config": {"mode": "head", "encoder": "bundled all-MiniLM-L6-v2",
                           "hidden_dim": PerceptiveRouter().hidden_dim, "layers": PerceptiveRouter().layers,
                           "objective": "auto (bce for 0/1 scores)",
-                          "target_smoothing": "auto: min(20, n_train // 50) for 0/1 scores"},
+                          "target_smoothing": args.target_smoothing if args.target_smoothing is not None
+                          else "auto: min(20, n_train // 50) for 0/1 scores"},
         "mean_score": {**means, "best_single": single_value, "random": overall["random"], "oracle": oracle_value,
                        "task_label_reference": float(np.mean(table.scores[np.arange(len(table)), oof_task_best]))},
         "minus_knn_per_fold": diffs,
