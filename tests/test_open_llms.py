@@ -87,3 +87,14 @@ def test_cli_route_and_demo_with_open_llms(tmp_path: Path, capsys: pytest.Captur
     for row in demo["prompts"]:
         assert row["[Flag: cheapest]"]["price_per_1m_tokens"] <= row["plain"]["price_per_1m_tokens"]
         assert row["[Flag: smallest model]"]["parameters"] <= row["plain"]["parameters"]
+
+
+@pytest.mark.slow
+def test_cli_evaluate_with_open_llms_on_llmrouter_rows(llmrouter_dir: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    rows = (llmrouter_dir / "train.jsonl").read_text(encoding="utf-8").splitlines()[:40]
+    table = tmp_path / "rows.jsonl"
+    table.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    assert main(["evaluate", "--router", "open-llms", "--qtable", str(table), "--knn-k", "10", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 40 and report["oracle"] >= report["router"] >= report["random"]
