@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     if args.refresh_results:
         config = json.loads((args.out / "config.json").read_text())
-        return write_results(args.out, config["training"]["epochs_run"], argv)
+        previous = args.out / "results.json"
+        command = json.loads(previous.read_text())["command"] if previous.exists() else None
+        return write_results(args.out, config["training"]["epochs_run"], argv, command=command)
     if not (args.data / "train.jsonl").exists():
         sys.exit(f"llmrouter data not found in {args.data}; pass --data")
 
@@ -62,12 +64,13 @@ def main(argv: list[str] | None = None) -> Path:
     return write_results(out, len(router.history_), argv)
 
 
-def write_results(out: Path, epochs_run: int, argv: list[str] | None) -> Path:
+def write_results(out: Path, epochs_run: int, argv: list[str] | None, *, command: str | None = None) -> Path:
     """``results.json``: how the router was built and the last cross-validated benchmark's figures."""
     bench = REPO / "benchmarks" / "results" / "llmrouter_quality.json"
     measured = json.loads(bench.read_text()) if bench.exists() else {}
     results = {
-        "command": "python benchmarks/build_open_llms.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command or "python benchmarks/build_open_llms.py " + " ".join(argv if argv is not None
+                                                                              else sys.argv[1:]),
         "trained_on": "all 4,799 prompts of LLMRouter train.jsonl (no prompt text stored)",
         "config": CONFIG, "epochs_run": epochs_run,
         "cross_validated": {k: measured[k] for k in ("command", "router_config", "mean_score", "minus_knn_mean")
