@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                      / result["batch1_ms"]["bare_int8"]["p50"])
         result["int8_quality"] = int8_quality(args.quality_prompts)
     print(json.dumps(result, indent=2))
-    out = Path(__file__).resolve().parent / "results" / "route_latency.json"
+    out = Path(__file__).resolve().parent / "results" / ("route_latency_int8.json" if args.int8 else "route_latency.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     return result
