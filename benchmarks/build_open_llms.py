@@ -76,6 +76,10 @@ def write_results(out: Path, epochs_run: int, argv: list[str] | None, *, command
         "cross_validated": {k: measured[k] for k in ("command", "router_config", "mean_score", "minus_knn_mean")
                             if k in measured},
     }
+    if "cost_aware" in measured:
+        results["cross_validated"]["router_matches_best_single_at"] = {
+            "price_share": measured["cost_aware"]["router"]["cost"]["share_of_best_single"],
+            "mean_parameters": measured["cost_aware"]["router"]["size"]["smallest_mean_matching_best_single"]}
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
     return out

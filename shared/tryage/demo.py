@@ -163,6 +163,10 @@ def _run_llm_demo(out: Path, *, json_output: bool) -> dict[str, Any]:
     if score:
         print(f"\nCross-validated on LLMRouter (5 folds): router {score['router']:.3f}, best single model "
               f"{score['best_single']:.3f}, oracle {score['oracle']:.3f} mean score")
+    match = result["measured"].get("router_matches_best_single_at")
+    if match and match.get("price_share") is not None:
+        print(f"With the cost weight swept it matches the best single model at {match['price_share']:.0%} of its "
+              f"price per token; with the size weight, at {format_size(int(match['mean_parameters']))} mean size")
     return result
 
 
