@@ -1,13 +1,23 @@
-"""Routing quality on the LLMRouter score matrix (../shared/data/llmrouter), cross-validated.
+"""Routing quality and cost on the LLMRouter score matrix (../shared/data/llmrouter), cross-validated.
 
-    python benchmarks/llmrouter_quality.py [--folds 5] [--seed 0] [--knn-k 50] [--embeddings-cache FILE.npy]
+    python benchmarks/llmrouter_quality.py [--folds 5] [--seed 0] [--embeddings PATH] [--target-smoothing K]
 
 Trains the perceptive router (its defaults: head mode over the bundled MiniLM) on k-1 folds and
 measures it on the held-out fold, beside the baselines measured on the same folds in the same run:
-the best single model (chosen on the training folds), a kNN router on the same embeddings, random
-choice (exact expectation) and the per-prompt oracle. Then sweeps the size weight over the
-out-of-fold predictions and reports the smallest mean parameter count at which the router still
-matches the best single model's score. Prints JSON and writes benchmarks/results/llmrouter_quality.json.
+the best single model (chosen on the training folds), a kNN router on the same embeddings whose k is
+chosen by an inner cross-validation on the training folds only, an ensemble of the two (the mean of
+their predicted per-expert failure probabilities), random choice (exact expectation) and the
+per-prompt oracle. Per-fold router − kNN differences are reported.
+
+Cost: the cost and size weights are swept over the out-of-fold predictions
+(:func:`tryage.evaluation.pareto_sweep`); reported are the smallest mean price per token (as a share
+of the best single model's price) and the smallest mean parameter count at which each router still
+matches the best single model's score, and APGR-style curves: the share of the best-single → oracle
+gap kept (PGR) against the cost share, with their average over cost shares 0..1 (APGR, as in
+RouteLLM). ``--embeddings`` reuses a cached ``PerceptivePredictor().encode(table.prompts)`` array
+(``.npy``, rows in the order of ``train.jsonl``).
+
+Prints JSON and writes benchmarks/results/llmrouter_quality.json.
 """
 
 from __future__ import annotations
@@ -21,6 +31,60 @@ from pathlib import Path
 import numpy as np
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "llmrouter"
+KNN_KS = (20, 30, 50, 75, 100, 150, 200, 300)
+
+
+def _no_encoder(prompts):
+    raise AssertionError("the inner cross-validation passes embeddings; nothing is encoded")
+
+
+def knn_k_by_inner_cv(embeddings: np.ndarray, table, ks=KNN_KS, *, folds: int = 4, seed: int = 1) -> tuple[int, dict]:
+    """The k of a kNN router with the best mean score in an inner cross-validation on ``table`` only."""
+    from tryage.evaluation import choice_metrics
+    from tryage.predictors import KNNPredictor
+
+    parts = np.array_split(np.random.default_rng(seed).permutation(len(table)), folds)
+    scores = {}
+    for k in ks:
+        values = []
+        for i, test_idx in enumerate(parts):
+            train_idx = np.concatenate(parts[:i] + parts[i + 1:])
+            knn = KNNPredictor(_no_encoder, k=k).fit(table.subset(train_idx), embeddings=embeddings[train_idx])
+            choice = np.argmin(knn.predict_from_embeddings(embeddings[test_idx]), axis=1)
+            values.append(choice_metrics(choice, table.subset(test_idx)).value)
+        scores[k] = float(np.mean(values))
+    return max(scores, key=scores.get), scores
+
+
+def cost_report(predicted: np.ndarray, table, library, single_value: float, oracle_value: float,
+                single_expert: str) -> dict:
+    """Cost/size sweeps of one router's out-of-fold predictions: smallest matching point and APGR curve."""
+    from tryage.evaluation import pareto_sweep, smallest_matching
+
+    out = {}
+    for constraint, unit_of in (("cost", lambda e: e.cost), ("size", lambda e: e.parameters)):
+        front = pareto_sweep(predicted, table, library, constraint=constraint)
+        reference = float(unit_of(library[single_expert]))
+        match = smallest_matching(front, single_value)
+        gap = oracle_value - single_value
+        curve = [{"share": p.mean_constraint / reference, "value": p.value,
+                  "pgr": (p.value - single_value) / gap, "weight": p.weight} for p in front]
+        grid = np.linspace(0.0, 1.0, 101)
+        # Upper envelope: the best PGR reachable at or below each cost share (0 when none: the
+        # best single model itself is at share 1 with PGR 0, so the curve ends at >= 0).
+        best = [max([c["pgr"] for c in curve if c["share"] <= s + 1e-12] + ([0.0] if s >= 1.0 else [-np.inf]))
+                for s in grid]
+        finite = [b if np.isfinite(b) else 0.0 for b in best]
+        out[constraint] = {
+            "reference": {"expert": single_expert, "value": reference},
+            "smallest_mean_matching_best_single": None if match is None else match.mean_constraint,
+            "share_of_best_single": None if match is None else match.mean_constraint / reference,
+            "at_weight": None if match is None else match.weight,
+            "score_there": None if match is None else match.value,
+            "apgr": float(np.mean(finite)),
+            "curve": curve,
+        }
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -28,11 +92,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--knn-k", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--embeddings-cache", type=Path, default=None,
-                        help=".npy of the default encoder's embeddings of the prompts in Q-table order "
-                             "(written when missing, read when present)")
+    parser.add_argument("--embeddings", type=Path, help="cached encoder embeddings of train.jsonl (.npy)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--target-smoothing", type=int, default=None,
+                        help="PerceptivePredictor target_smoothing (default: its auto rule, 20 here)")
     args = parser.parse_args(argv)
     if not (args.data / "train.jsonl").exists():
         sys.exit(f"llmrouter data not found in {args.data}; put ../shared beside the checkout or pass --data")
@@ -40,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from tryage import ExpertLibrary, QTable
-    from tryage.evaluation import evaluate_predictions, pareto_sweep, smallest_matching
+    from tryage.evaluation import choice_metrics, evaluate_predictions
     from tryage.predictors import KNNPredictor, PerceptivePredictor
 
     torch.set_num_threads(args.threads)
@@ -48,21 +111,19 @@ def main(argv: list[str] | None = None) -> dict:
     library = ExpertLibrary.from_json(args.data / "models.json", names=table.experts)
     started = time.perf_counter()
     encoder = PerceptivePredictor(progress=True)
-    if args.embeddings_cache is not None and args.embeddings_cache.exists():
-        embeddings = np.load(args.embeddings_cache)
-        encoder.encode(table.prompts[:1])  # loads the encoder the folds share
-        if embeddings.shape[0] != len(table):
-            sys.exit(f"{args.embeddings_cache} holds {embeddings.shape[0]} embeddings; the table has {len(table)} prompts")
+    if args.embeddings is not None:
+        embeddings = np.load(args.embeddings)
+        encoder.encode(["warm-up"])  # loads the encoder the routers share
+        if embeddings.shape != (len(table), encoder.text_encoder_.dim):
+            sys.exit(f"--embeddings {args.embeddings} has shape {embeddings.shape}; expected "
+                     f"{(len(table), encoder.text_encoder_.dim)} (PerceptivePredictor().encode of train.jsonl)")
     else:
         embeddings = encoder.encode(table.prompts)
-        if args.embeddings_cache is not None:
-            np.save(args.embeddings_cache, embeddings)
     encode_s = time.perf_counter() - started
 
     order = np.random.default_rng(args.seed).permutation(len(table))
     parts = np.array_split(order, args.folds)
-    oof_router = np.zeros_like(table.losses)
-    oof_knn = np.zeros_like(table.losses)
+    oof = {name: np.zeros_like(table.losses) for name in ("router", "knn", "ensemble")}
     oof_single = np.zeros(len(table), dtype=int)
     oof_task_best = np.zeros(len(table), dtype=int)
     fold_reports = []
@@ -70,57 +131,60 @@ def main(argv: list[str] | None = None) -> dict:
         train_idx = np.sort(np.concatenate(parts[:i] + parts[i + 1:]))
         test_idx = np.sort(test_idx)
         train, test = table.subset(train_idx), table.subset(test_idx)
-        router = PerceptivePredictor(seed=args.seed + i, progress=False)
+        router = PerceptivePredictor(seed=args.seed + i, progress=False, target_smoothing=args.target_smoothing)
         router.text_encoder_, router.encoder_spec_ = encoder.text_encoder_, encoder.encoder_spec_
         router.fit(train, library, embeddings=embeddings[train_idx])
-        oof_router[test_idx] = router.predict_from_embeddings(embeddings[test_idx])
-        knn = KNNPredictor(encoder.encode, k=args.knn_k).fit(train, embeddings=embeddings[train_idx])
-        oof_knn[test_idx] = knn.predict_from_embeddings(embeddings[test_idx])
+        oof["router"][test_idx] = router.predict_from_embeddings(embeddings[test_idx])
+        k, inner = knn_k_by_inner_cv(embeddings[train_idx], train)
+        knn = KNNPredictor(encoder.encode, k=k).fit(train, embeddings=embeddings[train_idx])
+        oof["knn"][test_idx] = knn.predict_from_embeddings(embeddings[test_idx])
+        oof["ensemble"][test_idx] = (oof["router"][test_idx] + oof["knn"][test_idx]) / 2
         oof_single[test_idx] = int(np.argmin(train.losses.mean(0)))
         # Reference, not a router: the best model of each task on the training folds, given the task label.
         train_tasks, test_tasks = np.array(train.column("task")), np.array(test.column("task"))
         for task in set(test_tasks):
             oof_task_best[test_idx[test_tasks == task]] = int(np.argmin(train.losses[train_tasks == task].mean(0)))
-        report = evaluate_predictions(oof_router[test_idx], test, train=train, knn_predicted=oof_knn[test_idx])
-        fold_reports.append({"fold": i, "router": report.router.value, "best_single": report.best_single.value,
-                             "knn": report.knn.value, "oracle": report.oracle, "epochs": len(router.history_)})
-        print(json.dumps(fold_reports[-1]), file=sys.stderr)
+        values = {name: choice_metrics(np.argmin(pred[test_idx], axis=1), test).value for name, pred in oof.items()}
+        fold_reports.append({"fold": i, **values, "router_minus_knn": values["router"] - values["knn"],
+                             "ensemble_minus_knn": values["ensemble"] - values["knn"],
+                             "best_single": choice_metrics(oof_single[test_idx], test).value,
+                             "oracle": float(test.to_user_units(test.losses.min(1).mean())),
+                             "knn_k": k, "knn_inner_cv": inner, "router_epochs": len(router.history_)})
+        print(json.dumps({k_: v for k_, v in fold_reports[-1].items() if k_ != "knn_inner_cv"}), file=sys.stderr)
 
-    # Out-of-fold: every prompt is predicted by a router that never saw it.
-    overall = evaluate_predictions(oof_router, table, knn_predicted=oof_knn, group_by="task").to_dict()
-    single_value = float(np.mean([1.0 - table.losses[j, oof_single[j]] for j in range(len(table))]))
-    overall["best_single"] = {"expert": "per fold: best mean on the training folds", "value": single_value}
-    overall["gap_closed"] = (overall["router"] - single_value) / (overall["oracle"] - single_value)
-
-    front = pareto_sweep(oof_router, table, library, constraint="size")
-    match = smallest_matching(front, single_value)
-    largest_single = library[int(np.argmin(table.losses.mean(0)))]
+    # Out-of-fold: every prompt is predicted by routers that never saw it.
+    overall = evaluate_predictions(oof["router"], table, knn_predicted=oof["knn"], group_by="task").to_dict()
+    single_value = float(np.mean(table.scores[np.arange(len(table)), oof_single]))
+    oracle_value = overall["oracle"]
+    means = {name: choice_metrics(np.argmin(pred, axis=1), table).value for name, pred in oof.items()}
+    diffs = {name: [f[f"{name}_minus_knn"] for f in fold_reports] for name in ("router", "ensemble")}
+    single_expert = table.experts[int(np.argmin(table.losses.mean(0)))]
     result = {
         "command": "python benchmarks/llmrouter_quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "data": str(args.data), "n": len(table), "folds": args.folds, "seed": args.seed,
         "router_config": {"mode": "head", "encoder": "bundled all-MiniLM-L6-v2",
                           "hidden_dim": PerceptivePredictor().hidden_dim, "layers": PerceptivePredictor().layers,
-                          "target_smoothing": "auto: min(20, n_train // 50) for 0/1 scores"},
-        "mean_score": {"router": overall["router"], "best_single": single_value,
-                       "knn": overall["knn"]["value"], "random": overall["random"], "oracle": overall["oracle"],
+                          "objective": "auto (bce for 0/1 scores)",
+                          "target_smoothing": args.target_smoothing if args.target_smoothing is not None
+                          else "auto: min(20, n_train // 50) for 0/1 scores"},
+        "mean_score": {**means, "best_single": single_value, "random": overall["random"], "oracle": oracle_value,
                        "task_label_reference": float(np.mean(table.scores[np.arange(len(table)), oof_task_best]))},
-        "knn_k": args.knn_k,
-        "select_best_accuracy": {"router": overall["select_best_accuracy"],
-                                 "knn": overall["knn"]["select_best_accuracy"]},
-        "gap_closed": overall["gap_closed"],
+        "minus_knn_per_fold": diffs,
+        "minus_knn_mean": {name: float(np.mean(v)) for name, v in diffs.items()},
+        "knn_k_per_fold": [f["knn_k"] for f in fold_reports],
+        "select_best_accuracy": {name: choice_metrics(np.argmin(pred, axis=1), table).select_best_accuracy
+                                 for name, pred in oof.items()},
+        "gap_closed": {name: (v - single_value) / (oracle_value - single_value) for name, v in means.items()},
         "per_task": overall["per_group"],
         "folds_detail": fold_reports,
-        "cost_aware": {
-            "best_single_always": {"expert": largest_single.name, "parameters": largest_single.parameters},
-            "smallest_mean_parameters_matching_best_single": None if match is None else match.mean_constraint,
-            "at_size_weight": None if match is None else match.weight,
-            "score_there": None if match is None else match.value,
-            "front": [p.to_dict() for p in front],
-        },
-        "seconds": {"encode": encode_s, "total": time.perf_counter() - started},
+        "cost_aware": {name: cost_report(pred, table, library, single_value, oracle_value, single_expert)
+                       for name, pred in oof.items()},
+        "seconds": {"encode_or_load": encode_s, "total": time.perf_counter() - started},
     }
-    print(json.dumps({k: v for k, v in result.items() if k not in ("per_task",)} | {
-        "cost_aware": {k: v for k, v in result["cost_aware"].items() if k != "front"}}, indent=2))
+    summary = {k: v for k, v in result.items() if k not in ("per_task", "folds_detail", "cost_aware")}
+    summary["cost_aware"] = {name: {c: {k: v for k, v in r.items() if k != "curve"} for c, r in rep.items()}
+                             for name, rep in result["cost_aware"].items()}
+    print(json.dumps(summary, indent=2))
     out = Path(__file__).resolve().parent / "results" / "llmrouter_quality.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

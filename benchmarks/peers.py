@@ -167,13 +167,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     from tryage import ExpertLibrary, QTable
     from tryage.evaluation import choice_metrics
-    from tryage.predictor import PerceptiveRouter
+    from tryage.predictors import PerceptivePredictor
 
     torch.set_num_threads(args.threads)
     table = QTable.from_file(args.data / "train.jsonl")
     library = ExpertLibrary.from_json(args.data / "models.json", names=table.experts)
     models_json = json.loads((args.data / "models.json").read_text())
-    encoder = PerceptiveRouter(progress=False)
+    encoder = PerceptivePredictor(progress=False)
     emb = _embeddings(args.embeddings, table, encoder, parser)
     cost = np.array([e.cost for e in library], dtype=float)
 
@@ -399,9 +399,9 @@ def _front(kind: str | None, signal: np.ndarray, pair: np.ndarray, table: Any, l
 def fit_tryage(fold: Fold, ctx: dict) -> Fitted:
     from tryage.constraints import ConstraintSet
     from tryage.objective import decide
-    from tryage.predictor import PerceptiveRouter
+    from tryage.predictors import PerceptivePredictor
     table, emb, encoder = ctx["table"], ctx["emb"], ctx["encoder"]
-    router = PerceptiveRouter(seed=ctx["args"].seed + fold.index, progress=False)
+    router = PerceptivePredictor(seed=ctx["args"].seed + fold.index, progress=False)
     router.text_encoder_, router.encoder_spec_ = encoder.text_encoder_, encoder.encoder_spec_
     router.fit(table.subset(fold.train_idx), ctx["library"], embeddings=emb[fold.train_idx])
     lib = ctx["library"]
@@ -415,7 +415,7 @@ def fit_tryage(fold: Fold, ctx: dict) -> Fitted:
 
 
 def fit_knn(fold: Fold, ctx: dict) -> Fitted:
-    from tryage.evaluation import KNNPredictor
+    from tryage.predictors import KNNPredictor
     table, emb = ctx["table"], ctx["emb"]
     knn = KNNPredictor(ctx["encoder"].encode, k=ctx["args"].knn_k).fit(table.subset(fold.train_idx),
                                                                        embeddings=emb[fold.train_idx])
@@ -726,7 +726,7 @@ PEERS: dict[str, Callable[[Fold, dict], Fitted]] = {
 }
 PEERS_ALL: dict[str, Callable[[Fold, dict], Fitted]] = {"tryage": fit_tryage, "knn": fit_knn, **PEERS}
 SOURCES = {
-    "tryage": "tryage.predictor.PerceptiveRouter (defaults), fitted on the shared embeddings",
+    "tryage": "tryage.predictors.PerceptivePredictor (defaults), fitted on the shared embeddings",
     "knn": "tryage.evaluation.KNNPredictor",
     "llmrouter_knn": "llmrouter-lib: llmrouter.models.KNNRouter + KNNRouterTrainer",
     "llmrouter_svm": "llmrouter-lib: llmrouter.models.SVMRouter + SVMRouterTrainer",

@@ -1,6 +1,6 @@
 """Routing latency and throughput beside the bare encoder forward pass (the floor), in one run.
 
-    python benchmarks/route_latency.py [--router DIR] [--repeats 200] [--threads 2]
+    python benchmarks/route_latency.py [--router DIR] [--repeats 200] [--threads 2] [--int8]
 
 Prints JSON: p50/p95 latency at batch 1 and throughput at batch 32 for short prompts, for
 ``TryageRouter.route`` / ``route_batch`` (flags parsed, head applied, objective solved, decision
@@ -31,11 +31,61 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def quantised(router):  # noqa: ANN001, ANN201
+    """A copy of ``router`` whose encoder's Linear layers run in int8 (dynamic quantisation)."""
+    import copy
+
+    import torch
+
+    from tryage import TryageRouter
+
+    predictor = copy.copy(router.predictor)
+    encoder = copy.copy(predictor.text_encoder_)
+    encoder.model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(encoder.model), {torch.nn.Linear},
+                                                           dtype=torch.qint8)
+    predictor.text_encoder_ = encoder
+    return TryageRouter(predictor, router.library, constraints=router.constraints, weights=router.weights)
+
+
+def int8_quality(n: int) -> dict | None:
+    """fp32 vs int8 encoder under the open-llms router on ``n`` LLMRouter prompts (seeded sample).
+
+    The router was trained on these prompts, so the mean scores are in-sample: read them side by side
+    (the change int8 makes), not as the router's quality.
+    """
+    import numpy as np
+
+    from tryage import QTable, TryageRouter
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "llmrouter" / "train.jsonl"
+    if not data.exists():
+        return None
+    table = QTable.from_file(data)
+    rows = np.sort(np.random.default_rng(0).choice(len(table), size=min(n, len(table)), replace=False))
+    prompts = [table.prompts[i] for i in rows]
+    fp32 = TryageRouter.default("open-llms")
+    int8 = quantised(fp32)
+    e32, e8 = fp32.predictor.encode(prompts), int8.predictor.encode(prompts)
+    cos = np.sum(e32 * e8, 1) / (np.linalg.norm(e32, axis=1) * np.linalg.norm(e8, axis=1))
+    columns = [table.experts.index(e) for e in fp32.experts]
+    scores = table.scores[rows][:, columns]
+    c32 = np.argmin(fp32.predictor.predict_from_embeddings(e32), 1)
+    c8 = np.argmin(int8.predictor.predict_from_embeddings(e8), 1)
+    return {"prompts": len(rows), "embedding_cosine_mean": float(cos.mean()), "embedding_cosine_min": float(cos.min()),
+            "same_expert_share": float(np.mean(c32 == c8)),
+            "mean_score_in_sample": {"fp32": float(scores[np.arange(len(rows)), c32].mean()),
+                                     "int8": float(scores[np.arange(len(rows)), c8].mean())}}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--router", help="saved router folder (default: the embedded default)")
+    parser.add_argument("--router", help="saved router folder or embedded router name (default: paper-domains)")
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--int8", action="store_true",
+                        help="also measure the encoder with int8 dynamic quantisation of its Linear layers, "
+                             "and its routing agreement with fp32 on LLMRouter prompts (open-llms router)")
+    parser.add_argument("--quality-prompts", type=int, default=500)
     args = parser.parse_args(argv)
 
     import torch
@@ -43,7 +93,10 @@ def main(argv: list[str] | None = None) -> dict:
     from tryage import TryageRouter
 
     torch.set_num_threads(args.threads)
-    router = TryageRouter.from_pretrained(args.router) if args.router else TryageRouter.default()
+    from tryage.defaults import EMBEDDED_ROUTERS
+
+    router = (TryageRouter.default(args.router) if args.router is None or args.router in EMBEDDED_ROUTERS
+              else TryageRouter.from_pretrained(args.router))
     encoder = router.predictor.text_encoder_
 
     def bare(batch: list[str]) -> None:
@@ -56,20 +109,35 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             router.route_batch(batch)
 
-    for fn in (bare, routed):  # warm-up
+    variants = {"bare": bare, "routed": routed}
+    if args.int8:
+        router8 = quantised(router)
+
+        def bare_int8(batch: list[str]) -> None:
+            with torch.inference_mode():
+                router8.predictor.text_encoder_.forward(batch)
+
+        def routed_int8(batch: list[str]) -> None:
+            if len(batch) == 1:
+                router8.route(batch[0])
+            else:
+                router8.route_batch(batch)
+
+        variants |= {"bare_int8": bare_int8, "routed_int8": routed_int8}
+    for fn in variants.values():  # warm-up
         for p in PROMPTS:
             fn([p])
-    single: dict[str, list[float]] = {"bare": [], "routed": []}
+    single: dict[str, list[float]] = {name: [] for name in variants}
     for i in range(args.repeats):  # interleaved so both see the same machine load
         prompt = [PROMPTS[i % len(PROMPTS)]]
-        for name, fn in (("bare", bare), ("routed", routed)):
+        for name, fn in variants.items():
             start = time.perf_counter()
             fn(prompt)
             single[name].append(time.perf_counter() - start)
     batch = [PROMPTS[i % len(PROMPTS)] + f" ({i})" for i in range(32)]
-    throughput: dict[str, list[float]] = {"bare": [], "routed": []}
+    throughput: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(max(5, args.repeats // 20)):
-        for name, fn in (("bare", bare), ("routed", routed)):
+        for name, fn in variants.items():
             start = time.perf_counter()
             fn(batch)
             throughput[name].append(len(batch) / (time.perf_counter() - start))
@@ -83,8 +151,13 @@ def main(argv: list[str] | None = None) -> dict:
     result["routing_over_bare_p50"] = result["batch1_ms"]["routed"]["p50"] / result["batch1_ms"]["bare"]["p50"]
     result["routing_over_bare_batch32"] = (result["batch32_prompts_per_s"]["bare"]
                                            / result["batch32_prompts_per_s"]["routed"])
+    if args.int8:
+        result["int8_over_fp32_bare_p50"] = result["batch1_ms"]["bare_int8"]["p50"] / result["batch1_ms"]["bare"]["p50"]
+        result["int8_routing_over_int8_bare_p50"] = (result["batch1_ms"]["routed_int8"]["p50"]
+                                                     / result["batch1_ms"]["bare_int8"]["p50"])
+        result["int8_quality"] = int8_quality(args.quality_prompts)
     print(json.dumps(result, indent=2))
-    out = Path(__file__).resolve().parent / "results" / "route_latency.json"
+    out = Path(__file__).resolve().parent / "results" / ("route_latency_int8.json" if args.int8 else "route_latency.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -118,11 +118,11 @@ for task in ("sum", "spell"):
 # %%
 from tryage import QTable, TryageRouter  # noqa: E402
 from tryage.experts import ExpertLibrary  # noqa: E402
-from tryage.predictor import PerceptiveRouter  # noqa: E402
+from tryage.predictors import PerceptivePredictor  # noqa: E402
 
 qtable = QTable.from_file(work / "q.jsonl")
 library = ExpertLibrary.from_json(work / "q.experts.json")
-predictor = PerceptiveRouter(mode="head", layers="last", target_smoothing=0, epochs=150, validation_fraction=0.0,
+predictor = PerceptivePredictor(mode="head", layers="last", target_smoothing=0, epochs=150, validation_fraction=0.0,
                              seed=0, progress=False)
 router = TryageRouter(predictor.fit(qtable, library), library)
 

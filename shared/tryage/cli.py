@@ -37,10 +37,24 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
+def _router_by_name_or_folder(router: str | None):  # noqa: ANN202
+    """``--router``: a saved router folder, or the name of an embedded router (default: the paper's)."""
+    from tryage.defaults import EMBEDDED_ROUTERS
+    from tryage.errors import TryageFileNotFoundError
+    from tryage.router import TryageRouter
+
+    if router is None or (router in EMBEDDED_ROUTERS and not Path(router).is_dir()):
+        return TryageRouter.default(router)
+    if not Path(router).is_dir():
+        raise TryageFileNotFoundError(f"router folder not found: {router} (nor is it an embedded router: "
+                                      f"{', '.join(EMBEDDED_ROUTERS)})")
+    return TryageRouter.from_pretrained(router)
+
+
 def _load_router(args: argparse.Namespace):  # noqa: ANN202
     from tryage.router import TryageRouter
 
-    router = TryageRouter.from_pretrained(args.router) if args.router else TryageRouter.default()
+    router = _router_by_name_or_folder(args.router)
     if getattr(args, "experts", None):
         from tryage.experts import ExpertLibrary
 
@@ -196,11 +210,14 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from tryage.demo import run_demo
 
-    run_demo(Path(args.out), json_output=args.json)
+    run_demo(Path(args.out), json_output=args.json, router=args.router)
     return 0
 
 
 # -- parser ------------------------------------------------------------------------------------------
+
+ROUTER_HELP = "saved router folder, or an embedded router: paper-domains (default) or open-llms"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tryage", description="Route prompts to the best expert model.")
@@ -223,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("route", help="choose the expert for one or more prompts")
     p.add_argument("prompt", nargs="+", help="prompt text; may contain [Flag: ...]")
-    p.add_argument("--router", help="saved router folder (default: the embedded default)")
+    p.add_argument("--router", help=ROUTER_HELP)
     p.add_argument("--experts", help="expert library JSON whose metadata overrides the router's")
     p.add_argument("--weight", action="append", metavar="NAME=NUMBER", help="constraint weight, e.g. size=0.5")
     p.add_argument("--json", action="store_true")
@@ -232,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (("evaluate", cmd_evaluate, "measure a router against oracle and baselines"),
                              ("pareto", cmd_pareto, "sweep a constraint weight and trace quality against it")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--router", help="saved router folder (default: the embedded default)")
+        p.add_argument("--router", help=ROUTER_HELP)
         p.add_argument("--qtable", required=True, help="test Q-table (JSONL or CSV)")
         p.add_argument("--experts", help="expert library JSON whose metadata overrides the router's")
         p.add_argument("--json", action="store_true")
@@ -247,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     p = sub.add_parser("demo", help="route sample prompts with the embedded default and draw its Pareto front")
+    p.add_argument("--router", choices=("paper-domains", "open-llms"), default="paper-domains",
+                   help="embedded router to demonstrate (default: paper-domains)")
     p.add_argument("--out", default="tryage-demo", help="folder for the demo's PNG and JSON")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)

@@ -34,6 +34,22 @@ SAMPLE_PROMPTS = (
 )
 FLAG = " [Flag: smallest model]"
 
+# For the ``open-llms`` router: prompts shaped like the tasks of the LLMRouter table it was trained on.
+LLM_SAMPLE_PROMPTS = (
+    ("math", "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+             "How many clips did Natalia sell altogether in April and May?"),
+    ("code", "Write a Python function to find the longest common prefix of a list of strings.\n"
+             "assert longest_prefix(['flower', 'flow', 'flight']) == 'fl'"),
+    ("science", "Which of the following best explains why ice floats on water? (A) Ice is denser than water "
+                "(B) Hydrogen bonds hold water molecules further apart in ice (C) Ice contains air (D) Salt"),
+    ("trivia", "Which English king was known as the Lionheart?"),
+    ("commonsense", "Where would you put a plate after washing it? A. cupboard B. table C. restaurant "
+                    "D. flea market E. dishwasher"),
+    ("competition math", "Find the number of ordered pairs of positive integers (m, n) such that "
+                         "m^2 n = 20^20."),
+)
+LLM_FLAGS = (" [Flag: cheapest]", " [Flag: smallest model]")
+
 
 def _losses_table(split: str = "test") -> tuple[Any, np.ndarray]:
     """The test passages of the default as a QTable (prompts are passage ids) and the predicted losses."""
@@ -49,8 +65,13 @@ def _losses_table(split: str = "test") -> tuple[Any, np.ndarray]:
     return table, predicted
 
 
-def run_demo(out_dir: Path, *, json_output: bool = False) -> dict[str, Any]:
-    """Route the sample prompts with the embedded default, print them, write ``pareto.png`` and ``demo.json``."""
+def run_demo(out_dir: Path, *, json_output: bool = False, router: str = "paper-domains") -> dict[str, Any]:
+    """Route the sample prompts with an embedded router, print them, write ``demo.json`` (and ``pareto.png``).
+
+    ``router="open-llms"`` shows the quality / size / price trade-off on the nine open LLMs instead.
+    """
+    if router == "open-llms":
+        return _run_llm_demo(Path(out_dir), json_output=json_output)
     from tryage.evaluation import pareto_sweep, plot_pareto, write_json
     from tryage._table import format_table
     from tryage.experts import format_size
@@ -98,4 +119,55 @@ def run_demo(out_dir: Path, *, json_output: bool = False) -> dict[str, Any]:
     return result
 
 
-__all__ = ["SAMPLE_PROMPTS", "run_demo"]
+def _run_llm_demo(out: Path, *, json_output: bool) -> dict[str, Any]:
+    """The ``open-llms`` router on LLM-style prompts, plain and with ``cheapest`` / ``smallest model`` flags."""
+    from tryage._table import format_table
+    from tryage.defaults import default_router_path
+    from tryage.evaluation import write_json
+    from tryage.experts import format_size
+    from tryage.router import TryageRouter
+
+    out.mkdir(parents=True, exist_ok=True)
+    router = TryageRouter.default("open-llms")
+    prompts = [text for _, text in LLM_SAMPLE_PROMPTS]
+    runs = {"plain": router.route_batch(prompts)}
+    for flag in LLM_FLAGS:
+        runs[flag.strip()] = router.route_batch([p + flag for p in prompts])
+
+    def choice(decision: Any) -> dict[str, Any]:
+        expert = router.library[decision.expert]
+        return {"expert": decision.expert, "p_correct": 1.0 - decision.chosen.predicted_loss,
+                "parameters": expert.parameters, "price_per_1m_tokens": expert.cost}
+
+    rows = [{"task": task, "prompt": text, **{name: choice(d[i]) for name, d in runs.items()}}
+            for i, (task, text) in enumerate(LLM_SAMPLE_PROMPTS)]
+    measured_path = default_router_path("open-llms") / "results.json"
+    measured = json.loads(measured_path.read_text(encoding="utf-8")) if measured_path.exists() else {}
+    result = {"router": "open-llms", "prompts": rows, "experts": [e.to_dict() for e in router.library],
+              "measured": measured.get("cross_validated", {})}
+    write_json(result, out / "demo.json")
+    if json_output:
+        print(json.dumps(result, indent=2))
+        return result
+    table_rows = []
+    for r in rows:
+        cells = [r["task"]]
+        for name in runs:
+            c = r[name]
+            cells.append(f"{c['expert']} ({format_size(c['parameters'])}, ${c['price_per_1m_tokens']:.2f}, "
+                         f"p={c['p_correct']:.2f})")
+        table_rows.append(cells)
+    print(format_table(table_rows, ["task", "chosen (size, $/1M tokens, P(correct))",
+                                    *[f"with {n}" for n in list(runs)[1:]]]))
+    score = result["measured"].get("mean_score", {})
+    if score:
+        print(f"\nCross-validated on LLMRouter (5 folds): router {score['router']:.3f}, best single model "
+              f"{score['best_single']:.3f}, oracle {score['oracle']:.3f} mean score")
+    match = result["measured"].get("router_matches_best_single_at")
+    if match and match.get("price_share") is not None:
+        print(f"With the cost weight swept it matches the best single model at {match['price_share']:.0%} of its "
+              f"price per token; with the size weight, at {format_size(int(match['mean_parameters']))} mean size")
+    return result
+
+
+__all__ = ["LLM_SAMPLE_PROMPTS", "SAMPLE_PROMPTS", "run_demo"]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from types import MappingProxyType
 
 import numpy as np
 
@@ -33,12 +35,15 @@ class TryageRouter:
         weights: Default constraint weights λ (per-call weights and flags override them).
         filters: Default hard filters.
         flag_parser: Parser for ``[Flag: ...]``; one with the router's constraint names by default.
+        output_lengths: An :class:`tryage.output_length.OutputLengthPredictor`: when given, the
+            ``cost`` penalty of a prompt is its predicted cost on each expert (min-max scaled over
+            the experts) instead of the constant price per token.
     """
 
     def __init__(self, predictor: LossPredictor, library: ExpertLibrary | None = None, *,
                  constraints: ConstraintSet | Sequence[Constraint] | None = None,
                  weights: Mapping[str, float] | None = None, filters: Sequence[Filter] = (),
-                 flag_parser: FlagParser | None = None) -> None:
+                 flag_parser: FlagParser | None = None, output_lengths: object | None = None) -> None:
         if not isinstance(predictor, LossPredictor):
             raise ConfigurationError(
                 f"predictor must have an 'experts' tuple and a 'predict_losses' method; got {type(predictor).__name__}")
@@ -60,6 +65,10 @@ class TryageRouter:
         self.weights = self.constraints.check_weights(weights or {})
         self.filters = check_filters(filters)
         self.flag_parser = flag_parser or FlagParser(tuple(self.constraints))
+        if output_lengths is not None and not hasattr(output_lengths, "predict_costs"):
+            raise ConfigurationError("output_lengths must have a predict_costs(prompts, library) method, "
+                                     f"got {type(output_lengths).__name__}")
+        self.output_lengths = output_lengths
 
     @property
     def experts(self) -> tuple[str, ...]:
@@ -78,11 +87,14 @@ class TryageRouter:
         return cls(predictor, library, **kwargs)
 
     @classmethod
-    def default(cls, **kwargs) -> TryageRouter:
-        """The router shipped inside the package (see :func:`tryage.default_router_path`)."""
+    def default(cls, name: str | None = None, **kwargs) -> TryageRouter:
+        """A router shipped inside the package: ``"paper-domains"`` (the default) or ``"open-llms"``.
+
+        See :mod:`tryage.defaults`; an unknown ``name`` is a :class:`ConfigurationError` listing them.
+        """
         from tryage.defaults import default_router_path
 
-        return cls.from_pretrained(default_router_path(), **kwargs)
+        return cls.from_pretrained(default_router_path(name), **kwargs)
 
     # -- routing -------------------------------------------------------------------------------
     def parse(self, prompt: str) -> ParsedFlags:
@@ -125,20 +137,34 @@ class TryageRouter:
             out.append(None)  # type: ignore[arg-type]
         predicted = self.predict_losses([p.prompt for p in parsed.values()]) if parsed else []
         policies: dict[tuple, Policy] = {}  # prompts without flags share one policy
-        for (i, p), row in zip(parsed.items(), predicted):
+        parsed_prompts = [p.prompt for p in parsed.values()]
+        costs = self._prompt_costs(parsed_prompts, [{**base, **p.weights} for p in parsed.values()])
+        for j, ((i, p), row) in enumerate(zip(parsed.items(), predicted)):
             weights_p = {**base, **p.weights}
             filters_p = (*self.filters, *filters, *p.filters)
             key = (tuple(sorted(weights_p.items())), filters_p)
             try:
                 if key not in policies:
                     policies[key] = resolve_policy(self.library, self.constraints, weights_p, filters_p)
+                policy = policies[key]
+                if costs is not None and weights_p.get("cost", 0.0) != 0.0:
+                    policy = replace(policy, penalties=MappingProxyType(
+                        {**policy.penalties, "cost": weights_p["cost"] * costs[j]}))
                 out[i] = build_decision(row, self.library, self.constraints, original_prompt=prompts[i],
-                                        prompt=p.prompt, flags=p.flags, policy=policies[key])
+                                        prompt=p.prompt, flags=p.flags, policy=policy)
             except TryageError as exc:
                 if not return_exceptions:
                     raise
                 out[i] = exc
         return out
+
+    def _prompt_costs(self, prompts: list[str], weights: list[dict[str, float]]) -> np.ndarray | None:
+        """Per-prompt cost penalties in [0, 1] (row-wise min-max of predicted USD), or ``None`` when unused."""
+        if self.output_lengths is None or not any(w.get("cost", 0.0) != 0.0 for w in weights):
+            return None
+        usd = np.asarray(self.output_lengths.predict_costs(prompts, self.library), dtype=np.float64)
+        low, span = usd.min(axis=1, keepdims=True), np.ptp(usd, axis=1, keepdims=True)
+        return np.where(span > 0, (usd - low) / np.where(span > 0, span, 1.0), 0.0)
 
     def predict_losses(self, prompts: Sequence[str]) -> np.ndarray:
         """The predictor's losses, shape ``(n, k)``, columns in library order."""
