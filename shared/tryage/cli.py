@@ -154,6 +154,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             ["oracle", report["oracle"], 1.0]]
     print(format_table(rows, ["router", f"mean {unit}", "picks best"]))
     print(f"gap closed (best single -> oracle): {format_cell(report['gap_closed'])}")
+    if report["missing_entries"]:
+        print(f"partial table: {report['missing_entries']} missing entries; {report['unscored_choices']} router "
+              "choice(s) had no observed value and are left out of its score")
     if report["per_group"]:
         print()
         rows = [[g, v["n"], v["router"], v["best_single"], v.get("knn"), v["oracle"], v["select_best_accuracy"]]

@@ -13,6 +13,10 @@ Two training modes:
 Targets are standardised per expert for training and mapped back, so predictions are in the units
 of the Q-table. Validation split, early stopping on validation loss, seeded, progress bars.
 
+Partial Q-tables (NaN where an expert was not observed, see :attr:`tryage.qtable.QTable.observed`)
+train with a masked loss: only observed entries count, per-expert target statistics and neighbour
+smoothing use observed entries only.
+
 A saved router is a folder: ``config.json`` (with ``format_version``), ``model.safetensors`` (the
 head), ``experts.json`` (the expert library), and for fine-tuned encoders an ``encoder/`` folder.
 No pickle anywhere.
@@ -202,19 +206,25 @@ class PerceptiveRouter:
             self.text_encoder_ = TextEncoder(self.encoder_spec_, device=self.device)
         self.experts_ = qtable.experts
         self.library_ = library or ExpertLibrary.from_names(qtable.experts)
+        # -- masked loss (partial Q-tables): NaN marks an unobserved entry; statistics skip them --------
         targets = qtable.losses.astype(np.float32)
-        in_unit_range = bool(targets.min() >= 0.0 and targets.max() <= 1.0)
+        unseen = [e for e, seen in zip(qtable.experts, qtable.observed.any(axis=0)) if not seen]
+        if unseen:
+            raise ConfigurationError(f"expert(s) {unseen} have no observed value in this Q-table; "
+                                     "drop them (QTable.select_experts) or add them later with add_expert")
+        low, high = float(np.nanmin(targets)), float(np.nanmax(targets))
+        in_unit_range = bool(low >= 0.0 and high <= 1.0)
         if self.objective == "bce" and not in_unit_range:
             raise ConfigurationError("objective='bce' needs every loss in [0, 1]; this table has losses in "
-                                     f"[{targets.min():.4g}, {targets.max():.4g}]; use 'mse'")
+                                     f"[{low:.4g}, {high:.4g}]; use 'mse'")
         self.objective_ = ("bce" if in_unit_range else "mse") if self.objective == "auto" else self.objective
         if self.objective_ == "bce":
             self.target_mean_ = np.zeros(targets.shape[1], dtype=np.float32)
             self.target_std_ = np.ones(targets.shape[1], dtype=np.float32)
         else:
-            self.target_mean_ = targets.mean(0)
-            self.target_std_ = np.maximum(targets.std(0), 1e-6).astype(np.float32)
-        y = torch.from_numpy((targets - self.target_mean_) / self.target_std_)
+            self.target_mean_ = np.nanmean(targets, axis=0).astype(np.float32)
+            self.target_std_ = np.maximum(np.nan_to_num(np.nanstd(targets, axis=0)), 1e-6).astype(np.float32)
+        y = torch.from_numpy((targets - self.target_mean_) / self.target_std_)  # NaN stays NaN: masked in _loss
 
         rng = np.random.default_rng(self.seed)
         order = rng.permutation(len(qtable))
@@ -246,11 +256,18 @@ class PerceptiveRouter:
         return self
 
     def _loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean loss over the observed entries of ``target`` (NaN = unobserved, masked out)."""
         import torch
 
+        observed = ~torch.isnan(target)
+        if not bool(observed.any()):
+            return output.sum() * 0.0  # a batch with nothing observed teaches nothing
+        target = torch.where(observed, target, torch.zeros_like(target))
         if self.objective_ == "bce":
-            return torch.nn.functional.binary_cross_entropy_with_logits(output, target)
-        return torch.nn.functional.mse_loss(output, target)
+            each = torch.nn.functional.binary_cross_entropy_with_logits(output, target, reduction="none")
+        else:
+            each = torch.nn.functional.mse_loss(output, target, reduction="none")
+        return each[observed].mean()
 
     def _step(self, optimizer: torch.optim.Optimizer, output: torch.Tensor, target: torch.Tensor) -> float:
         """One optimisation step on a batch; returns the batch loss."""
@@ -497,14 +514,22 @@ class PerceptiveRouter:
 
 
 def _neighbour_mean(embeddings: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
-    """Each row's target averaged over its ``k`` most similar rows (itself included), by cosine."""
+    """Each row's target averaged over its ``k`` most similar rows (itself included), by cosine.
+
+    Only observed (non-NaN) neighbour entries are averaged; an entry unobserved in its own row stays
+    NaN, so smoothing never invents a target the masked loss would then train on.
+    """
     unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
     k = min(k, len(unit))
+    observed = ~np.isnan(targets)
+    filled = np.where(observed, targets, 0.0)
     out = np.empty_like(targets)
     for start in range(0, len(unit), 1024):  # blocks keep the similarity matrix small
         sims = unit[start:start + 1024] @ unit.T
         nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        out[start:start + 1024] = targets[nearest].mean(axis=1)
+        count = observed[nearest].sum(axis=1)
+        out[start:start + 1024] = filled[nearest].sum(axis=1) / np.maximum(count, 1)
+    out[~observed] = np.nan
     return out
 
 
