@@ -1,4 +1,4 @@
-"""The ``tryage`` command: train, route, evaluate, pareto, discover, demo.
+"""The ``tryage`` command: train, route, evaluate, pareto, discover, demo, update.
 
 Every sub-command prints a table for people and, with ``--json``, one JSON document for programs.
 Bad input ends with a one-line ``tryage: error: ...`` on stderr and exit code 2; nothing is half
@@ -265,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
         cli_discover = None
     if cli_discover is not None:
         cli_discover.register(sub)
+    from tryage import cli_update
+
+    cli_update.register(sub)
     return parser
 
 
