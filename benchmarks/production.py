@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> dict:
         drop[empty, rng.integers(0, len(experts), empty.sum())] = False
         losses[drop] = np.nan
         masked = fit(QTable(train.prompts, experts, losses, train.extras, train.kind), pool, seed)
-        results["masked"].append({"fold": fold, "dropped_share": float(drop.mean()), "router": held_out(masked, test_idx),
-                                  "full": full_score, "best_single": single})
+        results["masked"].append({"fold": fold, "dropped_share": float(drop.mean()),
+                                  "router": held_out(masked, test_idx), "full": full_score, "best_single": single})
         log(results["masked"][-1])
 
         # (a) hide an expert, then add it back from calibration rows of the training part
@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> dict:
         stream_rows = np.setdiff1d(pool, start_rows)
         stream_rows = stream_rows[np.random.default_rng(seed + 1).permutation(len(stream_rows))]
         start_router = fit(table.subset(np.sort(start_rows)), np.sort(start_rows), seed)
-        variants = {"greedy+replay": (None, "replay"), "epsilon0.1+replay": (Exploration("epsilon", 0.1, seed=seed), "replay"),
+        variants = {"greedy+replay": (None, "replay"),
+                    "epsilon0.1+replay": (Exploration("epsilon", 0.1, seed=seed), "replay"),
                     "thompson0.05+replay": (Exploration("thompson", noise=0.05, seed=seed), "replay"),
                     "greedy+l2": (None, "l2"), "greedy+none": (None, "none")}
         fold_bandit = {"fold": fold, "start_rows": int(n_start), "stream_rows": int(len(stream_rows)),
@@ -185,7 +186,8 @@ def main(argv: list[str] | None = None) -> dict:
                 seen.extend(batch.tolist())
             refit_losses = np.vstack([table.losses[np.sort(start_rows)]])
             logged_table = QTable(tuple(r["prompt"] for r in logged), experts,
-                                  np.array([[r["loss"] if e == r["expert"] else np.nan for e in experts] for r in logged]))
+                                  np.array([[r["loss"] if e == r["expert"] else np.nan for e in experts]
+                                            for r in logged]))
             both = QTable(table.subset(np.sort(start_rows)).prompts + logged_table.prompts, experts,
                           np.vstack([refit_losses, logged_table.losses]))
             rows_both = np.concatenate([np.sort(start_rows), [index[p] for p in logged_table.prompts]])

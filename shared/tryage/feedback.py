@@ -205,7 +205,8 @@ def update_predictor(predictor: PerceptiveRouter, rows: Iterable[Feedback | Mapp
 
     predictor._check_fitted()
     if predictor.mode != "head":
-        raise ConfigurationError(f"update supports head-mode routers; this one was trained with mode={predictor.mode!r}")
+        raise ConfigurationError("update supports head-mode routers; this one was trained with "
+                                 f"mode={predictor.mode!r}")
     if regularization not in REGULARIZATIONS:
         raise ConfigurationError(f"regularization must be one of {REGULARIZATIONS}, got {regularization!r}")
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):

@@ -19,7 +19,7 @@ added expert saves, loads and routes like any other; the folder format does not 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -113,7 +113,8 @@ def add_expert(predictor: PerceptiveRouter, name: str, rows: Iterable[Feedback |
 
     predictor._check_fitted()
     if predictor.mode != "head":
-        raise ConfigurationError(f"add_expert supports head-mode routers; this one was trained with mode={predictor.mode!r}")
+        raise ConfigurationError("add_expert supports head-mode routers; this one was trained with "
+                                 f"mode={predictor.mode!r}")
     if not isinstance(name, str) or not name.strip():
         raise ConfigurationError(f"expert name must be a non-empty string, got {name!r}")
     if name in predictor.experts_:
