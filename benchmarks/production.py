@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from tryage import QTable, TryageRouter
     from tryage.evaluation import choice_metrics
-    from tryage.feedback import Exploration
+    from tryage.feedback import Exploration, update_predictor
     from tryage.library_ops import add_expert
     from tryage.predictor import PerceptiveRouter
 
@@ -178,18 +178,15 @@ def main(argv: list[str] | None = None) -> dict:
                     rows.append({"prompt": table.prompts[i], "expert": d.expert, "loss": float(table.losses[i, j])})
                 logged.extend(rows)
                 reference = np.random.default_rng(seed + b).choice(seen, min(1000, len(seen)), replace=False)
-                # router.update goes through TryageRouter -> PerceptiveRouter; here the cached predictor holds it
-                from tryage.feedback import update_predictor
-
+                # What router.update does, on the predictor behind the cached-embedding wrapper.
                 update_predictor(predictor, rows, regularization=regularization, epochs=20,
                                  embeddings=embeddings[batch], reference_embeddings=embeddings[reference])
                 seen.extend(batch.tolist())
-            refit_losses = np.vstack([table.losses[np.sort(start_rows)]])
             logged_table = QTable(tuple(r["prompt"] for r in logged), experts,
                                   np.array([[r["loss"] if e == r["expert"] else np.nan for e in experts]
                                             for r in logged]))
             both = QTable(table.subset(np.sort(start_rows)).prompts + logged_table.prompts, experts,
-                          np.vstack([refit_losses, logged_table.losses]))
+                          np.vstack([table.losses[np.sort(start_rows)], logged_table.losses]))
             rows_both = np.concatenate([np.sort(start_rows), [index[p] for p in logged_table.prompts]])
             refit = fit(both, rows_both, seed) if regularization == "replay" else None
             fold_bandit["variants"][label] = {
