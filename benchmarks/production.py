@@ -60,6 +60,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=160, help="stream mini-batch size")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--update-epochs", type=int, default=20, help="epochs of each router.update in (b)")
+    parser.add_argument("--update-lr", type=float, default=None,
+                        help="learning rate of each update (default: the router's)")
+    parser.add_argument("--parts", default="add,bandit,masked", help="comma-separated subset of add,bandit,masked")
+    parser.add_argument("--out", default="production.json", help="file name under benchmarks/results/")
     parser.add_argument("--smoke", action="store_true", help="600 prompts, for checking the script")
     args = parser.parse_args(argv)
     if not (args.data / "train.jsonl").exists():
@@ -121,19 +126,22 @@ def main(argv: list[str] | None = None) -> dict:
         log(results["full"][-1])
 
         # (c) masked training: half the entries dropped, every row keeps at least one
+        parts_wanted = set(args.parts.split(","))
         rng = np.random.default_rng(seed)
         losses = train.losses.copy()
         drop = rng.random(losses.shape) < 0.5
         empty = drop.all(1)
         drop[empty, rng.integers(0, len(experts), empty.sum())] = False
         losses[drop] = np.nan
-        masked = fit(QTable(train.prompts, experts, losses, train.extras, train.kind), pool, seed)
-        results["masked"].append({"fold": fold, "dropped_share": float(drop.mean()),
-                                  "router": held_out(masked, test_idx), "full": full_score, "best_single": single})
-        log(results["masked"][-1])
+        if "masked" in parts_wanted:
+            masked = fit(QTable(train.prompts, experts, losses, train.extras, train.kind), pool, seed)
+            results["masked"].append({"fold": fold, "dropped_share": float(drop.mean()),
+                                      "router": held_out(masked, test_idx), "full": full_score,
+                                      "best_single": single})
+            log(results["masked"][-1])
 
         # (a) hide an expert, then add it back from calibration rows of the training part
-        for name in hidden_experts:
+        for name in hidden_experts if "add" in parts_wanted else []:
             others = [e for e in experts if e != name]
             base = fit(train.select_experts(others), pool, seed)
             entry = {"fold": fold, "expert": name, "without_it": held_out(base, test_idx), "full": full_score,
@@ -154,6 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
         start_rows = pool[np.random.default_rng(seed).permutation(len(pool))[:n_start]]
         stream_rows = np.setdiff1d(pool, start_rows)
         stream_rows = stream_rows[np.random.default_rng(seed + 1).permutation(len(stream_rows))]
+        if "bandit" not in parts_wanted:
+            continue
         start_router = fit(table.subset(np.sort(start_rows)), np.sort(start_rows), seed)
         variants = {"greedy+replay": (None, "replay"),
                     "epsilon0.1+replay": (Exploration("epsilon", 0.1, seed=seed), "replay"),
@@ -179,7 +189,8 @@ def main(argv: list[str] | None = None) -> dict:
                 logged.extend(rows)
                 reference = np.random.default_rng(seed + b).choice(seen, min(1000, len(seen)), replace=False)
                 # What router.update does, on the predictor behind the cached-embedding wrapper.
-                update_predictor(predictor, rows, regularization=regularization, epochs=20,
+                update_predictor(predictor, rows, regularization=regularization, epochs=args.update_epochs,
+                                 learning_rate=args.update_lr,
                                  embeddings=embeddings[batch], reference_embeddings=embeddings[reference])
                 seen.extend(batch.tolist())
             logged_table = QTable(tuple(r["prompt"] for r in logged), experts,
@@ -202,12 +213,14 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"command": "python benchmarks/production.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "data": str(args.data), "n": len(table), "folds": args.folds, "seed": args.seed,
               "embeddings": str(args.embeddings) if args.embeddings else "computed", "stream_batch": args.batch,
+              "update": {"epochs": args.update_epochs, "learning_rate": args.update_lr or "router's (1e-3)"},
+              "parts": args.parts,
               "router_config": "PerceptiveRouter defaults (head mode, bundled MiniLM all layers); "
-                               "update: 20 epochs per batch, reference replay of up to 1000 earlier prompts",
+                               "update: reference replay of up to 1000 earlier prompts",
               "summary": summary, "detail": results, "seconds": time.perf_counter() - started}
     print(json.dumps(summary, indent=2))
     if not args.smoke:
-        out = Path(__file__).resolve().parent / "results" / "production.json"
+        out = Path(__file__).resolve().parent / "results" / args.out
         out.parent.mkdir(exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -224,12 +237,14 @@ def _summary(results: dict, hidden: list[str]) -> dict:
     add = {}
     for name in hidden:
         entries = [e for e in results["add_expert"] if e["expert"] == name]
+        if not entries:
+            continue
         add[name] = {"without_it": mean(e["without_it"] for e in entries),
                      **{str(n): {"router": mean(e["added"][n]["router"] for e in entries),
                                  "gain_recovered": _ratio(mean(e["added"][n]["router"] for e in entries), single, full)}
                         for n in (25, 50, 100)}}
     bandit = {}
-    for label in results["bandit"][0]["variants"]:
+    for label in results["bandit"][0]["variants"] if results["bandit"] else []:
         rows = [b["variants"][label] for b in results["bandit"]]
         refit = [r["final_router_refit_on_log"] for r in rows if r["final_router_refit_on_log"] is not None]
         bandit[label] = {"stream_mean_score": mean(r["stream_mean_score"] for r in rows),
@@ -238,15 +253,18 @@ def _summary(results: dict, hidden: list[str]) -> dict:
                          "final_refit_on_log": mean(refit) if refit else None,
                          "final_refit_minus_full": mean(refit) - full if refit else None,
                          "explored_share": mean(r["explored_share"] for r in rows)}
-    return {
-        "held_out": {"full_router": full, "best_single": single, "oracle": mean(r["oracle"] for r in results["full"])},
-        "add_expert": add,
-        "bandit": {"start_router_20pct": mean(b["start_router"] for b in results["bandit"]),
-                   "stream_best_single": mean(b["stream_best_single"] for b in results["bandit"]),
-                   "stream_oracle": mean(b["stream_oracle"] for b in results["bandit"]), "variants": bandit},
-        "masked_50pct": {"router": mean(r["router"] for r in results["masked"]), "full": full,
-                         "difference": mean(r["router"] for r in results["masked"]) - full},
-    }
+    out: dict = {"held_out": {"full_router": full, "best_single": single,
+                              "oracle": mean(r["oracle"] for r in results["full"])}}
+    if add:
+        out["add_expert"] = add
+    if bandit:
+        out["bandit"] = {"start_router_20pct": mean(b["start_router"] for b in results["bandit"]),
+                         "stream_best_single": mean(b["stream_best_single"] for b in results["bandit"]),
+                         "stream_oracle": mean(b["stream_oracle"] for b in results["bandit"]), "variants": bandit}
+    if results["masked"]:
+        out["masked_50pct"] = {"router": mean(r["router"] for r in results["masked"]), "full": full,
+                               "difference": mean(r["router"] for r in results["masked"]) - full}
+    return out
 
 
 def log(item: dict) -> None:
