@@ -26,14 +26,16 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "update", help="warm-start a saved router on (prompt, expert, score) feedback",
         description="Train a saved head-mode router further on feedback rows, keeping what it knew: "
-                    "entries the feedback does not observe are replayed from the router's own predictions "
-                    "(or its weights are pulled toward the old ones with --regularization l2).")
+                    "its weights are pulled toward the old ones (or, with --regularization replay, entries the "
+                    "feedback does not observe are replayed from the router's own predictions).")
     parser.add_argument("--router", required=True, help="saved router folder")
     parser.add_argument("--feedback", required=True, help="JSONL or CSV of prompt, expert, score|loss rows")
     parser.add_argument("--out", help="folder for the updated router (default: overwrite --router)")
-    parser.add_argument("--regularization", choices=REGULARIZATIONS, default="replay")
+    parser.add_argument("--regularization", choices=REGULARIZATIONS, default="l2",
+                        help="l2: pull toward the old weights (default); replay: the router's own predictions "
+                             "as soft targets for what the feedback does not observe; none")
     parser.add_argument("--reference", help="text file of reference prompts (one a line) to replay as well")
-    parser.add_argument("--epochs", type=int, default=20, help="passes over the feedback (default: 20)")
+    parser.add_argument("--epochs", type=int, default=3, help="passes over the feedback (default: 3)")
     parser.add_argument("--seed", type=int, default=None, help="shuffling seed (default: the router's)")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run_update)
