@@ -76,7 +76,7 @@ def concurrent_outcomes(router: Any, jobs: list[tuple[str, Any]], threads: int) 
 
 def routing_core(args: argparse.Namespace) -> dict[str, Any]:
     from tryage import ExpertLibrary, QTable, TryageRouter
-    from tryage.evaluation import OraclePredictor
+    from tryage.predictors import OraclePredictor
 
     table = QTable.from_file(LLMROUTER / "train.jsonl")
     library = ExpertLibrary.from_json(LLMROUTER / "models.json").subset(table.experts)
@@ -161,7 +161,7 @@ def langchain_phase(args: argparse.Namespace) -> dict[str, Any]:
 
     from langchain_tryage import ChatTryage
     from tryage import ExpertLibrary, QTable, TryageRouter
-    from tryage.evaluation import OraclePredictor
+    from tryage.predictors import OraclePredictor
 
     calls = {"total": 0, "failed": 0}
 

@@ -198,7 +198,7 @@ def test_perceptive_config_round_trips_and_names_what_is_missing(trained, tmp_pa
     config = predictor.config()
     assert PerceptiveConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     saved = json.loads((predictor.save_pretrained(tmp_path / "r") / "config.json").read_text())
-    assert saved == config.to_dict() and saved["kind"] == "tryage.PerceptivePredictor"  # format unchanged on disk
+    assert saved == config.to_dict() and saved["kind"] == "tryage.PerceptiveRouter"  # format unchanged on disk
     broken = {k: v for k, v in config.to_dict().items() if k != "head"}
     with pytest.raises(RouterFormatError, match="lacks a required field: 'head'"):
         PerceptiveConfig.from_dict(broken)

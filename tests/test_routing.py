@@ -137,7 +137,7 @@ def test_qtable_reads_csv(tmp_path):
 
 
 @pytest.mark.parametrize(("line", "problem"), [
-    ({"prompt": "p2", "losses": {"a": 1.0}}, "line 2: missing expert\\(s\\) \\['b'\\]"),
+    ({"prompt": "p2", "losses": {"a": None, "b": None}}, "line 2: no observed loss"),
     ({"prompt": "p2", "losses": {"a": float("nan"), "b": 1}}, "line 2: loss of 'a' is nan"),
     ({"prompt": "  ", "losses": {"a": 1, "b": 1}}, "line 2: empty or missing 'prompt'"),
     ({"prompt": "p1", "losses": {"a": 1, "b": 1}}, "line 2: duplicate prompt \\(first seen on line 1\\)"),

@@ -1,4 +1,4 @@
-"""The ``tryage`` command: train, route, evaluate, pareto, discover, demo.
+"""The ``tryage`` command: train, route, evaluate, pareto, discover, demo, update.
 
 Every sub-command prints a table for people and, with ``--json``, one JSON document for programs.
 Bad input ends with a one-line ``tryage: error: ...`` on stderr and exit code 2; nothing is half
@@ -163,6 +163,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             ["oracle", report["oracle"], 1.0]]
     print(format_table(rows, ["router", f"mean {unit}", "picks best"]))
     print(f"gap closed (best single -> oracle): {format_cell(report['gap_closed'])}")
+    if report["missing_entries"]:
+        print(f"partial table: {report['missing_entries']} missing entries; {report['unscored_choices']} router "
+              "choice(s) had no observed value and are left out of its score")
     if report["per_group"]:
         print()
         rows = [[g, v["n"], v["router"], v["best_single"], v.get("knn"), v["oracle"], v["select_best_accuracy"]]
@@ -278,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
         cli_discover.register(sub)
     from tryage.cli_collect import register as register_collect  # tryage collect, tryage score
     register_collect(sub)
+    from tryage import cli_update
+
+    cli_update.register(sub)
     return parser
 
 

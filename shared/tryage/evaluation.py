@@ -12,6 +12,10 @@ Metrics, for a choice of one expert per prompt:
 * **regret** — mean true loss above the oracle's;
 * **gap_closed** — ``(best_single − router) / (best_single − oracle)`` in loss: 0 is no better than
   always using the best single expert, 1 is the oracle.
+
+On a partial table (NaN where an expert was not observed) every metric uses observed entries only:
+a prompt whose chosen expert has no value is left out of that choice's value and regret, the oracle
+is the best observed expert, and reports say how many entries were missing.
 """
 
 from __future__ import annotations
@@ -51,11 +55,18 @@ class ChoiceMetrics:
 
 
 def choice_metrics(choice: np.ndarray, qtable: QTable) -> ChoiceMetrics:
-    """Metrics of choosing expert ``choice[i]`` for prompt ``i`` of ``qtable``."""
+    """Metrics of choosing expert ``choice[i]`` for prompt ``i`` of ``qtable``.
+
+    Prompts whose chosen expert is unobserved (NaN) are left out; NaN when none is observed.
+    """
     choice = np.asarray(choice, dtype=int)
     losses = qtable.losses
     got = losses[np.arange(len(losses)), choice]
-    best = losses.min(axis=1)
+    seen = ~np.isnan(got)
+    if not seen.any():
+        return ChoiceMetrics(float("nan"), float("nan"), float("nan"))
+    got = got[seen]
+    best = np.nanmin(losses[seen], axis=1)
     return ChoiceMetrics(float(qtable.to_user_units(got.mean())),
                          float(np.mean(got <= best + TIE_TOLERANCE)), float(np.mean(got - best)))
 
@@ -80,10 +91,13 @@ class EvaluationReport:
     gap_closed: float | None
     per_group: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     choices: Mapping[str, int] = field(default_factory=dict)
+    missing_entries: int = 0
+    unscored_choices: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "n": self.n, "units": self.units,
+            "missing_entries": self.missing_entries, "unscored_choices": self.unscored_choices,
             "router": self.router.value,
             "select_best_accuracy": self.router.select_best_accuracy,
             "regret": self.router.regret,
@@ -116,11 +130,11 @@ def evaluate_predictions(predicted: np.ndarray, test: QTable, *, train: QTable |
         raise ConfigurationError(f"train and test tables have different experts: {train.experts} vs {test.experts}")
     lib = library.reorder(test.experts) if library is not None else ExpertLibrary.from_names(test.experts)
     choice = decide(predicted, lib, constraints or ConstraintSet(), weights or {}).choice
-    single_idx = int(np.argmin((train or test).losses.mean(axis=0)))
+    single_idx = int(np.argmin(np.nanmean((train or test).losses, axis=0)))
     single_choice = np.full(len(test), single_idx)
     report_router = choice_metrics(choice, test)
     report_single = choice_metrics(single_choice, test)
-    oracle_loss = float(test.losses.min(axis=1).mean())
+    oracle_loss = float(np.nanmin(test.losses, axis=1).mean())
     knn_choice = None if knn_predicted is None else np.argmin(knn_predicted, axis=1)
     per_group: dict[str, dict[str, Any]] = {}
     if group_by is not None:
@@ -131,9 +145,9 @@ def evaluate_predictions(predicted: np.ndarray, test: QTable, *, train: QTable |
             r = choice_metrics(choice[rows], sub)
             entry: dict[str, Any] = {
                 "n": len(rows), "router": r.value, "select_best_accuracy": r.select_best_accuracy,
-                "oracle": float(sub.to_user_units(sub.losses.min(axis=1).mean())),
+                "oracle": float(sub.to_user_units(np.nanmin(sub.losses, axis=1).mean())),
                 "best_single": choice_metrics(single_choice[rows], sub).value,
-                "random": float(sub.to_user_units(sub.losses.mean())),
+                "random": float(sub.to_user_units(np.nanmean(sub.losses))),
             }
             if knn_choice is not None:
                 entry["knn"] = choice_metrics(knn_choice[rows], sub).value
@@ -143,12 +157,14 @@ def evaluate_predictions(predicted: np.ndarray, test: QTable, *, train: QTable |
         n=len(test), units=test.kind, router=report_router,
         oracle=float(test.to_user_units(oracle_loss)),
         best_single_expert=test.experts[single_idx], best_single=report_single,
-        random=float(test.to_user_units(test.losses.mean())),
+        random=float(test.to_user_units(np.nanmean(test.losses))),
         knn=None if knn_choice is None else choice_metrics(knn_choice, test),
-        gap_closed=_gap_closed(float(test.losses[np.arange(len(test)), choice].mean()),
-                               float(test.losses[:, single_idx].mean()), oracle_loss),
+        gap_closed=_gap_closed(float(np.nanmean(test.losses[np.arange(len(test)), choice])),
+                               float(np.nanmean(test.losses[:, single_idx])), oracle_loss),
         per_group=per_group,
         choices={e: int(c) for e, c in zip(test.experts, counts)},
+        missing_entries=test.n_missing,
+        unscored_choices=int(np.isnan(test.losses[np.arange(len(test)), choice]).sum()),
     )
 
 

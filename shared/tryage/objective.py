@@ -67,6 +67,8 @@ class RoutingDecision:
         flags: The flags found in the prompt, as written.
         weights: The constraint weights in force (arguments, then flags on top).
         scores: One :class:`ExpertScore` per expert, in library order.
+        explored: ``True`` when exploration chose an expert other than the best-scoring one.
+        exploration: The exploration policy in force (e.g. ``"epsilon=0.1"``), ``None`` when off.
     """
 
     expert: str
@@ -75,6 +77,8 @@ class RoutingDecision:
     flags: tuple[str, ...]
     weights: Mapping[str, float]
     scores: tuple[ExpertScore, ...]
+    explored: bool = False
+    exploration: str | None = None
 
     @property
     def chosen(self) -> ExpertScore:
@@ -94,12 +98,14 @@ class RoutingDecision:
     def explain(self) -> str:
         """One line: the choice, its predicted loss and the penalties behind it."""
         text = "chose " + self.chosen.explain()
-        return text + ("; flags: " + ", ".join(self.flags) if self.flags else "")
+        text += "; flags: " + ", ".join(self.flags) if self.flags else ""
+        return text + (f"; explored ({self.exploration})" if self.explored else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {"expert": self.expert, "prompt": self.prompt, "original_prompt": self.original_prompt,
                 "flags": list(self.flags), "weights": dict(self.weights),
-                "scores": [s.to_dict() for s in self.scores]}
+                "scores": [s.to_dict() for s in self.scores],
+                "explored": self.explored, "exploration": self.exploration}
 
 
 @dataclass(frozen=True)

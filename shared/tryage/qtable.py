@@ -13,12 +13,16 @@ Rows are read from JSONL (one object a line) or CSV:
 ranking of experts is the same as with ``−score`` whatever the range. A table read from scores
 remembers it (``kind == "score"``) so reports can speak in scores again.
 
-Without ``experts=``, the first valid row sets the columns. A row with a missing expert, an expert
-the first row lacks, a non-finite value, an empty or duplicate prompt, or (CSV) the wrong number of
-cells is an error naming the file, the line and the problem; ``on_invalid="drop"`` skips such rows
-instead and lists them in :attr:`QTable.dropped`. Nothing is left out silently. Files must be UTF-8
-(a byte-order mark is fine); any other encoding, a folder or an unreadable file is one
-:class:`~tryage.errors.QTableError` naming the file.
+**Partial rows** (production feedback, where only the chosen expert's outcome is known): an expert
+missing from a row, or given as ``null``, is held as NaN and :attr:`QTable.observed` is ``False``
+there. A row needs at least one value. The experts are the union over all rows, in first-seen order.
+
+A row with no value at all, a non-finite value, an empty or duplicate prompt is an error naming the
+file, the line and the problem; ``on_invalid="drop"`` skips such rows instead and lists them in
+:attr:`QTable.dropped`.
+
+Files must be UTF-8 (a byte-order mark is fine); any other encoding, a folder or an unreadable file
+is one :class:`~tryage.errors.QTableError` naming the file.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ class QTable:
     Attributes:
         prompts: The prompts, in file order.
         experts: Expert names, in column order.
-        losses: Loss per prompt and expert, shape ``(n, k)``; lower is better.
+        losses: Loss per prompt and expert, shape ``(n, k)``; lower is better; NaN where unobserved.
         extras: Per prompt, the row's other fields (e.g. ``{"task": "mmlu"}``).
         kind: ``"loss"`` or ``"score"`` — what the source held (scores were converted, see module doc).
         dropped: Rows skipped with ``on_invalid="drop"``.
@@ -86,11 +90,27 @@ class QTable:
                 f"{len(self.experts)} experts and {len(self.extras)} extras rows")
         if len(set(self.experts)) != len(self.experts):
             raise QTableError(f"duplicate expert names: {list(self.experts)}")
+        if np.isinf(losses).any():
+            raise QTableError("losses must be finite or NaN (unobserved)")
+        empty = np.flatnonzero(np.isnan(losses).all(axis=1)) if losses.size else np.array([], dtype=int)
+        if empty.size:
+            raise QTableError(f"row {int(empty[0])} (prompt {self.prompts[int(empty[0])][:60]!r}) has no observed "
+                              "value; a row needs at least one expert's loss")
 
     def __len__(self) -> int:
         return len(self.prompts)
 
     # -- views -----------------------------------------------------------------------------------
+    @property
+    def observed(self) -> np.ndarray:
+        """Mask of the entries that hold a value, shape ``(n, k)``; ``False`` where a row lacked the expert."""
+        return ~np.isnan(self.losses)
+
+    @property
+    def n_missing(self) -> int:
+        """How many entries are unobserved (0 for a full table)."""
+        return int(np.isnan(self.losses).sum())
+
     @property
     def scores(self) -> np.ndarray:
         """``1 − losses``: the scores a ``kind == "score"`` table was read from."""
@@ -179,12 +199,13 @@ class QTable:
 
     def to_jsonl(self, path: str | os.PathLike[str]) -> Path:
         """Write the table as JSONL (``losses`` rows, extras kept), atomically."""
-        if not np.isfinite(self.losses).all():
-            raise QTableError("cannot write a Q-table holding NaN or infinite losses; JSON has no such numbers",
+        if np.isinf(self.losses).any():
+            raise QTableError("cannot write a Q-table holding infinite losses; JSON has no such numbers",
                               path=str(path))
         lines = []
         for prompt, row, extra in zip(self.prompts, self.losses, self.extras):
-            record = {**extra, "prompt": prompt, "losses": dict(zip(self.experts, map(float, row)))}
+            losses = {e: float(v) for e, v in zip(self.experts, row) if not math.isnan(v)}
+            record = {**extra, "prompt": prompt, "losses": losses}
             try:
                 lines.append(json.dumps(record, ensure_ascii=False, allow_nan=False))
             except (TypeError, ValueError) as exc:
@@ -270,7 +291,7 @@ class _Builder:
 
     def build(self, rows: Iterable[tuple[int, Any]]) -> QTable:
         prompts: list[str] = []
-        losses: list[list[float]] = []
+        losses: list[dict[str, float]] = []
         extras: list[dict[str, Any]] = []
         dropped: list[DroppedRow] = []
         seen: dict[str, int] = {}
@@ -289,11 +310,11 @@ class _Builder:
         if not prompts:
             raise QTableError("the Q-table has no valid rows" + (f" ({len(dropped)} dropped)" if dropped else ""),
                               path=self.source)
-        assert self.experts is not None  # set by the first valid row
-        return QTable(tuple(prompts), self.experts, np.array(losses, dtype=np.float64), tuple(extras),
-                      self.kind or "loss", tuple(dropped))
+        experts = self.experts if self.experts is not None else tuple(dict.fromkeys(e for r in losses for e in r))
+        matrix = np.array([[r.get(e, np.nan) for e in experts] for r in losses], dtype=np.float64)
+        return QTable(tuple(prompts), experts, matrix, tuple(extras), self.kind or "loss", tuple(dropped))
 
-    def _row(self, record: Any, seen: Mapping[str, int]) -> tuple[str, list[float], dict[str, Any]]:
+    def _row(self, record: Any, seen: Mapping[str, int]) -> tuple[str, dict[str, float], dict[str, Any]]:
         if isinstance(record, _Bad):
             raise _RowProblem(record.reason)
         if not isinstance(record, Mapping):
@@ -322,27 +343,20 @@ class _Builder:
         if not isinstance(values, Mapping) or not values:
             raise _RowProblem(f"'{kind}es' must be a non-empty object expert -> number" if kind == "loss"
                               else "'scores' must be a non-empty object expert -> number")
-        if self.experts is None:
-            self.experts = tuple(values)
-            self.inferred = True
-        missing = [e for e in self.experts if e not in values]
-        if missing:
-            raise _RowProblem(f"missing expert(s) {missing}")
-        if self.inferred and len(values) != len(self.experts):
-            extra = [e for e in values if e not in self.experts]
-            raise _RowProblem(f"expert(s) {extra} are not in the first row, which set the columns "
-                              f"{list(self.experts)}; give every row the same experts, or pass experts=[...] "
-                              "to choose the columns")
-        row = []
-        for expert in self.experts:
-            raw = values[expert]
+        row: dict[str, float] = {}
+        for expert, raw in values.items():
+            if raw is None or raw == "" or (self.experts is not None and expert not in self.experts):
+                continue  # unobserved (null, an empty CSV cell) or not asked for
             try:
                 number = float(raw)
             except (TypeError, ValueError, OverflowError):
                 raise _RowProblem(f"{kind} of {expert!r} is not a finite number: {raw!r:.60}") from None
             if not math.isfinite(number):
                 raise _RowProblem(f"{kind} of {expert!r} is {raw!r}; values must be finite")
-            row.append(number if kind == "loss" else 1.0 - number)
+            row[str(expert)] = number if kind == "loss" else 1.0 - number
+        if not row:
+            asked = "" if self.experts is None else f" among {list(self.experts)}"
+            raise _RowProblem(f"no observed {kind}{asked}; a row needs at least one expert's value")
         extra = {k: v for k, v in record.items() if k not in ("prompt", "losses", "scores")}
         return prompt, row, extra
 

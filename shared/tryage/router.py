@@ -12,15 +12,21 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tryage.constraints import Constraint, ConstraintSet, Filter
 from tryage.errors import ConfigurationError, FlagError, RouterMismatchError, TryageError
-from tryage.experts import ExpertLibrary
+from tryage.experts import Expert, ExpertLibrary
+from tryage.feedback import Exploration
 from tryage.flags import FlagParser, ParsedFlags
 from tryage.objective import Policy, RoutingDecision, build_decision, check_filters, resolve_policy
 from tryage.predictors import LossPredictor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tryage.feedback import Feedback, UpdateReport
+    from tryage.qtable import QTable
 
 
 class TryageRouter:
@@ -38,12 +44,16 @@ class TryageRouter:
         output_lengths: An :class:`tryage.output_length.OutputLengthPredictor`: when given, the
             ``cost`` penalty of a prompt is its predicted cost on each expert (min-max scaled over
             the experts) instead of the constant price per token.
+        exploration: Opt-in :class:`tryage.feedback.Exploration` (off by default): sometimes route to
+            an eligible expert other than the best-scoring one so feedback covers more than the
+            favourite; decisions record it. The router draws from one stream seeded by it.
     """
 
     def __init__(self, predictor: LossPredictor, library: ExpertLibrary | None = None, *,
                  constraints: ConstraintSet | Sequence[Constraint] | None = None,
                  weights: Mapping[str, float] | None = None, filters: Sequence[Filter] = (),
-                 flag_parser: FlagParser | None = None, output_lengths: object | None = None) -> None:
+                 flag_parser: FlagParser | None = None, output_lengths: object | None = None,
+                 exploration: Exploration | None = None) -> None:
         if not isinstance(predictor, LossPredictor):
             raise ConfigurationError(
                 f"predictor must have an 'experts' tuple and a 'predict_losses' method; got {type(predictor).__name__}")
@@ -69,6 +79,11 @@ class TryageRouter:
             raise ConfigurationError("output_lengths must have a predict_costs(prompts, library) method, "
                                      f"got {type(output_lengths).__name__}")
         self.output_lengths = output_lengths
+        if exploration is not None and not isinstance(exploration, Exploration):
+            raise ConfigurationError("exploration must be None or a tryage.feedback.Exploration, "
+                                     f"got {type(exploration).__name__}")
+        self.exploration = exploration
+        self._exploration_rng = exploration.generator() if exploration is not None else None
 
     @property
     def experts(self) -> tuple[str, ...]:
@@ -150,8 +165,11 @@ class TryageRouter:
                 if costs is not None and weights_p.get("cost", 0.0) != 0.0:
                     policy = replace(policy, penalties=MappingProxyType(
                         {**policy.penalties, "cost": weights_p["cost"] * costs[j]}))
-                out[i] = build_decision(row, self.library, self.constraints, original_prompt=prompts[i],
-                                        prompt=p.prompt, flags=p.flags, policy=policy)
+                decision = build_decision(row, self.library, self.constraints, original_prompt=prompts[i],
+                                          prompt=p.prompt, flags=p.flags, policy=policy)
+                if self.exploration is not None:
+                    decision = self.exploration.apply(decision, self._exploration_rng)
+                out[i] = decision
             except TryageError as exc:
                 if not return_exceptions:
                     raise
@@ -173,6 +191,44 @@ class TryageRouter:
             raise ConfigurationError(
                 f"predictor returned shape {predicted.shape}, expected {(len(prompts), len(self.library))}")
         return predicted
+
+    # -- production: feedback and a changing expert set (tryage.feedback, tryage.library_ops) ----
+    def update(self, rows: Iterable[Feedback | Mapping[str, Any]] | QTable, **options: Any) -> UpdateReport:
+        """Warm-start the predictor on feedback rows (prompt, expert, score|loss), in place.
+
+        See :func:`tryage.feedback.update_predictor` for ``options`` (regularisation, epochs, ...).
+        """
+        from tryage.feedback import update_predictor
+
+        return update_predictor(self._perceptive("update"), rows, **options)
+
+    def add_expert(self, name: str, rows: Iterable[Feedback | Mapping[str, Any]] | QTable,
+                   metadata: Expert | Mapping[str, Any] | None = None, **options: Any) -> Expert:
+        """Add an expert fitted from a few dozen calibration rows; see :func:`tryage.library_ops.add_expert`."""
+        from tryage.library_ops import add_expert
+
+        expert = add_expert(self._perceptive("add_expert"), name, rows, metadata, **options)
+        self.library = ExpertLibrary([*self.library, expert])
+        return expert
+
+    def remove_expert(self, name: str) -> None:
+        """Stop routing to ``name`` at once (its output column is dropped)."""
+        from tryage.library_ops import remove_expert
+
+        remove_expert(self._perceptive("remove_expert"), name)
+        self.library = self.library.subset(self.predictor.experts)
+
+    def save_pretrained(self, folder: str | os.PathLike[str]) -> Any:
+        """Save the perceptive predictor with this router's expert library."""
+        predictor = self._perceptive("save_pretrained")
+        predictor.library_ = self.library
+        return predictor.save_pretrained(folder)
+
+    def _perceptive(self, what: str) -> Any:
+        if not hasattr(self.predictor, "head_"):
+            raise ConfigurationError(f"{what} needs a trained PerceptivePredictor; this router uses "
+                                     f"{type(self.predictor).__name__}")
+        return self.predictor
 
     def __repr__(self) -> str:
         return f"TryageRouter(experts={list(self.experts)}, weights={self.weights})"

@@ -22,14 +22,14 @@ def jsonl(rows: list) -> str:
 
 BAD_JSONL = [
     # (file content, line, text the message must contain)
-    (jsonl([GOOD[0], {"prompt": "p2", "losses": {"a": 0.3, "b": 0.1, "c": 0.5}}]), 2, "expert(s) ['c'] are not in the first row"),
-    (jsonl([GOOD[0], {"prompt": "p2", "losses": {"a": 0.3}}]), 2, "missing expert(s) ['b']"),
+    (jsonl([GOOD[0], {"prompt": "p2", "losses": {"a": None}}]), 2, "no observed loss"),
+    (jsonl([GOOD[0], {"prompt": "p2", "losses": {"a": None, "b": None}}]), 2, "no observed loss"),
     (jsonl([{"prompt": "p", "losses": {"a": float("nan"), "b": 1}}]), 1, "values must be finite"),
     (jsonl(['{"prompt": "p", "losses": {"a": NaN, "b": 1}}']), 1, "values must be finite"),
     (jsonl(['{"prompt": "p", "losses": {"a": 1e400, "b": 1}}']), 1, "values must be finite"),
     (jsonl(['{"prompt": "p", "losses": {"a": ' + "9" * 400 + ', "b": 1}}']), 1, "is not a finite number"),
     (jsonl([{"prompt": "p", "losses": {"a": "low", "b": 1}}]), 1, "'low'"),
-    (jsonl([{"prompt": "p", "losses": {"a": None, "b": 1}}]), 1, "None"),
+    (jsonl([{"prompt": "p", "losses": {"a": [1], "b": 1}}]), 1, "[1]"),
     (jsonl([GOOD[0], GOOD[0]]), 2, "duplicate prompt (first seen on line 1)"),
     (jsonl([{"prompt": "  ", "losses": {"a": 1}}]), 1, "empty or missing 'prompt'"),
     (jsonl([{"prompt": 5, "losses": {"a": 1}}]), 1, "empty or missing 'prompt'"),
@@ -61,15 +61,16 @@ def test_bad_jsonl_rows_name_the_file_the_line_and_the_problem(tmp_path: Path, c
     assert info.value.path == str(path) and info.value.line == line
 
 
-def test_a_column_first_seen_after_row_one_is_dropped_only_when_asked(tmp_path: Path) -> None:
+def test_a_column_first_seen_after_row_one_is_kept_as_unobserved_elsewhere(tmp_path: Path) -> None:
     path = tmp_path / "table.jsonl"
     path.write_text(jsonl([GOOD[0], {"prompt": "p2", "losses": {"a": 0.3, "b": 0.1, "c": 0.5}}, GOOD[1]
                            | {"prompt": "p3"}]), encoding="utf-8")
-    table = QTable.from_file(path, on_invalid="drop")
-    assert table.experts == ("a", "b") and table.prompts == ("p1", "p3")
-    assert [d.line for d in table.dropped] == [2] and "['c']" in table.dropped[0].reason
-    chosen = QTable.from_file(path, experts=["a", "b"])  # naming the columns keeps every row
-    assert chosen.prompts == ("p1", "p2", "p3")
+    table = QTable.from_file(path)
+    assert table.experts == ("a", "b", "c") and table.prompts == ("p1", "p2", "p3") and not table.dropped
+    assert table.observed[:, 2].tolist() == [False, True, False] and table.losses[1, 2] == 0.5
+    assert table.n_missing == 2
+    chosen = QTable.from_file(path, experts=["a", "b"])  # naming the columns leaves 'c' out, by request
+    assert chosen.experts == ("a", "b") and chosen.prompts == ("p1", "p2", "p3")
 
 
 ENCODINGS = [
@@ -134,7 +135,7 @@ BAD_CSV = [
     ("prompt,a,b\nx,1,2\n", 1, "all be 'loss:<expert>'"),
     ("prompt,loss:a\nx,1,2,3\n", 2, "row has 4 cells but the header has 2"),
     ("prompt,loss:a,loss:b\nx,1\n", 2, "fewer cells than the 3 of the header"),
-    ("prompt,loss:a\nx,\n", 2, "is not a finite number: ''"),
+    ("prompt,loss:a\nx,\n", 2, "no observed loss"),
     ("prompt,loss:a\nx,inf\n", 2, "values must be finite"),
 ]
 
@@ -156,11 +157,17 @@ def test_a_csv_with_nul_bytes_is_refused_naming_the_file(tmp_path: Path) -> None
     assert str(path) in str(info.value)
 
 
-def test_writing_a_table_with_nan_losses_is_refused(tmp_path: Path) -> None:
-    table = QTable(("p",), ("a",), [[math.nan]])
-    with pytest.raises(QTableError, match="NaN or infinite"):
-        table.to_jsonl(tmp_path / "out.jsonl")
-    assert not (tmp_path / "out.jsonl").exists()
+def test_a_table_with_infinite_losses_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(QTableError, match="finite or NaN"):
+        QTable(("p",), ("a",), [[math.inf]])
+
+
+def test_unobserved_entries_are_left_out_when_written_and_read_back(tmp_path: Path) -> None:
+    table = QTable(("p", "q"), ("a", "b"), [[math.nan, 0.5], [0.1, 0.2]])
+    table.to_jsonl(tmp_path / "out.jsonl")
+    assert json.loads((tmp_path / "out.jsonl").read_text().splitlines()[0])["losses"] == {"b": 0.5}
+    back = QTable.from_file(tmp_path / "out.jsonl", experts=["a", "b"])
+    assert back.observed.tolist() == [[False, True], [True, True]]
 
 
 # -- properties -------------------------------------------------------------------------------------
@@ -183,7 +190,10 @@ def test_any_rows_give_a_finite_table_or_a_qtable_error(records: list, on_invali
     except QTableError:
         return
     assert table.losses.shape == (len(table.prompts), len(table.experts))
-    assert (table.losses == table.losses).all() and abs(table.losses).max() < math.inf
+    observed = table.observed
+    assert observed.any(axis=1).all()  # every row kept has at least one value
+    assert all(abs(v) < math.inf for v in table.losses[observed])
+    assert all(math.isnan(v) for v in table.losses[~observed])
     assert len(set(table.prompts)) == len(table.prompts)
     assert len(table.prompts) + len(table.dropped) <= len(records)
     if on_invalid == "raise":

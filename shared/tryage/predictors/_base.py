@@ -28,7 +28,8 @@ def neighbour_mean(train: np.ndarray, targets: np.ndarray, k: int, queries: np.n
     """Mean of ``targets`` over each query's ``k`` nearest ``train`` rows by cosine distance.
 
     ``queries=None`` queries the training rows themselves, each leaving itself out (leave-one-out);
-    pass ``queries=train`` to count each row among its own neighbours.
+    pass ``queries=train`` to count each row among its own neighbours. NaN targets (unobserved entries
+    of a partial table) are left out of the mean; where no neighbour observed an expert, NaN.
     """
     from sklearn.neighbors import NearestNeighbors
 
@@ -36,4 +37,10 @@ def neighbour_mean(train: np.ndarray, targets: np.ndarray, k: int, queries: np.n
     k = min(k, len(train) - (queries is None))
     nearest = index.kneighbors(None if queries is None else np.asarray(queries), n_neighbors=k,
                                return_distance=False)
-    return np.asarray(targets)[nearest].mean(axis=1)
+    neighbours = np.asarray(targets)[nearest]
+    seen = ~np.isnan(neighbours)
+    if seen.all():
+        return neighbours.mean(axis=1)
+    count = seen.sum(axis=1)
+    total = np.where(seen, neighbours, 0.0).sum(axis=1)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)

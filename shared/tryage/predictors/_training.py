@@ -33,12 +33,23 @@ def make_head(input_dim: int, hidden_dim: int, output_dim: int, dropout: float) 
 
 
 def loss_function(objective: str) -> LossFn:
-    """The training loss of an objective: ``"bce"`` on logits or ``"mse"``."""
+    """The training loss of an objective (``"bce"`` on logits or ``"mse"``), masked: the mean over the
+    observed entries of the target only (NaN marks an expert not observed on a prompt: partial tables)."""
     import torch
 
-    if objective == "bce":
-        return torch.nn.functional.binary_cross_entropy_with_logits
-    return torch.nn.functional.mse_loss
+    each_fn = (torch.nn.functional.binary_cross_entropy_with_logits if objective == "bce"
+               else torch.nn.functional.mse_loss)
+
+    def masked(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        observed = ~torch.isnan(target)
+        if bool(observed.all()):
+            return each_fn(output, target)
+        if not bool(observed.any()):
+            return output.sum() * 0.0  # a batch with nothing observed teaches nothing
+        each = each_fn(output, torch.where(observed, target, torch.zeros_like(target)), reduction="none")
+        return each[observed].mean()
+
+    return masked
 
 
 class _EarlyStopping:

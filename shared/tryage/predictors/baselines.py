@@ -43,7 +43,7 @@ class BestSinglePredictor:
         return self.experts_
 
     def fit(self, qtable: QTable) -> BestSinglePredictor:
-        self.mean_losses_ = qtable.losses.mean(axis=0)
+        self.mean_losses_ = np.nanmean(qtable.losses, axis=0)  # partial tables: observed entries
         self.experts_ = qtable.experts
         return self
 

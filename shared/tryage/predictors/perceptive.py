@@ -155,18 +155,24 @@ class PerceptivePredictor:
         self._ensure_encoder()
         self.experts_ = qtable.experts
         self.library_ = library or ExpertLibrary.from_names(qtable.experts)
+        # Partial Q-tables: NaN marks an unobserved entry; statistics skip it and the loss masks it.
         targets = qtable.losses.astype(np.float32)
-        in_unit_range = bool(targets.min() >= 0.0 and targets.max() <= 1.0)
+        unseen = [e for e, seen in zip(qtable.experts, qtable.observed.any(axis=0)) if not seen]
+        if unseen:
+            raise ConfigurationError(f"expert(s) {unseen} have no observed value in this Q-table; "
+                                     "drop them (QTable.select_experts) or add them later with add_expert")
+        low, high = float(np.nanmin(targets)), float(np.nanmax(targets))
+        in_unit_range = bool(low >= 0.0 and high <= 1.0)
         if self.objective == "bce" and not in_unit_range:
             raise ConfigurationError("objective='bce' needs every loss in [0, 1]; this table has losses in "
-                                     f"[{targets.min():.4g}, {targets.max():.4g}]; use 'mse'")
+                                     f"[{low:.4g}, {high:.4g}]; use 'mse'")
         self.objective_ = ("bce" if in_unit_range else "mse") if self.objective == "auto" else self.objective
         if self.objective_ == "bce":
             self.target_mean_ = np.zeros(targets.shape[1], dtype=np.float32)
             self.target_std_ = np.ones(targets.shape[1], dtype=np.float32)
         else:
-            self.target_mean_ = targets.mean(0)
-            self.target_std_ = np.maximum(targets.std(0), 1e-6).astype(np.float32)
+            self.target_mean_ = np.nanmean(targets, axis=0).astype(np.float32)
+            self.target_std_ = np.maximum(np.nan_to_num(np.nanstd(targets, axis=0)), 1e-6).astype(np.float32)
         y = torch.from_numpy((targets - self.target_mean_) / self.target_std_)
 
         rng = np.random.default_rng(self.seed)
@@ -190,7 +196,9 @@ class PerceptivePredictor:
             if smoothing > 1:
                 train_x, train_y = x.numpy()[train_idx], y.numpy()[train_idx]
                 y = y.clone()
-                y[train_idx] = torch.from_numpy(neighbour_mean(train_x, train_y, smoothing, queries=train_x))
+                smoothed = neighbour_mean(train_x, train_y, smoothing, queries=train_x)
+                smoothed[np.isnan(train_y)] = np.nan  # never invent a target the masked loss would train on
+                y[train_idx] = torch.from_numpy(smoothed.astype(np.float32))
             self.smoothing_ = smoothing
             self.history_ = _training.train_head(
                 self.head_, x, y, train_idx, val_idx, epochs=self.epochs or 300, patience=self.patience or 20,

@@ -1,0 +1,77 @@
+"""``tryage update``: warm-start a saved router on production feedback.
+
+::
+
+    tryage update --router my-router --feedback feedback.jsonl [--out my-router-v2] [--json]
+
+The feedback file holds one observation a line, ``{"prompt": ..., "expert": ..., "score": ...}``
+(or ``"loss"``), typically only the expert that was chosen; CSV with the same columns works too.
+The router is updated in place unless ``--out`` names another folder (written whole, never half).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from tryage.errors import ConfigurationError
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``update`` sub-command to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
+    from tryage.feedback import REGULARIZATIONS
+
+    parser = subparsers.add_parser(
+        "update", help="warm-start a saved router on (prompt, expert, score) feedback",
+        description="Train a saved head-mode router further on feedback rows, keeping what it knew: "
+                    "its weights are pulled toward the old ones (or, with --regularization replay, entries the "
+                    "feedback does not observe are replayed from the router's own predictions).")
+    parser.add_argument("--router", required=True, help="saved router folder")
+    parser.add_argument("--feedback", required=True, help="JSONL or CSV of prompt, expert, score|loss rows")
+    parser.add_argument("--out", help="folder for the updated router (default: overwrite --router)")
+    parser.add_argument("--regularization", choices=REGULARIZATIONS, default="l2",
+                        help="l2: pull toward the old weights (default); replay: the router's own predictions "
+                             "as soft targets for what the feedback does not observe; none")
+    parser.add_argument("--reference", help="text file of reference prompts (one a line) to replay as well")
+    parser.add_argument("--epochs", type=int, default=3, help="passes over the feedback (default: 3)")
+    parser.add_argument("--seed", type=int, default=None, help="shuffling seed (default: the router's)")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(func=run_update)
+    return parser
+
+
+def run_update(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tryage._table import format_table
+    from tryage.errors import TryageFileNotFoundError
+    from tryage.feedback import read_feedback
+    from tryage.router import TryageRouter
+
+    if args.epochs < 1:
+        raise ConfigurationError(f"--epochs must be a positive integer, got {args.epochs}")
+    rows = read_feedback(args.feedback)
+    reference = None
+    if args.reference:
+        path = Path(args.reference)
+        if not path.exists():
+            raise TryageFileNotFoundError(f"reference prompts file not found: {path}")
+        reference = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    router = TryageRouter.from_pretrained(args.router)
+    report = router.update(rows, regularization=args.regularization, reference_prompts=reference,
+                           epochs=args.epochs, seed=args.seed)
+    out = router.save_pretrained(args.out or args.router)
+    summary = {"router": str(out), **report.to_dict()}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"updated on {report.prompts} feedback prompt(s) ({args.regularization}, {report.epochs} epochs); "
+          f"saved to {out}")
+    print(format_table([[e, n] for e, n in report.observed.items()], ["expert", "observations"]))
+    print(f"loss on the observed feedback: {report.loss_before:.4f} -> {report.loss_after:.4f}", file=sys.stdout)
+    return 0
+
+
+__all__ = ["register", "run_update"]
