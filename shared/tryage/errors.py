@@ -178,6 +178,19 @@ class MissingDependencyError(TryageError, ImportError):
         )
 
 
+class ClusterConnectionError(TryageError, ConnectionError):
+    """A Ray cluster could not be joined or started (``tryage.distributed``).
+
+    Attributes:
+        address: The address given, or ``"a local Ray instance"``.
+    """
+
+    def __init__(self, address: str, detail: str) -> None:
+        self.address = address
+        super().__init__(f"cannot connect to Ray at {address}: {detail}; give the address of a running cluster "
+                         "(e.g. 'ray://head:10001' or 'head:6379') or leave --address out to start one locally")
+
+
 def require(module: str, extra: str, package: str | None = None):  # noqa: ANN201 - returns a module
     """Import an optional dependency or raise :class:`MissingDependencyError` naming the extra."""
     import importlib
