@@ -26,6 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def cluster() -> str:
     """One local Ray instance for the module; returns its address so subprocesses can join it."""
+    # Ray runs workers at niceness 15 by default; on a busy CI machine they would starve behind the driver.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray.get_runtime_context().gcs_address
@@ -152,18 +154,19 @@ def test_resume_after_killing_the_driver_gives_the_same_rows(cluster: str, gpt: 
 
 
 def test_route_dataset_decides_as_route_batch(cluster: str, tiny_encoder: Path, domain_qtable_path: Path,
-                                              tmp_path: Path) -> None:
-    from tryage import QTable, TryageRouter
+                                              small_library_path: Path) -> None:
+    from tryage import ExpertLibrary, QTable, TryageRouter
     from tryage.distributed import iter_decisions
     from tryage.predictor import PerceptiveRouter
 
     table = QTable.from_file(domain_qtable_path)
     predictor = PerceptiveRouter(tiny_encoder, epochs=30, progress=False).fit(table)
-    router = TryageRouter(predictor)
-    prompts = list(table.prompts) + ["def code [Flag: smallest]"]
+    router = TryageRouter(predictor, ExpertLibrary.from_json(small_library_path), weights={"cost": 0.1})
+    prompts = list(table.prompts) + ["def code [Flag: smallest]", "court of law [Flag: smallest]"]
     ds = ray.data.from_items([{"prompt": p, "id": i} for i, p in enumerate(prompts)])
-    got = list(iter_decisions(router.route_dataset(ds, weights={"size": 0.0}, workers=2, batch_size=8)))
-    expected = [d.to_dict() for d in router.route_batch(prompts, weights={"size": 0.0})]
+    got = list(iter_decisions(router.route_dataset(ds, weights={"size": 0.2}, workers=2, batch_size=8)))
+    expected = [d.to_dict() for d in router.route_batch(prompts, weights={"size": 0.2})]
+    assert got[-1]["flags"] and got[-1]["expert"] == "coder"  # the flag and the router's own weights travelled
     assert [g["expert"] for g in got] == [e["expert"] for e in expected]
     assert [g["prompt"] for g in got] == [e["prompt"] for e in expected]
     assert [s["predicted_loss"] for g in got for s in g["scores"]] == pytest.approx(
@@ -211,3 +214,10 @@ def test_cli_ray_options_without_ray_are_an_error(tmp_path: Path, capsys: pytest
 
     assert main(["measure", "--passages", "p.jsonl", "--model", "m", "--out", "o.jsonl", "--workers", "2"]) == 2
     assert capsys.readouterr().err.strip() == "tryage: error: --workers only apply with --ray"
+
+
+def test_import_of_the_ray_modules_does_not_load_ray() -> None:
+    code = ("import sys, tryage, tryage.distributed, tryage.bulk, tryage.cli; tryage.cli.build_parser(); "
+            "print([m for m in ('ray', 'pyarrow', 'torch') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

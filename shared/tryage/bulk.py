@@ -91,7 +91,9 @@ def _route_on_ray(router: TryageRouter, source: Path, handle: IO[str], *, weight
     distributed.init(address, num_cpus=num_cpus)
     import ray.data
 
-    ds = ray.data.read_json(str(source), lines=True, file_extensions=None)
+    # Reading takes no CPU slot: the routing actors may hold every CPU of the cluster, and a read task
+    # waiting for one would never run (Ray Data starts the actor pool first).
+    ds = ray.data.read_json(str(source), lines=True, file_extensions=None, num_cpus=0)
     routed = distributed.route_dataset(router, ds, column=column, weights=weights, workers=workers,
                                        batch_size=batch_size, num_gpus=num_gpus)
     count = 0

@@ -345,13 +345,45 @@ def fit_router(router: PerceptiveRouter, data: QTable | ray.data.Dataset, librar
 
 
 # -- routing in bulk ----------------------------------------------------------------------------
+def _router_package(router: TryageRouter) -> dict[str, Any]:
+    """What a routing actor needs: the saved router folder as bytes, and the router's plain settings."""
+    import tempfile
+
+    from tryage.predictor import PerceptiveRouter
+
+    if not isinstance(router.predictor, PerceptiveRouter):
+        raise ConfigurationError("route_dataset ships a saved router folder to the workers; its predictor must be a "
+                                 f"tryage.PerceptiveRouter, got {type(router.predictor).__name__}")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = router.predictor.save_pretrained(Path(tmp) / "router")
+        files = {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
+    return {"files": files, "library": router.library, "constraints": router.constraints,
+            "weights": router.weights, "filters": router.filters, "flag_parser": router.flag_parser}
+
+
 class RouteWorker:
-    """Holds the router (received once per actor from the object store) and routes batches of prompts."""
+    """Rebuilds the router once per actor from the shipped folder and routes batches of prompts."""
 
-    def __init__(self, *, router: list[Any], column: str, weights: Mapping[str, float] | None) -> None:
+    def __init__(self, *, package: list[Any], column: str, weights: Mapping[str, float] | None) -> None:
+        import tempfile
+
         import ray
+        import torch
 
-        self.router: TryageRouter = ray.get(router[0])
+        from tryage.predictor import PerceptiveRouter
+        from tryage.router import TryageRouter
+
+        shipped = ray.get(package[0])
+        self._folder = tempfile.TemporaryDirectory(prefix="tryage-router-")
+        for name, data in shipped["files"].items():
+            target = Path(self._folder.name, name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        predictor = PerceptiveRouter.from_pretrained(self._folder.name,
+                                                     device="cuda" if torch.cuda.is_available() else None)
+        self.router = TryageRouter(predictor, shipped["library"], constraints=shipped["constraints"],
+                                   weights=shipped["weights"], filters=shipped["filters"],
+                                   flag_parser=shipped["flag_parser"])
         self.column = column
         self.weights = dict(weights or {})
 
@@ -368,17 +400,23 @@ def route_dataset(router: TryageRouter, ds: ray.data.Dataset, *, column: str = "
     """Route every row of ``ds`` (text in ``column``) on a Ray actor pool; a lazy Dataset of decisions.
 
     The output keeps the input's columns and order and adds ``expert`` and ``decision`` (the JSON of
-    :meth:`tryage.RoutingDecision.to_dict`). The router object itself is shipped: put in the object
-    store once, fetched once per actor, so every setting (library, constraints, weights, filters)
-    is the driver's. Ray pickles it between processes of your own cluster; nothing is read from a file.
+    :meth:`tryage.RoutingDecision.to_dict`). What is shipped: the router's saved folder
+    (``save_pretrained``: config, safetensors head, experts.json; a fine-tuned encoder too), as bytes
+    put once in the object store, plus its plain settings (library, constraints, weights, filters,
+    flag parser). Each actor writes the folder to a temporary directory and loads it with
+    ``from_pretrained``, once; the bundled encoder comes from the package installed on the worker.
+    No model object is pickled and no cluster-wide file system is needed.
+
+    The ``workers`` actors hold a CPU each: when ``ds`` comes from a reader, leave a CPU free or read
+    with ``num_cpus=0`` (as :func:`tryage.bulk.route_file` does), else the read waits forever.
     """
     ray = require("ray", "ray", "ray[data]")
     if workers < 1 or batch_size < 1:
         raise ConfigurationError(f"workers and batch_size must be >= 1, got {workers} and {batch_size}")
     if column not in ds.columns():
         raise ConfigurationError(f"the dataset has no column {column!r}; its columns are {ds.columns()}")
-    ref = ray.put(router)
-    return _pipeline(ds.map_batches(RouteWorker, fn_constructor_kwargs={"router": [ref], "column": column,
+    ref = ray.put(_router_package(router))
+    return _pipeline(ds.map_batches(RouteWorker, fn_constructor_kwargs={"package": [ref], "column": column,
                                                                         "weights": weights},
                                     batch_size=batch_size, batch_format="numpy",
                                     compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=num_gpus or None))
