@@ -221,3 +221,30 @@ def test_import_of_the_ray_modules_does_not_load_ray() -> None:
             "print([m for m in ('ray', 'pyarrow', 'torch') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+
+def test_async_worker_caps_open_calls_and_paces_starts() -> None:
+    import asyncio
+
+    from tryage.distributed import AsyncWorker
+
+    starts: list[float] = []
+    open_calls = [0, 0]  # now, most at once
+
+    class EchoWorker(AsyncWorker):  # stands in for an API client
+        async def call(self, item):  # noqa: ANN001, ANN202
+            starts.append(time.monotonic())
+            open_calls[0] += 1
+            open_calls[1] = max(open_calls)
+            await asyncio.sleep(0.2)  # long enough that pacing alone would let 10 overlap
+            open_calls[0] -= 1
+            return {"id": item["id"], "expert": "echo", "answer": item["text"].upper()}
+
+    worker = EchoWorker(max_in_flight=3, requests_per_second=50.0)
+    began = time.monotonic()
+    rows = worker([{"id": str(i), "text": f"q{i}"} for i in range(10)])
+    assert [r["answer"] for r in rows] == [f"Q{i}" for i in range(10)]  # one row per item, in order
+    assert open_calls[1] == 3
+    # the i-th call starts no earlier than i / rate after the batch began: never faster than the limit
+    assert all(start >= began + i / 50.0 - 1e-4 for i, start in enumerate(sorted(starts)))

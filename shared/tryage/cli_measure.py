@@ -41,6 +41,10 @@ def ray_options(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigurationError(f"--workers must be >= 1, got {args.workers}")
     if args.num_gpus is not None and args.num_gpus < 0:
         raise ConfigurationError(f"--num-gpus must be >= 0, got {args.num_gpus}")
+    if args.ray:  # the CLI shows its own progress; Ray Data's per-operator INFO lines would drown it
+        import logging
+
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     return {"address": args.address, "num_cpus": args.num_cpus, "workers": args.workers or 1,
             "num_gpus": args.num_gpus or 0.0}
 

@@ -303,6 +303,8 @@ def embed_dataset(router: PerceptiveRouter, prompts: Sequence[str], *, workers: 
     from tryage.predictor import _check_prompts
 
     prompts = _check_prompts(prompts)
+    if not prompts:
+        raise ConfigurationError("embed_dataset needs at least one prompt, got none")
     spec = getattr(router, "encoder_spec_", None) or EncoderSpec.resolve(
         router.encoder, max_length=router.max_length, layers=router.layers)
     if spec.source == "saved":
@@ -321,7 +323,8 @@ def embed_dataset(router: PerceptiveRouter, prompts: Sequence[str], *, workers: 
         if out is None:
             out = np.empty((len(prompts), rows.shape[1]), dtype=np.float32)
         out[batch["index"]] = rows
-    assert out is not None  # prompts is non-empty: from_items made at least one batch
+    if out is None:  # pragma: no cover - from_items of a non-empty list yields at least one batch
+        raise ConfigurationError("the Ray pipeline returned no embeddings")
     return out
 
 
