@@ -1,8 +1,8 @@
 """Throughput of loss measurement and bulk routing on local Ray workers against the local backend, one run.
 
-    python benchmarks/scale.py [--passages 64] [--prompts 2000] [--out benchmarks/results/scale.json]
+    python benchmarks/scale.py [--passages 24] [--prompts 1000] [--out benchmarks/results/scale.json]
 
-* measure: one small causal LM (GPT-2 shape, 6 layers x 256 wide, the bundled MiniLM's 30k WordPiece
+* measure: one small causal LM (GPT-2 shape, 4 layers x 128 wide, the bundled MiniLM's 30k WordPiece
   vocabulary, random weights, built offline) on passages of ../shared/data/domains, batch 16, 128
   tokens: ``measure_losses`` in this process (1 torch thread, and 2), then ``backend="ray"`` with 1
   and 2 actors (1 CPU each) on a local Ray instance of 2 CPUs. Wall time includes loading the model
@@ -35,7 +35,7 @@ def build_expert(folder: Path) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(bundled_encoder_path(), local_files_only=True)
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=tokenizer.vocab_size, n_embd=256, n_layer=6, n_head=4, n_positions=128,
+    config = GPT2Config(vocab_size=tokenizer.vocab_size, n_embd=128, n_layer=4, n_head=4, n_positions=128,
                         pad_token_id=tokenizer.pad_token_id)
     GPT2LMHeadModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -50,8 +50,8 @@ def timed(fn):  # noqa: ANN001, ANN201
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--passages", type=int, default=64, help="test passages per domain")
-    parser.add_argument("--prompts", type=int, default=2000)
+    parser.add_argument("--passages", type=int, default=24, help="test passages per domain (8 domains)")
+    parser.add_argument("--prompts", type=int, default=1000)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "scale.json"))
     args = parser.parse_args(argv)
 

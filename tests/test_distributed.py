@@ -132,7 +132,8 @@ def test_resume_after_killing_the_driver_gives_the_same_rows(cluster: str, gpt: 
     source.write_text("".join(json.dumps({"id": p.id, "text": p.text, "domain": p.domain, "split": p.split}) + "\n"
                               for p in sample))
     out = tmp_path / "rows.jsonl"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "shared"), os.environ.get("PYTHONPATH", "")])}
+    path = [str(REPO), str(REPO / "shared"), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     driver = subprocess.Popen([sys.executable, "-m", "tryage.cli", "measure", "--passages", str(source),
                                "--model", f"gpt={gpt}", "--out", str(out), "--dtype", "float32", "--batch-size", "1",
                                "--ray", "--address", cluster, "--json"],

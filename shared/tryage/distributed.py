@@ -286,7 +286,8 @@ class EmbedWorker:
 
         from tryage.encoders import EncoderSpec, TextEncoder
 
-        self.encoder = TextEncoder(EncoderSpec.from_dict(dict(spec)), device="cuda" if torch.cuda.is_available() else None)
+        device = "cuda" if torch.cuda.is_available() else None  # Ray exposes only the GPUs reserved
+        self.encoder = TextEncoder(EncoderSpec.from_dict(dict(spec)), device=device)
 
     def __call__(self, batch: Any) -> dict[str, Any]:
         texts = batch.column("prompt").to_pylist()
