@@ -249,3 +249,19 @@ def test_async_worker_caps_open_calls_and_paces_starts() -> None:
     assert open_calls[1] == 3
     # the i-th call starts no earlier than i / rate after the batch began: never faster than the limit
     assert all(start >= began + i / 50.0 - 1e-4 for i, start in enumerate(sorted(starts)))
+
+
+def test_worker_error_reaches_the_caller_as_the_tryage_error(cluster: str, tiny_encoder: Path,
+                                                             domain_qtable_path: Path) -> None:
+    from tryage import MissingMetadataError, QTable, TryageRouter
+    from tryage.distributed import iter_decisions
+    from tryage.predictor import PerceptiveRouter
+
+    router = TryageRouter(PerceptiveRouter(tiny_encoder, epochs=2, progress=False).fit(
+        QTable.from_file(domain_qtable_path)))  # names only: no sizes
+    with pytest.raises(MissingMetadataError) as local:
+        router.route_batch(["def code"], weights={"size": 0.5})
+    ds = ray.data.from_items([{"prompt": "def code"}])
+    with pytest.raises(MissingMetadataError) as remote:
+        list(iter_decisions(router.route_dataset(ds, weights={"size": 0.5})))
+    assert str(remote.value).splitlines()[0] == str(local.value)  # Ray appends retry notes below it

@@ -97,7 +97,7 @@ def _route_on_ray(router: TryageRouter, source: Path, handle: IO[str], *, weight
     routed = distributed.route_dataset(router, ds, column=column, weights=weights, workers=workers,
                                        batch_size=batch_size, num_gpus=num_gpus)
     count = 0
-    for batch in routed.iter_batches(batch_format="numpy", batch_size=None):
+    for batch in distributed.stream(routed, batch_format="numpy", batch_size=None):
         idents = batch["id"] if "id" in batch else [None] * len(batch["decision"])
         for ident, line in zip(idents, batch["decision"]):
             _write(handle, ident.item() if hasattr(ident, "item") else ident, json.loads(line))

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from tryage.errors import ClusterConnectionError, ConfigurationError, require
+from tryage.errors import ClusterConnectionError, ConfigurationError, TryageError, require
 
 if TYPE_CHECKING:  # pragma: no cover
     import ray.data
@@ -119,8 +119,30 @@ def init(address: str | None = None, *, num_cpus: int | None = None) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
+def stream(ds: ray.data.Dataset, **kwargs: Any) -> Iterator[Any]:
+    """``ds.iter_batches(**kwargs)``, re-raising a :class:`TryageError` that a worker raised as itself.
+
+    Ray wraps a worker's exception in ``RayTaskError`` / ``UserCodeException``; a user should see the
+    one-line Tryage error (bad metadata, a missing model) the local backend would have raised.
+    """
+    try:
+        yield from ds.iter_batches(**kwargs)
+    except Exception as exc:
+        seen, pending = set(), [exc]
+        while pending:
+            error = pending.pop()
+            if error is None or id(error) in seen:
+                continue
+            seen.add(id(error))
+            if isinstance(error, TryageError) and not isinstance(error, type(exc)):
+                raise error from None
+            pending += [getattr(error, "cause", None), error.__cause__, error.__context__]
+        raise
+
+
 def _pipeline(ds: ray.data.Dataset) -> ray.data.Dataset:
     ds.context.execution_options.preserve_order = True  # same row order as the local run
+    ds.context.raise_original_map_exception = True  # a worker's TryageError, not a UserCodeException
     return ds
 
 
@@ -176,7 +198,7 @@ def run_pools(pools: Sequence[PoolSpec], recorder: Recorder, *, address: str | N
 
     bar = _progress(total, ", ".join(names) + " (ray)", progress)
     written = 0
-    for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+    for batch in stream(dataset, batch_format="pyarrow", batch_size=None):
         fresh = []
         for line in batch.column("row").to_pylist():
             row = json.loads(line)
@@ -319,7 +341,7 @@ def embed_dataset(router: PerceptiveRouter, prompts: Sequence[str], *, workers: 
                                   batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
                                   num_gpus=num_gpus or None))
     out: np.ndarray | None = None
-    for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
+    for batch in stream(ds, batch_format="numpy", batch_size=None):
         rows = np.stack(list(batch["embedding"])).astype(np.float32)
         if out is None:
             out = np.empty((len(prompts), rows.shape[1]), dtype=np.float32)
@@ -428,10 +450,10 @@ def route_dataset(router: TryageRouter, ds: ray.data.Dataset, *, column: str = "
 
 def iter_decisions(ds: ray.data.Dataset) -> Iterator[dict[str, Any]]:
     """The decisions of a :func:`route_dataset` output, streamed to the driver as dicts, in order."""
-    for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
+    for batch in stream(ds, batch_format="numpy", batch_size=None):
         for line in batch["decision"]:
             yield json.loads(line)
 
 
 __all__ = ["AsyncWorker", "EmbedWorker", "MeasureWorker", "PoolSpec", "Recorder", "RouteWorker", "embed_dataset",
-           "fit_router", "init", "iter_decisions", "measure_pools", "route_dataset", "run_pools"]
+           "fit_router", "init", "iter_decisions", "measure_pools", "route_dataset", "run_pools", "stream"]

@@ -69,6 +69,9 @@ class MissingMetadataError(TryageError, ValueError):
             f"Constraint(..., missing=<value in [0, 1]>)"
         )
 
+    def __reduce__(self):  # noqa: ANN204 - pickles across processes (Ray workers report it to the driver)
+        return (type(self), (self.constraint, self.experts, self.field))
+
 
 class UnknownConstraintError(TryageError, KeyError):
     """A constraint weight names a constraint that is not registered."""
