@@ -100,6 +100,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
+    if bool(args.prompt) == bool(args.input) or bool(args.input) != bool(args.out):
+        raise ConfigurationError("give prompts as arguments, or --input FILE with --out FILE, not both")
+    if args.input:
+        from tryage.cli_measure import ray_options
+        from tryage.bulk import route_file
+
+        options = ray_options(args)
+        written = route_file(_load_router(args), args.input, args.out, weights=_weights(args.weight),
+                             column=args.column, backend="ray" if args.ray else "local", workers=options["workers"],
+                             num_gpus=options["num_gpus"], address=options["address"], num_cpus=options["num_cpus"])
+        if args.json:
+            _print_json({"out": str(args.out), "decisions": written, "backend": "ray" if args.ray else "local"})
+        else:
+            print(f"routed {written} prompt(s) from {args.input}; decisions in {args.out}")
+        return 0
     router = _load_router(args)
     prompts = args.prompt
     decisions = router.route_batch(prompts, weights=_weights(args.weight))
@@ -242,12 +257,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("route", help="choose the expert for one or more prompts")
-    p.add_argument("prompt", nargs="+", help="prompt text; may contain [Flag: ...]")
+    p.add_argument("prompt", nargs="*", help="prompt text; may contain [Flag: ...]")
     p.add_argument("--router", help=ROUTER_HELP)
     p.add_argument("--experts", help="expert library JSON whose metadata overrides the router's")
     p.add_argument("--weight", action="append", metavar="NAME=NUMBER", help="constraint weight, e.g. size=0.5")
+    p.add_argument("--input", help="JSONL of prompts ({\"prompt\", \"id\"?} per line) to route in bulk")
+    p.add_argument("--column", default="prompt", help="field of --input holding the prompt")
+    p.add_argument("--out", help="JSONL of decisions for --input, one per line in input order")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_route)
+    from tryage.cli_measure import add_ray_arguments, register as register_measure
+
+    add_ray_arguments(p)
 
     for name, func, text in (("evaluate", cmd_evaluate, "measure a router against oracle and baselines"),
                              ("pareto", cmd_pareto, "sweep a constraint weight and trace quality against it")):
@@ -265,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--constraint", default="size", help="constraint to sweep (size, cost, recency, ...)")
             p.add_argument("--out", help="write the front as a PNG here")
         p.set_defaults(func=func)
+
+    register_measure(sub)
 
     p = sub.add_parser("demo", help="route sample prompts with the embedded default and draw its Pareto front")
     p.add_argument("--router", choices=("paper-domains", "open-llms"), default="paper-domains",

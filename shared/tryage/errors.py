@@ -70,6 +70,9 @@ class MissingMetadataError(TryageError, ValueError):
             f"Constraint(..., missing=<value in [0, 1]>)"
         )
 
+    def __reduce__(self):  # noqa: ANN204 - pickles across processes (Ray workers report it to the driver)
+        return (type(self), (self.constraint, self.experts, self.field))
+
 
 class UnknownConstraintError(TryageError, KeyError):
     """A constraint weight names a constraint that is not registered."""
@@ -201,6 +204,19 @@ class MissingDependencyError(TryageError, ImportError):
         super().__init__(
             f"{package!r} is required for this feature; install it with: pip install 'tryage[{extra}]'"
         )
+
+
+class ClusterConnectionError(TryageError, ConnectionError):
+    """A Ray cluster could not be joined or started (``tryage.distributed``).
+
+    Attributes:
+        address: The address given, or ``"a local Ray instance"``.
+    """
+
+    def __init__(self, address: str, detail: str) -> None:
+        self.address = address
+        super().__init__(f"cannot connect to Ray at {address}: {detail}; give the address of a running cluster "
+                         "(e.g. 'ray://head:10001' or 'head:6379') or leave --address out to start one locally")
 
 
 def require(module: str, extra: str, package: str | None = None):  # noqa: ANN201 - returns a module

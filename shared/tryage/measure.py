@@ -301,7 +301,8 @@ def _batches(items: Sequence[Passage], size: int) -> Iterator[Sequence[Passage]]
 def measure_losses(model: str | os.PathLike[str], passages: Sequence[Passage], out: str | os.PathLike[str], *,
                    name: str | None = None, task: str = "causal", gguf_file: str | None = None,
                    batch_size: int = 16, max_length: int = 128, dtype: str = "auto", seed: int = 0,
-                   mask_fraction: float = 0.15, progress: bool = True, loaded: tuple[Any, Any] | None = None) -> int:
+                   mask_fraction: float = 0.15, progress: bool = True, loaded: tuple[Any, Any] | None = None,
+                   backend: str = "local", workers: int = 1, num_gpus: float = 0.0, address: str | None = None) -> int:
     """Measure one expert on ``passages`` and append its rows to ``out``; returns the rows written now.
 
     Args:
@@ -318,6 +319,12 @@ def measure_losses(model: str | os.PathLike[str], passages: Sequence[Passage], o
         mask_fraction: Share of tokens masked (task ``"masked"``).
         progress: Show a progress bar.
         loaded: An already loaded ``(model, tokenizer)`` pair to use instead of loading ``model``.
+        backend: ``"local"`` (this process) or ``"ray"`` (a pool of ``workers`` Ray actors, each
+            loading the model once with ``num_gpus`` GPUs; see :mod:`tryage.distributed`). Both write
+            the same rows to the same file and resume the same way.
+        workers: Ray actors measuring this expert (``backend="ray"``).
+        num_gpus: GPUs per Ray actor (``backend="ray"``).
+        address: Ray cluster to join (``backend="ray"``); without it a local Ray instance starts.
     """
     _check_task(task)
     if not passages:
@@ -326,7 +333,17 @@ def measure_losses(model: str | os.PathLike[str], passages: Sequence[Passage], o
         raise ConfigurationError(f"batch_size must be >= 1 and max_length >= 2, got {batch_size} and {max_length}")
     if not 0.0 < mask_fraction < 1.0:
         raise ConfigurationError(f"mask_fraction must be between 0 and 1, got {mask_fraction!r}")
+    if backend not in ("local", "ray"):
+        raise ConfigurationError(f"backend must be 'local' or 'ray', got {backend!r}")
     expert = name or Path(model).name
+    if backend == "ray":
+        if loaded is not None:
+            raise ConfigurationError("loaded= is for backend='local'; Ray workers load the model themselves")
+        from tryage.distributed import measure_pools
+
+        return measure_pools({expert: model}, passages, out, task=task, gguf_file=gguf_file, batch_size=batch_size,
+                             max_length=max_length, dtype=dtype, seed=seed, mask_fraction=mask_fraction,
+                             workers=workers, num_gpus=num_gpus, address=address, progress=progress)
     recorder = LossRecorder(out)
     done = recorder.done(task)
     todo = []
@@ -336,31 +353,44 @@ def measure_losses(model: str | os.PathLike[str], passages: Sequence[Passage], o
             todo.append(p)
     if not todo:
         return 0
-    import torch
     net, tokenizer = loaded if loaded is not None else load_expert(model, task=task, gguf_file=gguf_file, dtype=dtype)
-    tokenizer.padding_side = "right"
     written = 0
     bar = _progress(len(todo), f"{expert} ({task})", progress)
-    with torch.inference_mode():
-        for batch in _batches(todo, batch_size):
-            enc = tokenizer([p.text for p in batch], return_tensors="pt", truncation=True,
-                            max_length=max_length, padding=True)
-            ids, attn = enc["input_ids"], enc["attention_mask"]
-            if task == "causal":
-                logits = net(input_ids=ids, attention_mask=attn).logits
-                losses, counts = causal_losses(logits, ids, attn)
-            else:
-                losses, counts = _masked(net, tokenizer, batch, ids, attn, seed, mask_fraction)
-            rows = [{"id": p.id, "expert": expert, "task": task, "loss": float(loss), "tokens": int(n),
-                     "domain": p.domain, "split": p.split} for p, loss, n in zip(batch, losses, counts)]
-            bad = [r["id"] for r in rows if not np.isfinite(r["loss"])]
-            if bad:
-                raise MeasureError(f"expert {expert!r} gave a NaN or infinite loss on passage(s) {bad[:5]}; "
-                                   "measure it in float32 (dtype='float32') or check its weights")
-            written += recorder.append(rows, skip_done=True)
-            bar.update(len(batch))
+    for batch in _batches(todo, batch_size):
+        written += recorder.append(measure_batch(net, tokenizer, batch, expert=expert, task=task,
+                                                 max_length=max_length, seed=seed, mask_fraction=mask_fraction),
+                                   skip_done=True)
+        bar.update(len(batch))
     bar.close()
     return written
+
+
+def measure_batch(net: Any, tokenizer: Any, batch: Sequence[Passage], *, expert: str, task: str = "causal",
+                  max_length: int = 128, seed: int = 0, mask_fraction: float = 0.15) -> list[dict[str, Any]]:
+    """The rows of one batch of passages under a loaded ``(net, tokenizer)``: one forward pass.
+
+    Both backends call this, so a row measured on a Ray worker is the row the local run writes.
+    """
+    import torch
+
+    tokenizer.padding_side = "right"
+    with torch.inference_mode():
+        enc = tokenizer([p.text for p in batch], return_tensors="pt", truncation=True,
+                        max_length=max_length, padding=True)
+        device = getattr(net, "device", "cpu")  # a Ray actor with a GPU moved the model there
+        ids, attn = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        if task == "causal":
+            logits = net(input_ids=ids, attention_mask=attn).logits
+            losses, counts = causal_losses(logits, ids, attn)
+        else:
+            losses, counts = _masked(net, tokenizer, batch, ids, attn, seed, mask_fraction)
+    rows = [{"id": p.id, "expert": expert, "task": task, "loss": float(loss), "tokens": int(n),
+             "domain": p.domain, "split": p.split} for p, loss, n in zip(batch, losses, counts)]
+    bad = [r["id"] for r in rows if not np.isfinite(r["loss"])]
+    if bad:
+        raise MeasureError(f"expert {expert!r} gave a NaN or infinite loss on passage(s) {bad[:5]}; "
+                           "measure it in float32 (dtype='float32') or check its weights")
+    return rows
 
 
 def _masked(net: Any, tokenizer: Any, batch: Sequence[Passage], ids: Any, attn: Any, seed: int,
@@ -461,5 +491,5 @@ def assemble_qtable(rows: str | os.PathLike[str] | Iterable[Mapping[str, Any]], 
 
 
 __all__ = ["ExpertModelNotFoundError", "LossRecorder", "MeasureError", "Passage", "assemble_qtable", "bf16_supported",
-           "causal_losses", "load_expert", "load_passages", "mask_positions", "measure_losses", "passage_id",
-           "resolve_dtype", "wide_rows"]
+           "causal_losses", "load_expert", "load_passages", "mask_positions", "measure_batch", "measure_losses",
+           "passage_id", "resolve_dtype", "wide_rows"]

@@ -184,6 +184,12 @@ class TryageRouter:
         low, span = usd.min(axis=1, keepdims=True), np.ptp(usd, axis=1, keepdims=True)
         return np.where(span > 0, (usd - low) / np.where(span > 0, span, 1.0), 0.0)
 
+    def route_dataset(self, ds, **kwargs):  # noqa: ANN001, ANN201 - ray.data.Dataset, imported lazily
+        """Route every row of a Ray Dataset on a Ray actor pool; see :func:`tryage.distributed.route_dataset`."""
+        from tryage.distributed import route_dataset
+
+        return route_dataset(self, ds, **kwargs)
+
     def predict_losses(self, prompts: Sequence[str]) -> np.ndarray:
         """The predictor's losses, shape ``(n, k)``, columns in library order."""
         predicted = np.asarray(self.predictor.predict_losses(list(prompts)), dtype=np.float64)
