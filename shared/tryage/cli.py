@@ -33,8 +33,19 @@ def _weights(items: Sequence[str] | None) -> dict[str, float]:
     return out
 
 
+def _finite(data: Any) -> Any:
+    """``data`` with NaN and infinities as ``None``: ``--json`` prints strict JSON (no ``Infinity``)."""
+    if isinstance(data, float):
+        return data if data == data and data not in (float("inf"), float("-inf")) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
+
+
 def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    print(json.dumps(_finite(data), indent=2, ensure_ascii=False, default=str, allow_nan=False))
 
 
 def _load_router(args: argparse.Namespace):  # noqa: ANN202

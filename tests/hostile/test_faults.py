@@ -2,7 +2,7 @@
 
 Resuming ``tryage collect`` after SIGKILL is tested in tests/collect/test_cli_collect.py
 (``test_killed_collection_resumes_with_no_call_lost_or_repeated``) and ``measure`` after a torn last line
-in tests/test_measure.py; they are not repeated here.
+in tests/test_measure.py; they are not repeated here (``measure`` killed between batches is).
 """
 
 from __future__ import annotations
@@ -285,3 +285,82 @@ def test_chat_tryage_falls_back_from_a_failing_and_a_hanging_expert_within_the_t
     reply = asyncio.run(call())
     assert reply.content == "c answers"
     assert reply.response_metadata["tryage_expert"] == "c"
+
+
+# -- measure killed mid-run ----------------------------------------------------------------------
+
+MEASURER = textwrap.dedent("""
+    import sys, time
+    from paper_fixtures import passages
+    from tryage.measure import LossRecorder, measure_losses
+
+    real = LossRecorder.append
+    def slow(self, rows, **kw):  # a slow expert: the kill lands between batches
+        written = real(self, rows, **kw)
+        time.sleep(0.3)
+        return written
+    LossRecorder.append = slow
+    measure_losses(sys.argv[1], passages(), sys.argv[2], name="gpt", dtype="float32", batch_size=1, progress=False)
+""")
+
+
+def test_measure_killed_with_sigkill_resumes_to_the_same_rows_without_duplicates(tmp_path: Path) -> None:
+    from paper_fixtures import passages, tiny_causal_lm
+
+    from tryage.measure import LossRecorder, measure_losses
+
+    gpt = tiny_causal_lm(tmp_path / "gpt")
+    script = tmp_path / "measurer.py"
+    script.write_text(MEASURER, encoding="utf-8")
+    killed, whole = tmp_path / "killed.jsonl", tmp_path / "whole.jsonl"
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([ENV["PYTHONPATH"], str(REPO / "tests")])}
+    process = subprocess.Popen([sys.executable, str(script), str(gpt), str(killed)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline and process.poll() is None:
+            if killed.exists() and len(killed.read_bytes().splitlines()) >= 2:
+                break
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    sample = passages()
+    before = len(LossRecorder(killed).rows())
+    assert 2 <= before < len(sample)
+    assert measure_losses(gpt, sample, killed, name="gpt", dtype="float32", batch_size=1, progress=False) \
+        == len(sample) - before
+    measure_losses(gpt, sample, whole, name="gpt", dtype="float32", batch_size=1, progress=False)
+    got = {r["id"]: r["loss"] for r in LossRecorder(killed).rows()}
+    assert len(LossRecorder(killed).rows()) == len(got) == len(sample)  # each passage once
+    assert got == pytest.approx({r["id"]: r["loss"] for r in LossRecorder(whole).rows()}, rel=1e-5)
+
+
+def test_any_folder_of_user_files_is_refused_and_left_byte_for_byte(tmp_path: Path) -> None:
+    hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import strategies as st
+
+    from tryage.predictors._persistence import read_folder, save_folder
+
+    saver(tmp_path)
+    config, state, library = read_folder(first_save(tmp_path))
+    names = st.text(st.characters(codec="utf-8", exclude_characters="/\0"), min_size=1, max_size=20).filter(
+        lambda n: n not in (".", ".."))
+
+    @hypothesis.settings(max_examples=40, deadline=None, database=None)
+    @hypothesis.given(files=st.dictionaries(names, st.binary(max_size=64), min_size=1, max_size=4))
+    def check(files: dict[str, bytes]) -> None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(dir=tmp_path) as scratch:
+            target = Path(scratch) / "out"
+            target.mkdir()
+            for name, data in files.items():
+                (target / name).write_bytes(data)
+            with pytest.raises(TargetExistsError, match="not a saved Tryage router"):
+                save_folder(target, config, state, library)
+            assert {p.name: p.read_bytes() for p in target.iterdir()} == files
+            assert sorted(p.name for p in Path(scratch).iterdir()) == ["out"]
+
+    check()
