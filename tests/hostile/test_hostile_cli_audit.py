@@ -51,6 +51,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path) -> Path:
                  str(base / "router"), "--epochs", "2", "--json"]) == 0
     (base / "plain.txt").write_text("x", encoding="utf-8")
     (base / "folder").mkdir()
+    (base / "lib.json").write_text(json.dumps({"experts": [{"name": "a", "parameters": "1B"},
+                                                           {"name": "b", "parameters": "7B"}]}), encoding="utf-8")
     (base / "p.jsonl").write_text('{"prompt": "what", "reference": "1"}\n', encoding="utf-8")
     (base / "e.json").write_text(json.dumps([{"name": "x", "model": "openai:gpt-4o-mini"}]), encoding="utf-8")
     (base / "latin.jsonl").write_bytes('{"prompt": "café", "reference": "1"}\n'.encode("latin-1"))
@@ -145,6 +147,12 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     # pareto
     "pareto unknown constraint": (["pareto", "--router", "{w}/router", "--qtable", "{w}/t.jsonl", "--constraint", "speed"],
                                   ["'speed'", "known constraints"]),
+    "pareto png out is a folder": (["pareto", "--router", "{w}/router", "--qtable", "{w}/t.jsonl", "--experts",
+                                    "{w}/lib.json", "--out", "{w}/folder"], ["cannot write {w}/folder", "directory"]),
+    "pareto png out unwritable": (["pareto", "--router", "{w}/router", "--qtable", "{w}/t.jsonl", "--experts",
+                                   "{w}/lib.json", "--out", "/proc/tryage-nope/f.png"], ["/proc/tryage-nope/f.png"]),
+    "pareto png out under a file": (["pareto", "--router", "{w}/router", "--qtable", "{w}/t.jsonl", "--experts",
+                                     "{w}/lib.json", "--out", "{w}/plain.txt/f.png"], ["{w}/plain.txt/f.png"]),
     "pareto qtable is a folder": (["pareto", "--router", "{w}/router", "--qtable", "{w}/folder"],
                                   ["{w}/folder", "is a folder"]),
     # discover

@@ -116,7 +116,8 @@ def check_save_target(folder: str | os.PathLike[str], *, overwrite: bool = False
             return
         what = "a folder that is not a saved Tryage router (it holds other files)"
     else:
-        what = "a file" if target.is_file() else "not a folder"
+        what = ("a symbolic link" if target.is_symlink() else "a file" if target.is_file()
+                else "not a folder")
     raise TargetExistsError(f"refusing to save a router to {target}: it is {what}; choose another path, "
                             "or pass overwrite=True (tryage train --overwrite) to replace it")
 
