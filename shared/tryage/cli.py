@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +37,7 @@ def _weights(items: Sequence[str] | None) -> dict[str, float]:
 def _finite(data: Any) -> Any:
     """``data`` with NaN and infinities as ``None``: ``--json`` prints strict JSON (no ``Infinity``)."""
     if isinstance(data, float):
-        return data if data == data and data not in (float("inf"), float("-inf")) else None
+        return data if math.isfinite(data) else None
     if isinstance(data, dict):
         return {k: _finite(v) for k, v in data.items()}
     if isinstance(data, (list, tuple)):
