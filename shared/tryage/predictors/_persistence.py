@@ -136,8 +136,11 @@ def _clean_stale(target: Path) -> None:
     """Remove what a killed save of ``target`` left: staging folders of dead processes; restore a router
     that was swapped out when the process died between the two renames of the fallback swap."""
     backup = target.with_name(f".{target.name}{_BACKUP}")
-    if backup.is_dir() and not target.exists():
-        os.replace(backup, target)
+    if backup.is_dir() and not backup.is_symlink():
+        if target.exists():  # killed after the swap, before the old router was removed
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(backup, target)
     prefix = f".{target.name}{_STAGING}"
     for entry in target.parent.glob(f"{glob.escape(prefix)}*"):
         pid = entry.name[len(prefix):].split("-", 1)[0]
