@@ -13,18 +13,30 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Like :func:`atomic_write_text`; an ``OSError`` (a full disk, a read-only folder) is raised as
+    :class:`~tryage.errors.OutputWriteError` naming ``path``, and ``path`` is left as it was."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp: str | None = None
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        with os.fdopen(fd, "wb", buffering=0) as handle:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(handle.fileno(), view):]
             os.fsync(handle.fileno())
         os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        tmp = None
+    except OSError as exc:
+        from tryage.errors import OutputWriteError, TryageError
+
+        if isinstance(exc, TryageError):
+            raise
+        raise OutputWriteError(f"cannot write {target}: {exc.strerror or exc}; it is left as it was",
+                               errno=exc.errno, filename=str(target)) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def dumps_strict(data: object, *, what: str, indent: int | None = 2) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,8 +34,19 @@ def _weights(items: Sequence[str] | None) -> dict[str, float]:
     return out
 
 
+def _finite(data: Any) -> Any:
+    """``data`` with NaN and infinities as ``None``: ``--json`` prints strict JSON (no ``Infinity``)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
+
+
 def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    print(json.dumps(_finite(data), indent=2, ensure_ascii=False, default=str, allow_nan=False))
 
 
 def _router_by_name_or_folder(router: str | None):  # noqa: ANN202
@@ -83,14 +95,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         missing = [e for e in qtable.experts if e not in library]
         if missing:
             raise ConfigurationError(f"{args.experts} has no metadata for Q-table expert(s) {missing}")
+    from tryage.predictors._persistence import check_save_target
+
+    check_save_target(args.out, overwrite=args.overwrite)  # refuse before training, not after
+    Path(args.out).absolute().parent.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails now too
     options = {} if args.layers is None else {"layers": args.layers}
     router = PerceptivePredictor(args.encoder, mode=args.mode, seed=args.seed, epochs=args.epochs,
                                  progress=not args.json, **options)
     router.fit(qtable, library)
-    out = router.save_pretrained(args.out)
+    out = router.save_pretrained(args.out, overwrite=args.overwrite)
     summary = {"router": str(out), "experts": list(router.experts_), "rows": len(qtable), "mode": args.mode,
-               "epochs_run": len(router.history_),
-               "best_val_loss": min((h.get("val_loss", float("inf")) for h in router.history_), default=None)}
+               "epochs_run": len(router.history_),  # no validation split (a tiny table): best_val_loss null
+               "best_val_loss": min((h["val_loss"] for h in router.history_ if "val_loss" in h), default=None)}
     if args.json:
         _print_json(summary)
     else:
@@ -158,7 +174,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     table = QTable.from_file(args.qtable, on_invalid=getattr(args, "on_invalid", "raise"))
     train = QTable.from_file(args.train) if args.train else None
     knn_fit = "train table" if train else "leave-one-out on the test table"
-    group_by = args.group_by or next((g for g in ("task", "domain") if table.column(g)[0] is not None), None)
+    most = len(train) if train else len(table) - 1  # leave-one-out leaves a row's own out
+    if not 1 <= args.knn_k <= most:
+        where = (f"the --train table has {len(train)} rows" if train else
+                 f"the test table {args.qtable} has {len(table)} rows (leave-one-out; or give --train)")
+        raise ConfigurationError(f"--knn-k {args.knn_k} is not possible: {where}; --knn-k must be in [1, {most}]"
+                                 if most >= 1 else f"--knn-k: {where}, too few for the kNN baseline")
+    fields = sorted({k for e in table.extras for k in e})
+    if args.group_by is not None and args.group_by not in fields:
+        raise ConfigurationError(f"--group-by {args.group_by!r} is not a field of {args.qtable}; its fields: "
+                                 f"{', '.join(fields) or 'none (rows have only prompt and losses)'}")
+    group_by = args.group_by or next((g for g in ("task", "domain") if g in fields), None)
     report = evaluate_router(router, table, train=train, group_by=group_by, knn_k=args.knn_k,
                              weights=_weights(args.weight)).to_dict()
     report["knn"]["fit_on"] = knn_fit
@@ -244,7 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a perceptive predictor (the router's Q-function) on a Q-table")
     p.add_argument("--qtable", required=True, help="JSONL or CSV of prompts and per-expert losses or scores")
     p.add_argument("--experts", help="expert library JSON (metadata for constraints)")
-    p.add_argument("--out", required=True, help="folder to save the router in")
+    p.add_argument("--out", required=True, help="folder to save the router in (a new or empty folder, or a router)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out even if it is a file or a folder that is not a saved router")
     p.add_argument("--encoder", help="encoder folder or Hub id (default: bundled all-MiniLM-L6-v2)")
     p.add_argument("--mode", choices=("head", "finetune"), default="head")
     p.add_argument("--layers", choices=("last", "all"), default=None,
@@ -334,6 +362,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TryageError as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"tryage: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # the file system refused (a read-only folder, a full disk, a folder given as a file)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"tryage: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("tryage: interrupted", file=sys.stderr)

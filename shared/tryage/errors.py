@@ -153,6 +153,23 @@ class RouterFormatError(TryageError, ValueError):
     """A saved router folder is missing files, has an unknown format version or does not match."""
 
 
+class TargetExistsError(TryageError, FileExistsError):
+    """An output path holds something Tryage would destroy (a user's folder or file); pass ``overwrite``."""
+
+
+class OutputWriteError(TryageError, OSError):
+    """An output could not be written (a read-only or missing folder, a full disk); nothing half-written
+    is left behind. ``errno`` and ``filename`` are those of the underlying :class:`OSError`."""
+
+    def __init__(self, message: str, *, errno: int | None = None, filename: str | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+        self.filename = filename
+
+    def __str__(self) -> str:  # OSError's own would be "[Errno N] None: 'filename'"
+        return str(self.args[0])
+
+
 class RouterMismatchError(TryageError, ValueError):
     """A router was trained for a different set of experts than the one it is used with.
 

@@ -138,6 +138,10 @@ def evaluate_predictions(predicted: np.ndarray, test: QTable, *, train: QTable |
     knn_choice = None if knn_predicted is None else np.argmin(knn_predicted, axis=1)
     per_group: dict[str, dict[str, Any]] = {}
     if group_by is not None:
+        fields = sorted({k for e in test.extras for k in e})
+        if group_by not in fields:
+            raise ConfigurationError(f"group_by {group_by!r} is not a field of the test Q-table; its fields: "
+                                     f"{fields or 'none (rows have only prompt and losses)'}")
         groups = np.array([str(g) for g in test.column(group_by)])
         for g in sorted(set(groups)):
             rows = np.flatnonzero(groups == g)

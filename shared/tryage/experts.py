@@ -214,6 +214,8 @@ class Expert:
         aliases = {"size": "parameters", "input_price": "input_cost", "output_price": "output_cost",
                    "feature": "description", "model": "repo_id", "params": "parameters"}
         ignored = {"service"}
+        if not isinstance(data, Mapping):
+            raise ExpertLibraryError(f"an expert entry must be an object with 'name' and metadata, got {data!r:.80}")
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, value in data.items():

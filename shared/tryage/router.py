@@ -93,7 +93,12 @@ class TryageRouter:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], *, library: ExpertLibrary | None = None,
                         device: str | None = None, **kwargs) -> TryageRouter:
-        """Load a saved perceptive predictor folder; its ``experts.json`` is the library unless given."""
+        """Load a saved perceptive predictor folder; its ``experts.json`` is the library unless given.
+
+        The folder's ``config.json`` names the encoder, which may be a local folder outside ``path`` or a
+        Hub id; check it before loading a folder you did not make (see the README, "A router folder from
+        someone else"). Weights are read as safetensors only, never unpickled.
+        """
         from tryage.predictors import PerceptivePredictor
 
         predictor = PerceptivePredictor.from_pretrained(path, device=device)

@@ -184,12 +184,19 @@ def load_experts(experts: str | os.PathLike[str] | Iterable[Any] | Mapping[str, 
     """
     if isinstance(experts, (str, os.PathLike)):
         source = Path(experts)
+        if source.is_dir():
+            raise ExpertSpecError(f"{source}: is a folder; an experts file is a UTF-8 JSON file")
         if not source.is_file():
             raise TryageFileNotFoundError(f"experts file not found: {source}")
         try:
             data = json.loads(source.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise ExpertSpecError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        except UnicodeDecodeError as exc:
+            raise ExpertSpecError(f"{source}: is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r}); "
+                                  "an experts file is a UTF-8 JSON file") from None
+        except RecursionError:
+            raise ExpertSpecError(f"{source}: JSON nested too deeply") from None
         if isinstance(data, Mapping) and "experts" in data:
             data = data["experts"]
         if not isinstance(data, list):

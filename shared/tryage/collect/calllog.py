@@ -88,6 +88,15 @@ class CallLog:
     def _iter(self) -> Iterator[CallRecord]:
         if not self.path.exists():
             return
+        if self.path.is_dir():
+            raise CallLogError(f"{self.path}: is a folder; a call log is a JSONL file written by tryage collect")
+        try:
+            yield from self._read()
+        except UnicodeDecodeError as exc:
+            raise CallLogError(f"{self.path}: is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r}); "
+                               "a call log is a JSONL file written by tryage collect") from None
+
+    def _read(self) -> Iterator[CallRecord]:
         with self.path.open(encoding="utf-8") as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.endswith("\n"):
@@ -122,7 +131,7 @@ class CallLog:
         self._lock = lock
         try:
             self._repair()
-            self._handle = self.path.open("a", encoding="utf-8")
+            self._handle = self.path.open("ab", buffering=0)  # unbuffered: a failed write is undone below
         except BaseException:
             lock.release()
             raise
@@ -131,7 +140,6 @@ class CallLog:
     def __exit__(self, *exc: object) -> None:
         try:
             if self._handle is not None:
-                self._handle.flush()
                 os.fsync(self._handle.fileno())
                 self._handle.close()
         finally:
@@ -152,8 +160,23 @@ class CallLog:
         """Write one record and flush it to the OS (it survives the process being killed)."""
         if self._handle is None:
             raise CallLogError(f"call log {self.path} is not open for writing; use 'with CallLog(path) as log:'")
-        self._handle.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
-        self._handle.flush()
+        data = (json.dumps(asdict(record), ensure_ascii=False) + "\n").encode("utf-8")
+        fd = self._handle.fileno()
+        end = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError as exc:  # a full disk: cut the torn line so the log stays whole lines
+            try:
+                os.ftruncate(fd, end)
+            except OSError:
+                pass  # the next open's repair cuts it
+            from tryage.errors import OutputWriteError
+
+            raise OutputWriteError(f"cannot append to the call log {self.path}: {exc.strerror or exc}; it keeps "
+                                   "every call logged before, and a rerun resumes from them",
+                                   errno=exc.errno, filename=str(self.path)) from None
 
 
 __all__ = ["CallKey", "CallLog", "CallRecord"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import statistics
 import threading
@@ -192,6 +193,9 @@ async def acollect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, ou
     specs = load_experts(experts)
     if out is None and log is None:
         raise ConfigurationError("give out= (the Q-table to write) or log= (the call log to keep answers in)")
+    for what, path in (("out", out), ("log", log)):
+        if path is not None and Path(path).is_dir():  # found before any paid call, not after
+            raise ConfigurationError(f"{what}={str(path)!r} is a folder; {what} is a JSONL file to write")
     log_path = Path(log) if log is not None else default_log_path(out)  # type: ignore[arg-type]
     chosen = get_scorer(scorer, pattern=pattern, judge=judge, rubric=rubric, judge_log=judge_log_path(log_path))
     _check_scorer_fits(chosen, specs)
@@ -267,6 +271,8 @@ async def _ascore(log: Any, prompts: Any, *, scorer: Any, out: Any, experts: Any
     chosen = get_scorer(scorer, pattern=pattern, judge=judge, rubric=rubric, judge_log=judge_log_path(Path(log)))
     chosen.check(rows)
     call_log = CallLog(log)
+    if call_log.path.is_dir():
+        raise ConfigurationError(f"log={str(log)!r} is a folder; a call log is the JSONL file tryage collect wrote")
     if not call_log.path.is_file():
         from tryage.errors import TryageFileNotFoundError
 
@@ -300,12 +306,14 @@ class _Logged:
 
 
 def _check_numbers(*, budget: float | None, concurrency: int, timeout: float | None, retries: int) -> None:
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0):
-        raise ConfigurationError(f"budget must be a number of USD >= 0, got {budget!r}")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                               or not math.isfinite(budget) or budget < 0):
+        raise ConfigurationError(f"budget must be a finite number of USD >= 0 (or None: no limit), got {budget!r}")
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigurationError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
-    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise ConfigurationError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not math.isfinite(timeout) or timeout <= 0):
+        raise ConfigurationError(f"timeout must be a finite number of seconds > 0 (or None: no limit), got {timeout!r}")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ConfigurationError(f"retries must be a whole number >= 0, got {retries!r}")
 

@@ -112,8 +112,18 @@ def _check(rows: Sequence[PromptRow], source: str | None) -> list[PromptRow]:
 def load_prompts(path: str | os.PathLike[str]) -> list[PromptRow]:
     """Read a ``.jsonl`` or ``.csv`` prompts file (see the module doc)."""
     source = Path(path)
+    if source.is_dir():
+        raise PromptFileError("is a folder; a prompts file is a UTF-8 .jsonl or .csv file", path=str(source))
     if not source.is_file():
         raise TryageFileNotFoundError(f"prompts file not found: {source}")
+    try:
+        return _read_prompts(source)
+    except UnicodeDecodeError as exc:
+        raise PromptFileError(f"is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r}); a prompts file is "
+                              "a UTF-8 .jsonl or .csv file", path=str(source)) from None
+
+
+def _read_prompts(source: Path) -> list[PromptRow]:
     suffix = source.suffix.lower()
     rows: list[PromptRow] = []
     if suffix in (".jsonl", ".ndjson"):

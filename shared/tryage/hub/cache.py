@@ -65,6 +65,14 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def redact_url(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``, for messages and reprs."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+
+
 class MetadataCache:
     """Hub metadata of one endpoint on disk, with a time-to-live.
 
@@ -76,7 +84,8 @@ class MetadataCache:
 
     def __init__(self, cache_dir: str | os.PathLike[str] | None, endpoint: str, ttl: timedelta | None) -> None:
         parts = urlsplit(endpoint)
-        slug = "".join(c if c.isalnum() or c in ".-" else "_" for c in (parts.netloc + parts.path).strip("/"))
+        host = parts.netloc.rpartition("@")[2]  # never user:password@ in a folder name
+        slug = "".join(c if c.isalnum() or c in ".-" else "_" for c in (host + parts.path).strip("/"))
         self.root = Path(cache_dir if cache_dir is not None else default_cache_dir()) / (slug or "hub")
         self.ttl = ttl
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -25,7 +26,7 @@ from tryage.errors import (
 from tryage.experts import Expert
 from tryage.hub._errors import hub_module as _hub
 from tryage.hub._errors import translate_errors
-from tryage.hub.cache import HubRecord, MetadataCache, default_cache_dir
+from tryage.hub.cache import HubRecord, MetadataCache, default_cache_dir, redact_url
 from tryage.hub.parameters import count_parameters_from_config
 
 #: Properties asked from ``model_info`` / ``list_models`` (the Hub returns only these).
@@ -111,7 +112,8 @@ class HubClient:
         self._api: Any = None
 
     def __repr__(self) -> str:  # never shows the token
-        return f"HubClient(endpoint={self.endpoint!r}, cache_dir={self.cache_dir!r}, ttl={self.ttl!r})"
+        endpoint = None if self.endpoint is None else redact_url(self.endpoint)
+        return f"HubClient(endpoint={endpoint!r}, cache_dir={self.cache_dir!r}, ttl={self.ttl!r})"
 
     # -- public ----------------------------------------------------------------------------------
     def fetch(self, repo_ids: Iterable[str], *, refresh: bool = False,
@@ -236,7 +238,7 @@ class HubClient:
         return None, "unknown"
 
     def _hub_errors(self, repo_id: str | None, *, what: str = "its metadata") -> AbstractContextManager[None]:
-        return translate_errors(repo_id, endpoint=self._endpoint(), revision=self.revision, timeout=self.timeout,
+        return translate_errors(repo_id, endpoint=redact_url(self._endpoint()), revision=self.revision, timeout=self.timeout,
                                 what=what)
 
     # -- plumbing --------------------------------------------------------------------------------
@@ -273,10 +275,13 @@ class HubClient:
     def _check_settings(self) -> None:
         ttl = self.ttl
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float, timedelta))
+                                or not math.isfinite(ttl.total_seconds() if isinstance(ttl, timedelta) else ttl)
                                 or (ttl.total_seconds() if isinstance(ttl, timedelta) else ttl) < 0):
-            raise ConfigurationError(f"ttl must be seconds >= 0, a timedelta or None (never expire); got {ttl!r}")
-        if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or self.timeout <= 0:
-            raise ConfigurationError(f"timeout must be a number of seconds > 0, got {self.timeout!r}")
+            raise ConfigurationError(f"ttl must be finite seconds >= 0, a timedelta or None (never expire); "
+                                     f"got {ttl!r}")
+        if (isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float))
+                or not math.isfinite(self.timeout) or self.timeout <= 0):
+            raise ConfigurationError(f"timeout must be a finite number of seconds > 0, got {self.timeout!r}")
         if isinstance(self.max_workers, bool) or not isinstance(self.max_workers, int) or self.max_workers < 1:
             raise ConfigurationError(f"max_workers must be a whole number >= 1, got {self.max_workers!r}")
 

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import errno
+import glob
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,7 +19,8 @@ import numpy as np
 
 from tryage.encoders import EncoderSpec
 from tryage._io import dumps_strict
-from tryage.errors import RouterFormatError, TryageFileNotFoundError
+from tryage.errors import (OutputWriteError, RouterFormatError, TargetExistsError, TryageError,
+                           TryageFileNotFoundError)
 from tryage.experts import ExpertLibrary
 
 FORMAT_VERSION = 1
@@ -70,8 +74,10 @@ class PerceptiveConfig:
                 target_mean=tuple(float(v) for v in data["targets"]["mean"]),
                 target_std=tuple(float(v) for v in data["targets"]["std"]),
                 training=dict(data.get("training", {})))
-        except (KeyError, TypeError) as exc:
+        except KeyError as exc:
             raise RouterFormatError(f"{source} lacks a required field: {exc}") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise RouterFormatError(f"{source} has a field of the wrong type ({exc}); re-save the router") from None
         if config.objective not in ("mse", "bce"):
             raise RouterFormatError(f"{source}: unknown objective {config.objective!r}")
         return config
@@ -80,36 +86,168 @@ class PerceptiveConfig:
         return np.asarray(self.target_mean, dtype=np.float32), np.asarray(self.target_std, dtype=np.float32)
 
 
-def save_folder(folder: str | os.PathLike[str], config: PerceptiveConfig, state: Mapping[str, Any],
-                library: ExpertLibrary, *, encoder: Any = None) -> Path:
-    """Write a predictor folder atomically (replaced whole if it exists, never half-written).
+_STAGING = ".tryage-staging-"  # <parent>/.<name>.tryage-staging-<pid>-<random>: a save in progress
+_BACKUP = ".tryage-old"  # <parent>/.<name>.tryage-old: the replaced router, only while it is swapped out
 
-    ``encoder`` (a fine-tuned :class:`~tryage.encoders.TextEncoder`) is saved under ``encoder/``.
+
+def is_router_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a folder written by :func:`save_folder` (its ``config.json`` names the format)."""
+    try:
+        data = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("kind") == _KIND
+
+
+def check_save_target(folder: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+    """Raise :class:`~tryage.errors.TargetExistsError` unless ``folder`` is free, an empty folder or a saved
+    router (or ``overwrite``): what :func:`save_folder` checks, for callers that check before long work."""
+    target = Path(folder)
+    if overwrite or not (target.exists() or target.is_symlink()):
+        return
+    if target.is_dir() and not target.is_symlink():
+        if is_router_folder(target):
+            return
+        try:
+            empty = next(target.iterdir(), None) is None
+        except OSError:
+            empty = False
+        if empty:
+            return
+        what = "a folder that is not a saved Tryage router (it holds other files)"
+    else:
+        what = ("a symbolic link" if target.is_symlink() else "a file" if target.is_file()
+                else "not a folder")
+    raise TargetExistsError(f"refusing to save a router to {target}: it is {what}; choose another path, "
+                            "or pass overwrite=True (tryage train --overwrite) to replace it")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by another user
+        return True
+    return True
+
+
+def _clean_stale(target: Path) -> None:
+    """Remove what a killed save of ``target`` left: staging folders of dead processes; restore a router
+    that was swapped out when the process died between the two renames of the fallback swap."""
+    backup = target.with_name(f".{target.name}{_BACKUP}")
+    if backup.is_dir() and not backup.is_symlink():
+        if target.exists():  # killed after the swap, before the old router was removed
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(backup, target)
+    prefix = f".{target.name}{_STAGING}"
+    for entry in target.parent.glob(f"{glob.escape(prefix)}*"):
+        pid = entry.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)) and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and folder under ``root`` (and ``root``) to disk before it is renamed into place."""
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            with open(os.path.join(dirpath, name), "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); ``False`` where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # file system or kernel without it
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _replace(staging: Path, target: Path) -> None:
+    """Put ``staging`` at ``target``: a reader sees the old router or the new one, never none."""
+    if not (target.exists() or target.is_symlink()):
+        os.rename(staging, target)
+        return
+    if target.is_dir() and not target.is_symlink() and _exchange(staging, target):
+        shutil.rmtree(staging, ignore_errors=True)  # now holds the old router
+        return
+    backup = target.with_name(f".{target.name}{_BACKUP}")
+    if backup.is_dir() and not backup.is_symlink():
+        shutil.rmtree(backup)
+    else:
+        backup.unlink(missing_ok=True)
+    os.rename(target, backup)  # a kill between these two renames is repaired by the next save
+    os.rename(staging, target)
+    if backup.is_dir() and not backup.is_symlink():
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        backup.unlink(missing_ok=True)
+
+
+def save_folder(folder: str | os.PathLike[str], config: PerceptiveConfig, state: Mapping[str, Any],
+                library: ExpertLibrary, *, encoder: Any = None, overwrite: bool = False) -> Path:
+    """Write a predictor folder atomically: readers (and a process killed mid-save) see the old router
+    or the whole new one.
+
+    The files are written to a sibling staging folder, flushed to disk, then swapped in with one
+    rename. A target that exists and is neither a saved router nor an empty folder raises
+    :class:`~tryage.errors.TargetExistsError` unless ``overwrite``. Staging folders left by a killed
+    save are removed by the next save to the same target. ``encoder`` (a fine-tuned
+    :class:`~tryage.encoders.TextEncoder`) is saved under ``encoder/``. An ``OSError`` while writing
+    (no permission, a full disk) is raised as :class:`~tryage.errors.OutputWriteError`, with nothing
+    half-written left behind.
     """
     from safetensors.torch import save_file
 
     target = Path(folder)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    check_save_target(target, overwrite=overwrite)
+    staging: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _clean_stale(target)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{_STAGING}{os.getpid()}-", dir=target.parent))
+        config_text = dumps_strict(config.to_dict(), what=f"router config {target}") + "\n"
         if encoder is not None:
             encoder.model.save_pretrained(staging / "encoder")
             encoder.tokenizer.save_pretrained(staging / "encoder")
-        (staging / "config.json").write_text(dumps_strict(config.to_dict(), what=f"router config {target}") + "\n",
-                                             encoding="utf-8")
+        (staging / "config.json").write_text(config_text, encoding="utf-8")
         save_file(dict(state), str(staging / "model.safetensors"), metadata={"format": "pt"})
         library.to_json(staging / "experts.json")
-        if target.exists():
-            backup = target.with_name(f".{target.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            target.rename(backup)
-            staging.rename(target)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        _fsync_tree(staging)
+        _replace(staging, target)
+        staging = None
+        _fsync_dir(target.parent)
+    except OSError as exc:
+        if isinstance(exc, TryageError):
+            raise
+        where = exc.filename or target
+        raise OutputWriteError(f"cannot save the router to {target}: {where}: {exc.strerror or exc}",
+                               errno=exc.errno, filename=str(where)) from None
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
@@ -118,6 +256,12 @@ def read_folder(folder: str | os.PathLike[str]) -> tuple[PerceptiveConfig, dict[
     from safetensors.torch import load_file
 
     source = Path(folder)
+    backup = source.with_name(f".{source.name}{_BACKUP}")
+    if not source.exists() and backup.is_dir():  # a save killed between the two renames of its swap
+        try:
+            os.replace(backup, source)
+        except OSError:
+            source = backup
     if not source.is_dir():
         raise TryageFileNotFoundError(f"router folder not found: {source}")
     missing = [n for n in _FILES if not (source / n).exists()]
@@ -127,6 +271,13 @@ def read_folder(folder: str | os.PathLike[str]) -> tuple[PerceptiveConfig, dict[
         data = json.loads((source / "config.json").read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise RouterFormatError(f"{source / 'config.json'} is not valid JSON: {exc.msg}") from None
+    except UnicodeDecodeError as exc:
+        raise RouterFormatError(f"{source / 'config.json'} is not UTF-8 text (byte "
+                                f"{exc.object[exc.start:exc.start + 1]!r} at offset {exc.start})") from None
+    except RecursionError:
+        raise RouterFormatError(f"{source / 'config.json'} is JSON nested too deeply") from None
+    except OSError as exc:
+        raise RouterFormatError(f"{source / 'config.json'} cannot be read: {exc.strerror or exc}") from None
     if not isinstance(data, dict):
         raise RouterFormatError(f"{source / 'config.json'} must hold a JSON object, got {type(data).__name__}")
     config = PerceptiveConfig.from_dict(data, source=str(source / "config.json"))
@@ -134,4 +285,14 @@ def read_folder(folder: str | os.PathLike[str]) -> tuple[PerceptiveConfig, dict[
     if set(library.names) != set(config.experts):
         raise RouterFormatError(f"{source}: experts.json names {list(library.names)} but the router predicts "
                                 f"{list(config.experts)}")
-    return config, load_file(str(source / "model.safetensors")), library.reorder(config.experts)
+    weights = source / "model.safetensors"
+    try:
+        state = load_file(str(weights))
+    except OSError as exc:
+        raise RouterFormatError(f"{weights} cannot be read: {exc.strerror or exc}") from None
+    except Exception as exc:  # safetensors' SafetensorError: truncated or not a safetensors file
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        raise RouterFormatError(f"{weights} is not a complete safetensors file ({exc}); save the router "
+                                "again") from None
+    return config, state, library.reorder(config.experts)

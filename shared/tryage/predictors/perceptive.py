@@ -282,12 +282,14 @@ class PerceptivePredictor:
                       "epochs_run": len(history),
                       "best_val_loss": min((h["val_loss"] for h in history if "val_loss" in h), default=None)})
 
-    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
-        """Write the predictor to ``folder`` (created; replaced whole if it exists, never half-written)."""
+    def save_pretrained(self, folder: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the predictor to ``folder``: created, or replaced whole if it holds a saved router; never
+        half-written, even if the process is killed. A folder with other files, or a file, is refused
+        (:class:`~tryage.errors.TargetExistsError`) unless ``overwrite=True``."""
         config = self.config()
         state = {k: v.detach().cpu().contiguous() for k, v in self.head_.state_dict().items()}
         return save_folder(folder, config, state, self.library_,
-                           encoder=self.text_encoder_ if self.mode == "finetune" else None)
+                           encoder=self.text_encoder_ if self.mode == "finetune" else None, overwrite=overwrite)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike[str], *, device: str | None = None,
