@@ -158,10 +158,10 @@ def test_route_dataset_decides_as_route_batch(cluster: str, tiny_encoder: Path, 
                                               small_library_path: Path) -> None:
     from tryage import ExpertLibrary, QTable, TryageRouter
     from tryage.distributed import iter_decisions
-    from tryage.predictor import PerceptiveRouter
+    from tryage.predictors import PerceptivePredictor
 
     table = QTable.from_file(domain_qtable_path)
-    predictor = PerceptiveRouter(tiny_encoder, epochs=30, progress=False).fit(table)
+    predictor = PerceptivePredictor(tiny_encoder, epochs=30, progress=False).fit(table)
     router = TryageRouter(predictor, ExpertLibrary.from_json(small_library_path), weights={"cost": 0.1})
     prompts = list(table.prompts) + ["def code [Flag: smallest]", "court of law [Flag: smallest]"]
     ds = ray.data.from_items([{"prompt": p, "id": i} for i, p in enumerate(prompts)])
@@ -178,19 +178,19 @@ def test_fit_router_on_ray_saves_the_local_artefact(cluster: str, tiny_encoder: 
                                                     tmp_path: Path) -> None:
     from tryage import QTable
     from tryage.distributed import embed_dataset, fit_router
-    from tryage.predictor import PerceptiveRouter
+    from tryage.predictors import PerceptivePredictor
 
     table = QTable.from_file(domain_qtable_path)
-    local = PerceptiveRouter(tiny_encoder, epochs=20, progress=False)
+    local = PerceptivePredictor(tiny_encoder, epochs=20, progress=False)
     assert np.allclose(embed_dataset(local, table.prompts, workers=2, batch_size=8), local.encode(table.prompts),
                        atol=1e-5)
     local.fit(table)
     dataset = ray.data.from_items([{"prompt": p, "losses": dict(zip(table.experts, map(float, row)))}
                                    for p, row in zip(table.prompts, table.losses)])
-    on_ray = fit_router(PerceptiveRouter(tiny_encoder, epochs=20, progress=False), dataset, workers=2)
+    on_ray = fit_router(PerceptivePredictor(tiny_encoder, epochs=20, progress=False), dataset, workers=2)
     a, b = local.save_pretrained(tmp_path / "local"), on_ray.save_pretrained(tmp_path / "ray")
     assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
-    reloaded = PerceptiveRouter.from_pretrained(b)
+    reloaded = PerceptivePredictor.from_pretrained(b)
     assert np.allclose(reloaded.predict_losses(table.prompts), local.predict_losses(table.prompts), atol=1e-4)
 
 
@@ -255,9 +255,9 @@ def test_worker_error_reaches_the_caller_as_the_tryage_error(cluster: str, tiny_
                                                              domain_qtable_path: Path) -> None:
     from tryage import MissingMetadataError, QTable, TryageRouter
     from tryage.distributed import iter_decisions
-    from tryage.predictor import PerceptiveRouter
+    from tryage.predictors import PerceptivePredictor
 
-    router = TryageRouter(PerceptiveRouter(tiny_encoder, epochs=2, progress=False).fit(
+    router = TryageRouter(PerceptivePredictor(tiny_encoder, epochs=2, progress=False).fit(
         QTable.from_file(domain_qtable_path)))  # names only: no sizes
     with pytest.raises(MissingMetadataError) as local:
         router.route_batch(["def code"], weights={"size": 0.5})

@@ -59,7 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import ray.data
 
     from tryage.measure import Passage
-    from tryage.predictor import PerceptiveRouter
+    from tryage.predictors import PerceptivePredictor
     from tryage.qtable import QTable
     from tryage.router import TryageRouter
 
@@ -316,14 +316,14 @@ class EmbedWorker:
         return {"index": batch.column("index").to_numpy(), "embedding": list(self.encoder.encode(texts))}
 
 
-def embed_dataset(router: PerceptiveRouter, prompts: Sequence[str], *, workers: int = 1, batch_size: int = 64,
+def embed_dataset(router: PerceptivePredictor, prompts: Sequence[str], *, workers: int = 1, batch_size: int = 64,
                   num_gpus: float = 0.0, address: str | None = None, num_cpus: int | None = None) -> np.ndarray:
     """The router encoder's embeddings of ``prompts``, shape ``(n, d)``, computed by a Ray actor pool.
 
     Equal to ``router.encode(prompts)`` up to float rounding (batches pad differently).
     """
     from tryage.encoders import EncoderSpec
-    from tryage.predictor import _check_prompts
+    from tryage.predictors.perceptive import _check_prompts
 
     prompts = _check_prompts(prompts)
     if not prompts:
@@ -351,9 +351,9 @@ def embed_dataset(router: PerceptiveRouter, prompts: Sequence[str], *, workers: 
     return out
 
 
-def fit_router(router: PerceptiveRouter, data: QTable | ray.data.Dataset, library: Any = None, *,
+def fit_router(router: PerceptivePredictor, data: QTable | ray.data.Dataset, library: Any = None, *,
                workers: int = 1, batch_size: int = 64, num_gpus: float = 0.0, address: str | None = None,
-               num_cpus: int | None = None) -> PerceptiveRouter:
+               num_cpus: int | None = None) -> PerceptivePredictor:
     """Train ``router`` (head mode) with its embeddings computed on Ray; the same artefact as ``router.fit``.
 
     ``data`` is a Q-table or a Ray Dataset of Q-table records (``prompt``, ``losses`` and extras),
@@ -375,11 +375,11 @@ def _router_package(router: TryageRouter) -> dict[str, Any]:
     """What a routing actor needs: the saved router folder as bytes, and the router's plain settings."""
     import tempfile
 
-    from tryage.predictor import PerceptiveRouter
+    from tryage.predictors import PerceptivePredictor
 
-    if not isinstance(router.predictor, PerceptiveRouter):
+    if not isinstance(router.predictor, PerceptivePredictor):
         raise ConfigurationError("route_dataset ships a saved router folder to the workers; its predictor must be a "
-                                 f"tryage.PerceptiveRouter, got {type(router.predictor).__name__}")
+                                 f"tryage.predictors.PerceptivePredictor, got {type(router.predictor).__name__}")
     with tempfile.TemporaryDirectory() as tmp:
         folder = router.predictor.save_pretrained(Path(tmp) / "router")
         files = {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
@@ -396,7 +396,7 @@ class RouteWorker:
         import ray
         import torch
 
-        from tryage.predictor import PerceptiveRouter
+        from tryage.predictors import PerceptivePredictor
         from tryage.router import TryageRouter
 
         shipped = ray.get(package[0])
@@ -405,7 +405,7 @@ class RouteWorker:
             target = Path(self._folder.name, name)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        predictor = PerceptiveRouter.from_pretrained(self._folder.name,
+        predictor = PerceptivePredictor.from_pretrained(self._folder.name,
                                                      device="cuda" if torch.cuda.is_available() else None)
         self.router = TryageRouter(predictor, shipped["library"], constraints=shipped["constraints"],
                                    weights=shipped["weights"], filters=shipped["filters"],

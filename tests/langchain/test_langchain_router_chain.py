@@ -377,7 +377,7 @@ def test_router_chain_reports_unknown_experts_and_bad_weights(routed):
         chain.invoke("python", config={"configurable": {"tryage_expert": "medical"}})
     with pytest.raises(UnknownConstraintError, match="unknown constraint 'speed'"):
         chain.invoke("python", config={"configurable": {"tryage_weights": {"speed": 1.0}}})
-    with pytest.raises(ConfigurationError, match="weight for 'size' must be a number, got 'big'"):
+    with pytest.raises(ConfigurationError, match="weight for 'size' must be a finite number, got 'big'"):
         chain.invoke("python", config={"configurable": {"tryage_weights": {"size": "big"}}})
     with pytest.raises(ConfigurationError, match="tryage_weights must be a dict.*got list"):
         chain.invoke("python", config={"configurable": {"tryage_weights": [1.0]}})
