@@ -2,9 +2,37 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+
+def iter_jsonl(path: str | os.PathLike[str], *, torn_tail: bool = False,
+               encoding: str = "utf-8") -> Iterator[tuple[int, Any, str | None]]:
+    """``(line number, value, problem)`` for each non-blank line of a JSONL file.
+
+    ``problem`` is ``None`` or why the line is no JSON value (invalid JSON, NUL bytes, nested too
+    deeply); each reader turns it into its own error, or skips the line. With ``torn_tail=True`` a
+    last line without its newline (the append of a killed writer) ends the iteration silently.
+    """
+    with Path(path).open(encoding=encoding) as handle:
+        for number, line in enumerate(handle, start=1):
+            if torn_tail and not line.endswith("\n"):
+                return
+            if not line.strip():
+                continue
+            if "\x00" in line:
+                yield number, None, "holds NUL bytes (a binary file?)"
+                continue
+            try:
+                yield number, json.loads(line), None
+            except json.JSONDecodeError as exc:
+                yield number, None, f"not valid JSON ({exc.msg})"
+            except RecursionError:
+                yield number, None, "JSON nested too deeply"
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

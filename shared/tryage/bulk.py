@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from tryage._io import iter_jsonl
 from tryage.errors import ConfigurationError, TryageFileNotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -22,18 +23,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def _local_prompts(source: Path, column: str) -> Iterator[tuple[Any, str]]:
-    with source.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigurationError(f"{source}, line {number}: not valid JSON ({exc.msg})") from None
-            prompt = row.get(column) if isinstance(row, dict) else None
-            if not isinstance(prompt, str):
-                raise ConfigurationError(f"{source}, line {number}: needs a {column!r} string, got {prompt!r:.60}")
-            yield row.get("id"), prompt
+    for number, row, problem in iter_jsonl(source):
+        if problem is not None:
+            raise ConfigurationError(f"{source}, line {number}: {problem}")
+        prompt = row.get(column) if isinstance(row, dict) else None
+        if not isinstance(prompt, str):
+            raise ConfigurationError(f"{source}, line {number}: needs a {column!r} string, got {prompt!r:.60}")
+        yield row.get("id"), prompt
 
 
 def _write(handle: IO[str], ident: Any, decision: Mapping[str, Any]) -> None:

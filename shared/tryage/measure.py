@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from tryage._io import iter_jsonl
 from tryage.errors import ConfigurationError, ExpertModelNotFoundError, MeasureError, TryageFileNotFoundError
 from tryage.qtable import QTable
 
@@ -81,30 +82,25 @@ def load_passages(path: str | os.PathLike[str], *, splits: Sequence[str] | None 
         raise TryageFileNotFoundError(f"passages file not found: {source}")
     passages: list[Passage] = []
     seen: dict[str, tuple[int, str]] = {}
-    with source.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise MeasureError(f"{source}, line {number}: not valid JSON ({exc.msg})") from None
-            text = row.get("text") if isinstance(row, dict) else None
-            if isinstance(row, dict) and row.get("id") is not None and not isinstance(row["id"], (str, int)):
-                raise MeasureError(f"{source}, line {number}: 'id' must be a string or a number, got {row['id']!r:.60}")
-            if not isinstance(text, str) or not text.strip():
-                raise MeasureError(f"{source}, line {number}: a passage needs a non-empty 'text' string")
-            if splits is not None and row.get("split") not in splits:
-                continue
-            key = str(row.get("id") or passage_id(text))
-            if key in seen:
-                first_line, first_text = seen[key]
-                if first_text == text:
-                    continue  # the same passage twice: measure it once
-                raise MeasureError(f"{source}, line {number}: id {key!r} was already used on line {first_line} "
-                                   "for a different text; ids must be unique")
-            seen[key] = (number, text)
-            passages.append(Passage(key, text, row.get("domain"), row.get("split")))
+    for number, row, problem in iter_jsonl(source):
+        if problem is not None:
+            raise MeasureError(f"{source}, line {number}: {problem}")
+        text = row.get("text") if isinstance(row, dict) else None
+        if isinstance(row, dict) and row.get("id") is not None and not isinstance(row["id"], (str, int)):
+            raise MeasureError(f"{source}, line {number}: 'id' must be a string or a number, got {row['id']!r:.60}")
+        if not isinstance(text, str) or not text.strip():
+            raise MeasureError(f"{source}, line {number}: a passage needs a non-empty 'text' string")
+        if splits is not None and row.get("split") not in splits:
+            continue
+        key = str(row.get("id") or passage_id(text))
+        if key in seen:
+            first_line, first_text = seen[key]
+            if first_text == text:
+                continue  # the same passage twice: measure it once
+            raise MeasureError(f"{source}, line {number}: id {key!r} was already used on line {first_line} "
+                               "for a different text; ids must be unique")
+        seen[key] = (number, text)
+        passages.append(Passage(key, text, row.get("domain"), row.get("split")))
     if per_domain is not None:
         passages = _sample(passages, per_domain, seed)
     if not passages:
@@ -157,19 +153,12 @@ class LossRecorder:
             raise MeasureError(f"{self.path}: is a folder; the rows file must be a JSONL file")
         rows = []
         try:
-            with self.path.open(encoding="utf-8") as handle:
-                for number, line in enumerate(handle, start=1):
-                    if not line.endswith("\n"):
-                        break  # partial last line from an interrupted write
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise MeasureError(f"{self.path}, line {number}: not valid JSON ({exc.msg})") from None
-                    if not isinstance(row, dict) or not {"id", "expert", "loss"} <= row.keys():
-                        raise MeasureError(f"{self.path}, line {number}: a row needs 'id', 'expert' and 'loss'")
-                    rows.append(row)
+            for number, row, problem in iter_jsonl(self.path, torn_tail=True):  # torn tail: interrupted write
+                if problem is not None:
+                    raise MeasureError(f"{self.path}, line {number}: {problem}")
+                if not isinstance(row, dict) or not {"id", "expert", "loss"} <= row.keys():
+                    raise MeasureError(f"{self.path}, line {number}: a row needs 'id', 'expert' and 'loss'")
+                rows.append(row)
         except UnicodeDecodeError:
             raise MeasureError(f"{self.path}: is not UTF-8 text; the rows file must be a UTF-8 JSONL file") from None
         return rows

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from tryage._io import atomic_write_text
+from tryage._io import atomic_write_text, iter_jsonl
 from tryage.errors import ConfigurationError, QTableError, TryageFileNotFoundError
 
 
@@ -228,19 +228,8 @@ def _describe_encoding(path: Path, exc: UnicodeDecodeError) -> str:
 
 
 def _read_jsonl(path: Path) -> Iterable[tuple[int, Any]]:
-    with path.open(encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            if "\x00" in line:
-                yield number, _Bad("holds NUL bytes (a binary file?)")
-                continue
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield number, _Bad(f"not valid JSON ({exc.msg})")
-            except RecursionError:
-                yield number, _Bad("JSON nested too deeply")
+    for number, value, problem in iter_jsonl(path, encoding="utf-8-sig"):
+        yield number, (value if problem is None else _Bad(problem))
 
 
 def _read_csv(path: Path) -> Iterable[tuple[int, Any]]:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tryage._io import iter_jsonl
 from tryage.errors import CallLogError, CallLogLockedError, require
 
 CallKey = tuple[str, str, str]
@@ -97,19 +98,12 @@ class CallLog:
                                "a call log is a JSONL file written by tryage collect") from None
 
     def _read(self) -> Iterator[CallRecord]:
-        with self.path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.endswith("\n"):
-                    return  # torn last line of a killed writer
-                if not line.strip():
-                    continue
-                try:
-                    data = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise CallLogError(f"{self.path}, line {number}: not valid JSON ({exc.msg})") from None
-                if not isinstance(data, dict) or not {"prompt_id", "expert", "settings"} <= data.keys():
-                    raise CallLogError(f"{self.path}, line {number}: a call record needs 'prompt_id', 'expert' and 'settings'")
-                yield CallRecord.from_dict(data)
+        for number, data, problem in iter_jsonl(self.path, torn_tail=True):  # a torn last line: a killed writer
+            if problem is not None:
+                raise CallLogError(f"{self.path}, line {number}: {problem}")
+            if not isinstance(data, dict) or not {"prompt_id", "expert", "settings"} <= data.keys():
+                raise CallLogError(f"{self.path}, line {number}: a call record needs 'prompt_id', 'expert' and 'settings'")
+            yield CallRecord.from_dict(data)
 
     def latest(self) -> dict[CallKey, CallRecord]:
         """The last record of each key (a later success replaces an earlier error)."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tryage._io import iter_jsonl
 from tryage.errors import PromptFileError, TryageFileNotFoundError
 from tryage.measure import passage_id
 
@@ -127,15 +128,10 @@ def _read_prompts(source: Path) -> list[PromptRow]:
     suffix = source.suffix.lower()
     rows: list[PromptRow] = []
     if suffix in (".jsonl", ".ndjson"):
-        with source.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise PromptFileError(f"not valid JSON ({exc.msg})", path=str(source), line=number) from None
-                rows.append(_row(record, path=str(source), line=number))
+        for number, record, problem in iter_jsonl(source):
+            if problem is not None:
+                raise PromptFileError(problem, path=str(source), line=number)
+            rows.append(_row(record, path=str(source), line=number))
     elif suffix == ".csv":
         with source.open(encoding="utf-8", newline="") as handle:
             reader = csv.DictReader(handle)

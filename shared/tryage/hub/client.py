@@ -26,7 +26,7 @@ from tryage.errors import (
 from tryage.experts import Expert
 from tryage.hub._errors import hub_module as _hub
 from tryage.hub._errors import translate_errors
-from tryage.hub.cache import HubRecord, MetadataCache, default_cache_dir, redact_url
+from tryage.hub.cache import HubRecord, MetadataCache, redact_url
 from tryage.hub.parameters import count_parameters_from_config
 
 #: Properties asked from ``model_info`` / ``list_models`` (the Hub returns only these).
