@@ -85,6 +85,16 @@ def test_ray_budget_stops_the_run_on_the_driver(cluster: str, tmp_path: Path) ->
         assert server.count("sloppy") == 0
 
 
+def test_a_key_missing_on_the_workers_is_the_local_one_line_error(cluster: str, tmp_path: Path) -> None:
+    from tryage.errors import MissingCredentialsError
+
+    with OpenAIServer(api_key=API_KEY) as server:
+        experts = [entry(server, "good", api_key_env="TRYAGE_TEST_UNSET_KEY")]
+        with pytest.raises(MissingCredentialsError, match="set the environment variable TRYAGE_TEST_UNSET_KEY"):
+            collect(sums(2), experts, scorer="numeric", out=tmp_path / "q.jsonl", backend="ray", **FAST)
+        assert server.count("good") == 0 and CallLog(tmp_path / "q.calls.jsonl").records() == []
+
+
 def test_hf_and_python_experts_are_refused_on_ray_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from tryage.cli import main
 

@@ -39,7 +39,7 @@ from tryage.collect.calllog import CallLog, CallRecord
 from tryage.collect.prompts import PromptRow
 from tryage.collect.runner import Runner, RunStats
 from tryage.distributed import AsyncWorker
-from tryage.errors import ConfigurationError
+from tryage.errors import ConfigurationError, TryageError
 
 #: CPUs an API actor reserves: it mostly waits on the network, so four share a core.
 API_ACTOR_CPUS = 0.25
@@ -66,12 +66,21 @@ class CollectWorker(AsyncWorker):
         spec = ExpertSpec.from_dict(entry)
         super().__init__(max_in_flight=spec.concurrency or concurrency)
         self.spec = spec
-        self.backend = build_backend(spec)
+        self.failure: TryageError | None = None
+        try:
+            self.backend = build_backend(spec)
+        except TryageError as exc:  # no key on this node, a missing client: raised with the first batch,
+            self.failure, self.backend = exc, None  # as a task error the driver re-raises as itself
         self.runner = Runner({spec.name: spec}, {spec.name: self.backend}, None,  # type: ignore[arg-type]
                              concurrency=concurrency, timeout=timeout, retries=retries, retry_base=retry_base,
                              observed_output_tokens={spec.name: observed})
         self.stats = RunStats()
         self.rate = self.runner.limiter(spec, share=share)
+
+    def __call__(self, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        if self.failure is not None:
+            raise self.failure
+        return super().__call__(items)
 
     async def call(self, item: Mapping[str, Any]) -> dict[str, Any]:
         row = PromptRow(str(item["id"]), item["prompt"], item.get("reference"))
@@ -147,7 +156,8 @@ def run_on_ray(todo: Sequence[tuple[PromptRow, ExpertSpec]], log: CallLog, *, co
         width = spec.concurrency or concurrency
         kwargs = {"entry": spec_entry(spec), "concurrency": concurrency, "timeout": timeout, "retries": retries,
                   "retry_base": retry_base, "share": workers, "observed": list(observed.get(name, ()))}
-        pools.append(PoolSpec(name, mine, CollectWorker, kwargs, size=workers, batch_size=width,
+        size = min(workers, -(-len(mine) // width))  # no idle actor: each gets a batch at least
+        pools.append(PoolSpec(name, mine, CollectWorker, kwargs, size=size, batch_size=width,
                               num_cpus=API_ACTOR_CPUS))
     try:
         run_pools(pools, recorder, address=address, num_cpus=num_cpus,
