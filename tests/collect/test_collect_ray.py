@@ -13,12 +13,11 @@ pytest.importorskip("langchain_openai", reason="these tests drive the real ChatO
 ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed (pip install 'tryage[ray]')")
 pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'tryage[ray]')")
 
-from collect_helpers import entry, sums, write_experts, write_jsonl  # noqa: E402
-from conftest import API_KEY  # noqa: E402
-from openai_server import OpenAIServer  # noqa: E402
-
-from tryage.collect import CallLog, collect  # noqa: E402
-from tryage.errors import BudgetReachedError, ConfigurationError  # noqa: E402
+from collect_helpers import entry, sums, write_experts, write_jsonl
+from conftest import API_KEY
+from openai_server import OpenAIServer
+from tryage.collect import CallLog, collect
+from tryage.errors import BudgetReachedError, ConfigurationError
 
 FAST = {"retry_base": 0.01, "progress": False}
 
