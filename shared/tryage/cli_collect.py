@@ -4,6 +4,7 @@
 
     tryage collect --prompts prompts.jsonl --experts experts.json --scorer exact --out q.jsonl --budget 2
     tryage collect ... --dry-run                      # list the calls and their estimated cost
+    tryage collect ... --ray --workers 2              # one pool of 2 Ray actors per expert
     tryage score --log q.calls.jsonl --prompts prompts.jsonl --scorer contains --out q2.jsonl
 
 ``tryage.cli`` calls :func:`register` with its sub-parsers. Bad input raises
@@ -44,6 +45,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--retries", type=int, default=3, metavar="N", help="retries of a transient error (default: 3)")
     _scorer_options(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    from tryage.cli_measure import add_ray_arguments
+
+    add_ray_arguments(p)  # --ray: one Ray actor pool of --workers actors per expert; this process logs
     p.set_defaults(func=run_collect)
 
     p = subparsers.add_parser(
@@ -123,13 +127,20 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
 
 
 def run_collect(args: argparse.Namespace) -> int:
+    from tryage.cli_measure import ray_options
     from tryage.collect import collect
     from tryage.collect.pipeline import DryRun
 
+    ray = ray_options(args)
+    if ray["num_gpus"]:
+        raise ConfigurationError(f"--num-gpus does not apply to collect (its Ray actors call APIs), got {args.num_gpus}")
+    on_ray = {"backend": "ray", "address": ray["address"], "workers": ray["workers"],
+              "num_cpus": ray["num_cpus"]} if args.ray else {}
     result = collect(args.prompts, args.experts, scorer=args.scorer, out=args.out, log=args.log,
                      library_out=args.library_out, budget=args.budget, dry_run=args.dry_run,
                      concurrency=args.concurrency, timeout=args.timeout, retries=args.retries,
-                     progress=None if not args.json else False, **(_scorer_kwargs(args) if not args.dry_run else {}))
+                     progress=None if not args.json else False, **on_ray,
+                     **(_scorer_kwargs(args) if not args.dry_run else {}))
     if isinstance(result, DryRun):
         if args.json:
             print(json.dumps({"calls": [c.__dict__ for c in result.calls], "cached": result.cached,

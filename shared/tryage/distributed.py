@@ -198,17 +198,19 @@ def run_pools(pools: Sequence[PoolSpec], recorder: Recorder, *, address: str | N
 
     bar = _progress(total, ", ".join(names) + " (ray)", progress)
     written = 0
-    for batch in stream(dataset, batch_format="pyarrow", batch_size=None):
-        fresh = []
-        for line in batch.column("row").to_pylist():
-            row = json.loads(line)
-            key = (str(row["id"]), str(row["expert"]))
-            if key not in seen:  # a re-run batch of a restarted actor
-                seen.add(key)
-                fresh.append(row)
-        written += recorder.append(fresh) if fresh else 0
-        bar.update(batch.num_rows)
-    bar.close()
+    try:  # the recorder may stop the run by raising (tryage collect's budget)
+        for batch in stream(dataset, batch_format="pyarrow", batch_size=None):
+            fresh = []
+            for line in batch.column("row").to_pylist():
+                row = json.loads(line)
+                key = (str(row["id"]), str(row["expert"]))
+                if key not in seen:  # a re-run batch of a restarted actor
+                    seen.add(key)
+                    fresh.append(row)
+            written += recorder.append(fresh) if fresh else 0
+            bar.update(batch.num_rows)
+    finally:
+        bar.close()
     return written
 
 

@@ -222,6 +222,9 @@ class MissingDependencyError(TryageError, ImportError):
             f"{package!r} is required for this feature; install it with: pip install 'tryage[{extra}]'"
         )
 
+    def __reduce__(self):  # noqa: ANN204 - a Ray worker reports it to the driver
+        return (type(self), (self.package, self.extra))
+
 
 class ClusterConnectionError(TryageError, ConnectionError):
     """A Ray cluster could not be joined or started (``tryage.distributed``).
@@ -377,10 +380,14 @@ class UnknownProviderError(ExpertSpecError):
     def __init__(self, expert: str, provider: str, detail: str = "") -> None:
         self.expert = expert
         self.provider = provider
+        self.detail = detail
         super().__init__(f"expert {expert!r}: unknown model provider {provider!r}"
                          + (f" ({detail})" if detail else "")
                          + "; write 'model' as '<provider>:<model id>', e.g. 'openai:gpt-4o-mini', "
                            "'anthropic:claude-3-5-haiku-latest', 'ollama:llama3'")
+
+    def __reduce__(self):  # noqa: ANN204 - a `collect --ray` worker reports it to the driver
+        return (type(self), (self.expert, self.provider, self.detail))
 
 
 class MissingCredentialsError(TryageError, PermissionError):
@@ -396,6 +403,9 @@ class MissingCredentialsError(TryageError, PermissionError):
         self.variable = variable
         super().__init__(f"expert {expert!r}: no API key; set the environment variable {variable} "
                          "(keys are read from the environment only, never from the experts file)")
+
+    def __reduce__(self):  # noqa: ANN204 - a `collect --ray` worker reports it to the driver
+        return (type(self), (self.expert, self.variable))
 
 
 class ScorerError(TryageError, ValueError):

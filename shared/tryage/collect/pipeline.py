@@ -151,7 +151,8 @@ def collect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, out: str 
             log: str | os.PathLike[str] | None = None, library_out: str | os.PathLike[str] | None = None,
             budget: float | None = None, dry_run: bool = False, concurrency: int = 4, timeout: float | None = 60.0,
             retries: int = 3, progress: bool | None = None, pattern: str | None = None, judge: Any = None,
-            rubric: str = DEFAULT_RUBRIC, retry_base: float = 0.5) -> CollectResult | DryRun:
+            rubric: str = DEFAULT_RUBRIC, retry_base: float = 0.5, backend: str = "local", address: str | None = None,
+            workers: int = 1, num_cpus: int | None = None) -> CollectResult | DryRun:
     """Call every expert on every prompt, score the answers and write a Q-table.
 
     Args:
@@ -174,11 +175,18 @@ def collect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, out: str 
         judge: The chat model of the ``judge`` scorer.
         rubric: The judge's instructions.
         retry_base: Seconds before the first retry (doubled each time).
+        backend: ``"local"`` (this process, async) or ``"ray"``: one Ray actor pool per expert makes
+            the calls and this process logs them (see :mod:`tryage.collect.on_ray`, also for how
+            the budget works with calls in flight on workers). ``"ray"`` takes ``model`` entries only.
+        address: Ray cluster to join (``backend="ray"``); without it a local Ray instance starts.
+        workers: Actors per expert (``backend="ray"``); each keeps ``concurrency`` calls in flight.
+        num_cpus: CPUs of the local Ray instance started without ``address`` (default: all).
     """
     return _run_sync(acollect(prompts, experts, scorer=scorer, out=out, log=log, library_out=library_out,
                               budget=budget, dry_run=dry_run, concurrency=concurrency, timeout=timeout,
                               retries=retries, progress=progress, pattern=pattern, judge=judge, rubric=rubric,
-                              retry_base=retry_base))
+                              retry_base=retry_base, backend=backend, address=address, workers=workers,
+                              num_cpus=num_cpus))
 
 
 async def acollect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, out: str | os.PathLike[str] | None = None,
@@ -186,11 +194,22 @@ async def acollect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, ou
                    budget: float | None = None, dry_run: bool = False, concurrency: int = 4,
                    timeout: float | None = 60.0, retries: int = 3, progress: bool | None = None,
                    pattern: str | None = None, judge: Any = None, rubric: str = DEFAULT_RUBRIC,
-                   retry_base: float = 0.5) -> CollectResult | DryRun:
+                   retry_base: float = 0.5, backend: str = "local", address: str | None = None, workers: int = 1,
+                   num_cpus: int | None = None) -> CollectResult | DryRun:
     """The async form of :func:`collect` (same arguments)."""
     _check_numbers(budget=budget, concurrency=concurrency, timeout=timeout, retries=retries)
+    if backend not in ("local", "ray"):
+        raise ConfigurationError(f"backend must be 'local' or 'ray', got {backend!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigurationError(f"workers must be a whole number >= 1, got {workers!r}")
+    if backend == "local" and (address is not None or workers != 1 or num_cpus is not None):
+        raise ConfigurationError("address, workers and num_cpus apply with backend='ray' only")
     rows = _rows(prompts)
     specs = load_experts(experts)
+    if backend == "ray":
+        from tryage.collect.on_ray import check_ray_experts
+
+        check_ray_experts(specs)
     if out is None and log is None:
         raise ConfigurationError("give out= (the Q-table to write) or log= (the call log to keep answers in)")
     for what, path in (("out", out), ("log", log)):
@@ -223,14 +242,23 @@ async def acollect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, ou
     with CallLog(log_path) as call_log:
         done = call_log.latest()
         todo = pending(done)
-        backends = {name: build_backend(by_name[name]) for name in dict.fromkeys(s.name for _, s in todo)}
-        runner = Runner(by_name, backends, call_log, concurrency=concurrency, timeout=timeout, retries=retries,
-                        budget=budget, progress=progress, retry_base=retry_base, observed_output_tokens=observed(done))
-        try:
-            stats = await runner.run(todo) if todo else RunStats()
-        finally:
-            for backend in backends.values():
-                await backend.aclose()
+        if backend == "ray":
+            from tryage.collect.on_ray import run_on_ray
+
+            stats = await asyncio.to_thread(
+                run_on_ray, todo, call_log, concurrency=concurrency, timeout=timeout, retries=retries,
+                retry_base=retry_base, budget=budget, observed=observed(done), workers=workers, address=address,
+                num_cpus=num_cpus, progress=progress) if todo else RunStats()
+        else:
+            backends = {name: build_backend(by_name[name]) for name in dict.fromkeys(s.name for _, s in todo)}
+            runner = Runner(by_name, backends, call_log, concurrency=concurrency, timeout=timeout, retries=retries,
+                            budget=budget, progress=progress, retry_base=retry_base,
+                            observed_output_tokens=observed(done))
+            try:
+                stats = await runner.run(todo) if todo else RunStats()
+            finally:
+                for opened in backends.values():
+                    await opened.aclose()
     if stats.budget_reached:
         raise BudgetReachedError(float(budget), stats.spent, stats.not_made)  # type: ignore[arg-type]
     latest = {**done, **{r.key: r for r in stats.records}}

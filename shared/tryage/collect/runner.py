@@ -214,12 +214,26 @@ class Runner:
         stats.not_made = len(todo) - stats.made
         return stats
 
-    def _limiter(self, spec: ExpertSpec) -> Any:
+    async def call(self, row: Any, spec: ExpertSpec, stats: RunStats, limiter: Any = None) -> CallRecord | None:
+        """One call with this runner's retries, backoff, timeout and budget, *not* logged.
+
+        ``None`` when it was held back (the budget, or ``spec`` skipped after a 401/403 in ``stats``).
+        A Ray worker of ``tryage collect --ray`` calls this and returns the record to the driver,
+        which logs it; :meth:`run` logs its own calls.
+        """
+        return await self._call(row, spec, limiter, stats)
+
+    def limiter(self, spec: ExpertSpec, *, share: int = 1) -> Any:
+        """The rate limiter of ``spec`` (``None`` without ``requests_per_second``); ``share``
+        processes splitting the limit each get ``requests_per_second / share``."""
+        return self._limiter(spec, share=share)
+
+    def _limiter(self, spec: ExpertSpec, share: int = 1) -> Any:
         if spec.requests_per_second is None:
             return None
         from langchain_core.rate_limiters import InMemoryRateLimiter
 
-        rate = float(spec.requests_per_second)
+        rate = float(spec.requests_per_second) / share
         return InMemoryRateLimiter(requests_per_second=rate, check_every_n_seconds=min(0.1, 0.5 / max(rate, 1e-9)),
                                    max_bucket_size=max(1.0, rate))
 

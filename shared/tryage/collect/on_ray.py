@@ -1,0 +1,171 @@
+"""``tryage collect --ray``: the calls of a collection made by Ray actor pools, logged by the driver.
+
+What runs where
+---------------
+* **Driver** (the process running :func:`tryage.collect.collect` with ``backend="ray"``): holds the
+  call log's lock, works out the calls not yet in the log (exactly those the local backend would
+  make), runs them through :func:`tryage.distributed.run_pools` and appends every record that
+  streams back to the *same* call log. Only the driver writes, so the lock, the resume and
+  ``tryage score`` work as after a local run.
+* **Workers**: one actor pool per expert (``workers`` actors each). An actor builds the expert's
+  chat model once from its entry (``init_chat_model`` with ``model_kwargs``; the API key comes
+  from *the worker's* environment: set it on every node) and makes its calls with the local
+  runner's own code (:meth:`tryage.collect.runner.Runner.call`: retries with backoff, the
+  per-attempt timeout, the 401/403 stop), at most ``concurrency`` at once (an entry's own
+  ``concurrency`` wins). An entry's ``requests_per_second`` is split evenly between the pool's
+  actors. An API actor reserves a quarter of a CPU: it mostly waits on the network.
+
+Budget
+------
+The budget is checked on the driver, as records stream back: the run stops as soon as the USD
+logged by this run plus the largest estimated cost of any call of the run would pass ``budget``
+(checked once before anything starts, too). Calls already in flight on the workers at that moment
+cannot be called back: they are cancelled, their records are not logged (a rerun makes them again)
+and the provider may still bill them. That is at most ``workers × concurrency`` calls per expert,
+plus the finished batches Ray Data holds for the driver (each of ``concurrency`` calls) — so keep
+a margin of that many calls' cost under a hard limit, or run without ``--ray`` where the budget is
+reserved before every attempt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tryage.collect.backends import _FIELDS, ExpertSpec, build_backend
+from tryage.collect.calllog import CallLog, CallRecord
+from tryage.collect.prompts import PromptRow
+from tryage.collect.runner import Runner, RunStats
+from tryage.distributed import AsyncWorker
+from tryage.errors import ConfigurationError, TryageError
+
+#: CPUs an API actor reserves: it mostly waits on the network, so four share a core.
+API_ACTOR_CPUS = 0.25
+
+
+def check_ray_experts(specs: Sequence[ExpertSpec]) -> None:
+    """Refuse experts a Ray worker cannot rebuild from their entry (``hf`` folders, Python objects)."""
+    local = [f"{s.name} ({'hf' if s.kind == 'hf' else 'Python object'})" for s in specs if s.kind != "chat"]
+    if local:
+        raise ConfigurationError(f"backend 'ray' calls experts with a 'model' entry only; {', '.join(local)} "
+                                 "run locally: collect them without --ray")
+
+
+def spec_entry(spec: ExpertSpec) -> dict[str, Any]:
+    """The plain experts-file entry of a ``model`` expert: what is shipped to its actors."""
+    return {name: getattr(spec, name) for name in _FIELDS}
+
+
+class CollectWorker(AsyncWorker):
+    """One actor of an expert's pool: builds the chat model once, returns one call record per item."""
+
+    def __init__(self, *, entry: Mapping[str, Any], concurrency: int, timeout: float | None, retries: int,
+                 retry_base: float, share: int, observed: Sequence[int]) -> None:
+        spec = ExpertSpec.from_dict(entry)
+        super().__init__(max_in_flight=spec.concurrency or concurrency)
+        self.spec = spec
+        self.failure: TryageError | None = None
+        try:
+            self.backend = build_backend(spec)
+        except TryageError as exc:  # no key on this node, a missing client: raised with the first batch,
+            self.failure, self.backend = exc, None  # as a task error the driver re-raises as itself
+        self.runner = Runner({spec.name: spec}, {spec.name: self.backend}, None,  # type: ignore[arg-type]
+                             concurrency=concurrency, timeout=timeout, retries=retries, retry_base=retry_base,
+                             observed_output_tokens={spec.name: observed})
+        self.stats = RunStats()
+        self.rate = self.runner.limiter(spec, share=share)
+
+    def __call__(self, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        if self.failure is not None:
+            raise self.failure
+        return super().__call__(items)
+
+    async def call(self, item: Mapping[str, Any]) -> dict[str, Any]:
+        row = PromptRow(str(item["id"]), item["prompt"], item.get("reference"))
+        record = await self.runner.call(row, self.spec, self.stats, self.rate)
+        if record is None:  # this actor saw a 401/403 for the expert: the rest would fail the same way
+            return {"id": row.id, "expert": self.spec.name, "skipped": self.stats.skipped_experts[self.spec.name]}
+        return {"id": row.id, **dataclasses.asdict(record)}
+
+
+class _BudgetStop(Exception):
+    """Raised by the recorder to stop the stream when the budget is reached."""
+
+
+class _LogRecorder:
+    """The :class:`tryage.distributed.Recorder` of a collection: appends records to the open call log."""
+
+    def __init__(self, log: CallLog, stats: RunStats, budget: float | None, largest: float) -> None:
+        self.log, self.stats, self.budget, self.largest = log, stats, budget, largest
+
+    def done(self) -> set[tuple[str, str]]:
+        return set()  # the driver sends only the calls the log lacks (keyed with the settings hash)
+
+    def over_budget(self) -> bool:
+        return self.budget is not None and self.stats.spent + self.largest > self.budget + 1e-12
+
+    def append(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        written = 0
+        for row in rows:
+            if "skipped" in row:
+                self.stats.skipped_experts.setdefault(str(row["expert"]), str(row["skipped"]))
+                continue
+            record = CallRecord.from_dict(row)
+            self.log.append(record)
+            self.stats.records.append(record)
+            self.stats.made += 1
+            self.stats.errors += 0 if record.ok else 1
+            self.stats.spent += record.cost
+            written += 1
+        if self.over_budget():
+            self.stats.budget_reached = True
+            raise _BudgetStop
+        return written
+
+
+def run_on_ray(todo: Sequence[tuple[PromptRow, ExpertSpec]], log: CallLog, *, concurrency: int,
+               timeout: float | None, retries: int, retry_base: float, budget: float | None,
+               observed: Mapping[str, Sequence[int]], workers: int = 1, address: str | None = None,
+               num_cpus: int | None = None, progress: bool | None = None) -> RunStats:
+    """Make the calls of ``todo`` on Ray pools and append their records to ``log`` (open for writing).
+
+    Blocks; see the module doc for what runs where and how the budget stops a run.
+    """
+    from tryage.distributed import PoolSpec, run_pools
+
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigurationError(f"workers must be a whole number >= 1, got {workers!r}")
+    specs = {spec.name: spec for _, spec in todo}
+    check_ray_experts(list(specs.values()))
+    stats = RunStats()
+    estimator = Runner(specs, {}, log, observed_output_tokens=observed)
+    largest = max((estimator.plan(row, spec).cost for row, spec in todo), default=0.0)
+    recorder = _LogRecorder(log, stats, budget, largest)
+    if todo and recorder.over_budget():  # not even one call fits: make none, as the local run does
+        stats.budget_reached = True
+        stats.not_made = len(todo)
+        return stats
+    items: dict[str, list[dict[str, Any]]] = {}
+    for row, spec in todo:
+        items.setdefault(spec.name, []).append({"id": row.id, "prompt": row.prompt, "reference": row.reference})
+    pools = []
+    for name, mine in items.items():
+        spec = specs[name]
+        width = spec.concurrency or concurrency
+        kwargs = {"entry": spec_entry(spec), "concurrency": concurrency, "timeout": timeout, "retries": retries,
+                  "retry_base": retry_base, "share": workers, "observed": list(observed.get(name, ()))}
+        size = min(workers, -(-len(mine) // width))  # no idle actor: each gets a batch at least
+        pools.append(PoolSpec(name, mine, CollectWorker, kwargs, size=size, batch_size=width,
+                              num_cpus=API_ACTOR_CPUS))
+    try:
+        run_pools(pools, recorder, address=address, num_cpus=num_cpus,
+                  progress=sys.stderr.isatty() if progress is None else progress)
+    except _BudgetStop:
+        pass
+    stats.not_made = len(todo) - stats.made
+    return stats
+
+
+__all__ = ["API_ACTOR_CPUS", "CollectWorker", "check_ray_experts", "run_on_ray", "spec_entry"]
