@@ -12,10 +12,11 @@ from tryage.cli import main
 from tryage.defaults import DEFAULT_DIR, default_router_path
 from tryage.errors import ConfigurationError
 
-MATH = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-        "How many clips did Natalia sell altogether in April and May?")
-CODE = ("Write a python function to find the first repeated character in a given string.\n"
-        "assert first_repeated_char('abcabc') == 'a'")
+# Written for this test in the style of gsm8k and mbpp, not taken from the table the router learned from.
+MATH = ("Tomas bakes 36 muffins on Monday and twice as many on Tuesday. He sells 70 of them. "
+        "How many muffins does he have left?")
+CODE = ("Write a python function to count the vowels in a given string.\n"
+        "assert count_vowels('routing') == 3")
 SMALL_PRICE = 0.2  # USD per 1M tokens: the 7-9B models; the 49-70B ones cost 0.9
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_DIR / "open-llms" / "config.json").exists(),
@@ -39,7 +40,7 @@ def test_open_llms_ships_head_weights_and_no_prompt_text() -> None:
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "experts.json", "model.safetensors",
                                                          "results.json"]
     text = "".join(p.read_text(encoding="utf-8") for p in folder.glob("*.json"))
-    assert "Natalia" not in text and "assert" not in text
+    assert "Tomas" not in text and "assert" not in text
 
 
 @pytest.mark.slow
