@@ -43,6 +43,9 @@ router on the outcomes), and with ``sticky=True`` on a thread ``tryage_sticky``:
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -185,7 +188,10 @@ class ChatTryage(BaseChatModel):
         max_fallbacks: At most this many further experts (``None``: all eligible ones).
         temperature: If set, sent to the chosen expert with every call (as ``temperature=``).
         max_tokens: If set, sent to the chosen expert with every call.
-        timeout: If set, sent to the chosen expert with every call.
+        timeout: If set, sent to the chosen expert with every call, and enforced by ChatTryage too: an
+            expert (its retries included) that has not answered ``timeout`` + 1 s later is given up with
+            a ``TimeoutError`` (then, with ``fallback``, the next expert answers), even when the
+            expert's own client ignores its timeout. Streams are not cut.
         stop: Default stop sequences, sent to the chosen expert.
         max_retries: Retries of the chosen expert (by ChatTryage) before falling back or raising.
         streaming: If ``True``, ``invoke`` streams from the expert and returns the joined message.
@@ -421,10 +427,15 @@ class ChatTryage(BaseChatModel):
         job = yield from self._routed(messages, parent, kwargs, is_async)
         prepare = self._expert_call(parent, stop, kwargs)
 
+        limit = None if self.timeout is None else self.timeout + _TIMEOUT_GRACE_S
+
         def call(name: str, group: list[Job]) -> tuple[Any, Any]:
             expert, config, kw = prepare(group[0])
-            return (lambda: [expert.invoke(group[0].payload, config, **kw)],
-                    lambda: _alist(expert.ainvoke(group[0].payload, config, **kw)))
+            if limit is None:
+                return (lambda: [expert.invoke(group[0].payload, config, **kw)],
+                        lambda: _alist(expert.ainvoke(group[0].payload, config, **kw)))
+            return (lambda: [_within(limit, name, lambda: expert.invoke(group[0].payload, config, **kw))],
+                    lambda: _alist(_awithin(limit, name, expert.ainvoke(group[0].payload, config, **kw))))
 
         ((_, out),) = yield from run_experts([job], call, (Exception,))
         if isinstance(out, BaseException):
@@ -515,6 +526,46 @@ class ChatTryage(BaseChatModel):
 
 async def _alist(awaitable: Any) -> list[Any]:
     return [await awaitable]
+
+
+_TIMEOUT_GRACE_S = 1.0
+"""How long past ``timeout`` ChatTryage waits before giving an expert up (its client should stop first)."""
+
+
+def _late(name: str, limit: float) -> TimeoutError:
+    return TimeoutError(f"expert {name!r} did not answer within {limit:g} s (timeout + {_TIMEOUT_GRACE_S:g} s grace)")
+
+
+async def _awithin(limit: float, name: str, awaitable: Any) -> Any:
+    try:
+        return await asyncio.wait_for(awaitable, limit)
+    except asyncio.TimeoutError:
+        raise _late(name, limit) from None
+
+
+def _within(limit: float, name: str, work: Callable[[], Any]) -> Any:
+    """``work()`` in a daemon thread (with this context), given up after ``limit`` seconds.
+
+    A sync call cannot be cancelled: an expert that ignores its own timeout keeps its thread until it
+    returns, but the caller is answered (or falls back) on time.
+    """
+    box: dict[str, Any] = {}
+    context = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            box["value"] = context.run(work)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"tryage-expert-{name}", daemon=True)
+    thread.start()
+    thread.join(limit)
+    if thread.is_alive():
+        raise _late(name, limit)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 __all__ = ["ChatTryage"]

@@ -287,6 +287,41 @@ def test_chat_tryage_falls_back_from_a_failing_and_a_hanging_expert_within_the_t
     assert reply.response_metadata["tryage_expert"] == "c"
 
 
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
+def test_chat_tryage_gives_up_an_expert_that_ignores_its_timeout(router, mode: str) -> None:  # noqa: ANN001
+    pytest.importorskip("langchain_core")
+    import asyncio
+
+    from langchain_core.language_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    from langchain_tryage import ChatTryage
+
+    class Stubborn(GenericFakeChatModel):
+        """Ignores the timeout it is sent: only ChatTryage's own limit can end the call."""
+
+        def _generate(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            time.sleep(3600)
+
+        async def _agenerate(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            await asyncio.sleep(3600)
+
+    answering = GenericFakeChatModel(messages=iter([AIMessage("c answers")] * 4))
+    experts = {"a": Stubborn(messages=iter([])), "b": Stubborn(messages=iter([])), "c": answering}
+    model = ChatTryage(router=router, experts=experts, fallback=True, timeout=0.2)
+    if mode == "invoke":
+        reply = model.invoke("hello")
+    else:
+        reply = asyncio.run(asyncio.wait_for(model.ainvoke("hello"), timeout=30))
+    assert reply.content == "c answers" and reply.response_metadata["tryage_expert"] == "c"
+    assert reply.response_metadata["tryage_fallback_from"] == ["a", "b"]  # a was chosen; both gave up on time
+
+    alone = ChatTryage(router=router, experts={"a": Stubborn(messages=iter([])), "b": Stubborn(messages=iter([])),
+                                               "c": Stubborn(messages=iter([]))}, fallback=False, timeout=0.2)
+    with pytest.raises(TimeoutError, match=r"did not answer within 1.2 s"):
+        alone.invoke("hello") if mode == "invoke" else asyncio.run(alone.ainvoke("hello"))
+
+
 # -- measure killed mid-run ----------------------------------------------------------------------
 
 MEASURER = textwrap.dedent("""
