@@ -10,6 +10,17 @@ from pathlib import Path
 from typing import Any
 
 
+def truncate_torn_tail(path: str | os.PathLike[str]) -> None:
+    """Cut a last line without its newline (the append of a killed writer) off an append-only file."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with path.open("rb+") as handle:
+        data = handle.read()
+        if data and not data.endswith(b"\n"):
+            handle.truncate(data.rfind(b"\n") + 1)
+
+
 def iter_jsonl(path: str | os.PathLike[str], *, torn_tail: bool = False,
                encoding: str = "utf-8") -> Iterator[tuple[int, Any, str | None]]:
     """``(line number, value, problem)`` for each non-blank line of a JSONL file.

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from tryage._io import iter_jsonl
+from tryage._io import iter_jsonl, truncate_torn_tail
 from tryage.errors import ConfigurationError, ExpertModelNotFoundError, MeasureError, TryageFileNotFoundError
 from tryage.qtable import QTable
 
@@ -170,14 +170,6 @@ class LossRecorder:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return FileLock(str(self.path) + ".lock")
 
-    def _repair(self) -> None:
-        if not self.path.exists():
-            return
-        with self.path.open("rb+") as handle:
-            data = handle.read()
-            if data and not data.endswith(b"\n"):
-                handle.truncate(data.rfind(b"\n") + 1)
-
     def append(self, rows: Iterable[Mapping[str, Any]], *, skip_done: bool = False) -> int:
         """Append rows and flush them to disk; returns how many were written.
 
@@ -186,7 +178,7 @@ class LossRecorder:
         """
         rows = [dict(r) for r in rows]
         with self.lock():
-            self._repair()
+            truncate_torn_tail(self.path)
             if skip_done:
                 present = {(r["id"], r["expert"], r.get("task")) for r in self.rows()}
                 fresh = []

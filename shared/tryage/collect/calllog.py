@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tryage._io import iter_jsonl
+from tryage._io import iter_jsonl, truncate_torn_tail
 from tryage.errors import CallLogError, CallLogLockedError, require
 
 CallKey = tuple[str, str, str]
@@ -124,7 +124,7 @@ class CallLog:
             raise CallLogLockedError(str(self.path)) from None
         self._lock = lock
         try:
-            self._repair()
+            truncate_torn_tail(self.path)
             self._handle = self.path.open("ab", buffering=0)  # unbuffered: a failed write is undone below
         except BaseException:
             lock.release()
@@ -141,14 +141,6 @@ class CallLog:
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
-
-    def _repair(self) -> None:
-        if not self.path.exists():
-            return
-        with self.path.open("rb+") as handle:
-            data = handle.read()
-            if data and not data.endswith(b"\n"):
-                handle.truncate(data.rfind(b"\n") + 1)
 
     def append(self, record: CallRecord) -> None:
         """Write one record and flush it to the OS (it survives the process being killed)."""
