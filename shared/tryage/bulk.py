@@ -8,6 +8,7 @@ name and renamed when complete, so a failed run never leaves half a file behind.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
@@ -59,19 +60,17 @@ def route_file(router: TryageRouter, source: str | os.PathLike[str], out: str | 
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             if backend == "local":
-                chunk: list[tuple[Any, str]] = []
-                for item in [*_local_prompts(source, column), None]:
-                    if item is not None:
-                        chunk.append(item)
-                    if chunk and (item is None or len(chunk) == batch_size):
-                        decisions = router.route_batch([p for _, p in chunk], weights=weights)
-                        for (ident, _), d in zip(chunk, decisions):
-                            _write(handle, ident, d.to_dict())
-                        count += len(chunk)
-                        chunk = []
+                items = _local_prompts(source, column)  # streamed: one batch in memory at a time
+                while chunk := list(itertools.islice(items, batch_size)):
+                    decisions = router.route_batch([p for _, p in chunk], weights=weights)
+                    for (ident, _), d in zip(chunk, decisions):
+                        _write(handle, ident, d.to_dict())
+                    count += len(chunk)
             else:
                 count = _route_on_ray(router, source, handle, weights=weights, column=column, batch_size=batch_size,
                                       workers=workers, num_gpus=num_gpus, address=address, num_cpus=num_cpus)
+            if count == 0:
+                raise ConfigurationError(f"{source}: no prompts; give a JSONL file with a {column!r} string per line")
         os.replace(staging, target)
     except BaseException:
         Path(staging).unlink(missing_ok=True)

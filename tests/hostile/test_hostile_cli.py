@@ -149,3 +149,13 @@ def test_route_with_a_router_predicting_nan_exits_2_naming_experts_and_prompt(ti
     assert main(["route", "def python code", "--router", str(damaged)]) == 2
     line = one_error_line(capsys)
     assert "NaN or infinite" in line and "'a'" in line and "'def python code'" in line
+
+
+def test_route_input_file_without_prompts_exits_2_and_writes_nothing(tiny_router: Path, tmp_path: Path,
+                                                                     capsys) -> None:  # noqa: ANN001
+    source, out = tmp_path / "empty.jsonl", tmp_path / "decisions.jsonl"
+    source.write_text("\n", encoding="utf-8")
+    assert main(["route", "--router", str(tiny_router), "--input", str(source), "--out", str(out)]) == 2
+    line = one_error_line(capsys)
+    assert str(source) in line and "no prompts" in line
+    assert not out.exists() and list(tmp_path.glob(".decisions.jsonl.*")) == []
