@@ -145,10 +145,10 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"benchmark": "collect_overhead", "prompts": args.prompts, "models": list(MODELS),
               "concurrency_per_model": args.concurrency, "repeats": args.repeats, "cpu_count": os.cpu_count(),
               "runs": [measure(d, rows, args.concurrency, args.repeats) for d in args.delay]}
-    text = json.dumps(result, indent=2)
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n", encoding="utf-8")
+    from tryage.evaluation import write_json
+
+    print(json.dumps(result, indent=2))
+    write_json(result, args.out)
     return result
 
 

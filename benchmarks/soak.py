@@ -250,10 +250,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.ainvoke:
         result["langchain_ainvoke"] = langchain_phase(args)
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    text = json.dumps(result, indent=2)
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n", encoding="utf-8")
+    from tryage.evaluation import write_json
+
+    print(json.dumps(result, indent=2))
+    write_json(result, args.out)
     return result
 
 
