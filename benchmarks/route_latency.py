@@ -1,10 +1,12 @@
 """Routing latency and throughput beside the bare encoder forward pass (the floor), in one run.
 
-    python benchmarks/route_latency.py [--router DIR] [--repeats 200] [--threads 2] [--int8]
+    python benchmarks/route_latency.py [--router DIR] [--repeats 200] [--threads 2] [--int8] [--onnx]
 
 Prints JSON: p50/p95 latency at batch 1 and throughput at batch 32 for short prompts, for
 ``TryageRouter.route`` / ``route_batch`` (flags parsed, head applied, objective solved, decision
-built) and for the encoder alone (tokenise + forward + mean-pool under ``torch.inference_mode``).
+built) and for the encoder alone (``TextEncoder.embed``: tokenise + forward + mean-pool, no gradients).
+``--onnx`` adds the same router loaded with ``backend="onnx"`` (the encoder in ONNX Runtime) and the
+share of LLMRouter prompts on which it chooses as PyTorch does; ``--int8`` adds dynamic int8 quantisation.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 PROMPTS = [
     "What is the capital of California?", "Write a Python function that reverses a list.",
@@ -47,13 +51,31 @@ def quantised(router):  # noqa: ANN001, ANN201
     return TryageRouter(predictor, router.library, constraints=router.constraints, weights=router.weights)
 
 
+def onnx_quality(n: int) -> dict | None:
+    """PyTorch vs ONNX Runtime encoder (``backend="onnx"``) under the open-llms router on ``n`` LLMRouter prompts."""
+    from tryage import QTable, TryageRouter
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "llmrouter" / "train.jsonl"
+    if not data.exists():
+        return None
+    table = QTable.from_file(data)
+    rows = np.sort(np.random.default_rng(0).choice(len(table), size=min(n, len(table)), replace=False))
+    prompts = [table.prompts[i] for i in rows]
+    torch_router = TryageRouter.default("open-llms")
+    ort_router = TryageRouter.default("open-llms", backend="onnx")
+    a, b = torch_router.predictor.encode(prompts), ort_router.predictor.encode(prompts)
+    ca = np.argmin(torch_router.predictor.predict_from_embeddings(a), 1)
+    cb = np.argmin(ort_router.predictor.predict_from_embeddings(b), 1)
+    return {"prompts": len(rows), "embedding_max_abs_difference": float(np.abs(a - b).max()),
+            "same_expert_share": float(np.mean(ca == cb))}
+
+
 def int8_quality(n: int) -> dict | None:
     """fp32 vs int8 encoder under the open-llms router on ``n`` LLMRouter prompts (seeded sample).
 
     The router was trained on these prompts, so the mean scores are in-sample: read them side by side
     (the change int8 makes), not as the router's quality.
     """
-    import numpy as np
 
     from tryage import QTable, TryageRouter
 
@@ -85,6 +107,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--int8", action="store_true",
                         help="also measure the encoder with int8 dynamic quantisation of its Linear layers, "
                              "and its routing agreement with fp32 on LLMRouter prompts (open-llms router)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also measure the encoder exported to ONNX and run by ONNX Runtime (needs onnxruntime, "
+                             "onnx), and its routing agreement with PyTorch on LLMRouter prompts")
     parser.add_argument("--quality-prompts", type=int, default=500)
     args = parser.parse_args(argv)
 
@@ -100,8 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     encoder = router.predictor.text_encoder_
 
     def bare(batch: list[str]) -> None:
-        with torch.inference_mode():
-            encoder.forward(batch)
+        encoder.embed(batch)
 
     def routed(batch: list[str]) -> None:
         if len(batch) == 1:
@@ -124,6 +148,21 @@ def main(argv: list[str] | None = None) -> dict:
                 router8.route_batch(batch)
 
         variants |= {"bare_int8": bare_int8, "routed_int8": routed_int8}
+    if args.onnx:
+        router_ort = (TryageRouter.default(args.router, backend="onnx")
+                      if args.router is None or args.router in EMBEDDED_ROUTERS
+                      else TryageRouter.from_pretrained(args.router, backend="onnx"))
+
+        def bare_onnx(batch: list[str]) -> None:
+            router_ort.predictor.text_encoder_.embed(batch)
+
+        def routed_onnx(batch: list[str]) -> None:
+            if len(batch) == 1:
+                router_ort.route(batch[0])
+            else:
+                router_ort.route_batch(batch)
+
+        variants |= {"bare_onnx": bare_onnx, "routed_onnx": routed_onnx}
     for fn in variants.values():  # warm-up
         for p in PROMPTS:
             fn([p])
@@ -156,8 +195,16 @@ def main(argv: list[str] | None = None) -> dict:
         result["int8_routing_over_int8_bare_p50"] = (result["batch1_ms"]["routed_int8"]["p50"]
                                                      / result["batch1_ms"]["bare_int8"]["p50"])
         result["int8_quality"] = int8_quality(args.quality_prompts)
+    if args.onnx:
+        result["onnx_over_torch_bare_p50"] = result["batch1_ms"]["bare_onnx"]["p50"] / result["batch1_ms"]["bare"]["p50"]
+        result["onnx_routing_over_onnx_bare_p50"] = (result["batch1_ms"]["routed_onnx"]["p50"]
+                                                     / result["batch1_ms"]["bare_onnx"]["p50"])
+        result["onnx_over_torch_batch32"] = (result["batch32_prompts_per_s"]["bare"]
+                                             / result["batch32_prompts_per_s"]["bare_onnx"])
+        result["onnx_quality"] = onnx_quality(args.quality_prompts)
     print(json.dumps(result, indent=2))
-    out = Path(__file__).resolve().parent / "results" / ("route_latency_int8.json" if args.int8 else "route_latency.json")
+    name = "route_latency" + ("_int8" if args.int8 else "") + ("_onnx" if args.onnx else "") + ".json"
+    out = Path(__file__).resolve().parent / "results" / name
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     return result
