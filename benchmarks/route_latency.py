@@ -5,7 +5,7 @@
 Prints JSON: p50/p95 latency at batch 1 and throughput at batch 32 for short prompts, for
 ``TryageRouter.route`` / ``route_batch`` (flags parsed, head applied, objective solved, decision
 built) and for the encoder alone (``TextEncoder.embed``: tokenise + forward + mean-pool, no gradients).
-``--onnx`` adds the same router loaded with ``backend="onnx"`` (the encoder in ONNX Runtime) and the
+``--onnx`` adds the same router loaded with ``runtime="onnx"`` (the encoder in ONNX Runtime) and the
 share of LLMRouter prompts on which it chooses as PyTorch does; ``--int8`` adds dynamic int8 quantisation.
 """
 
@@ -52,7 +52,7 @@ def quantised(router):  # noqa: ANN001, ANN201
 
 
 def onnx_quality(n: int) -> dict | None:
-    """PyTorch vs ONNX Runtime encoder (``backend="onnx"``) under the open-llms router on ``n`` LLMRouter prompts."""
+    """PyTorch vs ONNX Runtime encoder (``runtime="onnx"``) under the open-llms router on ``n`` LLMRouter prompts."""
     from tryage import QTable, TryageRouter
 
     data = Path(__file__).resolve().parents[2] / "shared" / "data" / "llmrouter" / "train.jsonl"
@@ -62,7 +62,7 @@ def onnx_quality(n: int) -> dict | None:
     rows = np.sort(np.random.default_rng(0).choice(len(table), size=min(n, len(table)), replace=False))
     prompts = [table.prompts[i] for i in rows]
     torch_router = TryageRouter.default("open-llms")
-    ort_router = TryageRouter.default("open-llms", backend="onnx")
+    ort_router = TryageRouter.default("open-llms", runtime="onnx")
     a, b = torch_router.predictor.encode(prompts), ort_router.predictor.encode(prompts)
     ca = np.argmin(torch_router.predictor.predict_from_embeddings(a), 1)
     cb = np.argmin(ort_router.predictor.predict_from_embeddings(b), 1)
@@ -149,9 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
 
         variants |= {"bare_int8": bare_int8, "routed_int8": routed_int8}
     if args.onnx:
-        router_ort = (TryageRouter.default(args.router, backend="onnx")
+        router_ort = (TryageRouter.default(args.router, runtime="onnx")
                       if args.router is None or args.router in EMBEDDED_ROUTERS
-                      else TryageRouter.from_pretrained(args.router, backend="onnx"))
+                      else TryageRouter.from_pretrained(args.router, runtime="onnx"))
 
         def bare_onnx(batch: list[str]) -> None:
             router_ort.predictor.text_encoder_.embed(batch)

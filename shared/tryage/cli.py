@@ -49,24 +49,24 @@ def _print_json(data: Any) -> None:
     print(json.dumps(_finite(data), indent=2, ensure_ascii=False, default=str, allow_nan=False))
 
 
-def _router_by_name_or_folder(router: str | None, backend: str = "torch"):  # noqa: ANN202
+def _router_by_name_or_folder(router: str | None, runtime: str = "torch"):  # noqa: ANN202
     """``--router``: a saved router folder, or the name of an embedded router (default: the paper's)."""
     from tryage.defaults import EMBEDDED_ROUTERS
     from tryage.errors import TryageFileNotFoundError
     from tryage.router import TryageRouter
 
     if router is None or (router in EMBEDDED_ROUTERS and not Path(router).is_dir()):
-        return TryageRouter.default(router, backend=backend)
+        return TryageRouter.default(router, runtime=runtime)
     if not Path(router).is_dir():
         raise TryageFileNotFoundError(f"router folder not found: {router} (nor is it an embedded router: "
                                       f"{', '.join(EMBEDDED_ROUTERS)})")
-    return TryageRouter.from_pretrained(router, backend=backend)
+    return TryageRouter.from_pretrained(router, runtime=runtime)
 
 
 def _load_router(args: argparse.Namespace):  # noqa: ANN202
     from tryage.router import TryageRouter
 
-    router = _router_by_name_or_folder(args.router, getattr(args, "backend", "torch"))
+    router = _router_by_name_or_folder(args.router, getattr(args, "runtime", "torch"))
     if getattr(args, "experts", None):
         from tryage.experts import ExpertLibrary
 
@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="JSONL of prompts ({\"prompt\", \"id\"?} per line) to route in bulk")
     p.add_argument("--column", default="prompt", help="field of --input holding the prompt")
     p.add_argument("--out", help="JSONL of decisions for --input, one per line in input order")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                    help="run the encoder in PyTorch or in ONNX Runtime (same choices, faster on a CPU; tryage[onnx])")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_route)

@@ -17,7 +17,7 @@ or ``"hub"`` (*any* Hub repository id, read from the local Hugging Face cache or
 router folder from someone else like code you run, and read its ``config.json`` first. Remote code is
 never run (``trust_remote_code=False``) and only safetensors weights are read.
 
-**Backends.** ``backend="torch"`` (the default) runs the transformer in PyTorch. ``backend="onnx"``
+**Runtimes.** ``runtime="torch"`` (the default) runs the transformer in PyTorch. ``runtime="onnx"``
 exports it once, in memory, to ONNX and runs inference in ONNX Runtime on the CPU (``pip install
 'tryage[onnx]'``): the same embeddings (to float rounding) at about half the batch-1 latency of PyTorch
 on a CPU (``benchmarks/route_latency.py --onnx``). Training (:meth:`TextEncoder.forward` with
@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 BUNDLED = "bundled:all-MiniLM-L6-v2"
-BACKENDS = ("torch", "onnx")
+RUNTIMES = ("torch", "onnx")
 
 
 def bundled_encoder_path() -> Path:
@@ -131,14 +131,14 @@ class TextEncoder:
         spec: Where the encoder comes from.
         saved_folder: For ``spec.source == "saved"``, the folder holding the weights.
         device: torch device (``"cpu"`` by default).
-        backend: ``"torch"`` or ``"onnx"`` (inference in ONNX Runtime on the CPU; see the module docs).
+        runtime: ``"torch"`` or ``"onnx"`` (inference in ONNX Runtime on the CPU; see the module docs).
     """
 
     def __init__(self, spec: EncoderSpec, *, saved_folder: Path | None = None, device: str | None = None,
-                 backend: str = "torch") -> None:
+                 runtime: str = "torch") -> None:
         self.spec = spec
         self.device = device or "cpu"
-        self.backend = check_backend(backend, self.device)
+        self.runtime = check_runtime(runtime, self.device)
         self._onnx_session: Any = None
         import transformers
         if spec.source == "bundled":
@@ -185,10 +185,10 @@ class TextEncoder:
         return self._pool(states, batch["attention_mask"])
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Pooled embeddings of one batch without gradients, by :attr:`backend`; ``(n, dim)`` float32."""
+        """Pooled embeddings of one batch without gradients, by :attr:`runtime`; ``(n, dim)`` float32."""
         import torch
 
-        if self.backend == "onnx":
+        if self.runtime == "onnx":
             batch = self._tokenize(texts, tensors="np")
             session = self._session()
             feeds = {i.name: batch[i.name].astype(np.int64) for i in session.get_inputs()}
@@ -264,18 +264,18 @@ class TextEncoder:
         return out
 
 
-def check_backend(backend: str, device: str | None = None) -> str:
-    """``backend`` if it is one of :data:`BACKENDS` and can run on ``device``; else a :class:`ConfigurationError`."""
-    if backend not in BACKENDS:
-        raise ConfigurationError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
-    if backend == "onnx":
+def check_runtime(runtime: str, device: str | None = None) -> str:
+    """``runtime`` if it is one of :data:`RUNTIMES` and can run on ``device``; else a :class:`ConfigurationError`."""
+    if runtime not in RUNTIMES:
+        raise ConfigurationError(f"runtime must be one of {', '.join(map(repr, RUNTIMES))}, got {runtime!r}")
+    if runtime == "onnx":
         if device not in (None, "cpu"):
-            raise ConfigurationError(f"backend='onnx' runs on the CPU; got device={device!r} (use backend='torch' "
+            raise ConfigurationError(f"runtime='onnx' runs on the CPU; got device={device!r} (use runtime='torch' "
                                      "on an accelerator)")
         for module in ("onnxruntime", "onnx"):
             if importlib.util.find_spec(module) is None:
                 raise MissingDependencyError(module, "onnx")
-    return backend
+    return runtime
 
 
 def _export_onnx(model: Any, tokenizer: Any, *, all_layers: bool) -> Any:
@@ -311,7 +311,7 @@ def _export_onnx(model: Any, tokenizer: Any, *, all_layers: bool) -> Any:
     except Exception as exc:  # noqa: BLE001 - any exporter failure is one clear error
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise EncoderLoadError(f"cannot export the encoder to ONNX ({type(exc).__name__}: {first}); "
-                               "use backend='torch'") from None
+                               "use runtime='torch'") from None
     finally:
         model.train(was_training)
     options = onnxruntime.SessionOptions()
@@ -321,4 +321,4 @@ def _export_onnx(model: Any, tokenizer: Any, *, all_layers: bool) -> Any:
     return onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
 
 
-__all__ = ["BACKENDS", "BUNDLED", "EncoderLoadError", "EncoderSpec", "TextEncoder", "bundled_encoder_path"]
+__all__ = ["RUNTIMES", "BUNDLED", "EncoderLoadError", "EncoderSpec", "TextEncoder", "bundled_encoder_path"]

@@ -92,17 +92,17 @@ class TryageRouter:
     # -- loading -------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], *, library: ExpertLibrary | None = None,
-                        device: str | None = None, backend: str = "torch", **kwargs) -> TryageRouter:
+                        device: str | None = None, runtime: str = "torch", **kwargs) -> TryageRouter:
         """Load a saved perceptive predictor folder; its ``experts.json`` is the library unless given.
 
         The folder's ``config.json`` names the encoder, which may be a local folder outside ``path`` or a
         Hub id; check it before loading a folder you did not make (see the README, "A router folder from
-        someone else"). Weights are read as safetensors only, never unpickled. ``backend="onnx"`` runs the
+        someone else"). Weights are read as safetensors only, never unpickled. ``runtime="onnx"`` runs the
         encoder in ONNX Runtime (same embeddings, about half the batch-1 latency on a CPU; ``tryage[onnx]``).
         """
         from tryage.predictors import PerceptivePredictor
 
-        predictor = PerceptivePredictor.from_pretrained(path, device=device, backend=backend)
+        predictor = PerceptivePredictor.from_pretrained(path, device=device, runtime=runtime)
         if library is None:
             library = predictor.library_
         return cls(predictor, library, **kwargs)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tryage.encoders import EncoderSpec, TextEncoder, check_backend
+from tryage.encoders import EncoderSpec, TextEncoder, check_runtime
 from tryage.errors import ConfigurationError, NotFittedError, RouterFormatError
 from tryage.experts import ExpertLibrary
 import tryage.predictors._training as _training
@@ -64,7 +64,7 @@ class PerceptivePredictor:
             where neighbours would span whole classes) and 0 (off) otherwise.
         seed: Seed for the split, initialisation and shuffling.
         device: torch device; ``"cpu"`` by default.
-        backend: Encoder inference in ``"torch"`` (default) or ``"onnx"`` (ONNX Runtime on the CPU, the same
+        runtime: Encoder inference in ``"torch"`` (default) or ``"onnx"`` (ONNX Runtime on the CPU, the same
             embeddings at about half the batch-1 latency; ``pip install 'tryage[onnx]'``). Training always
             runs in PyTorch.
         progress: Show progress bars.
@@ -82,7 +82,7 @@ class PerceptivePredictor:
                  validation_fraction: float = 0.1, patience: int | None = None, max_length: int = 256,
                  layers: str = "all", objective: str = "auto", target_smoothing: int | None = None,
                  seed: int = 0,
-                 device: str | None = None, backend: str = "torch", progress: bool = True) -> None:
+                 device: str | None = None, runtime: str = "torch", progress: bool = True) -> None:
         self.encoder = encoder
         self.mode = mode
         self.hidden_dim = hidden_dim
@@ -100,7 +100,7 @@ class PerceptivePredictor:
         self.target_smoothing = target_smoothing
         self.seed = seed
         self.device = device
-        self.backend = backend
+        self.runtime = runtime
         self.progress = progress
 
     # -- state -------------------------------------------------------------------------------
@@ -128,7 +128,7 @@ class PerceptivePredictor:
                 raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
         if self.objective not in ("auto", "mse", "bce"):
             raise ConfigurationError(f"objective must be 'auto', 'mse' or 'bce', got {self.objective!r}")
-        check_backend(self.backend, self.device)
+        check_runtime(self.runtime, self.device)
         if not isinstance(self.max_length, int) or self.max_length < 8:
             raise ConfigurationError(f"max_length must be an integer >= 8, got {self.max_length!r}")
 
@@ -136,9 +136,9 @@ class PerceptivePredictor:
         spec = EncoderSpec.resolve(self.encoder, max_length=self.max_length, layers=self.layers)
         self.encoder_spec_ = spec
         if getattr(self, "text_encoder_", None) is None or self.text_encoder_.spec != spec:
-            self.text_encoder_ = TextEncoder(spec, device=self.device, backend=self.backend)
-        elif getattr(self.text_encoder_, "backend", "torch") != self.backend:
-            self.text_encoder_.backend = check_backend(self.backend, self.device)
+            self.text_encoder_ = TextEncoder(spec, device=self.device, runtime=self.runtime)
+        elif getattr(self.text_encoder_, "runtime", "torch") != self.runtime:
+            self.text_encoder_.runtime = check_runtime(self.runtime, self.device)
 
     # -- training ----------------------------------------------------------------------------
     def fit(self, qtable: QTable, library: ExpertLibrary | None = None, *,
@@ -300,17 +300,17 @@ class PerceptivePredictor:
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike[str], *, device: str | None = None,
-                        backend: str = "torch", progress: bool = False) -> PerceptivePredictor:
-        """Load a predictor saved with :meth:`save_pretrained`; ``backend`` as in the constructor."""
+                        runtime: str = "torch", progress: bool = False) -> PerceptivePredictor:
+        """Load a predictor saved with :meth:`save_pretrained`; ``runtime`` as in the constructor."""
         source = Path(folder)
         config, state, library = read_folder(source)
         spec = config.encoder
         predictor = cls(None if spec.source == "bundled" else spec.location, mode=config.mode,
                         hidden_dim=config.hidden_dim, dropout=config.dropout, max_length=spec.max_length,
                         layers=spec.layers, seed=int(config.training.get("seed", 0)), device=device,
-                        backend=backend, progress=progress)
+                        runtime=runtime, progress=progress)
         predictor.encoder_spec_ = spec
-        predictor.text_encoder_ = TextEncoder(spec, saved_folder=source / "encoder", device=device, backend=backend)
+        predictor.text_encoder_ = TextEncoder(spec, saved_folder=source / "encoder", device=device, runtime=runtime)
         if predictor.text_encoder_.dim != config.input_dim:
             raise RouterFormatError(f"{source}: the head expects {config.input_dim}-dim embeddings but the "
                                     f"encoder gives {predictor.text_encoder_.dim}")
