@@ -6,14 +6,16 @@ message. Models:
 * ``good`` — answers "What is A plus B?" with ``The answer is <A+B>.``, "Spell W backwards." with
   ``Backwards: W`` (wrong), anything else with ``ok: <prompt>``.
 * ``sloppy`` — like ``good`` but one too many when A is odd, and it spells backwards right.
-* ``flaky`` — like ``good``, but the first request for each prompt gets HTTP 429.
+* ``flaky`` — like ``good``, but the first request for each prompt gets HTTP 429 (with a
+  ``Retry-After`` header when the server was given ``retry_after``).
 * ``slow`` — like ``good`` after sleeping ``slow_seconds`` (to trip a client timeout).
 * ``locked`` — always HTTP 401.
 * ``judge`` — replies ``Looks right. SCORE: 1`` when the answer to grade holds the reference,
   ``SCORE: 0`` when not, and ``I cannot say.`` when the prompt contains "unparseable".
 
 Requests need ``Authorization: Bearer <api_key>`` (HTTP 401 otherwise). ``usage`` counts
-whitespace-separated words. :attr:`OpenAIServer.requests` counts requests per (model, prompt).
+whitespace-separated words. :attr:`OpenAIServer.requests` counts requests per (model, prompt), and
+:attr:`OpenAIServer.times` holds when each arrived (``time.monotonic()``).
 """
 
 from __future__ import annotations
@@ -63,13 +65,17 @@ class OpenAIServer:
         api_key: The key requests must carry.
         slow_seconds: How long model ``slow`` sleeps.
         delay: Seconds every answer waits (to make a run last long enough to kill it).
+        retry_after: The ``Retry-After`` header (a string, as sent) of ``flaky``'s 429, or ``None`` for none.
     """
 
-    def __init__(self, *, api_key: str = "test-key", slow_seconds: float = 2.0, delay: float = 0.0) -> None:
+    def __init__(self, *, api_key: str = "test-key", slow_seconds: float = 2.0, delay: float = 0.0,
+                 retry_after: str | None = None) -> None:
         self.api_key = api_key
         self.slow_seconds = slow_seconds
         self.delay = delay
+        self.retry_after = retry_after
         self.requests: Counter[tuple[str, str]] = Counter()
+        self.times: dict[tuple[str, str], list[float]] = {}
         self._lock = threading.Lock()
         server = self
 
@@ -85,9 +91,11 @@ class OpenAIServer:
                 except (BrokenPipeError, ConnectionResetError):  # a client that timed out and left
                     pass
 
-            def _send(self, status: int, body: dict[str, Any]) -> None:
+            def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 try:
@@ -108,13 +116,15 @@ class OpenAIServer:
                     prompt = " ".join(p.get("text", "") for p in prompt if isinstance(p, dict))
                 with server._lock:
                     server.requests[(model, prompt)] += 1
+                    server.times.setdefault((model, prompt), []).append(time.monotonic())
                     count = server.requests[(model, prompt)]
                 if self.headers.get("Authorization") != f"Bearer {server.api_key}" or model == "locked":
                     self._send(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
                                                "code": "invalid_api_key"}})
                     return
                 if model == "flaky" and count == 1:
-                    self._send(429, {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit"}})
+                    self._send(429, {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit"}},
+                               {"Retry-After": server.retry_after} if server.retry_after is not None else None)
                     return
                 if model == "slow":
                     time.sleep(server.slow_seconds)

@@ -256,3 +256,35 @@ def test_judge_replies_are_kept_and_not_paid_for_again(server: OpenAIServer, tmp
     assert server.count("judge") == 6  # every reply came from q.calls.judge.jsonl
     assert again.qtable.scores.tolist() == [[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
     assert len((tmp_path / "q.calls.judge.jsonl").read_text().splitlines()) == 6
+
+
+@pytest.mark.parametrize("header", ["0.8", "HTTP-date"])
+def test_a_429_with_retry_after_is_waited_out_not_retried_at_once(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path, header: str) -> None:
+    # Backoff alone would retry after ~10 ms; the server asked for 0.8 s (as seconds, or as an HTTP date).
+    import email.utils
+    import time
+
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    value = header if header != "HTTP-date" else email.utils.formatdate(time.time() + 1.9, usegmt=True)
+    with OpenAIServer(retry_after=value) as server:
+        result = collect(sums(2), [entry(server, "flaky")], scorer="numeric", out=tmp_path / "q.jsonl", **FAST)
+        assert result.errors == 0 and server.count("flaky") == 4
+        gaps = [times[1] - times[0] for times in server.times.values()]
+    assert len(gaps) == 2 and min(gaps) >= 0.75
+
+
+def test_retry_after_is_read_from_the_headers_a_provider_error_carries() -> None:
+    import httpx
+
+    from tryage.collect.runner import retry_after
+
+    def error(**headers: str) -> Exception:
+        exc = RuntimeError("429")
+        exc.response = httpx.Response(429, headers=headers)  # type: ignore[attr-defined]
+        return exc
+
+    assert retry_after(error(**{"retry-after-ms": "1500"})) == 1.5
+    assert retry_after(error(**{"retry-after": "3"})) == 3.0
+    assert retry_after(error(**{"retry-after": "soon"})) is None      # unreadable: plain backoff
+    assert retry_after(error()) is None and retry_after(RuntimeError("no response")) is None

@@ -4,7 +4,8 @@
   ``concurrency`` wins), so one slow model never starves the others.
 * **Retries** with exponential backoff and jitter on transient errors — HTTP 429, 408, 409, 5xx,
   timeouts, dropped connections — and **none** on permanent ones (400, 401, 403, 404, 422, any
-  error without a status). After a 401/403 the expert's remaining calls are skipped: every one of
+  error without a status). A response's ``Retry-After`` (or OpenAI's ``retry-after-ms``) longer than
+  the backoff is waited out instead, up to ``max(retry_max, 60 s)``. After a 401/403 the expert's remaining calls are skipped: every one of
   them would fail the same way.
 * **Rate limits** per expert with LangChain's ``InMemoryRateLimiter`` (one token per attempt).
 * **Per-call timeout** (``asyncio.wait_for``).
@@ -21,12 +22,14 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import math
 import random
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from tryage.collect.backends import Backend, ExpertSpec
@@ -35,6 +38,8 @@ from tryage.collect.calllog import CallLog, CallRecord
 DEFAULT_OUTPUT_TOKENS = 512
 TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
 AUTH_STATUS = frozenset({401, 403})
+#: The longest ``Retry-After`` obeyed (seconds) when it exceeds ``retry_max``; a longer one is cut to this.
+RETRY_AFTER_MAX = 60.0
 
 
 def estimate_tokens(text: str) -> int:
@@ -49,6 +54,27 @@ def status_of(exc: BaseException) -> int | None:
         if isinstance(code, int):
             return code
     return None
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """Seconds the server asked to wait before retrying, from the error's HTTP response: OpenAI's
+    ``retry-after-ms``, else ``Retry-After`` (seconds or an HTTP date); ``None`` when it did not say."""
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    if headers is None or not hasattr(headers, "get"):
+        return None
+    try:
+        if headers.get("retry-after-ms") is not None:
+            return float(headers.get("retry-after-ms")) / 1000.0
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return (when - datetime.now(timezone.utc)).total_seconds()
+    except (TypeError, ValueError, OverflowError):   # a header no one can read is no instruction
+        return None
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -268,6 +294,9 @@ class Runner:
                     stats.spent += estimate  # it may have been billed
                 if is_transient(exc) and attempt <= self.retries:
                     delay = min(self.retry_max, self.retry_base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+                    asked = retry_after(exc)
+                    if asked is not None and asked > delay:   # the server knows its limits better
+                        delay = min(asked, max(self.retry_max, RETRY_AFTER_MAX))
                     await asyncio.sleep(delay)
                     continue
                 if status_of(exc) in AUTH_STATUS:
