@@ -51,32 +51,12 @@ def quantised(router):  # noqa: ANN001, ANN201
     return TryageRouter(predictor, router.library, constraints=router.constraints, weights=router.weights)
 
 
-def onnx_quality(n: int) -> dict | None:
-    """PyTorch vs ONNX Runtime encoder (``runtime="onnx"``) under the open-llms router on ``n`` LLMRouter prompts."""
-    from tryage import QTable, TryageRouter
-
-    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "llmrouter" / "train.jsonl"
-    if not data.exists():
-        return None
-    table = QTable.from_file(data)
-    rows = np.sort(np.random.default_rng(0).choice(len(table), size=min(n, len(table)), replace=False))
-    prompts = [table.prompts[i] for i in rows]
-    torch_router = TryageRouter.default("open-llms")
-    ort_router = TryageRouter.default("open-llms", runtime="onnx")
-    a, b = torch_router.predictor.encode(prompts), ort_router.predictor.encode(prompts)
-    ca = np.argmin(torch_router.predictor.predict_from_embeddings(a), 1)
-    cb = np.argmin(ort_router.predictor.predict_from_embeddings(b), 1)
-    return {"prompts": len(rows), "embedding_max_abs_difference": float(np.abs(a - b).max()),
-            "same_expert_share": float(np.mean(ca == cb))}
-
-
-def int8_quality(n: int) -> dict | None:
-    """fp32 vs int8 encoder under the open-llms router on ``n`` LLMRouter prompts (seeded sample).
+def variant_quality(n: int, variant) -> dict | None:  # noqa: ANN001
+    """The open-llms router with its own encoder against ``variant(router)`` on ``n`` LLMRouter prompts.
 
     The router was trained on these prompts, so the mean scores are in-sample: read them side by side
-    (the change int8 makes), not as the router's quality.
+    (the change the variant makes), not as the router's quality.
     """
-
     from tryage import QTable, TryageRouter
 
     data = Path(__file__).resolve().parents[2] / "shared" / "data" / "llmrouter" / "train.jsonl"
@@ -85,18 +65,18 @@ def int8_quality(n: int) -> dict | None:
     table = QTable.from_file(data)
     rows = np.sort(np.random.default_rng(0).choice(len(table), size=min(n, len(table)), replace=False))
     prompts = [table.prompts[i] for i in rows]
-    fp32 = TryageRouter.default("open-llms")
-    int8 = quantised(fp32)
-    e32, e8 = fp32.predictor.encode(prompts), int8.predictor.encode(prompts)
-    cos = np.sum(e32 * e8, 1) / (np.linalg.norm(e32, axis=1) * np.linalg.norm(e8, axis=1))
-    columns = [table.experts.index(e) for e in fp32.experts]
+    base = TryageRouter.default("open-llms")
+    other = variant(base)
+    e0, e1 = base.predictor.encode(prompts), other.predictor.encode(prompts)
+    cos = np.sum(e0 * e1, 1) / (np.linalg.norm(e0, axis=1) * np.linalg.norm(e1, axis=1))
+    columns = [table.experts.index(e) for e in base.experts]
     scores = table.scores[rows][:, columns]
-    c32 = np.argmin(fp32.predictor.predict_from_embeddings(e32), 1)
-    c8 = np.argmin(int8.predictor.predict_from_embeddings(e8), 1)
+    c0 = np.argmin(base.predictor.predict_from_embeddings(e0), 1)
+    c1 = np.argmin(other.predictor.predict_from_embeddings(e1), 1)
     return {"prompts": len(rows), "embedding_cosine_mean": float(cos.mean()), "embedding_cosine_min": float(cos.min()),
-            "same_expert_share": float(np.mean(c32 == c8)),
-            "mean_score_in_sample": {"fp32": float(scores[np.arange(len(rows)), c32].mean()),
-                                     "int8": float(scores[np.arange(len(rows)), c8].mean())}}
+            "embedding_max_abs_difference": float(np.abs(e0 - e1).max()), "same_expert_share": float(np.mean(c0 == c1)),
+            "mean_score_in_sample": {"fp32": float(scores[np.arange(len(rows)), c0].mean()),
+                                     "variant": float(scores[np.arange(len(rows)), c1].mean())}}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -120,49 +100,30 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     from tryage.defaults import EMBEDDED_ROUTERS
 
-    router = (TryageRouter.default(args.router) if args.router is None or args.router in EMBEDDED_ROUTERS
-              else TryageRouter.from_pretrained(args.router))
-    encoder = router.predictor.text_encoder_
+    def load(**kwargs):  # noqa: ANN003, ANN202
+        if args.router is None or args.router in EMBEDDED_ROUTERS:
+            return TryageRouter.default(args.router, **kwargs)
+        return TryageRouter.from_pretrained(args.router, **kwargs)
 
-    def bare(batch: list[str]) -> None:
-        encoder.embed(batch)
+    def pair(suffix: str, r) -> dict:  # noqa: ANN001
+        """The bare encoder pass and the whole route of router ``r``, as two timed variants."""
+        def bare(batch: list[str]) -> None:
+            r.predictor.text_encoder_.embed(batch)
 
-    def routed(batch: list[str]) -> None:
-        if len(batch) == 1:
-            router.route(batch[0])
-        else:
-            router.route_batch(batch)
+        def routed(batch: list[str]) -> None:
+            if len(batch) == 1:
+                r.route(batch[0])
+            else:
+                r.route_batch(batch)
 
-    variants = {"bare": bare, "routed": routed}
+        return {"bare" + suffix: bare, "routed" + suffix: routed}
+
+    router = load()
+    variants = pair("", router)
     if args.int8:
-        router8 = quantised(router)
-
-        def bare_int8(batch: list[str]) -> None:
-            with torch.inference_mode():
-                router8.predictor.text_encoder_.forward(batch)
-
-        def routed_int8(batch: list[str]) -> None:
-            if len(batch) == 1:
-                router8.route(batch[0])
-            else:
-                router8.route_batch(batch)
-
-        variants |= {"bare_int8": bare_int8, "routed_int8": routed_int8}
+        variants |= pair("_int8", quantised(router))
     if args.onnx:
-        router_ort = (TryageRouter.default(args.router, runtime="onnx")
-                      if args.router is None or args.router in EMBEDDED_ROUTERS
-                      else TryageRouter.from_pretrained(args.router, runtime="onnx"))
-
-        def bare_onnx(batch: list[str]) -> None:
-            router_ort.predictor.text_encoder_.embed(batch)
-
-        def routed_onnx(batch: list[str]) -> None:
-            if len(batch) == 1:
-                router_ort.route(batch[0])
-            else:
-                router_ort.route_batch(batch)
-
-        variants |= {"bare_onnx": bare_onnx, "routed_onnx": routed_onnx}
+        variants |= pair("_onnx", load(runtime="onnx"))
     for fn in variants.values():  # warm-up
         for p in PROMPTS:
             fn([p])
@@ -194,14 +155,14 @@ def main(argv: list[str] | None = None) -> dict:
         result["int8_over_fp32_bare_p50"] = result["batch1_ms"]["bare_int8"]["p50"] / result["batch1_ms"]["bare"]["p50"]
         result["int8_routing_over_int8_bare_p50"] = (result["batch1_ms"]["routed_int8"]["p50"]
                                                      / result["batch1_ms"]["bare_int8"]["p50"])
-        result["int8_quality"] = int8_quality(args.quality_prompts)
+        result["int8_quality"] = variant_quality(args.quality_prompts, quantised)
     if args.onnx:
         result["onnx_over_torch_bare_p50"] = result["batch1_ms"]["bare_onnx"]["p50"] / result["batch1_ms"]["bare"]["p50"]
         result["onnx_routing_over_onnx_bare_p50"] = (result["batch1_ms"]["routed_onnx"]["p50"]
                                                      / result["batch1_ms"]["bare_onnx"]["p50"])
         result["onnx_over_torch_batch32"] = (result["batch32_prompts_per_s"]["bare"]
                                              / result["batch32_prompts_per_s"]["bare_onnx"])
-        result["onnx_quality"] = onnx_quality(args.quality_prompts)
+        result["onnx_quality"] = variant_quality(args.quality_prompts, lambda _: TryageRouter.default("open-llms", runtime="onnx"))
     print(json.dumps(result, indent=2))
     name = "route_latency" + ("_int8" if args.int8 else "") + ("_onnx" if args.onnx else "") + ".json"
     out = Path(__file__).resolve().parent / "results" / name
