@@ -396,12 +396,12 @@ def _front(kind: str | None, signal: np.ndarray, pair: np.ndarray, table: Any, l
 
 # -- Tryage and its kNN baseline -------------------------------------------------------------------
 
-def fit_tryage(fold: Fold, ctx: dict) -> Fitted:
+def fit_tryage(fold: Fold, ctx: dict, **params: Any) -> Fitted:
     from tryage.constraints import ConstraintSet
     from tryage.objective import decide
     from tryage.predictors import PerceptivePredictor
     table, emb, encoder = ctx["table"], ctx["emb"], ctx["encoder"]
-    router = PerceptivePredictor(seed=ctx["args"].seed + fold.index, progress=False)
+    router = PerceptivePredictor(seed=ctx["args"].seed + fold.index, progress=False, **params)
     router.text_encoder_, router.encoder_spec_ = encoder.text_encoder_, encoder.encoder_spec_
     router.fit(table.subset(fold.train_idx), ctx["library"], embeddings=emb[fold.train_idx])
     lib = ctx["library"]
@@ -411,7 +411,12 @@ def fit_tryage(fold: Fold, ctx: dict) -> Fitted:
 
     return Fitted(route, lambda j: route(emb[j:j + 1]), router.predict_from_embeddings, "losses",
                   notes={"config": {"mode": "head", "hidden_dim": router.hidden_dim, "layers": router.layers,
-                                    "epochs_run": len(router.history_)}})
+                                    "target_smoothing": getattr(router, "smoothing_", 0), "epochs_run": len(router.history_)}})
+
+
+def fit_tryage_shipped(fold: Fold, ctx: dict) -> Fitted:
+    """Tryage's router as the embedded ``open-llms`` one is trained: targets smoothed over 50 neighbours."""
+    return fit_tryage(fold, ctx, target_smoothing=50)
 
 
 def fit_knn(fold: Fold, ctx: dict) -> Fitted:
@@ -724,9 +729,11 @@ PEERS: dict[str, Callable[[Fold, dict], Fitted]] = {
     "routellm_mf": fit_routellm_mf,
     "routellm_sw_ranking": fit_routellm_sw,
 }
-PEERS_ALL: dict[str, Callable[[Fold, dict], Fitted]] = {"tryage": fit_tryage, "knn": fit_knn, **PEERS}
+PEERS_ALL: dict[str, Callable[[Fold, dict], Fitted]] = {"tryage": fit_tryage, "tryage_shipped": fit_tryage_shipped,
+                                                         "knn": fit_knn, **PEERS}
 SOURCES = {
     "tryage": "tryage.predictors.PerceptivePredictor (defaults), fitted on the shared embeddings",
+    "tryage_shipped": "tryage.predictors.PerceptivePredictor(target_smoothing=50), as the embedded open-llms router",
     "knn": "tryage.evaluation.KNNPredictor",
     "llmrouter_knn": "llmrouter-lib: llmrouter.models.KNNRouter + KNNRouterTrainer",
     "llmrouter_svm": "llmrouter-lib: llmrouter.models.SVMRouter + SVMRouterTrainer",
