@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
     pairs: dict[str, np.ndarray] = {}
     kinds: dict[str, str | None] = {}
     train_s = {r: [] for r in routers}
+    fold_scores: dict[str, list[float]] = {r: [] for r in routers}
     batch_ms = {r: [] for r in routers}
     one_ms: dict[str, float] = {}
     notes: dict[str, Any] = {}
@@ -226,6 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
                     if i == 0:
                         one_ms[r] = _latency(fitted.route_one, test_idx[:args.latency_prompts])
                 m = choice_metrics(oof_choice[r][test_idx], table.subset(test_idx))
+                fold_scores[r].append(m.value)
                 print(json.dumps({"fold": i, "router": r, "score": round(m.value, 4),
                                   "train_s": round(train_s[r][-1], 2)}), file=sys.stderr)
 
@@ -242,6 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
         price_share = float(cost[choice[r]].mean()) / single_price
         entry: dict[str, Any] = {
             "source": SOURCES[r], "mean_score": m.value, "select_best_accuracy": m.select_best_accuracy,
+            "fold_scores": fold_scores[r],
             "price_share": price_share, "matches_best_single": bool(m.value >= single_value),
             "train_seconds_per_fold": float(np.mean(train_s[r])), "train_seconds": train_s[r],
             "route_ms_per_prompt": {"one_at_a_time_median": one_ms[r], "batched": float(np.mean(batch_ms[r])),
