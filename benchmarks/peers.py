@@ -30,10 +30,12 @@ environment (they pull gradio, litellm, torch-geometric, ...); torch first so no
     peers-venv/bin/pip install -e ".[bench]"          # tryage + llmrouter-lib==0.4.0 + routellm==0.2.0
     HF_HUB_OFFLINE=1 peers-venv/bin/python benchmarks/peers.py --embeddings /tmp/llmrouter_minilm.npy
 
-The whole run is about an hour of one CPU core for everything but two peers, whose published settings
-cost far more: LLMRouter's MLP (500 epochs; ``--llmrouter-mlp-epochs``) and RouteLLM's MF (100 epochs;
-``--routellm-mf-epochs``). ``--routers`` splits the routers over processes and ``--combine`` merges their
-JSON (checking that data, folds and seed agree); ``--run-folds N`` scores only the first N folds.
+On this project's 2-core machine (shared by two to four such jobs) one fold of every router took about
+16 minutes of one core, most of it LLMRouter's MLP at 100 epochs (~7.5 min) and RouteLLM's MF at its
+100 epochs (~6 min); LLMRouter's MLP at its configured 500 epochs takes ~30 min a fold
+(``--llmrouter-mlp-epochs``; ``--routellm-mf-epochs`` likewise). ``--routers`` splits the routers over
+processes and ``--combine`` merges their JSON (checking that data, folds and seed agree); ``--run-folds N``
+scores only the first N folds.
 """
 
 from __future__ import annotations
