@@ -19,7 +19,7 @@ never run (``trust_remote_code=False``) and only safetensors weights are read.
 
 **Runtimes.** ``runtime="torch"`` (the default) runs the transformer in PyTorch. ``runtime="onnx"``
 exports it once, in memory, to ONNX and runs inference in ONNX Runtime on the CPU (``pip install
-'tryage[onnx]'``): the same embeddings (to float rounding) at about half the batch-1 latency of PyTorch
+'tryage[onnx]'``): the same embeddings (to float rounding) at 0.6–0.8× the batch-1 latency of PyTorch
 on a CPU (``benchmarks/route_latency.py --onnx``). Training (:meth:`TextEncoder.forward` with
 gradients) always runs in PyTorch; a fine-tuning step drops the exported graph, which is rebuilt from
 the new weights on the next inference call.
@@ -318,6 +318,9 @@ def _export_onnx(model: Any, tokenizer: Any, *, all_layers: bool) -> Any:
     options.intra_op_num_threads = torch.get_num_threads() or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # No busy-waiting between calls: a router is called now and then, beside other work (the experts, a
+    # web server), and spinning threads would take their CPU.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
 
 

@@ -98,7 +98,7 @@ class TryageRouter:
         The folder's ``config.json`` names the encoder, which may be a local folder outside ``path`` or a
         Hub id; check it before loading a folder you did not make (see the README, "A router folder from
         someone else"). Weights are read as safetensors only, never unpickled. ``runtime="onnx"`` runs the
-        encoder in ONNX Runtime (same embeddings, about half the batch-1 latency on a CPU; ``tryage[onnx]``).
+        encoder in ONNX Runtime (same embeddings, 0.6–0.8× the batch-1 latency on a CPU; ``tryage[onnx]``).
         """
         from tryage.predictors import PerceptivePredictor
 

@@ -65,7 +65,7 @@ class PerceptivePredictor:
         seed: Seed for the split, initialisation and shuffling.
         device: torch device; ``"cpu"`` by default.
         runtime: Encoder inference in ``"torch"`` (default) or ``"onnx"`` (ONNX Runtime on the CPU, the same
-            embeddings at about half the batch-1 latency; ``pip install 'tryage[onnx]'``). Training always
+            embeddings at 0.6–0.8× the batch-1 latency; ``pip install 'tryage[onnx]'``). Training always
             runs in PyTorch.
         progress: Show progress bars.
 
