@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tryage._io import iter_jsonl, truncate_torn_tail
 from tryage.errors import JudgeParseError, ScorerError
 
 ScoreFn = Callable[[Any, Any], "float | Awaitable[float]"]
@@ -194,6 +195,7 @@ class Judge:
         self.rubric = rubric
         self.log = log
         self._replies: dict[str, str] | None = None
+        self._pending: dict[str, Any] = {}    # key → future of a judge call in flight
 
     def _key(self, text: str) -> str:
         who = getattr(self.model, "model_name", None) or getattr(self.model, "model", None) or type(self.model).__qualname__
@@ -204,32 +206,48 @@ class Judge:
             self._replies = {}
             path = Path(self.log) if self.log is not None else None
             if path is not None and path.is_file():
-                for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
-                    if line.endswith("\n") and line.strip():  # a torn last line is skipped
-                        try:
-                            record = json.loads(line)
-                        except json.JSONDecodeError:
-                            continue
+                truncate_torn_tail(path)      # a killed writer's half line would swallow the next append
+                for _, record, problem in iter_jsonl(path):
+                    # A damaged line is a reply not cached, never an error: asking again is always safe.
+                    if (problem is None and isinstance(record, dict) and isinstance(record.get("key"), str)
+                            and isinstance(record.get("reply"), str)):
                         self._replies[record["key"]] = record["reply"]
         return self._replies
 
     async def __call__(self, answer: str, row: Any) -> float:
-        """The judge's score of ``answer`` to ``row``; higher: the judge rates it better."""
+        """The judge's score of ``answer`` to ``row``; higher: the judge rates it better.
+
+        Equal questions with equal answers (experts that agree) cost one judge call, even when they are
+        scored at the same time: later ones wait for the first one's reply.
+        """
+        import asyncio
+
         text = f"{self.rubric}\n\nQuestion:\n{row.prompt}\n\n"
         if row.reference is not None:
             text += f"Reference answer:\n{row.reference}\n\n"
         text += f"Answer to grade:\n{answer}\n"
         key, replies = self._key(text), self._cached()
         if key not in replies:
-            reply = await self.model.ainvoke(text)
-            content = getattr(reply, "text", None)
-            if not isinstance(content, str):
-                content = getattr(reply, "content", reply)
-            replies[key] = str(content)
-            if self.log is not None:
-                Path(self.log).parent.mkdir(parents=True, exist_ok=True)
-                with open(self.log, "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps({"key": key, "prompt_id": row.id, "reply": replies[key]}) + "\n")
+            pending = self._pending.get(key)
+            if pending is not None:
+                await asyncio.shield(pending)
+            else:
+                self._pending[key] = asyncio.get_running_loop().create_future()
+                try:
+                    reply = await self.model.ainvoke(text)
+                    content = getattr(reply, "text", None)
+                    if not isinstance(content, str):
+                        content = getattr(reply, "content", reply)
+                    replies[key] = str(content)
+                    if self.log is not None:
+                        Path(self.log).parent.mkdir(parents=True, exist_ok=True)
+                        with open(self.log, "a", encoding="utf-8") as handle:
+                            handle.write(json.dumps({"key": key, "prompt_id": row.id, "reply": replies[key]}) + "\n")
+                finally:
+                    waiting = self._pending.pop(key)
+                    waiting.set_result(None)   # waiters read ``replies``; after a failure they ask themselves
+            if key not in replies:
+                return await self(answer, row)
         return parse_judge_score(replies[key])
 
 
