@@ -251,12 +251,37 @@ def test_judge_replies_are_kept_and_not_paid_for_again(server: OpenAIServer, tmp
     judge = build_chat_models([entry(server, "judge")])["judge"]
     experts = [entry(server, "good"), entry(server, "sloppy")]
     collect(sums(3), experts, scorer="judge", judge=judge, out=tmp_path / "q.jsonl", **FAST)
-    assert server.count("judge") == 6
+    # 6 answers, 4 different ones: good and sloppy agree on prompts 0 and 2, and agreeing experts share
+    # one judge call even when they are scored at the same time
+    assert server.count("judge") == 4
     again = score(tmp_path / "q.calls.jsonl", sums(3), scorer="judge", judge=judge, out=tmp_path / "q2.jsonl")
-    assert server.count("judge") == 6  # every reply came from q.calls.judge.jsonl
-    assert again.qtable.scores.tolist() == [[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
-    assert len((tmp_path / "q.calls.judge.jsonl").read_text().splitlines()) == 6
+    assert server.count("judge") == 4  # every reply came from q.calls.judge.jsonl
+    # without --experts the columns are the logged experts in name order
+    assert dict(zip(again.qtable.experts, again.qtable.scores.T.tolist())) == {"good": [1.0, 1.0, 1.0],
+                                                                              "sloppy": [1.0, 0.0, 1.0]}
+    assert len((tmp_path / "q.calls.judge.jsonl").read_text().splitlines()) == 4
 
+
+
+def test_a_damaged_judge_log_costs_only_the_damaged_replies(server: OpenAIServer, tmp_path: Path) -> None:
+    # A killed run leaves a torn last line; other damage (a hand edit, a foreign file) is skipped too.
+    from tryage.collect import build_chat_models
+
+    judge = build_chat_models([entry(server, "judge")])["judge"]
+    experts = [entry(server, "good"), entry(server, "sloppy")]
+    collect(sums(3), experts, scorer="judge", judge=judge, out=tmp_path / "q.jsonl", **FAST)
+    log = tmp_path / "q.calls.judge.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    assert server.count("judge") == len(lines) == 4
+    damaged = ['[1, 2]\n', '{"key": 7, "reply": "SCORE: 1"}\n', "not json\n"]
+    log.write_text("".join(damaged + lines[2:] + [lines[0][:25]]))   # reply 0 torn, reply 1 gone
+    again = score(tmp_path / "q.calls.jsonl", sums(3), scorer="judge", judge=judge, out=tmp_path / "q2.jsonl")
+    assert server.count("judge") == 6                  # only the two lost replies were asked again
+    # without --experts the columns are the logged experts in name order
+    assert dict(zip(again.qtable.experts, again.qtable.scores.T.tolist())) == {"good": [1.0, 1.0, 1.0],
+                                                                              "sloppy": [1.0, 0.0, 1.0]}
+    records = [json.loads(line) for line in log.read_text().splitlines()[3:]]   # the torn line is gone
+    assert len(records) == 4 and {r["key"] for r in records} == {json.loads(line)["key"] for line in lines}
 
 @pytest.mark.parametrize("header", ["0.8", "HTTP-date"])
 def test_a_429_with_retry_after_is_waited_out_not_retried_at_once(monkeypatch: pytest.MonkeyPatch,

@@ -282,7 +282,7 @@ def score(log: str | os.PathLike[str], prompts: Any, *, scorer: str | Scorer | A
         scorer: As in :func:`collect`.
         out: The Q-table JSONL to write (``None``: return it only).
         experts: The experts file/entries: keeps their columns, in their order, at their current
-            settings. Without it, every expert in the log, with its latest answer per prompt.
+            settings. Without it, every expert in the log, in name order, with its latest answer per prompt.
         library_out: The expert library JSON (default: ``<out>.experts.json``).
         pattern: The ``regex`` scorer's pattern.
         judge: The ``judge`` scorer's chat model.
@@ -311,7 +311,7 @@ async def _ascore(log: Any, prompts: Any, *, scorer: Any, out: Any, experts: Any
         latest = call_log.latest()
         picked = {(row.id, s.name): latest.get((row.id, s.name, s.settings_hash())) for row in rows for s in specs}
     else:
-        names = list(dict.fromkeys(r.expert for r in records))
+        names = sorted({r.expert for r in records})   # in name order: the log's order is whichever call ended first
         if not names:
             raise QTableError(f"the call log {call_log.path} holds no calls")
         specs = [ExpertSpec(n, runnable=_Logged()) for n in names]
