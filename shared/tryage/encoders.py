@@ -267,7 +267,7 @@ class TextEncoder:
 def check_runtime(runtime: str, device: str | None = None) -> str:
     """``runtime`` if it is one of :data:`RUNTIMES` and can run on ``device``; else a :class:`ConfigurationError`."""
     if runtime not in RUNTIMES:
-        raise ConfigurationError(f"runtime must be one of {', '.join(map(repr, RUNTIMES))}, got {runtime!r}")
+        raise ConfigurationError(f"runtime must be one of {', '.join(map(repr, RUNTIMES))}, got {runtime!r:.60}")
     if runtime == "onnx":
         if device not in (None, "cpu"):
             raise ConfigurationError(f"runtime='onnx' runs on the CPU; got device={device!r} (use runtime='torch' "
