@@ -61,6 +61,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--experts", help="experts JSON: keep these experts at their current settings (default: all in the log)")
     p.add_argument("--library-out", help="expert library JSON (default: <out stem>.experts.json)")
     _scorer_options(p)
+    p.add_argument("--budget", type=float, metavar="USD", help="stop before the judge's spend would pass this many USD")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=run_score)
 
@@ -70,6 +71,9 @@ def _scorer_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--pattern", help="regular expression of --scorer regex (default: each prompt's reference)")
     group.add_argument("--judge-model", metavar="PROVIDER:ID", help="chat model of --scorer judge, e.g. openai:gpt-4o-mini")
     group.add_argument("--judge-kwargs", metavar="JSON", default="{}", help="init_chat_model keyword arguments of the judge")
+    group.add_argument("--judge-input-price", type=float, metavar="USD",
+                       help="the judge's price per 1M input tokens (with --budget, both prices are needed: judge calls count)")
+    group.add_argument("--judge-output-price", type=float, metavar="USD", help="the judge's price per 1M output tokens")
     group.add_argument("--rubric", help="the judge's instructions (default: a correctness rubric ending in 'SCORE: <0..1>')")
 
 
@@ -78,7 +82,7 @@ def _scorer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
     judge = None
     if args.scorer == "judge" and args.judge_model:
-        from tryage.collect.backends import ExpertSpec, build_chat_model
+        from tryage.collect.backends import ExpertSpec
 
         try:
             kwargs = json.loads(args.judge_kwargs)
@@ -86,7 +90,8 @@ def _scorer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             raise ConfigurationError(f"--judge-kwargs must be a JSON object, got {args.judge_kwargs!r} ({exc.msg})") from None
         if not isinstance(kwargs, dict):
             raise ConfigurationError(f"--judge-kwargs must be a JSON object, got {args.judge_kwargs!r}")
-        judge = build_chat_model(ExpertSpec("judge", model=args.judge_model, model_kwargs=kwargs))
+        judge = ExpertSpec("judge", model=args.judge_model, model_kwargs=kwargs, input_price=args.judge_input_price,
+                           output_price=args.judge_output_price)
     return {"pattern": args.pattern, "judge": judge, "rubric": args.rubric or DEFAULT_RUBRIC}
 
 
@@ -101,7 +106,7 @@ def _summary(result: Any) -> dict[str, Any]:
                         "total_cost": sum(r.cost for r in mine)})
     return {"out": str(result.out), "log": str(result.log), "library": str(result.library_path), "rows": len(table),
             "incomplete": list(result.incomplete), "calls_made": result.made, "calls_cached": result.cached,
-            "errors": result.errors, "spent": result.spent, "skipped_experts": dict(result.skipped_experts),
+            "errors": result.errors, "spent": result.spent, "judge_spent": result.judge_spent, "skipped_experts": dict(result.skipped_experts),
             "experts": experts}
 
 
@@ -118,7 +123,7 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
     print(format_table(rows, ["expert", "mean score", "mean cost (USD)", "mean latency (s)", "cost of rows (USD)"]))
     print(f"{summary['rows']} rows written to {summary['out']} (expert library: {summary['library']}); "
           f"calls made {summary['calls_made']}, from the log {summary['calls_cached']}, errors {summary['errors']}, "
-          f"spent ${summary['spent']:.6f}")
+          f"spent ${summary['spent']:.6f}" + (f" (the judge ${summary['judge_spent']:.6f})" if summary["judge_spent"] else ""))
     if summary["incomplete"]:
         print(f"{len(summary['incomplete'])} prompt(s) left out: some expert has no answer (see {summary['log']}), "
               f"e.g. {summary['incomplete'][0]!r}")
@@ -139,17 +144,18 @@ def run_collect(args: argparse.Namespace) -> int:
     result = collect(args.prompts, args.experts, scorer=args.scorer, out=args.out, log=args.log,
                      library_out=args.library_out, budget=args.budget, dry_run=args.dry_run,
                      concurrency=args.concurrency, timeout=args.timeout, retries=args.retries,
-                     progress=None if not args.json else False, **on_ray,
-                     **(_scorer_kwargs(args) if not args.dry_run else {}))
+                     progress=None if not args.json else False, **on_ray, **_scorer_kwargs(args))
     if isinstance(result, DryRun):
         if args.json:
             print(json.dumps({"calls": [c.__dict__ for c in result.calls], "cached": result.cached,
+                              "judge_calls": result.judge_calls, "judge_cost": result.judge_cost,
                               "estimated_cost": result.estimated_cost}, indent=2))
             return 0
         rows = [[c.prompt_id, c.expert, c.input_tokens, c.output_tokens, _usd(c.cost)] for c in result.calls]
         if rows:
             print(format_table(rows, ["prompt id", "expert", "input tokens (est.)", "output tokens (est.)", "cost (USD, est.)"]))
-        print(f"{len(result.calls)} call(s) to make, {result.cached} in the log already; "
+        judged = f", {result.judge_calls} judge call(s) ${result.judge_cost:.6f}" if args.scorer == "judge" else ""
+        print(f"{len(result.calls)} call(s) to make, {result.cached} in the log already{judged}; "
               f"estimated cost ${result.estimated_cost:.6f}" + (f" (budget ${args.budget:.6f})" if args.budget is not None else ""))
         return 0
     _print(_summary(result), args.json)
@@ -160,7 +166,7 @@ def run_score(args: argparse.Namespace) -> int:
     from tryage.collect import score
 
     result = score(args.log, args.prompts, scorer=args.scorer, out=args.out, experts=args.experts,
-                   library_out=args.library_out, **_scorer_kwargs(args))
+                   library_out=args.library_out, budget=args.budget, **_scorer_kwargs(args))
     _print(_summary(result), args.json)
     return 0
 

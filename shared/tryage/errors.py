@@ -412,6 +412,22 @@ class ScorerError(TryageError, ValueError):
     """A scorer is unknown, or cannot score the input it was given (e.g. it needs a ``reference``)."""
 
 
+class JudgeCallError(ScorerError):
+    """The judge's call failed for good (after its retries, or at once for a permanent error such as 401).
+
+    The answers and the judge's replies so far stay in their logs: a later run resumes from them.
+
+    Attributes:
+        error: The last error, as the call log writes it.
+        attempts: Attempts made.
+    """
+
+    def __init__(self, error: str | None, attempts: int) -> None:
+        self.error, self.attempts = error, attempts
+        super().__init__(f"the judge's call failed after {attempts} attempt(s): {error}; the answers and the "
+                         "judge's replies so far are kept, so a rerun resumes from them")
+
+
 class JudgeParseError(ScorerError):
     """A judge model's reply holds no score in [0, 1].
 

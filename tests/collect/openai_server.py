@@ -12,6 +12,7 @@ message. Models:
 * ``locked`` — always HTTP 401.
 * ``judge`` — replies ``Looks right. SCORE: 1`` when the answer to grade holds the reference,
   ``SCORE: 0`` when not, and ``I cannot say.`` when the prompt contains "unparseable".
+* ``flaky-judge`` — like ``judge``, but the first request for each prompt gets HTTP 429.
 
 Requests need ``Authorization: Bearer <api_key>`` (HTTP 401 otherwise). ``usage`` counts
 whitespace-separated words. :attr:`OpenAIServer.requests` counts requests per (model, prompt), and
@@ -34,7 +35,7 @@ _SPELL = re.compile(r"Spell (\w+) backwards\.")
 
 def answer_for(model: str, prompt: str) -> str:
     """The deterministic answer of ``model`` to ``prompt``."""
-    if model == "judge":
+    if model in ("judge", "flaky-judge"):
         if "unparseable" in prompt:
             return "I cannot say."
         reference = re.search(r"Reference answer:\n(.*)\n", prompt)
@@ -122,7 +123,7 @@ class OpenAIServer:
                     self._send(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
                                                "code": "invalid_api_key"}})
                     return
-                if model == "flaky" and count == 1:
+                if model in ("flaky", "flaky-judge") and count == 1:
                     self._send(429, {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit"}},
                                {"Retry-After": server.retry_after} if server.retry_after is not None else None)
                     return

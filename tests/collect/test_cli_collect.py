@@ -194,3 +194,40 @@ def test_killed_collection_resumes_with_no_call_lost_or_repeated(tmp_path: Path,
     repeated = {(prompt_of[p], m) for (m, p), n in requests.items() if n > 1}
     assert all(n <= 2 for n in requests.values()) and len(repeated) <= 2
     assert not repeated & before
+
+
+def judge_args(server: OpenAIServer, model: str = "judge", *prices: str) -> list[str]:
+    return ["--judge-model", f"openai:{model}", "--judge-kwargs", json.dumps({"base_url": server.base_url}), *prices]
+
+
+def test_a_judge_that_refuses_the_key_is_one_line(server: OpenAIServer, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    experts = write_experts(tmp_path / "e.json", [entry(server, "good")])
+    prompts = write_jsonl(tmp_path / "p.jsonl", sums(3))
+    code, _, err = run_cli(capsys, *collect_args(tmp_path, experts, prompts, "--concurrency", "1",
+                                                 *judge_args(server, "locked"), scorer="judge"))
+    assert_one_line_error(code, err, "the judge's call failed after 1 attempt(s): ", "AuthenticationError (401)",
+                          "a rerun resumes from them")
+    assert server.count("locked") == 1      # after a 401 no other judge call is made (one at a time here)
+    assert len(CallLog(tmp_path / "q.calls.jsonl").records()) == 3
+
+
+def test_budget_with_an_unpriced_judge_is_one_line_and_calls_nothing(server: OpenAIServer, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    experts = write_experts(tmp_path / "e.json", [entry(server, "good")])
+    prompts = write_jsonl(tmp_path / "p.jsonl", sums(2))
+    code, _, err = run_cli(capsys, *collect_args(tmp_path, experts, prompts, "--budget", "1", *judge_args(server),
+                                                 scorer="judge"))
+    assert_one_line_error(code, err, "the judge's prices are unknown", "--judge-input-price/--judge-output-price")
+    assert server.requests == {}
+
+
+def test_dry_run_counts_the_judge(server: OpenAIServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    experts = write_experts(tmp_path / "e.json", [entry(server, "good", expected_output_tokens=10)])
+    prompts = write_jsonl(tmp_path / "p.jsonl", sums(3))
+    code, out, _ = run_cli(capsys, *collect_args(tmp_path, experts, prompts, "--dry-run", "--json", "--budget", "9",
+                                                 *judge_args(server, "judge", "--judge-input-price", "1",
+                                                             "--judge-output-price", "2"), scorer="judge"))
+    plan = json.loads(out)
+    assert code == 0 and plan["judge_calls"] == 3 and plan["judge_cost"] > 0 and server.requests == {}
+    assert plan["estimated_cost"] == pytest.approx(sum(c["cost"] for c in plan["calls"]) + plan["judge_cost"])

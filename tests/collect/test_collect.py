@@ -313,3 +313,61 @@ def test_retry_after_is_read_from_the_headers_a_provider_error_carries() -> None
     assert retry_after(error(**{"retry-after": "3"})) == 3.0
     assert retry_after(error(**{"retry-after": "soon"})) is None      # unreadable: plain backoff
     assert retry_after(error()) is None and retry_after(RuntimeError("no response")) is None
+
+
+def judge_entry(server: OpenAIServer, model: str = "judge", **extra: object) -> dict:
+    """The judge as an entry with its prices: 0.01 USD a token (the server counts words) in and out."""
+    return {**entry(server, model, input_price=10_000.0, output_price=10_000.0, expected_output_tokens=8), **extra}
+
+
+def test_budget_counts_the_judge_and_a_rerun_resumes_from_both_logs(server: OpenAIServer, tmp_path: Path) -> None:
+    free = [entry(server, "good", input_price=0.0, output_price=0.0),
+            entry(server, "sloppy", input_price=0.0, output_price=0.0)]
+    # a judge call is estimated at ~1.4 USD (its question is ~400 bytes) and really costs ~0.7 USD: at a
+    # budget of 2 one call fits, the second would pass it
+    with pytest.raises(BudgetReachedError, match=r"budget reached: spent \$0\.\d+ of \$2\.000000") as caught:
+        collect(sums(3), free, scorer="judge", judge=judge_entry(server), out=tmp_path / "q.jsonl", budget=2.0, **FAST)
+    judge_log = tmp_path / "q.calls.judge.jsonl"
+    first = [json.loads(line) for line in judge_log.read_text().splitlines()]
+    assert server.count("judge") == len(first) == 1
+    assert caught.value.spent == pytest.approx(first[0]["cost"]) and 0 < first[0]["cost"] <= 2.0
+    assert len(CallLog(tmp_path / "q.calls.jsonl").records()) == 6       # the answers were paid for and kept
+
+    result = collect(sums(3), free, scorer="judge", judge=judge_entry(server), out=tmp_path / "q.jsonl",
+                     budget=10.0, **FAST)
+    assert server.count("good") == server.count("sloppy") == 3           # no expert asked again
+    assert server.count("judge") == 4                                    # only the three missing replies
+    replies = [json.loads(line) for line in judge_log.read_text().splitlines()]
+    assert result.made == 0 and result.judge_spent == pytest.approx(sum(r["cost"] for r in replies[1:]))
+    assert result.spent == result.judge_spent and result.qtable.scores.tolist() == [[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
+
+
+def test_a_budget_with_a_judge_of_unknown_price_is_refused_before_any_call(server: OpenAIServer, tmp_path: Path) -> None:
+    from tryage.collect import build_chat_models
+    from tryage.errors import ConfigurationError
+
+    judge = build_chat_models([entry(server, "judge")])["judge"]     # a chat model: its prices are unknown
+    with pytest.raises(ConfigurationError, match=r"a budget counts the judge's calls too, but the judge's prices are unknown"):
+        collect(sums(2), [entry(server, "good")], scorer="judge", judge=judge, out=tmp_path / "q.jsonl", budget=5.0, **FAST)
+    with pytest.raises(ConfigurationError, match=r"the judge's prices are unknown"):
+        score(tmp_path / "q.calls.jsonl", sums(2), scorer="judge", judge=judge, budget=5.0)
+    assert server.requests == {}
+
+
+def test_a_rate_limited_judge_is_retried(server: OpenAIServer, tmp_path: Path) -> None:
+    result = collect(sums(3), [entry(server, "good"), entry(server, "sloppy")], scorer="judge",
+                     judge=judge_entry(server, "flaky-judge"), out=tmp_path / "q.jsonl", **FAST)
+    assert result.qtable.scores.tolist() == [[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
+    assert server.count("flaky-judge") == 8      # 4 different questions, each refused once with a 429
+
+
+def test_dry_run_estimates_the_judge_and_needs_no_key(server: OpenAIServer, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    experts = [entry(server, "good", expected_output_tokens=10), entry(server, "sloppy", expected_output_tokens=10)]
+    collect(sums(2), experts, scorer="judge", judge=judge_entry(server), out=tmp_path / "q.jsonl", **FAST)
+    asked = server.count("judge")
+    monkeypatch.delenv("OPENAI_API_KEY")
+    plan = collect(sums(4), experts, scorer="judge", judge=judge_entry(server), out=tmp_path / "q.jsonl", dry_run=True)
+    # prompts 0 and 1 are answered and judged: only prompts 2 and 3 (two experts each) would be judged
+    assert plan.judge_calls == 4 and len(plan.calls) == 4 and server.count("judge") == asked
+    assert plan.judge_cost > 0 and plan.estimated_cost == pytest.approx(sum(c.cost for c in plan.calls) + plan.judge_cost)

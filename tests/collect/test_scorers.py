@@ -104,10 +104,11 @@ def test_tryage_collect_is_callable_as_the_issue_names_it(tmp_path) -> None:
     assert result.qtable.scores.tolist() == [[1.0], [pytest.approx(1 / 3)]]
 
 
-def test_a_judge_asked_the_same_thing_at_once_pays_once_and_a_failure_is_not_shared() -> None:
+def test_a_judge_asked_the_same_thing_at_once_pays_once_retries_and_a_failure_is_not_shared() -> None:
     import asyncio
 
     from tryage.collect.scorers import Judge
+    from tryage.errors import JudgeCallError
 
     class Row:
         id, prompt, reference = "p0", "What is 1 plus 2?", "3"
@@ -115,21 +116,26 @@ def test_a_judge_asked_the_same_thing_at_once_pays_once_and_a_failure_is_not_sha
     class Model:  # a runnable taking a string (what Judge accepts besides LangChain chat models)
         model_name = "slow-judge"
 
-        def __init__(self, fail_first: bool) -> None:
+        def __init__(self, fail_first: type[Exception] | None) -> None:
             self.calls, self.fail_first = 0, fail_first
 
         async def ainvoke(self, text: str) -> str:
             self.calls += 1
             await asyncio.sleep(0.05)
-            if self.fail_first and self.calls == 1:
-                raise ConnectionError("judge unreachable")
+            if self.fail_first is not None and self.calls == 1:
+                raise self.fail_first("judge unreachable")
             return "Right. SCORE: 1"
 
     async def five_at_once(judge: Judge) -> list:
         return await asyncio.gather(*(judge("3", Row()) for _ in range(5)), return_exceptions=True)
 
-    model = Model(fail_first=False)
+    model = Model(fail_first=None)
     assert asyncio.run(five_at_once(Judge(model))) == [1.0] * 5 and model.calls == 1
-    model = Model(fail_first=True)
-    results = asyncio.run(five_at_once(Judge(model)))
-    assert isinstance(results[0], ConnectionError) and results[1:] == [1.0] * 4 and model.calls == 2
+    # a dropped connection is transient: retried, and the four waiting for that reply get it
+    model = Model(fail_first=ConnectionError)
+    assert asyncio.run(five_at_once(Judge(model).run_with(retry_base=0.01))) == [1.0] * 5 and model.calls == 2
+    # an error that retrying cannot mend fails that call only; a waiter asks again itself
+    model = Model(fail_first=ValueError)
+    results = asyncio.run(five_at_once(Judge(model).run_with(retry_base=0.01)))
+    assert isinstance(results[0], JudgeCallError) and "ValueError: judge unreachable" in str(results[0])
+    assert results[1:] == [1.0] * 4 and model.calls == 2

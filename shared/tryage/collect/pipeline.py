@@ -30,7 +30,7 @@ from tryage.collect.backends import ExpertSpec, build_backend, load_experts
 from tryage.collect.calllog import CallKey, CallLog, CallRecord
 from tryage.collect.prompts import PromptRow, load_prompts, prompts_from_records
 from tryage.collect.runner import PlannedCall, Runner, RunStats
-from tryage.collect.scorers import DEFAULT_RUBRIC, Scorer, get_scorer
+from tryage.collect.scorers import DEFAULT_RUBRIC, Judge, Scorer, get_scorer
 from tryage.errors import BudgetReachedError, ConfigurationError, QTableError, ScorerError
 from tryage.experts import ExpertLibrary
 from tryage.qtable import QTable
@@ -45,12 +45,17 @@ class DryRun:
     Attributes:
         calls: Each call to make, with its estimated tokens and cost.
         cached: Calls already in the log (not made again).
-        estimated_cost: Sum of the calls' estimated USD.
+        estimated_cost: Sum of the calls' estimated USD, the judge's included.
+        judge_calls: Judge calls to make (``--scorer judge``): one per answer whose reply is not in the
+            judge's log (answers not given yet count at the expert's expected output length).
+        judge_cost: Their estimated USD.
     """
 
     calls: tuple[PlannedCall, ...]
     cached: int
     estimated_cost: float
+    judge_calls: int = 0
+    judge_cost: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,7 @@ class CollectResult:
         made: Calls made by this run.
         cached: Calls found in the log instead.
         errors: Calls of this run that ended in an error.
-        spent: USD spent by this run.
+        spent: USD spent by this run, the judge's calls included.
         incomplete: Ids of prompts left out because some expert has no answer (an error).
         out: The Q-table file, or ``None``.
         log: The call log.
@@ -84,6 +89,7 @@ class CollectResult:
     log: Path | None = None
     library_path: Path | None = None
     skipped_experts: Mapping[str, str] = field(default_factory=dict)
+    judge_spent: float = 0.0
 
 
 def default_log_path(out: str | os.PathLike[str]) -> Path:
@@ -164,15 +170,19 @@ def collect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, out: str 
         out: The Q-table JSONL to write (``None``: return it only; then ``log`` is required).
         log: The call log (default: ``<out>.calls.jsonl``); calls in it are not made again.
         library_out: The expert library JSON (default: ``<out>.experts.json``).
-        budget: USD this run may spend; it stops before a call would pass it
-            (:class:`BudgetReachedError`, the calls made stay in the log).
+        budget: USD this run may spend, the judge's calls included; it stops before a call would pass
+            it (:class:`BudgetReachedError`, the calls made and the judge's replies stay in their logs).
+            With the ``judge`` scorer the judge's prices must be known (give ``judge`` as an entry).
         dry_run: Return a :class:`DryRun` listing the calls and their estimated cost; call nothing.
         concurrency: Calls in flight per expert.
         timeout: Seconds per attempt.
         retries: Further attempts after a transient error (429, 5xx, timeout, connection).
         progress: Show a progress bar (``None``: when stderr is a terminal).
         pattern: The pattern of the ``regex`` scorer.
-        judge: The chat model of the ``judge`` scorer.
+        judge: The ``judge`` scorer's model: an expert entry with its prices (``{"name": "judge",
+            "model": "openai:gpt-4o-mini", "input_price": 0.15, "output_price": 0.6}`` or an
+            :class:`ExpertSpec`), or a chat model / runnable (prices unknown). Its calls get this run's
+            timeout, retries and budget.
         rubric: The judge's instructions.
         retry_base: Seconds before the first retry (doubled each time).
         backend: ``"local"`` (this process, async) or ``"ray"``: one Ray actor pool per expert makes
@@ -219,6 +229,8 @@ async def acollect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, ou
     chosen = get_scorer(scorer, pattern=pattern, judge=judge, rubric=rubric, judge_log=judge_log_path(log_path))
     _check_scorer_fits(chosen, specs)
     chosen.check(rows)
+    the_judge = _judge_of(chosen)
+    _check_judge_priced(the_judge, budget)
     by_name = {s.name: s for s in specs}
 
     def pending(done: Mapping[CallKey, CallRecord]) -> list[tuple[PromptRow, ExpertSpec]]:
@@ -237,43 +249,57 @@ async def acollect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, ou
         todo = pending(done)
         runner = Runner(by_name, {}, CallLog(log_path), observed_output_tokens=observed(done))
         calls = tuple(runner.plan(row, spec) for row, spec in todo)
-        return DryRun(calls, len(rows) * len(specs) - len(todo), sum(c.cost for c in calls))
+        judge_calls, judge_cost = _judge_plan(the_judge, rows, specs, done, runner)
+        return DryRun(calls, len(rows) * len(specs) - len(todo), sum(c.cost for c in calls) + judge_cost,
+                      judge_calls, judge_cost)
 
-    with CallLog(log_path) as call_log:
-        done = call_log.latest()
-        todo = pending(done)
-        if backend == "ray":
-            from tryage.collect.on_ray import run_on_ray
+    if the_judge is not None:
+        the_judge.run_with()   # builds the judge's client now: a missing key fails before any paid call
+    try:
+        with CallLog(log_path) as call_log:
+            done = call_log.latest()
+            todo = pending(done)
+            if backend == "ray":
+                from tryage.collect.on_ray import run_on_ray
 
-            stats = await asyncio.to_thread(
-                run_on_ray, todo, call_log, concurrency=concurrency, timeout=timeout, retries=retries,
-                retry_base=retry_base, budget=budget, observed=observed(done), workers=workers, address=address,
-                num_cpus=num_cpus, progress=progress) if todo else RunStats()
-        else:
-            backends = {name: build_backend(by_name[name]) for name in dict.fromkeys(s.name for _, s in todo)}
-            runner = Runner(by_name, backends, call_log, concurrency=concurrency, timeout=timeout, retries=retries,
-                            budget=budget, progress=progress, retry_base=retry_base,
-                            observed_output_tokens=observed(done))
-            try:
-                stats = await runner.run(todo) if todo else RunStats()
-            finally:
-                for opened in backends.values():
-                    await opened.aclose()
-    if stats.budget_reached:
-        raise BudgetReachedError(float(budget), stats.spent, stats.not_made)  # type: ignore[arg-type]
-    latest = {**done, **{r.key: r for r in stats.records}}
-    picked = {(row.id, spec.name): latest.get((row.id, spec.name, spec.settings_hash())) for row in rows for spec in specs}
-    table, library, used, incomplete, records = await _assemble(rows, specs, picked, chosen, concurrency)
-    result = CollectResult(table, library, used, made=stats.made, cached=len(rows) * len(specs) - len(todo),
-                           errors=stats.errors, spent=stats.spent, incomplete=incomplete, log=log_path,
-                           skipped_experts=dict(stats.skipped_experts))
+                stats = await asyncio.to_thread(
+                    run_on_ray, todo, call_log, concurrency=concurrency, timeout=timeout, retries=retries,
+                    retry_base=retry_base, budget=budget, observed=observed(done), workers=workers, address=address,
+                    num_cpus=num_cpus, progress=progress) if todo else RunStats()
+            else:
+                backends = {name: build_backend(by_name[name]) for name in dict.fromkeys(s.name for _, s in todo)}
+                runner = Runner(by_name, backends, call_log, concurrency=concurrency, timeout=timeout, retries=retries,
+                                budget=budget, progress=progress, retry_base=retry_base,
+                                observed_output_tokens=observed(done))
+                try:
+                    stats = await runner.run(todo) if todo else RunStats()
+                finally:
+                    for opened in backends.values():
+                        await opened.aclose()
+        if stats.budget_reached:
+            raise BudgetReachedError(float(budget), stats.spent, stats.not_made)  # type: ignore[arg-type]
+        latest = {**done, **{r.key: r for r in stats.records}}
+        picked = {(row.id, spec.name): latest.get((row.id, spec.name, spec.settings_hash())) for row in rows for spec in specs}
+        if the_judge is not None:
+            the_judge.run_with(budget=None if budget is None else max(0.0, budget - stats.spent), timeout=timeout,
+                               retries=retries, retry_base=retry_base)
+        table, library, used, incomplete, records = await _assemble_judged(rows, specs, picked, chosen, concurrency,
+                                                                           the_judge, budget, stats.spent)
+        judge_spent = 0.0 if the_judge is None else the_judge.spent
+        result = CollectResult(table, library, used, made=stats.made, cached=len(rows) * len(specs) - len(todo),
+                               errors=stats.errors, spent=stats.spent + judge_spent, incomplete=incomplete, log=log_path,
+                               skipped_experts=dict(stats.skipped_experts), judge_spent=judge_spent)
+    finally:
+        if the_judge is not None:
+            await the_judge.aclose()
     return _write(result, records, out, library_out)
 
 
 def score(log: str | os.PathLike[str], prompts: Any, *, scorer: str | Scorer | Any,
           out: str | os.PathLike[str] | None = None, experts: Any = None,
           library_out: str | os.PathLike[str] | None = None, pattern: str | None = None, judge: Any = None,
-          rubric: str = DEFAULT_RUBRIC, concurrency: int = 4) -> CollectResult:
+          rubric: str = DEFAULT_RUBRIC, concurrency: int = 4, budget: float | None = None,
+          timeout: float | None = 60.0, retries: int = 3, retry_base: float = 0.5) -> CollectResult:
     """Re-score the answers in a call log and write a Q-table, calling no expert model.
 
     Args:
@@ -285,19 +311,29 @@ def score(log: str | os.PathLike[str], prompts: Any, *, scorer: str | Scorer | A
             settings. Without it, every expert in the log, in name order, with its latest answer per prompt.
         library_out: The expert library JSON (default: ``<out>.experts.json``).
         pattern: The ``regex`` scorer's pattern.
-        judge: The ``judge`` scorer's chat model.
+        judge: The ``judge`` scorer's model (as in :func:`collect`).
         rubric: The judge's instructions.
         concurrency: Judge calls in flight.
+        budget: USD the judge's calls may cost (:class:`BudgetReachedError` before one would pass it;
+            the replies so far stay in the judge's log). Needs the judge's prices.
+        timeout: Seconds per judge call attempt.
+        retries: Further attempts after a transient error.
+        retry_base: Seconds before the first retry (doubled each time).
     """
+    _check_numbers(budget=budget, concurrency=concurrency, timeout=timeout, retries=retries)
     return _run_sync(_ascore(log, prompts, scorer=scorer, out=out, experts=experts, library_out=library_out,
-                             pattern=pattern, judge=judge, rubric=rubric, concurrency=concurrency))
+                             pattern=pattern, judge=judge, rubric=rubric, concurrency=concurrency, budget=budget,
+                             timeout=timeout, retries=retries, retry_base=retry_base))
 
 
 async def _ascore(log: Any, prompts: Any, *, scorer: Any, out: Any, experts: Any, library_out: Any,
-                  pattern: str | None, judge: Any, rubric: str, concurrency: int) -> CollectResult:
+                  pattern: str | None, judge: Any, rubric: str, concurrency: int, budget: float | None,
+                  timeout: float | None, retries: int, retry_base: float) -> CollectResult:
     rows = _rows(prompts)
     chosen = get_scorer(scorer, pattern=pattern, judge=judge, rubric=rubric, judge_log=judge_log_path(Path(log)))
     chosen.check(rows)
+    the_judge = _judge_of(chosen)
+    _check_judge_priced(the_judge, budget)
     call_log = CallLog(log)
     if call_log.path.is_dir():
         raise ConfigurationError(f"log={str(log)!r} is a folder; a call log is the JSONL file tryage collect wrote")
@@ -321,9 +357,17 @@ async def _ascore(log: Any, prompts: Any, *, scorer: Any, out: Any, experts: Any
             if record.ok or key not in last or not last[key].ok:
                 last[key] = record
         picked = {(row.id, n): last.get((row.id, n)) for row in rows for n in names}
-    table, library, used, incomplete, records = await _assemble(rows, specs, picked, chosen, concurrency)
-    return _write(CollectResult(table, library, used, cached=len(used), incomplete=incomplete, log=call_log.path),
-                  records, out, library_out)
+    if the_judge is not None:
+        the_judge.run_with(budget=budget, timeout=timeout, retries=retries, retry_base=retry_base)
+    try:
+        table, library, used, incomplete, records = await _assemble_judged(rows, specs, picked, chosen, concurrency,
+                                                                           the_judge, budget, 0.0)
+    finally:
+        if the_judge is not None:
+            await the_judge.aclose()
+    spent = 0.0 if the_judge is None else the_judge.spent
+    return _write(CollectResult(table, library, used, cached=len(used), incomplete=incomplete, log=call_log.path,
+                                spent=spent, judge_spent=spent), records, out, library_out)
 
 
 class _Logged:
@@ -346,6 +390,48 @@ def _check_numbers(*, budget: float | None, concurrency: int, timeout: float | N
         raise ConfigurationError(f"retries must be a whole number >= 0, got {retries!r}")
 
 
+def _judge_of(scorer: Scorer) -> Judge | None:
+    return scorer.fn if isinstance(scorer.fn, Judge) else None
+
+
+def _check_judge_priced(judge: Judge | None, budget: float | None) -> None:
+    """A budget must count the judge's calls too: refuse a judge whose prices are unknown."""
+    if judge is not None and budget is not None and not judge.priced:
+        raise ConfigurationError("a budget counts the judge's calls too, but the judge's prices are unknown: give them "
+                                 "(--judge-input-price/--judge-output-price, USD per 1M tokens, 0 for a free local judge; "
+                                 "in Python judge={'name': 'judge', 'model': ..., 'input_price': ..., 'output_price': ...})")
+
+
+def _judge_plan(judge: Judge | None, rows: Sequence[PromptRow], specs: Sequence[ExpertSpec],
+                done: Mapping[CallKey, CallRecord], runner: Runner) -> tuple[int, float]:
+    """Judge calls a run would make and their estimated USD (answers not given yet: at the expected length)."""
+    if judge is None:
+        return 0, 0.0
+    asked: set[str] = set()          # equal questions cost one call
+    placeholders: list[str] = []     # answers not given yet: their expected length (3 bytes a token)
+    for row in rows:
+        for spec in specs:
+            record = done.get((row.id, spec.name, spec.settings_hash()))
+            if record is not None and record.ok and record.answer is not None:
+                if not judge.cached(record.answer, row):
+                    asked.add(judge.question(record.answer, row))
+            else:
+                placeholders.append(judge.question("x" * 3 * runner.expected_output_tokens(spec), row))
+    texts = [*asked, *placeholders]
+    return len(texts), sum(judge.plan(text).cost for text in texts)
+
+
+async def _assemble_judged(rows: Sequence[PromptRow], specs: Sequence[ExpertSpec],
+                           picked: Mapping[tuple[str, str], CallRecord | None], scorer: Scorer, concurrency: int,
+                           judge: Judge | None, budget: float | None, spent_before: float) -> Any:
+    """:func:`_assemble`, with a budget stop told with the run's whole spend."""
+    try:
+        return await _assemble(rows, specs, picked, scorer, concurrency)
+    except BudgetReachedError as exc:
+        spent = spent_before + (judge.spent if judge is not None else exc.spent)
+        raise BudgetReachedError(float(budget), spent, exc.remaining_calls) from None  # type: ignore[arg-type]
+
+
 async def _assemble(rows: Sequence[PromptRow], specs: Sequence[ExpertSpec],
                     picked: Mapping[tuple[str, str], CallRecord | None], scorer: Scorer,
                     concurrency: int) -> tuple[QTable, ExpertLibrary, tuple[CallRecord, ...], tuple[str, ...], list[dict[str, Any]]]:
@@ -362,7 +448,13 @@ async def _assemble(rows: Sequence[PromptRow], specs: Sequence[ExpertSpec],
         async with gate:
             return await scorer.score(picked[(row.id, spec.name)], row)
 
-    values = await asyncio.gather(*(one(row, spec) for row in complete for spec in specs))
+    values = await asyncio.gather(*(one(row, spec) for row in complete for spec in specs), return_exceptions=True)
+    failed = [v for v in values if isinstance(v, BaseException)]
+    if failed:   # every other score was still given (and a judge's reply logged): a rerun pays for none again
+        held = [f for f in failed if isinstance(f, BudgetReachedError)]
+        if held:
+            raise BudgetReachedError(held[0].budget, held[0].spent, len(held))
+        raise failed[0]
     it = iter(values)
     records = []
     used: list[CallRecord] = []

@@ -150,7 +150,7 @@ class Runner:
     Args:
         specs: Expert entries by name.
         backends: The backend of each expert that has calls to make.
-        log: An open :class:`CallLog`.
+        log: An open :class:`CallLog` (``None`` when only :meth:`call` is used: its caller logs).
         concurrency: Calls in flight per expert (an entry's ``concurrency`` wins).
         timeout: Seconds per attempt (``None``: no limit).
         retries: Further attempts after a transient error.
@@ -160,7 +160,7 @@ class Runner:
         retry_max: Longest wait between attempts.
     """
 
-    def __init__(self, specs: Mapping[str, ExpertSpec], backends: Mapping[str, Backend], log: CallLog, *,
+    def __init__(self, specs: Mapping[str, ExpertSpec], backends: Mapping[str, Backend], log: CallLog | None, *,
                  concurrency: int = 4, timeout: float | None = 60.0, retries: int = 3, budget: float | None = None,
                  progress: bool | None = None, retry_base: float = 0.5, retry_max: float = 30.0,
                  observed_output_tokens: Mapping[str, Sequence[int]] | None = None) -> None:
@@ -191,6 +191,13 @@ class Runner:
         total, count = self._observed.get(spec.name, (0, 0))
         return math.ceil(total / count) if count else DEFAULT_OUTPUT_TOKENS
 
+    def observe(self, name: str, output_tokens: int | None) -> None:
+        """Count one answer's output tokens into ``name``'s estimate of its next calls."""
+        if output_tokens is not None:
+            seen = self._observed.setdefault(name, [0, 0])
+            seen[0] += output_tokens
+            seen[1] += 1
+
     def plan(self, row: Any, spec: ExpertSpec) -> PlannedCall:
         """The estimated tokens and cost of calling ``spec`` on ``row``."""
         text = row.prompt if spec.kind != "hf" or row.reference is None else f"{row.prompt} {row.reference}"
@@ -218,14 +225,12 @@ class Runner:
                     queue.insert(0, (row, spec))
                     started -= 1
                     return
-                self.log.append(record)
+                self.log.append(record)  # type: ignore[union-attr]
                 stats.records.append(record)
                 stats.made += 1
                 stats.errors += 0 if record.ok else 1
-                if record.ok and record.output_tokens is not None:
-                    seen = self._observed.setdefault(name, [0, 0])
-                    seen[0] += record.output_tokens
-                    seen[1] += 1
+                if record.ok:
+                    self.observe(name, record.output_tokens)
                 bar.update(1)
                 bar.set_postfix_str(f"errors={stats.errors} spent=${stats.spent:.4f}", refresh=False)
 

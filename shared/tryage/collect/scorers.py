@@ -180,10 +180,17 @@ def parse_judge_score(reply: str) -> float:
 
 
 class Judge:
-    """An LLM judge: ``Judge(chat_model, rubric=...)`` is a scorer function (async).
+    """An LLM judge: ``Judge(model, rubric=...)`` is a scorer function (async).
+
+    Its calls go through collect's :class:`~tryage.collect.runner.Runner`: retries with backoff on
+    transient errors (429, 5xx, timeouts, dropped connections), a timeout per attempt, the entry's rate
+    limit, and the run's budget. ``collect`` and ``score`` count what the judge spends in ``budget``.
 
     Args:
-        model: Any LangChain chat model (or runnable taking a string).
+        model: The judge: an expert entry with its prices (an :class:`ExpertSpec` or a dict such as
+            ``{"name": "judge", "model": "openai:gpt-4o-mini", "input_price": 0.15, "output_price": 0.6}``),
+            or any LangChain chat model, runnable or callable taking a string (prices unknown: a run with a
+            budget refuses it; wrap it as ``ExpertSpec("judge", runnable=model, input_price=..., output_price=...)``).
         rubric: Instructions; the reply must end with ``SCORE: <0..1>``.
         log: A JSONL file of the judge's replies, keyed by the judge's model, the rubric, the prompt,
             the reference and the answer: a reply found there is reused, not paid for again
@@ -191,28 +198,117 @@ class Judge:
     """
 
     def __init__(self, model: Any, *, rubric: str = DEFAULT_RUBRIC, log: str | os.PathLike[str] | None = None) -> None:
+        from tryage.collect.backends import ExpertSpec
+
+        if isinstance(model, ExpertSpec):
+            self.spec = model
+        elif isinstance(model, dict):
+            self.spec = ExpertSpec.from_dict({"name": "judge", **model})
+        else:
+            self.spec = ExpertSpec("judge", runnable=model)
         self.model = model
         self.rubric = rubric
         self.log = log
         self._replies: dict[str, str] | None = None
         self._pending: dict[str, Any] = {}    # key → future of a judge call in flight
+        self._runner: Any = None
+        self._backend: Any = None
+        self._limiter: Any = None
+        self.stats: Any = None
+
+    @property
+    def priced(self) -> bool:
+        """Whether both prices of the judge are known (a run with a budget needs them)."""
+        return self.spec.input_price is not None and self.spec.output_price is not None
+
+    @property
+    def spent(self) -> float:
+        """USD the judge's calls cost since the last :meth:`run_with` (timeouts at their estimate)."""
+        return 0.0 if self.stats is None else float(self.stats.spent)
+
+    def run_with(self, *, budget: float | None = None, timeout: float | None = 60.0, retries: int = 3,
+                 retry_base: float = 0.5) -> Judge:
+        """Make the next calls under these settings; ``budget``: USD the judge may spend from now on."""
+        from tryage.collect.backends import build_backend
+        from tryage.collect.runner import Runner, RunStats
+
+        if self._backend is None:
+            self._backend = build_backend(self.spec)
+        self._runner = Runner({self.spec.name: self.spec}, {self.spec.name: self._backend}, None,  # type: ignore[arg-type]
+                              timeout=timeout, retries=retries, budget=budget, retry_base=retry_base,
+                              observed_output_tokens=self._observed())
+        self._limiter = self._runner.limiter(self.spec)
+        self.stats = RunStats()
+        return self
+
+    async def aclose(self) -> None:
+        """Close the judge's HTTP client (a later call opens a new one)."""
+        backend, self._backend, self._runner = self._backend, None, None
+        if backend is not None:
+            await backend.aclose()
+
+    def _who(self) -> str:
+        if self.spec.model is not None:       # what the built chat model calls itself (its model_name)
+            return self.spec.model.split(":", 1)[1]
+        model = self.spec.runnable
+        return getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__qualname__
 
     def _key(self, text: str) -> str:
-        who = getattr(self.model, "model_name", None) or getattr(self.model, "model", None) or type(self.model).__qualname__
-        return hashlib.sha256(f"{who}\0{text}".encode("utf-8")).hexdigest()[:32]
+        return hashlib.sha256(f"{self._who()}\0{text}".encode("utf-8")).hexdigest()[:32]
+
+    def _records(self) -> list[dict[str, Any]]:
+        path = Path(self.log) if self.log is not None else None
+        if path is None or not path.is_file():
+            return []
+        truncate_torn_tail(path)      # a killed writer's half line would swallow the next append
+        # A damaged line is a reply not cached, never an error: asking again is always safe.
+        return [record for _, record, problem in iter_jsonl(path)
+                if problem is None and isinstance(record, dict) and isinstance(record.get("key"), str)
+                and isinstance(record.get("reply"), str)]
 
     def _cached(self) -> dict[str, str]:
         if self._replies is None:
-            self._replies = {}
-            path = Path(self.log) if self.log is not None else None
-            if path is not None and path.is_file():
-                truncate_torn_tail(path)      # a killed writer's half line would swallow the next append
-                for _, record, problem in iter_jsonl(path):
-                    # A damaged line is a reply not cached, never an error: asking again is always safe.
-                    if (problem is None and isinstance(record, dict) and isinstance(record.get("key"), str)
-                            and isinstance(record.get("reply"), str)):
-                        self._replies[record["key"]] = record["reply"]
+            self._replies = {record["key"]: record["reply"] for record in self._records()}
         return self._replies
+
+    def _observed(self) -> dict[str, list[int]]:
+        tokens = [r["output_tokens"] for r in self._records()
+                  if isinstance(r.get("output_tokens"), int) and r["output_tokens"] >= 0]
+        return {self.spec.name: tokens} if tokens else {}
+
+    def plan(self, text: str) -> Any:
+        """The estimated tokens and cost of asking the judge ``text`` (a :class:`PlannedCall`)."""
+        if self._runner is None:
+            from tryage.collect.runner import Runner
+
+            return Runner({}, {}, None, observed_output_tokens=self._observed()).plan(_Ask("", text), self.spec)  # type: ignore[arg-type]
+        return self._runner.plan(_Ask("", text), self.spec)
+
+    def question(self, answer: str, row: Any) -> str:
+        """What the judge is asked about ``answer`` to ``row``."""
+        text = f"{self.rubric}\n\nQuestion:\n{row.prompt}\n\n"
+        if row.reference is not None:
+            text += f"Reference answer:\n{row.reference}\n\n"
+        return text + f"Answer to grade:\n{answer}\n"
+
+    def cached(self, answer: str, row: Any) -> bool:
+        """Whether the judge's reply about ``answer`` to ``row`` is in its log already (no call)."""
+        return self._key(self.question(answer, row)) in self._cached()
+
+    async def _ask(self, key: str, text: str) -> tuple[str, Any]:
+        from tryage.errors import BudgetReachedError, JudgeCallError
+
+        if self._runner is None:
+            self.run_with()
+        record = await self._runner.call(_Ask(key, text), self.spec, self.stats, self._limiter)
+        if record is None:
+            if self.spec.name in self.stats.skipped_experts:
+                raise JudgeCallError(self.stats.skipped_experts[self.spec.name], 1)
+            raise BudgetReachedError(float(self._runner.budget), self.spent, 1)
+        if not record.ok:
+            raise JudgeCallError(record.error, record.attempts)
+        self._runner.observe(self.spec.name, record.output_tokens)
+        return str(record.answer), record
 
     async def __call__(self, answer: str, row: Any) -> float:
         """The judge's score of ``answer`` to ``row``; higher: the judge rates it better.
@@ -222,10 +318,9 @@ class Judge:
         """
         import asyncio
 
-        text = f"{self.rubric}\n\nQuestion:\n{row.prompt}\n\n"
-        if row.reference is not None:
-            text += f"Reference answer:\n{row.reference}\n\n"
-        text += f"Answer to grade:\n{answer}\n"
+        if self._runner is None:
+            self.run_with()
+        text = self.question(answer, row)
         key, replies = self._key(text), self._cached()
         if key not in replies:
             pending = self._pending.get(key)
@@ -234,21 +329,30 @@ class Judge:
             else:
                 self._pending[key] = asyncio.get_running_loop().create_future()
                 try:
-                    reply = await self.model.ainvoke(text)
-                    content = getattr(reply, "text", None)
-                    if not isinstance(content, str):
-                        content = getattr(reply, "content", reply)
-                    replies[key] = str(content)
+                    reply, record = await self._ask(key, text)
+                    replies[key] = reply
                     if self.log is not None:
                         Path(self.log).parent.mkdir(parents=True, exist_ok=True)
                         with open(self.log, "a", encoding="utf-8") as handle:
-                            handle.write(json.dumps({"key": key, "prompt_id": row.id, "reply": replies[key]}) + "\n")
+                            handle.write(json.dumps({"key": key, "prompt_id": row.id, "reply": reply,
+                                                     "input_tokens": record.input_tokens,
+                                                     "output_tokens": record.output_tokens,
+                                                     "cost": record.cost}) + "\n")
                 finally:
                     waiting = self._pending.pop(key)
                     waiting.set_result(None)   # waiters read ``replies``; after a failure they ask themselves
             if key not in replies:
                 return await self(answer, row)
         return parse_judge_score(replies[key])
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """One question to the judge, shaped as the prompt row a :class:`Runner` calls an expert on."""
+
+    id: str
+    prompt: str
+    reference: None = None
 
 
 BUILTIN = {
