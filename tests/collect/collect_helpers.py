@@ -9,6 +9,9 @@ from typing import Any
 from openai_server import OpenAIServer
 
 
+#: The key the local server wants (the ``server`` fixture puts it in ``OPENAI_API_KEY``).
+API_KEY = "test-key"
+
 def entry(server: OpenAIServer, model: str, **extra: Any) -> dict[str, Any]:
     """An experts-file entry for ``model`` on the local server (keys come from the environment)."""
     return {"name": model, "model": f"openai:{model}",

@@ -6,9 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from collect_helpers import API_KEY
 from openai_server import OpenAIServer
-
-API_KEY = "test-key"
 
 
 @pytest.fixture()

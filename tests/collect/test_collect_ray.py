@@ -13,8 +13,7 @@ pytest.importorskip("langchain_openai", reason="these tests drive the real ChatO
 ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed (pip install 'tryage[ray]')")
 pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'tryage[ray]')")
 
-from collect_helpers import entry, sums, write_experts, write_jsonl
-from conftest import API_KEY
+from collect_helpers import API_KEY, entry, sums, write_experts, write_jsonl
 from openai_server import OpenAIServer
 from tryage.collect import CallLog, collect
 from tryage.errors import BudgetReachedError, ConfigurationError
