@@ -3,7 +3,7 @@ os.environ.setdefault("OMP_NUM_THREADS","1"); os.environ["HF_HUB_OFFLINE"]="1"
 import numpy as np, torch, time, json
 torch.set_num_threads(1)
 from tryage import QTable, ExpertLibrary
-# Exploratory scripts behind the README's "Measured on the same folds (exploratory ...)" figures.
+# The shared part of the exploratory scripts (each does `from common import *`), behind the README's "Measured on the same folds (exploratory ...)" figures.
 # Run from the repository root with PYTHONPATH=shared, after caching the embeddings:
 #   TRYAGE_EMB=emb.npy python benchmarks/exploratory/exp_knn.py   (then exp_router.py NAME "dict(...)",
 #   exp_lin.py CONFIG, exp_sm.py CONFIG, exp_task.py, ens.py, cost.py NAME...); OOF arrays go to $TRYAGE_OUT.

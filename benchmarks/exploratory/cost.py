@@ -1,4 +1,4 @@
-exec(open(__import__('os').path.join(__import__('os').path.dirname(__file__), 'common.py')).read())
+from common import *  # noqa: F403 - the shared data, folds and helpers of these scripts
 import sys; sys.path.insert(0,'benchmarks')
 from llmrouter_quality import cost_report
 lib=ExpertLibrary.from_json(os.path.join(DATA, 'models.json'),names=T.experts)

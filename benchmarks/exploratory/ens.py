@@ -1,4 +1,4 @@
-exec(open(__import__('os').path.join(__import__('os').path.dirname(__file__), 'common.py')).read())
+from common import *  # noqa: F403 - the shared data, folds and helpers of these scripts
 import glob
 O={p.split('oof_')[1][:-4]:np.load(p) for p in glob.glob(OUT+'oof_*.npy')}
 for n,o in O.items(): print(n, round(score(o),4))

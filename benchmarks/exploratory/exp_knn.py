@@ -1,4 +1,4 @@
-exec(open(__import__('os').path.join(__import__('os').path.dirname(__file__), 'common.py')).read())
+from common import *  # noqa: F403 - the shared data, folds and helpers of these scripts
 ks=[5,10,20,30,50,75,100,150,200,300,400]
 res={k:[] for k in ks}; oof={k:np.zeros_like(L) for k in ks}
 for i,tr,te in folds():

@@ -1,4 +1,4 @@
-exec(open(__import__('os').path.join(__import__('os').path.dirname(__file__), 'common.py')).read())
+from common import *  # noqa: F403 - the shared data, folds and helpers of these scripts
 import sys
 import torch.nn as nn, torch.nn.functional as F
 Y=S.astype(np.float32)  # P(correct) targets (commongen fractional)
@@ -23,18 +23,19 @@ def train(Xtr,Ytr,Xte,kind,hidden=256,wd=1e-2,epochs=60,lr=1e-3,drop=0.1,rank=16
             opt.zero_grad(); loss.backward(); opt.step()
     m.eval()
     with torch.no_grad(): return torch.sigmoid(m(xte)).numpy()
-configs={
- 'lin_wd1e-2_e30':dict(kind='lin',epochs=30,lr=1e-3,drop=0.2),
- 'mlp256_e20':dict(kind='mlp',epochs=20),
- 'mlp256_e40_d3':dict(kind='mlp',epochs=40,drop=0.3),
- 'mirt16_e30_d3':dict(kind='mirt',epochs=30,drop=0.3,rank=16),
- 'mlp256_list1_e30_d3':dict(kind='mlp',epochs=30,drop=0.3,pair=1.0),
-}
-which=sys.argv[1:] or list(configs)
-for name in which:
-    cfg=configs[name]; t0=time.time()
-    oof=np.zeros_like(Y); fs=[]
-    for i,tr,te in folds():
-        p=train(E[tr],Y[tr],E[te],**cfg); oof[te]=p; fs.append(np.mean(S[te,np.argmax(p,1)]))
-    np.save(f'{OUT}oof_{name}.npy',1-oof)
-    print(name, round(score(1-oof),4), np.round(fs,3), f'{time.time()-t0:.0f}s', flush=True)
+if __name__ == '__main__':   # exp_sm.py imports train() from here
+    configs={
+     'lin_wd1e-2_e30':dict(kind='lin',epochs=30,lr=1e-3,drop=0.2),
+     'mlp256_e20':dict(kind='mlp',epochs=20),
+     'mlp256_e40_d3':dict(kind='mlp',epochs=40,drop=0.3),
+     'mirt16_e30_d3':dict(kind='mirt',epochs=30,drop=0.3,rank=16),
+     'mlp256_list1_e30_d3':dict(kind='mlp',epochs=30,drop=0.3,pair=1.0),
+    }
+    which=sys.argv[1:] or list(configs)
+    for name in which:
+        cfg=configs[name]; t0=time.time()
+        oof=np.zeros_like(Y); fs=[]
+        for i,tr,te in folds():
+            p=train(E[tr],Y[tr],E[te],**cfg); oof[te]=p; fs.append(np.mean(S[te,np.argmax(p,1)]))
+        np.save(f'{OUT}oof_{name}.npy',1-oof)
+        print(name, round(score(1-oof),4), np.round(fs,3), f'{time.time()-t0:.0f}s', flush=True)

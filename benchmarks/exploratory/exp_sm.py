@@ -1,4 +1,4 @@
-exec(open(__import__('os').path.join(__import__('os').path.dirname(__file__), 'exp_lin.py')).read().split("configs={")[0])
+from exp_lin import *  # noqa: F403 - train() and the data of exp_lin.py
 from tryage.predictors import neighbour_mean as _neighbour_mean
 import sys
 cfgs={'mlp_s50_list1':dict(kind='mlp',epochs=30,drop=0.1,pair=1.0),

@@ -1,4 +1,4 @@
-exec(open(__import__('os').path.join(__import__('os').path.dirname(__file__), 'common.py')).read())
+from common import *  # noqa: F403 - the shared data, folds and helpers of these scripts
 # task-mean reference (uses labels) blended with within-task kNN
 res={}
 for k in [10,20,50,100]:
