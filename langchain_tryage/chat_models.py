@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import queue
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
@@ -191,7 +192,10 @@ class ChatTryage(BaseChatModel):
         timeout: If set, sent to the chosen expert with every call, and enforced by ChatTryage too: an
             expert (its retries included) that has not answered ``timeout`` + 1 s later is given up with
             a ``TimeoutError`` (then, with ``fallback``, the next expert answers), even when the
-            expert's own client ignores its timeout. Streams are not cut.
+            expert's own client ignores its timeout. A stream is held to it chunk by chunk: one that sends
+            nothing for ``timeout`` + 1 s is given up with a ``TimeoutError``, before its first chunk
+            (then, with ``fallback``, the next expert streams) or later (raised to the reader, after the
+            chunks already given).
         stop: Default stop sequences, sent to the chosen expert.
         max_retries: Retries of the chosen expert (by ChatTryage) before falling back or raising.
         streaming: If ``True``, ``invoke`` streams from the expert and returns the joined message.
@@ -449,10 +453,15 @@ class ChatTryage(BaseChatModel):
         job = yield from self._routed(messages, parent, kwargs, is_async)
         prepare = self._expert_call(parent, stop, kwargs)
 
+        limit = None if self.timeout is None else self.timeout + _TIMEOUT_GRACE_S
+
         def call(job: Job) -> tuple[Any, Any]:
             expert, config, kw = prepare(job)
-            return (lambda: expert.stream(job.payload, config, **kw),
-                    lambda: expert.astream(job.payload, config, **kw))
+            if limit is None:
+                return (lambda: expert.stream(job.payload, config, **kw),
+                        lambda: expert.astream(job.payload, config, **kw))
+            return (lambda: _chunks_within(limit, job.expert, lambda: expert.stream(job.payload, config, **kw)),
+                    lambda: _achunks_within(limit, job.expert, expert.astream(job.payload, config, **kw)))
 
         first, rest = yield from open_stream(job, call, (Exception,))
         self._answered(job)
@@ -534,6 +543,93 @@ _TIMEOUT_GRACE_S = 1.0
 
 def _late(name: str, limit: float) -> TimeoutError:
     return TimeoutError(f"expert {name!r} did not answer within {limit:g} s (timeout + {_TIMEOUT_GRACE_S:g} s grace)")
+
+
+def _stalled(name: str, limit: float) -> TimeoutError:
+    return TimeoutError(f"expert {name!r} sent nothing for {limit:g} s (timeout + {_TIMEOUT_GRACE_S:g} s grace); "
+                        "its stream was given up")
+
+
+def _chunks_within(limit: float, name: str, open_stream: Callable[[], Iterator[Any]]) -> Iterator[Any]:
+    """The chunks of ``open_stream()``, each given up after ``limit`` seconds without one.
+
+    The stream is read by one daemon thread (in this context) and handed over a queue, so a stalled
+    expert is left behind on time; a reader who stops early makes the thread close the stream at its
+    next chunk.
+    """
+    chunks: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+    stop = threading.Event()
+    context = contextvars.copy_context()
+
+    def read() -> None:
+        stream = iter(open_stream())
+        try:
+            for chunk in stream:
+                chunks.put(("chunk", chunk))
+                if stop.is_set():
+                    break
+            chunks.put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader
+            chunks.put(("error", exc))
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+
+    threading.Thread(target=context.run, args=(read,), name=f"tryage-stream-{name}", daemon=True).start()
+    try:
+        while True:
+            try:
+                kind, value = chunks.get(timeout=limit)
+            except queue.Empty:
+                raise _stalled(name, limit) from None
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+
+
+async def _achunks_within(limit: float, name: str, stream: Any) -> Any:
+    """The chunks of the async ``stream``, each given up after ``limit`` seconds without one."""
+    chunks = stream.__aiter__()
+    try:
+        while True:
+            try:
+                chunk = await _timed(chunks.__anext__(), limit)
+            except StopAsyncIteration:
+                return
+            except _Expired:
+                raise _stalled(name, limit) from None
+            yield chunk
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+class _Expired(Exception):
+    """ChatTryage's own limit ran out (an expert's own ``TimeoutError`` is not this)."""
+
+
+async def _timed(awaitable: Any, limit: float) -> Any:
+    """``await awaitable`` within ``limit`` s, in this task (so the context an async generator sets stays its own)."""
+    timeout = getattr(asyncio, "timeout", None)
+    if timeout is None:  # Python 3.10: wait_for's TimeoutError is asyncio's own class there
+        try:
+            return await asyncio.wait_for(awaitable, limit)
+        except asyncio.TimeoutError:
+            raise _Expired from None
+    scope = timeout(limit)
+    try:
+        async with scope:
+            return await awaitable
+    except TimeoutError:
+        if scope.expired():
+            raise _Expired from None
+        raise
 
 
 async def _awithin(limit: float, name: str, awaitable: Any) -> Any:

@@ -322,6 +322,65 @@ def test_chat_tryage_gives_up_an_expert_that_ignores_its_timeout(router, mode: s
         alone.invoke("hello") if mode == "invoke" else asyncio.run(alone.ainvoke("hello"))
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", ["stream", "astream"])
+def test_chat_tryage_streams_are_held_to_the_timeout_chunk_by_chunk(router, mode: str) -> None:  # noqa: ANN001
+    pytest.importorskip("langchain_core")
+    import asyncio
+
+    from langchain_core.language_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage, AIMessageChunk
+    from langchain_core.outputs import ChatGenerationChunk
+
+    from langchain_tryage import ChatTryage
+
+    class Stalling(GenericFakeChatModel):
+        """Streams ``sent`` chunks, then nothing: only ChatTryage's own limit can end the stream."""
+
+        sent: int = 0
+
+        def _stream(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            for i in range(self.sent):
+                yield ChatGenerationChunk(message=AIMessageChunk(content=f"part{i} "))
+            time.sleep(3600)
+
+        async def _astream(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            for i in range(self.sent):
+                yield ChatGenerationChunk(message=AIMessageChunk(content=f"part{i} "))
+            await asyncio.sleep(3600)
+
+    def read(model: ChatTryage) -> tuple[list[str], BaseException | None]:
+        got: list[str] = []
+
+        async def areader() -> None:
+            async for chunk in model.astream("hello"):
+                got.append(chunk.content)
+        try:
+            if mode == "stream":
+                for chunk in model.stream("hello"):
+                    got.append(chunk.content)
+            else:
+                asyncio.run(asyncio.wait_for(areader(), timeout=60))
+        except TimeoutError as exc:
+            return got, exc
+        return got, None
+
+    answering = GenericFakeChatModel(messages=iter([AIMessage("c answers")] * 4))
+    # a and b stall before their first chunk: each is given up on time and the next one streams
+    model = ChatTryage(router=router, experts={"a": Stalling(messages=iter([])), "b": Stalling(messages=iter([])),
+                                               "c": answering}, fallback=True, timeout=0.2)
+    started = time.monotonic()
+    got, error = read(model)
+    assert error is None and "".join(got) == "c answers"
+    assert time.monotonic() - started < 10
+    # a stream that stalls after its first chunks: the reader keeps them, then gets a TimeoutError
+    model = ChatTryage(router=router, experts={n: Stalling(messages=iter([]), sent=2) for n in "abc"},
+                       fallback=True, timeout=0.2)
+    got, error = read(model)
+    assert got == ["part0 ", "part1 "]
+    assert isinstance(error, TimeoutError) and "sent nothing for 1.2 s" in str(error) and "expert 'a'" in str(error)
+
+
 # -- measure killed mid-run ----------------------------------------------------------------------
 
 MEASURER = textwrap.dedent("""
