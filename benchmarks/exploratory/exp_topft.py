@@ -1,12 +1,13 @@
-"""Fine-tuning MiniLM's top layer over a cached trunk, one fold: does it lift the shipped router?
+"""Fine-tuning MiniLM's top layers over a cached trunk, one fold: does it lift the shipped router?
 
-    TRYAGE_EMB=minilm_all_layers.npy [FOLD=0] [EPOCHS=3] [LR=3e-5] python benchmarks/exploratory/exp_topft.py
+    TRYAGE_EMB=minilm_all_layers.npy [FOLD=0] [EPOCHS=3] [LR=3e-5] [TOP=1] python benchmarks/exploratory/exp_topft.py
 
 The router is first trained as open-llms ships it (head only, targets smoothed over 50 neighbours) on
-the fold's training prompts; then the last of MiniLM's six layers and that head are trained together
-on the same smoothed targets (BCE), the first five layers cached once (about 2 minutes), 10% of the
-training prompts held for validation. Prints the fold's test score after each epoch (about 70 s each
-on one CPU core) beside the head-only score.
+the fold's training prompts; then the top ``TOP`` of MiniLM's six layers (6: the whole transformer
+over cached token embeddings) and that head are trained together on the same smoothed targets (BCE),
+the layers below cached once (about 2 minutes), 10% of the training prompts held for validation.
+Prints the fold's test score after each epoch (about 70 s each on one CPU core for TOP=1) beside the
+head-only score.
 """
 import os, sys, time, copy
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -27,7 +28,8 @@ val, tr = np.sort(perm[:nval]), np.sort(perm[nval:])
 base = PerceptivePredictor(seed=FOLD, progress=False, target_smoothing=50).fit(T.subset(tr_all), embeddings=E[tr_all])
 p0 = base.predict_from_embeddings(E[te]); print("head only (shipped recipe)", round(float(S[te, p0.argmin(1)].mean()), 4), flush=True)
 enc = base.text_encoder_; model = enc.model; tok = enc.tokenizer
-# 2. cache the trunk: input of the last layer (tokens) and the pooled, normalised layers 1..5
+TOP = int(os.environ.get("TOP", "1")); FIRST = 6 - TOP   # layers FIRST..5 are trained
+# 2. cache the trunk: input of layer FIRST (tokens) and the pooled, normalised layers 1..FIRST
 order = np.argsort([len(p) for p in T.prompts]); batches = {}
 t = time.time()
 with torch.inference_mode():
@@ -36,12 +38,14 @@ with torch.inference_mode():
         b = tok([T.prompts[i] for i in idx], padding=True, truncation=True, max_length=256, return_tensors="pt")
         h = model(**b, output_hidden_states=True).hidden_states
         m = b["attention_mask"].unsqueeze(-1).float()
-        fixed = torch.cat([torch.nn.functional.normalize((h[l] * m).sum(1) / m.sum(1), dim=-1) for l in range(1, 6)], -1)
+        fixed = torch.cat([torch.nn.functional.normalize((h[l] * m).sum(1) / m.sum(1), dim=-1)
+                           for l in range(1, FIRST + 1)] or [torch.zeros(len(idx), 0)], -1)
         for j, i in enumerate(idx):
             k = int(b["attention_mask"][j].sum())
-            batches[int(i)] = (h[5][j, :k].clone(), fixed[j].clone())
+            batches[int(i)] = (h[FIRST][j, :k].clone(), fixed[j].clone())
 print("trunk cached", round(time.time() - t), "s", flush=True)
-top = copy.deepcopy(model.encoder.layer[5]).train(); head = copy.deepcopy(base.head_).train()
+top = torch.nn.ModuleList([copy.deepcopy(model.encoder.layer[l]) for l in range(FIRST, 6)]).train()
+head = copy.deepcopy(base.head_).train()
 y = torch.from_numpy(L.astype(np.float32))
 sm = neighbour_mean(E[tr_all], L[tr_all], 50, queries=E[tr_all]); Y = y.clone(); Y[tr_all] = torch.from_numpy(sm.astype(np.float32))
 def forward(ids):
@@ -50,9 +54,11 @@ def forward(ids):
     for j, i in enumerate(ids):
         hs[j, :ks[j]] = batches[i][0]; mask[j, :ks[j]] = 1
     ext = (1.0 - mask[:, None, None, :]) * -1e9
-    out = top(hs, attention_mask=ext); out = out[0] if isinstance(out, tuple) else out
-    pooled = torch.nn.functional.normalize((out * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=-1)
-    x = torch.cat([torch.stack([batches[i][1] for i in ids]), pooled], -1) / 6 ** 0.5
+    pooled = []
+    for layer in top:
+        hs = layer(hs, attention_mask=ext); hs = hs[0] if isinstance(hs, tuple) else hs
+        pooled.append(torch.nn.functional.normalize((hs * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=-1))
+    x = torch.cat([torch.stack([batches[i][1] for i in ids]), *pooled], -1) / 6 ** 0.5
     return head(x)
 def evaluate(rows):
     top.eval(); head.eval(); outs = []
