@@ -240,8 +240,17 @@ def test_bad_entries_are_refused(server: OpenAIServer, tmp_path: Path) -> None:
         collect(sums(1), [{"name": "x", "model": "openai:good", "temprature": 0}], scorer="numeric", log=tmp_path / "c")
     with pytest.raises(ExpertSpecError, match="expert 'x': give exactly one of 'model'"):
         collect(sums(1), [{"name": "x"}], scorer="numeric", log=tmp_path / "c")
-    with pytest.raises(ExpertSpecError, match=r"expert 'x': requests_per_second must be a number >= 0, got -1"):
+    with pytest.raises(ExpertSpecError, match=r"expert 'x': requests_per_second must be a finite number >= 0, got -1"):
         collect(sums(1), [entry(server, "good", name="x", requests_per_second=-1)], scorer="numeric", log=tmp_path / "c")
+    # a NaN price would make every budget check pass (nothing compares greater than NaN)
+    for price in (math.nan, math.inf):
+        with pytest.raises(ExpertSpecError, match=rf"expert 'x': output_price must be a finite number >= 0, got {price}"):
+            collect(sums(1), [entry(server, "good", name="x", output_price=price)], scorer="numeric",
+                    log=tmp_path / "c", budget=1.0)
+    experts = tmp_path / "nan.json"                       # JSON files may spell it NaN too
+    experts.write_text('[{"name": "x", "model": "openai:good", "input_price": NaN}]')
+    with pytest.raises(ExpertSpecError, match=r"input_price must be a finite number >= 0, got nan"):
+        collect(sums(1), experts, scorer="numeric", log=tmp_path / "c", budget=1.0)
     assert server.requests == {}
 
 

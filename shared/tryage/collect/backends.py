@@ -33,6 +33,7 @@ import functools
 import hashlib
 import inspect
 import json
+import math
 import os
 import ssl
 import threading
@@ -122,8 +123,9 @@ class ExpertSpec:
                                   "environment only: set the provider's variable or name one with 'api_key_env'")
         for key in ("input_price", "output_price", "requests_per_second"):
             value = getattr(self, key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-                raise ExpertSpecError(f"expert {self.name!r}: {key} must be a number >= 0, got {value!r}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value < 0):
+                raise ExpertSpecError(f"expert {self.name!r}: {key} must be a finite number >= 0, got {value!r}")
         for key in ("concurrency", "expected_output_tokens"):
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
