@@ -231,3 +231,21 @@ def test_dry_run_counts_the_judge(server: OpenAIServer, tmp_path: Path, capsys: 
     plan = json.loads(out)
     assert code == 0 and plan["judge_calls"] == 3 and plan["judge_cost"] > 0 and server.requests == {}
     assert plan["estimated_cost"] == pytest.approx(sum(c["cost"] for c in plan["calls"]) + plan["judge_cost"])
+
+
+def test_score_with_a_judge_keeps_to_its_budget(server: OpenAIServer, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    experts = write_experts(tmp_path / "e.json", [entry(server, "good")])
+    prompts = write_jsonl(tmp_path / "p.jsonl", sums(2))
+    assert run_cli(capsys, *collect_args(tmp_path, experts, prompts))[0] == 0
+    rescore = ["score", "--log", tmp_path / "q.calls.jsonl", "--prompts", prompts, "--scorer", "judge",
+               "--out", tmp_path / "q2.jsonl", *judge_args(server, "judge", "--judge-input-price", "10000",
+                                                           "--judge-output-price", "10000")]
+    # a judge call is estimated at ~1.4 USD: a budget of 1 makes none
+    code, _, err = run_cli(capsys, *rescore, "--budget", "1")
+    assert_one_line_error(code, err, "budget reached: spent $0.000000 of $1.000000")
+    assert server.count("judge") == 0 and not (tmp_path / "q2.jsonl").exists()
+    code, out, _ = run_cli(capsys, *rescore, "--budget", "100", "--json")
+    summary = json.loads(out)
+    assert code == 0 and server.count("judge") == 2 and summary["calls_made"] == 0
+    assert 0 < summary["judge_spent"] == summary["spent"] <= 100
