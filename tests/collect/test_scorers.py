@@ -139,3 +139,10 @@ def test_a_judge_asked_the_same_thing_at_once_pays_once_retries_and_a_failure_is
     results = asyncio.run(five_at_once(Judge(model).run_with(retry_base=0.01)))
     assert isinstance(results[0], JudgeCallError) and "ValueError: judge unreachable" in str(results[0])
     assert results[1:] == [1.0] * 4 and model.calls == 2
+
+
+def test_a_judge_must_return_text() -> None:
+    from tryage.collect.scorers import Judge
+
+    with pytest.raises(ScorerError, match=r"the judge 'judge' is an 'hf' entry, which only measures a loss"):
+        Judge({"hf": "some/folder"})

@@ -206,6 +206,9 @@ class Judge:
             self.spec = ExpertSpec.from_dict({"name": "judge", **model})
         else:
             self.spec = ExpertSpec("judge", runnable=model)
+        if self.spec.kind == "hf":
+            raise ScorerError(f"the judge {self.spec.name!r} is an 'hf' entry, which only measures a loss; a judge is a "
+                              "chat model ('model' entry), a LangChain runnable or a callable that returns text")
         self.model = model
         self.rubric = rubric
         self.log = log
