@@ -14,7 +14,8 @@ Cost: the cost and size weights are swept over the out-of-fold predictions
 of the best single model's price) and the smallest mean parameter count at which each router still
 matches the best single model's score, and APGR-style curves: the share of the best-single → oracle
 gap kept (PGR) against the cost share, with their average over cost shares 0..1 (APGR, as in
-RouteLLM). ``--embeddings`` reuses a cached ``PerceptivePredictor().encode(table.prompts)`` array
+RouteLLM). Size is swept twice: under the built-in ``size`` constraint (log parameter count) and
+under a linear one (``size_linear``, see :func:`cost_report`). ``--embeddings`` reuses a cached ``PerceptivePredictor().encode(table.prompts)`` array
 (``.npy``, rows in the order of ``train.jsonl``).
 
 Prints JSON and writes benchmarks/results/llmrouter_quality.json.
@@ -56,14 +57,28 @@ def knn_k_by_inner_cv(embeddings: np.ndarray, table, ks=KNN_KS, *, folds: int = 
     return max(scores, key=scores.get), scores
 
 
+def _parameters(expert):
+    return expert.parameters
+
+
 def cost_report(predicted: np.ndarray, table, library, single_value: float, oracle_value: float,
                 single_expert: str) -> dict:
-    """Cost/size sweeps of one router's out-of-fold predictions: smallest matching point and APGR curve."""
+    """Cost/size sweeps of one router's out-of-fold predictions: smallest matching point and APGR curve.
+
+    ``size`` sweeps the built-in size constraint (log parameter count); ``size_linear`` the same
+    predictions under a user-defined constraint of the parameter count itself, the weight whose sweep
+    traces the smallest *mean* size (the Lagrangian of a mean is linear in each choice's size).
+    """
+    from tryage.constraints import Constraint, ConstraintSet
     from tryage.evaluation import pareto_sweep, smallest_matching
 
+    linear = ConstraintSet().with_constraint(Constraint("size", _parameters, field="parameters",
+                                                        description="parameter count, min-max scaled"))
     out = {}
-    for constraint, unit_of in (("cost", lambda e: e.cost), ("size", lambda e: e.parameters)):
-        front = pareto_sweep(predicted, table, library, constraint=constraint)
+    for key, constraint, constraints, unit_of in (("cost", "cost", None, lambda e: e.cost),
+                                                  ("size", "size", None, lambda e: e.parameters),
+                                                  ("size_linear", "size", linear, lambda e: e.parameters)):
+        front = pareto_sweep(predicted, table, library, constraint=constraint, constraints=constraints)
         reference = float(unit_of(library[single_expert]))
         match = smallest_matching(front, single_value)
         gap = oracle_value - single_value
@@ -75,7 +90,7 @@ def cost_report(predicted: np.ndarray, table, library, single_value: float, orac
         best = [max([c["pgr"] for c in curve if c["share"] <= s + 1e-12] + ([0.0] if s >= 1.0 else [-np.inf]))
                 for s in grid]
         finite = [b if np.isfinite(b) else 0.0 for b in best]
-        out[constraint] = {
+        out[key] = {
             "reference": {"expert": single_expert, "value": reference},
             "smallest_mean_matching_best_single": None if match is None else match.mean_constraint,
             "share_of_best_single": None if match is None else match.mean_constraint / reference,
