@@ -380,3 +380,17 @@ def test_dry_run_estimates_the_judge_and_needs_no_key(server: OpenAIServer, tmp_
     # prompts 0 and 1 are answered and judged: only prompts 2 and 3 (two experts each) would be judged
     assert plan.judge_calls == 4 and len(plan.calls) == 4 and server.count("judge") == asked
     assert plan.judge_cost > 0 and plan.estimated_cost == pytest.approx(sum(c.cost for c in plan.calls) + plan.judge_cost)
+
+
+def test_a_budget_with_an_api_expert_of_unknown_price_is_refused_before_any_call(server: OpenAIServer,
+                                                                                  tmp_path: Path) -> None:
+    from tryage.errors import ConfigurationError
+
+    unpriced = {k: v for k, v in entry(server, "sloppy").items() if k != "output_price"}
+    with pytest.raises(ConfigurationError, match=r"a budget counts every call, but expert\(s\) 'sloppy' have no price"):
+        collect(sums(2), [entry(server, "good"), unpriced], scorer="numeric", out=tmp_path / "q.jsonl", budget=5.0, **FAST)
+    assert server.requests == {}
+    # without a budget it runs (its calls are logged at cost 0); a local callable counts as free
+    assert collect(sums(2), [unpriced], scorer="numeric", out=tmp_path / "q.jsonl", **FAST).made == 2
+    assert collect(sums(2), {"echo": lambda p: p}, scorer=lambda a, r: 1.0, log=tmp_path / "c.jsonl", budget=0.0,
+                   **FAST).made == 2

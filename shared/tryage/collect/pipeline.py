@@ -172,7 +172,7 @@ def collect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, out: str 
         library_out: The expert library JSON (default: ``<out>.experts.json``).
         budget: USD this run may spend, the judge's calls included; it stops before a call would pass
             it (:class:`BudgetReachedError`, the calls made and the judge's replies stay in their logs).
-            With the ``judge`` scorer the judge's prices must be known (give ``judge`` as an entry).
+            Every chat-model expert, and the judge, must then have its prices (0 for a free local model).
         dry_run: Return a :class:`DryRun` listing the calls and their estimated cost; call nothing.
         concurrency: Calls in flight per expert.
         timeout: Seconds per attempt.
@@ -230,7 +230,7 @@ async def acollect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, ou
     _check_scorer_fits(chosen, specs)
     chosen.check(rows)
     the_judge = _judge_of(chosen)
-    _check_judge_priced(the_judge, budget)
+    _check_priced(specs, the_judge, budget)
     by_name = {s.name: s for s in specs}
 
     def pending(done: Mapping[CallKey, CallRecord]) -> list[tuple[PromptRow, ExpertSpec]]:
@@ -333,7 +333,7 @@ async def _ascore(log: Any, prompts: Any, *, scorer: Any, out: Any, experts: Any
     chosen = get_scorer(scorer, pattern=pattern, judge=judge, rubric=rubric, judge_log=judge_log_path(Path(log)))
     chosen.check(rows)
     the_judge = _judge_of(chosen)
-    _check_judge_priced(the_judge, budget)
+    _check_priced((), the_judge, budget)
     call_log = CallLog(log)
     if call_log.path.is_dir():
         raise ConfigurationError(f"log={str(log)!r} is a folder; a call log is the JSONL file tryage collect wrote")
@@ -394,9 +394,19 @@ def _judge_of(scorer: Scorer) -> Judge | None:
     return scorer.fn if isinstance(scorer.fn, Judge) else None
 
 
-def _check_judge_priced(judge: Judge | None, budget: float | None) -> None:
-    """A budget must count the judge's calls too: refuse a judge whose prices are unknown."""
-    if judge is not None and budget is not None and not judge.priced:
+def _check_priced(specs: Sequence[ExpertSpec], judge: Judge | None, budget: float | None) -> None:
+    """A budget must count every paid call: refuse chat models (API experts, the judge) of unknown price.
+
+    Local experts (``hf``) and plain callables count as free."""
+    if budget is None:
+        return
+    unpriced = [s.name for s in specs if (s.kind == "chat" or hasattr(s.runnable, "ainvoke"))
+                and (s.input_price is None or s.output_price is None)]
+    if unpriced:
+        raise ConfigurationError(f"a budget counts every call, but expert(s) {', '.join(map(repr, unpriced))} have no "
+                                 "price: give their input_price and output_price (USD per 1M tokens, 0 for a free "
+                                 "local model)")
+    if judge is not None and not judge.priced:
         raise ConfigurationError("a budget counts the judge's calls too, but the judge's prices are unknown: give them "
                                  "(--judge-input-price/--judge-output-price, USD per 1M tokens, 0 for a free local judge; "
                                  "in Python judge={'name': 'judge', 'model': ..., 'input_price': ..., 'output_price': ...})")
