@@ -259,23 +259,17 @@ async def acollect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, ou
         with CallLog(log_path) as call_log:
             done = call_log.latest()
             todo = pending(done)
-            if backend == "ray":
+            settings = {"concurrency": concurrency, "timeout": timeout, "retries": retries, "retry_base": retry_base,
+                        "budget": budget, "progress": progress}
+            if not todo:
+                stats = RunStats()
+            elif backend == "ray":
                 from tryage.collect.on_ray import run_on_ray
 
-                stats = await asyncio.to_thread(
-                    run_on_ray, todo, call_log, concurrency=concurrency, timeout=timeout, retries=retries,
-                    retry_base=retry_base, budget=budget, observed=observed(done), workers=workers, address=address,
-                    num_cpus=num_cpus, progress=progress) if todo else RunStats()
+                stats = await asyncio.to_thread(run_on_ray, todo, call_log, observed=observed(done), workers=workers,
+                                                address=address, num_cpus=num_cpus, **settings)
             else:
-                backends = {name: build_backend(by_name[name]) for name in dict.fromkeys(s.name for _, s in todo)}
-                runner = Runner(by_name, backends, call_log, concurrency=concurrency, timeout=timeout, retries=retries,
-                                budget=budget, progress=progress, retry_base=retry_base,
-                                observed_output_tokens=observed(done))
-                try:
-                    stats = await runner.run(todo) if todo else RunStats()
-                finally:
-                    for opened in backends.values():
-                        await opened.aclose()
+                stats = await _run_locally(todo, by_name, call_log, observed(done), settings)
         if stats.budget_reached:
             raise BudgetReachedError(float(budget), stats.spent, stats.not_made)  # type: ignore[arg-type]
         latest = {**done, **{r.key: r for r in stats.records}}
@@ -388,6 +382,18 @@ def _check_numbers(*, budget: float | None, concurrency: int, timeout: float | N
         raise ConfigurationError(f"timeout must be a finite number of seconds > 0 (or None: no limit), got {timeout!r}")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ConfigurationError(f"retries must be a whole number >= 0, got {retries!r}")
+
+
+async def _run_locally(todo: Sequence[tuple[PromptRow, ExpertSpec]], by_name: Mapping[str, ExpertSpec],
+                       call_log: CallLog, observed: Mapping[str, Sequence[int]], settings: Mapping[str, Any]) -> RunStats:
+    """Make the calls of ``todo`` in this process, logging each; the backends' clients are closed after."""
+    backends = {name: build_backend(by_name[name]) for name in dict.fromkeys(s.name for _, s in todo)}
+    runner = Runner(by_name, backends, call_log, observed_output_tokens=observed, **settings)
+    try:
+        return await runner.run(todo)
+    finally:
+        for opened in backends.values():
+            await opened.aclose()
 
 
 def _judge_of(scorer: Scorer) -> Judge | None:
