@@ -194,6 +194,26 @@ def test_fit_router_on_ray_saves_the_local_artefact(cluster: str, tiny_encoder: 
     assert np.allclose(reloaded.predict_losses(table.prompts), local.predict_losses(table.prompts), atol=1e-4)
 
 
+def test_cli_train_on_ray_saves_the_local_router(cluster: str, tiny_encoder: Path, domain_qtable_path: Path,
+                                                 tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tryage.cli import main
+    from tryage.predictors import PerceptivePredictor
+
+    common = ["train", "--qtable", str(domain_qtable_path), "--encoder", str(tiny_encoder), "--epochs", "20", "--json"]
+    assert main([*common, "--out", str(tmp_path / "local")]) == 0
+    capsys.readouterr()
+    assert main([*common, "--out", str(tmp_path / "ray"), "--ray", "--workers", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["backend"] == "ray"
+    local, on_ray = (PerceptivePredictor.from_pretrained(tmp_path / name) for name in ("local", "ray"))
+    prompts = ["Write a Python function to sort a list", "What is the capital of France?"]
+    assert np.allclose(on_ray.predict_losses(prompts), local.predict_losses(prompts), atol=1e-4)
+    # fine-tuning re-encodes every step: it trains where the command runs
+    assert main([*common, "--out", str(tmp_path / "ft"), "--ray", "--mode", "finetune"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tryage: error: --ray encodes the prompts on a Ray actor pool for --mode head") and "\n" not in err
+    assert not (tmp_path / "ft").exists()
+
+
 def test_cli_route_input_on_ray_matches_local(cluster: str, tmp_path: Path) -> None:
     from tryage.cli import main
 

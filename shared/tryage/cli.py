@@ -81,10 +81,15 @@ def _load_router(args: argparse.Namespace):  # noqa: ANN202
 # -- sub-commands ------------------------------------------------------------------------------------
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from tryage.cli_measure import ray_options
     from tryage.experts import ExpertLibrary
     from tryage.predictors import PerceptivePredictor
     from tryage.qtable import QTable
 
+    ray = ray_options(args)
+    if args.ray and args.mode != "head":
+        raise ConfigurationError("--ray encodes the prompts on a Ray actor pool for --mode head; --mode finetune "
+                                 "re-encodes every step and trains on this machine (leave out --ray)")
     qtable = QTable.from_file(args.qtable, on_invalid=args.on_invalid)
     if qtable.dropped:
         print(f"dropped {len(qtable.dropped)} invalid row(s), e.g. line {qtable.dropped[0].line}: "
@@ -102,9 +107,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = {} if args.layers is None else {"layers": args.layers}
     router = PerceptivePredictor(args.encoder, mode=args.mode, seed=args.seed, epochs=args.epochs,
                                  progress=not args.json, **options)
-    router.fit(qtable, library)
+    if args.ray:
+        from tryage.distributed import fit_router
+
+        fit_router(router, qtable, library, workers=ray["workers"], num_gpus=ray["num_gpus"], address=ray["address"],
+                   num_cpus=ray["num_cpus"])
+    else:
+        router.fit(qtable, library)
     out = router.save_pretrained(args.out, overwrite=args.overwrite)
     summary = {"router": str(out), "experts": list(router.experts_), "rows": len(qtable), "mode": args.mode,
+               "backend": "ray" if args.ray else "local",
                "epochs_run": len(router.history_),  # no validation split (a tiny table): best_val_loss null
                "best_val_loss": min((h["val_loss"] for h in router.history_ if "val_loss" in h), default=None)}
     if args.json:
@@ -264,6 +276,8 @@ ROUTER_HELP = "saved router folder, or an embedded router: paper-domains (defaul
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tryage.cli_measure import add_ray_arguments, register as register_measure
+
     parser = argparse.ArgumentParser(prog="tryage", description="Route prompts to the best expert model.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -282,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-invalid", choices=("raise", "drop"), default="raise",
                    help="what to do with malformed Q-table rows")
     p.add_argument("--json", action="store_true")
+    add_ray_arguments(p)   # --ray: the prompts are encoded by a Ray actor pool, the head trains here
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("route", help="choose the expert for one or more prompts")
@@ -296,8 +311,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the encoder in PyTorch or in ONNX Runtime (same choices, faster on a CPU; tryage[onnx])")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_route)
-    from tryage.cli_measure import add_ray_arguments, register as register_measure
-
     add_ray_arguments(p)
 
     for name, func, text in (("evaluate", cmd_evaluate, "measure a router against oracle and baselines"),

@@ -24,7 +24,7 @@ from tryage.errors import ConfigurationError
 def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
     """``--ray``, ``--address``, ``--num-cpus``, ``--workers``, ``--num-gpus`` (shared with ``route``)."""
     group = parser.add_argument_group("Ray (pip install 'tryage[ray]')")
-    group.add_argument("--ray", action="store_true", help="run on Ray: one actor pool per expert / router")
+    group.add_argument("--ray", action="store_true", help="run on Ray: one actor pool per expert / router / encoder")
     group.add_argument("--address", help="Ray cluster to join (default: start a local Ray instance)")
     group.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
     group.add_argument("--workers", type=int, default=None, help="actors per pool (default: 1)")
