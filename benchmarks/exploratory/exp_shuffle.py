@@ -1,6 +1,6 @@
 """Is there any within-task signal in the embeddings? A permutation test on the LLMRouter folds.
 
-    PYTHONPATH=shared python benchmarks/exploratory/exp_shuffle.py EMB.npy [EMB2.npy ...] [--permutations 20]
+    PYTHONPATH=shared python benchmarks/exploratory/exp_shuffle.py EMB.npy [EMB2.npy ...] [--permutations 20] [--out F.json]
 
 For each cached embedding array (rows in the order of train.jsonl), on the five folds of
 benchmarks/llmrouter_quality.py: the kNN router's out-of-fold score with the true outcomes, and the same
@@ -8,13 +8,14 @@ router after the training folds' outcome rows are shuffled among prompts of the 
 per-model means stay exactly as they are; only which prompt got which outcome row is lost). If the true
 outcomes score no better than the shuffled ones, the embeddings carry no usable information about which
 model is right beyond the task, and no head on them can beat what the task alone gives by much.
-Prints JSON.
+Prints JSON (and writes it to ``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ def main(argv=None):
     parser.add_argument("embeddings", nargs="+", type=Path)
     parser.add_argument("--permutations", type=int, default=20)
     parser.add_argument("--ks", default="20,50,100")
+    parser.add_argument("--out", type=Path, help="write the JSON here too")
     args = parser.parse_args(argv)
     table = QTable.from_file(DATA / "train.jsonl")
     scores, losses = 1.0 - table.losses, table.losses
@@ -65,7 +67,8 @@ def main(argv=None):
             best = np.argmax(scores[train][tasks[train] == t].mean(0))
             total = scores[test][tasks[test] == t, best].sum()
             task_best += total
-    report = {"task_label_best_model": task_best / len(table), "permutations": args.permutations, "encoders": {}}
+    report = {"command": "python benchmarks/exploratory/exp_shuffle.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "task_label_best_model": task_best / len(table), "permutations": args.permutations, "encoders": {}}
     for path in args.embeddings:
         emb = np.load(path).astype(np.float32)
         per_k = {}
@@ -78,6 +81,8 @@ def main(argv=None):
             print(path.name, k, json.dumps(per_k[k]), flush=True)
         report["encoders"][path.name] = per_k
     print(json.dumps(report, indent=1))
+    if args.out is not None:
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
     return report
 
 
