@@ -271,13 +271,17 @@ def test_cookbook_07_collects_trains_and_routes_on_the_local_server(kernel_env):
     pytest.importorskip("langchain_openai", reason="07 drives ChatOpenAI (extra 'collect')")
     nb, state = run_notebook("07_collect_train_route", kernel_env, probe=(
         "{'calls': len(plan.calls), 'made': result.made, 'cached': result.cached, 'rows': len(result.qtable), "
-        "'flaky_requests': flaky_requests, "
+        "'flaky_requests': flaky_requests, 'judge_calls': judge_calls, 'judge_spent': judged.judge_spent, "
+        "'judge_agrees': bool((judged.qtable.scores == result.qtable.scores).all()), 'again': again.judge_spent, "
         "'cheap': [router.route(q, weights={'cost': 0.5}).expert for q in questions], "
         "'plain': [router.route(q).expert for q in questions]}"))
     assert_no_errors(nb)
     assert state["calls"] == 120 and state["rows"] == 40
     assert state["made"] + state["cached"] == 120 and state["cached"] >= 1  # the budget-stopped run's calls were kept
     assert state["flaky_requests"] == 80  # one 429 and one retry per prompt, nothing repeated
+    # the judge grades 120 answers with one call per distinct answer, within its budget, and never twice
+    assert 0 < state["judge_calls"] < 120 and 0 < state["judge_spent"] <= 0.05 and state["again"] == 0
+    assert state["judge_agrees"]
     assert state["cheap"] == ["flaky", "sloppy", "flaky", "sloppy"]
     assert state["plain"][1] in ("sloppy", "flaky") and state["plain"][0] in ("good", "flaky")
     text = text_of(nb)
