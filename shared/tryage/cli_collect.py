@@ -166,7 +166,8 @@ def run_score(args: argparse.Namespace) -> int:
     from tryage.collect import score
 
     result = score(args.log, args.prompts, scorer=args.scorer, out=args.out, experts=args.experts,
-                   library_out=args.library_out, budget=args.budget, **_scorer_kwargs(args))
+                   library_out=args.library_out, budget=args.budget, progress=None if not args.json else False,
+                   **_scorer_kwargs(args))
     _print(_summary(result), args.json)
     return 0
 

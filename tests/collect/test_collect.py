@@ -394,3 +394,12 @@ def test_a_budget_with_an_api_expert_of_unknown_price_is_refused_before_any_call
     assert collect(sums(2), [unpriced], scorer="numeric", out=tmp_path / "q.jsonl", **FAST).made == 2
     assert collect(sums(2), {"echo": lambda p: p}, scorer=lambda a, r: 1.0, log=tmp_path / "c.jsonl", budget=0.0,
                    **FAST).made == 2
+
+
+def test_the_judge_shows_its_progress_and_spend(server: OpenAIServer, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    collect(sums(3), [entry(server, "good")], scorer="numeric", out=tmp_path / "q.jsonl", **FAST)
+    capsys.readouterr()
+    score(tmp_path / "q.calls.jsonl", sums(3), scorer="judge", judge=judge_entry(server), progress=True)
+    err = capsys.readouterr().err
+    assert "judge: 100%" in err and "3/3" in err and "spent=$" in err

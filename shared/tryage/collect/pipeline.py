@@ -29,7 +29,7 @@ from tryage._io import atomic_write_text
 from tryage.collect.backends import ExpertSpec, build_backend, load_experts
 from tryage.collect.calllog import CallKey, CallLog, CallRecord
 from tryage.collect.prompts import PromptRow, load_prompts, prompts_from_records
-from tryage.collect.runner import PlannedCall, Runner, RunStats
+from tryage.collect.runner import PlannedCall, Runner, RunStats, progress_bar
 from tryage.collect.scorers import DEFAULT_RUBRIC, Judge, Scorer, get_scorer
 from tryage.errors import BudgetReachedError, ConfigurationError, QTableError, ScorerError
 from tryage.experts import ExpertLibrary
@@ -278,7 +278,7 @@ async def acollect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, ou
             the_judge.run_with(budget=None if budget is None else max(0.0, budget - stats.spent), timeout=timeout,
                                retries=retries, retry_base=retry_base)
         table, library, used, incomplete, records = await _assemble_judged(rows, specs, picked, chosen, concurrency,
-                                                                           the_judge, budget, stats.spent)
+                                                                           the_judge, budget, stats.spent, progress)
         judge_spent = 0.0 if the_judge is None else the_judge.spent
         result = CollectResult(table, library, used, made=stats.made, cached=len(rows) * len(specs) - len(todo),
                                errors=stats.errors, spent=stats.spent + judge_spent, incomplete=incomplete, log=log_path,
@@ -293,7 +293,8 @@ def score(log: str | os.PathLike[str], prompts: Any, *, scorer: str | Scorer | A
           out: str | os.PathLike[str] | None = None, experts: Any = None,
           library_out: str | os.PathLike[str] | None = None, pattern: str | None = None, judge: Any = None,
           rubric: str = DEFAULT_RUBRIC, concurrency: int = 4, budget: float | None = None,
-          timeout: float | None = 60.0, retries: int = 3, retry_base: float = 0.5) -> CollectResult:
+          timeout: float | None = 60.0, retries: int = 3, retry_base: float = 0.5,
+          progress: bool | None = None) -> CollectResult:
     """Re-score the answers in a call log and write a Q-table, calling no expert model.
 
     Args:
@@ -313,16 +314,17 @@ def score(log: str | os.PathLike[str], prompts: Any, *, scorer: str | Scorer | A
         timeout: Seconds per judge call attempt.
         retries: Further attempts after a transient error.
         retry_base: Seconds before the first retry (doubled each time).
+        progress: Show the judge's progress bar (``None``: when stderr is a terminal).
     """
     _check_numbers(budget=budget, concurrency=concurrency, timeout=timeout, retries=retries)
     return _run_sync(_ascore(log, prompts, scorer=scorer, out=out, experts=experts, library_out=library_out,
                              pattern=pattern, judge=judge, rubric=rubric, concurrency=concurrency, budget=budget,
-                             timeout=timeout, retries=retries, retry_base=retry_base))
+                             timeout=timeout, retries=retries, retry_base=retry_base, progress=progress))
 
 
 async def _ascore(log: Any, prompts: Any, *, scorer: Any, out: Any, experts: Any, library_out: Any,
                   pattern: str | None, judge: Any, rubric: str, concurrency: int, budget: float | None,
-                  timeout: float | None, retries: int, retry_base: float) -> CollectResult:
+                  timeout: float | None, retries: int, retry_base: float, progress: bool | None) -> CollectResult:
     rows = _rows(prompts)
     chosen = get_scorer(scorer, pattern=pattern, judge=judge, rubric=rubric, judge_log=judge_log_path(Path(log)))
     chosen.check(rows)
@@ -355,7 +357,7 @@ async def _ascore(log: Any, prompts: Any, *, scorer: Any, out: Any, experts: Any
         the_judge.run_with(budget=budget, timeout=timeout, retries=retries, retry_base=retry_base)
     try:
         table, library, used, incomplete, records = await _assemble_judged(rows, specs, picked, chosen, concurrency,
-                                                                           the_judge, budget, 0.0)
+                                                                           the_judge, budget, 0.0, progress)
     finally:
         if the_judge is not None:
             await the_judge.aclose()
@@ -439,18 +441,19 @@ def _judge_plan(judge: Judge | None, rows: Sequence[PromptRow], specs: Sequence[
 
 async def _assemble_judged(rows: Sequence[PromptRow], specs: Sequence[ExpertSpec],
                            picked: Mapping[tuple[str, str], CallRecord | None], scorer: Scorer, concurrency: int,
-                           judge: Judge | None, budget: float | None, spent_before: float) -> Any:
+                           judge: Judge | None, budget: float | None, spent_before: float,
+                           progress: bool | None) -> Any:
     """:func:`_assemble`, with a budget stop told with the run's whole spend."""
     try:
-        return await _assemble(rows, specs, picked, scorer, concurrency)
+        return await _assemble(rows, specs, picked, scorer, concurrency, progress)
     except BudgetReachedError as exc:
         spent = spent_before + (judge.spent if judge is not None else exc.spent)
         raise BudgetReachedError(float(budget), spent, exc.remaining_calls) from None  # type: ignore[arg-type]
 
 
 async def _assemble(rows: Sequence[PromptRow], specs: Sequence[ExpertSpec],
-                    picked: Mapping[tuple[str, str], CallRecord | None], scorer: Scorer,
-                    concurrency: int) -> tuple[QTable, ExpertLibrary, tuple[CallRecord, ...], tuple[str, ...], list[dict[str, Any]]]:
+                    picked: Mapping[tuple[str, str], CallRecord | None], scorer: Scorer, concurrency: int,
+                    progress: bool | None = False) -> tuple[QTable, ExpertLibrary, tuple[CallRecord, ...], tuple[str, ...], list[dict[str, Any]]]:
     complete = [row for row in rows if all((r := picked[(row.id, s.name)]) is not None and r.ok for s in specs)]
     incomplete = tuple(row.id for row in rows if row not in complete)
     if not complete:
@@ -459,12 +462,22 @@ async def _assemble(rows: Sequence[PromptRow], specs: Sequence[ExpertSpec],
         raise QTableError(f"no prompt has an answer from every expert ({len(errors)} call(s) failed{hint}); "
                           "see the call log")
     gate = asyncio.Semaphore(concurrency)
+    judge = _judge_of(scorer)   # the one scorer that takes time (and money): it shows a bar
+    bar = progress_bar(len(complete) * len(specs), progress if judge is not None else False, desc="judge")
 
     async def one(row: PromptRow, spec: ExpertSpec) -> float:
         async with gate:
-            return await scorer.score(picked[(row.id, spec.name)], row)
+            try:
+                return await scorer.score(picked[(row.id, spec.name)], row)
+            finally:
+                bar.update(1)
+                if judge is not None:
+                    bar.set_postfix_str(f"spent=${judge.spent:.4f}", refresh=False)
 
-    values = await asyncio.gather(*(one(row, spec) for row in complete for spec in specs), return_exceptions=True)
+    try:
+        values = await asyncio.gather(*(one(row, spec) for row in complete for spec in specs), return_exceptions=True)
+    finally:
+        bar.close()
     failed = [v for v in values if isinstance(v, BaseException)]
     if failed:   # every other score was still given (and a judge's reply logged): a rerun pays for none again
         held = [f for f in failed if isinstance(f, BudgetReachedError)]

@@ -212,7 +212,7 @@ class Runner:
         for row, spec in todo:
             queues.setdefault(spec.name, []).append((row, spec))
         limiters = {name: self._limiter(self.specs[name]) for name in queues}
-        bar = _bar(len(todo), self.progress)
+        bar = progress_bar(len(todo), self.progress)
         started = 0
 
         async def worker(name: str, queue: list[tuple[Any, ExpertSpec]]) -> None:
@@ -320,12 +320,13 @@ class Runner:
                               latency_s=latency, cost=cost, attempts=attempt)
 
 
-def _bar(total: int, enabled: bool | None) -> Any:
+def progress_bar(total: int, enabled: bool | None, desc: str = "collect") -> Any:
+    """A tqdm bar of calls (``enabled=None``: only when stderr is a terminal)."""
     if enabled is None:
         enabled = sys.stderr.isatty()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="collect", unit="call", disable=not enabled, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="call", disable=not enabled, dynamic_ncols=True)
 
 
 __all__ = ["DEFAULT_OUTPUT_TOKENS", "PlannedCall", "RunStats", "Runner", "estimate_tokens", "is_transient", "price",
