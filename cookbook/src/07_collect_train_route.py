@@ -110,6 +110,28 @@ for task in ("sum", "spell"):
     print(task, dict(zip(result.qtable.experts, means.round(2).tolist())))
 
 # %% [markdown]
+# ### The same answers, graded by an LLM judge, within a budget
+#
+# `score` re-scores the logged answers without calling any expert. With `scorer="judge"` an LLM grades
+# each answer (here the local server's `judge` model). Its calls go through the same retries, timeout and
+# budget as the experts' calls, so a budget needs the judge's prices (on the command line:
+# `tryage score --scorer judge --judge-model openai:gpt-4o-mini --judge-input-price 0.15
+# --judge-output-price 0.6 --budget 0.05 ...`). Experts that agree share one judge call, and the replies
+# are kept beside the call log (`q.calls.judge.jsonl`): grading the same answers again costs nothing.
+
+# %%
+from tryage.collect import score  # noqa: E402
+
+judge = {"model": "openai:judge", "model_kwargs": {"base_url": server.base_url}, "input_price": 0.15, "output_price": 0.6}
+judged = score(work / "q.calls.jsonl", prompts, scorer="judge", judge=judge, experts=experts, budget=0.05,
+               out=work / "q_judged.jsonl")
+judge_calls = server.count("judge")
+print(f"judge calls: {judge_calls} for {judged.qtable.scores.size} answers, spent ${judged.judge_spent:.6f} of $0.05")
+print("the judge agrees with 'contains' on every answer:", bool((judged.qtable.scores == result.qtable.scores).all()))
+again = score(work / "q.calls.jsonl", prompts, scorer="judge", judge=judge, experts=experts, budget=0.05)
+print(f"graded again: {server.count('judge') - judge_calls} new judge calls, spent ${again.judge_spent:.6f}")
+
+# %% [markdown]
 # ## 4. Train
 #
 # `tryage train --qtable q.jsonl --experts q.experts.json --out router/` reads the table as it is.
