@@ -301,8 +301,6 @@ class Judge:
     async def _ask(self, key: str, text: str) -> tuple[str, Any]:
         from tryage.errors import BudgetReachedError, JudgeCallError
 
-        if self._runner is None:
-            self.run_with()
         record = await self._runner.call(_Ask(key, text), self.spec, self.stats, self._limiter)
         if record is None:
             if self.spec.name in self.stats.skipped_experts:
