@@ -146,3 +146,26 @@ def test_a_judge_must_return_text() -> None:
 
     with pytest.raises(ScorerError, match=r"the judge 'judge' is an 'hf' entry, which only measures a loss"):
         Judge({"hf": "some/folder"})
+
+
+def test_a_judge_that_never_answers_is_given_up_after_its_timeout() -> None:
+    import asyncio
+    import time
+
+    from tryage.collect.scorers import Judge
+    from tryage.errors import JudgeCallError
+
+    class Row:
+        id, prompt, reference = "p0", "What is 1 plus 2?", "3"
+
+    class Hanging:
+        model_name = "hanging-judge"
+
+        async def ainvoke(self, text: str) -> str:
+            await asyncio.sleep(3600)
+            return "SCORE: 1"
+
+    started = time.monotonic()
+    with pytest.raises(JudgeCallError, match=r"the judge's call failed after 2 attempt\(s\): TimeoutError"):
+        asyncio.run(Judge(Hanging()).run_with(timeout=0.2, retries=1, retry_base=0.01)("3", Row()))
+    assert time.monotonic() - started < 5
