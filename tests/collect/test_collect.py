@@ -403,3 +403,16 @@ def test_the_judge_shows_its_progress_and_spend(server: OpenAIServer, tmp_path: 
     score(tmp_path / "q.calls.jsonl", sums(3), scorer="judge", judge=judge_entry(server), progress=True)
     err = capsys.readouterr().err
     assert "judge: 100%" in err and "3/3" in err and "spent=$" in err
+
+
+def test_a_dry_run_reads_the_judge_log_once_not_per_answer(server: OpenAIServer, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from tryage.collect.scorers import Judge
+
+    experts = [entry(server, "good"), entry(server, "sloppy")]
+    collect(sums(4), experts, scorer="judge", judge=judge_entry(server), out=tmp_path / "q.jsonl", **FAST)
+    reads = []
+    real = Judge._records
+    monkeypatch.setattr(Judge, "_records", lambda self: reads.append(1) or real(self))
+    plan = collect(sums(40), experts, scorer="judge", judge=judge_entry(server), out=tmp_path / "q.jsonl", dry_run=True)
+    assert plan.judge_calls == 72 and len(reads) <= 2     # the replies once, the output lengths once

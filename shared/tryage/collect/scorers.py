@@ -217,6 +217,7 @@ class Judge:
         self._runner: Any = None
         self._backend: Any = None
         self._limiter: Any = None
+        self._planner: Any = None
         self.stats: Any = None
 
     @property
@@ -281,11 +282,11 @@ class Judge:
 
     def plan(self, text: str) -> Any:
         """The estimated tokens and cost of asking the judge ``text`` (a :class:`PlannedCall`)."""
-        if self._runner is None:
+        if self._runner is None and self._planner is None:   # a dry run: its estimates, without a client
             from tryage.collect.runner import Runner
 
-            return Runner({}, {}, None, observed_output_tokens=self._observed()).plan(_Ask("", text), self.spec)  # type: ignore[arg-type]
-        return self._runner.plan(_Ask("", text), self.spec)
+            self._planner = Runner({}, {}, None, observed_output_tokens=self._observed())  # type: ignore[arg-type]
+        return (self._runner or self._planner).plan(_Ask("", text), self.spec)
 
     def question(self, answer: str, row: Any) -> str:
         """What the judge is asked about ``answer`` to ``row``."""
