@@ -191,7 +191,7 @@ class Runner:
         total, count = self._observed.get(spec.name, (0, 0))
         return math.ceil(total / count) if count else DEFAULT_OUTPUT_TOKENS
 
-    def observe(self, name: str, output_tokens: int | None) -> None:
+    def _observe(self, name: str, output_tokens: int | None) -> None:
         """Count one answer's output tokens into ``name``'s estimate of its next calls."""
         if output_tokens is not None:
             seen = self._observed.setdefault(name, [0, 0])
@@ -229,8 +229,6 @@ class Runner:
                 stats.records.append(record)
                 stats.made += 1
                 stats.errors += 0 if record.ok else 1
-                if record.ok:
-                    self.observe(name, record.output_tokens)
                 bar.update(1)
                 bar.set_postfix_str(f"errors={stats.errors} spent=${stats.spent:.4f}", refresh=False)
 
@@ -315,6 +313,7 @@ class Runner:
                 estimate_tokens(answer.text) if answer.text else 0)
             cost = price(spec, tin, tout)
             stats.spent += cost
+            self._observe(spec.name, answer.output_tokens)
             return CallRecord(row.id, spec.name, spec.settings_hash(), answer=answer.text, loss=answer.loss,
                               input_tokens=answer.input_tokens, output_tokens=answer.output_tokens,
                               latency_s=latency, cost=cost, attempts=attempt)

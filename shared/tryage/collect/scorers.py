@@ -309,7 +309,6 @@ class Judge:
             raise BudgetReachedError(float(self._runner.budget), self.spent, 1)
         if not record.ok:
             raise JudgeCallError(record.error, record.attempts)
-        self._runner.observe(self.spec.name, record.output_tokens)
         return str(record.answer), record
 
     async def __call__(self, answer: str, row: Any) -> float:
