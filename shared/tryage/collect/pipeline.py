@@ -277,8 +277,8 @@ async def acollect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, ou
         if the_judge is not None:
             the_judge.run_with(budget=None if budget is None else max(0.0, budget - stats.spent), timeout=timeout,
                                retries=retries, retry_base=retry_base)
-        table, library, used, incomplete, records = await _assemble_judged(rows, specs, picked, chosen, concurrency,
-                                                                           the_judge, budget, stats.spent, progress)
+        table, library, used, incomplete, records = await _assemble(rows, specs, picked, chosen, concurrency, progress,
+                                                                    budget=budget, spent_before=stats.spent)
         judge_spent = 0.0 if the_judge is None else the_judge.spent
         result = CollectResult(table, library, used, made=stats.made, cached=len(rows) * len(specs) - len(todo),
                                errors=stats.errors, spent=stats.spent + judge_spent, incomplete=incomplete, log=log_path,
@@ -356,8 +356,8 @@ async def _ascore(log: Any, prompts: Any, *, scorer: Any, out: Any, experts: Any
     if the_judge is not None:
         the_judge.run_with(budget=budget, timeout=timeout, retries=retries, retry_base=retry_base)
     try:
-        table, library, used, incomplete, records = await _assemble_judged(rows, specs, picked, chosen, concurrency,
-                                                                           the_judge, budget, 0.0, progress)
+        table, library, used, incomplete, records = await _assemble(rows, specs, picked, chosen, concurrency, progress,
+                                                                    budget=budget)
     finally:
         if the_judge is not None:
             await the_judge.aclose()
@@ -439,21 +439,11 @@ def _judge_plan(judge: Judge | None, rows: Sequence[PromptRow], specs: Sequence[
     return len(texts), sum(judge.plan(text).cost for text in texts)
 
 
-async def _assemble_judged(rows: Sequence[PromptRow], specs: Sequence[ExpertSpec],
-                           picked: Mapping[tuple[str, str], CallRecord | None], scorer: Scorer, concurrency: int,
-                           judge: Judge | None, budget: float | None, spent_before: float,
-                           progress: bool | None) -> Any:
-    """:func:`_assemble`, with a budget stop told with the run's whole spend."""
-    try:
-        return await _assemble(rows, specs, picked, scorer, concurrency, progress)
-    except BudgetReachedError as exc:
-        spent = spent_before + (judge.spent if judge is not None else exc.spent)
-        raise BudgetReachedError(float(budget), spent, exc.remaining_calls) from None  # type: ignore[arg-type]
-
-
 async def _assemble(rows: Sequence[PromptRow], specs: Sequence[ExpertSpec],
                     picked: Mapping[tuple[str, str], CallRecord | None], scorer: Scorer, concurrency: int,
-                    progress: bool | None = False) -> tuple[QTable, ExpertLibrary, tuple[CallRecord, ...], tuple[str, ...], list[dict[str, Any]]]:
+                    progress: bool | None = False, budget: float | None = None, spent_before: float = 0.0,
+                    ) -> tuple[QTable, ExpertLibrary, tuple[CallRecord, ...], tuple[str, ...], list[dict[str, Any]]]:
+    """Score the complete rows (the judge within what ``budget`` has left after ``spent_before``) → Q-table."""
     complete = [row for row in rows if all((r := picked[(row.id, s.name)]) is not None and r.ok for s in specs)]
     incomplete = tuple(row.id for row in rows if row not in complete)
     if not complete:
@@ -481,8 +471,8 @@ async def _assemble(rows: Sequence[PromptRow], specs: Sequence[ExpertSpec],
     failed = [v for v in values if isinstance(v, BaseException)]
     if failed:   # every other score was still given (and a judge's reply logged): a rerun pays for none again
         held = [f for f in failed if isinstance(f, BudgetReachedError)]
-        if held:
-            raise BudgetReachedError(held[0].budget, held[0].spent, len(held))
+        if held:   # only the judge spends here: told with the whole run's spend
+            raise BudgetReachedError(float(budget), spent_before + judge.spent, len(held))  # type: ignore[arg-type, union-attr]
         raise failed[0]
     it = iter(values)
     records = []
