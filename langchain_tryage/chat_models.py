@@ -634,8 +634,8 @@ async def _timed(awaitable: Any, limit: float) -> Any:
 
 async def _awithin(limit: float, name: str, awaitable: Any) -> Any:
     try:
-        return await asyncio.wait_for(awaitable, limit)
-    except asyncio.TimeoutError:
+        return await _timed(awaitable, limit)
+    except _Expired:
         raise _late(name, limit) from None
 
 

@@ -458,3 +458,16 @@ def test_any_folder_of_user_files_is_refused_and_left_byte_for_byte(tmp_path: Pa
             assert sorted(p.name for p in Path(scratch).iterdir()) == ["out"]
 
     check()
+
+
+def test_chat_tryage_keeps_an_experts_own_timeout_error() -> None:
+    """Only ChatTryage's own limit is told as 'did not answer within': the expert client's message stays."""
+    import asyncio
+
+    from langchain_tryage.chat_models import _awithin
+
+    async def own() -> None:
+        raise TimeoutError("the expert's client timed out after 30 s")
+
+    with pytest.raises(TimeoutError, match="the expert's client timed out after 30 s"):
+        asyncio.run(_awithin(5.0, "a", own()))
