@@ -12,7 +12,7 @@ from tryage.collect.calllog import CallRecord
 from tryage.collect.prompts import PromptRow
 from tryage.collect.runner import is_transient
 from tryage.collect.scorers import choice_letter, normalize, parse_judge_score
-from tryage.errors import JudgeParseError, ScorerError
+from tryage.errors import ExpertSpecError, JudgeParseError, ScorerError
 
 
 def run(name: str, answer: str, reference: str | None, choices: tuple[str, ...] = (), **kwargs) -> float:
@@ -169,3 +169,13 @@ def test_a_judge_that_never_answers_is_given_up_after_its_timeout() -> None:
     with pytest.raises(JudgeCallError, match=r"the judge's call failed after 2 attempt\(s\): TimeoutError"):
         asyncio.run(Judge(Hanging()).run_with(timeout=0.2, retries=1, retry_base=0.01)("3", Row()))
     assert time.monotonic() - started < 5
+
+
+def test_a_judge_named_by_provider_and_id_is_a_model_entry() -> None:
+    from tryage.collect.scorers import Judge
+
+    judge = Judge("openai:gpt-4o-mini")
+    assert (judge.spec.model, judge.priced) == ("openai:gpt-4o-mini", False)
+    with pytest.raises(ExpertSpecError, match=r"'model' must read '<provider>:<model id>'") as caught:
+        Judge("x" * 5000)
+    assert len(str(caught.value)) < 200

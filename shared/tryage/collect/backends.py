@@ -132,7 +132,7 @@ class ExpertSpec:
                 raise ExpertSpecError(f"expert {self.name!r}: {key} must be a whole number >= 1, got {value!r}")
         if self.model is not None and (not isinstance(self.model, str) or ":" not in self.model):
             raise ExpertSpecError(f"expert {self.name!r}: 'model' must read '<provider>:<model id>' "
-                                  f"(e.g. 'openai:gpt-4o-mini'), got {self.model!r}")
+                                  f"(e.g. 'openai:gpt-4o-mini'), got {self.model!r:.60}")
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
 
     @property

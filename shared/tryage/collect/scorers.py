@@ -189,8 +189,9 @@ class Judge:
     Args:
         model: The judge: an expert entry with its prices (an :class:`ExpertSpec` or a dict such as
             ``{"name": "judge", "model": "openai:gpt-4o-mini", "input_price": 0.15, "output_price": 0.6}``),
-            or any LangChain chat model, runnable or callable taking a string (prices unknown: a run with a
-            budget refuses it; wrap it as ``ExpertSpec("judge", runnable=model, input_price=..., output_price=...)``).
+            a ``"<provider>:<model id>"`` string, or any LangChain chat model, runnable or callable taking a
+            string (those three: prices unknown, so a run with a budget refuses them; give an entry instead,
+            e.g. ``ExpertSpec("judge", runnable=model, input_price=..., output_price=...)``).
         rubric: Instructions; the reply must end with ``SCORE: <0..1>``.
         log: A JSONL file of the judge's replies, keyed by the judge's model, the rubric, the prompt,
             the reference and the answer: a reply found there is reused, not paid for again
@@ -204,6 +205,8 @@ class Judge:
             self.spec = model
         elif isinstance(model, dict):
             self.spec = ExpertSpec.from_dict({"name": "judge", **model})
+        elif isinstance(model, str):           # "<provider>:<model id>", as init_chat_model and --judge-model read it
+            self.spec = ExpertSpec("judge", model=model)
         else:
             self.spec = ExpertSpec("judge", runnable=model)
         if self.spec.kind == "hf":
