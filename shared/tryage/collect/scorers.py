@@ -212,7 +212,6 @@ class Judge:
         if self.spec.kind == "hf":
             raise ScorerError(f"the judge {self.spec.name!r} is an 'hf' entry, which only measures a loss; a judge is a "
                               "chat model ('model' entry), a LangChain runnable or a callable that returns text")
-        self.model = model
         self.rubric = rubric
         self.log = log
         self._replies: dict[str, str] | None = None
@@ -400,7 +399,8 @@ def get_scorer(scorer: str | Scorer | ScoreFn, *, pattern: str | None = None, ju
                       higher="1 = the answer matches the row's reference pattern, 0 = not")
     if scorer == "judge":
         if judge is None:
-            raise ScorerError("scorer 'judge' needs a judge model: judge=<chat model> (CLI: --judge-model <provider:id>)")
+            raise ScorerError("scorer 'judge' needs a judge model: judge=<entry, 'provider:id' or chat model> "
+                              "(CLI: --judge-model <provider:id>)")
         return Scorer("judge", Judge(judge, rubric=rubric, log=judge_log), False, higher="the judge's rating, 1 = best, 0 = worst")
     raise ScorerError(f"unknown scorer {scorer!r}; built-in scorers: {', '.join(NAMES)} (or pass a Python callable)")
 
