@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     from tryage import QTable
     from tryage.collect import collect
     from tryage.evaluation import write_json
-    from tryage.output_length import OutputLengthPredictor, output_tokens
+    from tryage.predictors.output_length import OutputLengthPredictor, output_tokens
     from tryage.predictors import PerceptivePredictor
 
     torch.set_num_threads(args.threads)

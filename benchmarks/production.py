@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     from tryage import QTable, TryageRouter
     from tryage.evaluation import choice_metrics
     from tryage.feedback import Exploration, update_predictor
-    from tryage.library_ops import add_expert
+    from tryage.predictors._outputs import add_expert
     from tryage.predictors import PerceptivePredictor
 
     torch.set_num_threads(args.threads)

@@ -1,10 +1,9 @@
-"""Structure users and workers rely on: no import circles, picklable routers, the deprecated name."""
+"""Structure users and workers rely on: no import circles (inside functions too), picklable routers."""
 
 from __future__ import annotations
 
 import ast
 import pickle
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,22 +20,41 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement of a module, inside functions too, but not under ``if TYPE_CHECKING:``."""
+    found: list[ast.Import | ast.ImportFrom] = []
+
+    def walk(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                for sub in child.orelse:
+                    walk(sub)
+                continue
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                found.append(child)
+            walk(child)
+
+    walk(tree)
+    return found
+
+
 def _import_graph() -> dict[str, set[str]]:
-    """Module -> tryage modules it imports at module level (not inside functions, not TYPE_CHECKING)."""
+    """Module -> tryage modules it imports anywhere (inside functions too; not under TYPE_CHECKING)."""
     modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         targets: set[str] = set()
-        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        for node in _imports(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 targets.update(a.name for a in node.names)
-            elif isinstance(node, ast.ImportFrom):
+            else:
                 base = node.module or ""
                 if node.level:
                     base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], base]).strip(".")
                 targets.add(base)
                 targets.update(f"{base}.{a.name}" for a in node.names)
+        # a package's modules may import their own package's __init__ only if it is not their importer
         graph[name] = {t for t in targets if t in modules and t != name}
     return graph
 
@@ -97,19 +115,3 @@ def test_the_default_router_pickles_and_routes_identically():
     for a, b in zip(router.route_batch(prompts), again.route_batch(prompts)):
         assert a.expert == b.expert and a.prompt == b.prompt
         np.testing.assert_allclose([s.predicted_loss for s in a.scores], [s.predicted_loss for s in b.scores])
-
-
-def test_perceptive_router_is_a_deprecated_alias_of_perceptive_predictor():
-    from tryage.predictors import PerceptivePredictor
-
-    with pytest.warns(DeprecationWarning, match="PerceptivePredictor"):
-        from tryage.predictor import PerceptiveRouter
-    assert PerceptiveRouter is PerceptivePredictor
-    with pytest.warns(DeprecationWarning):
-        assert tryage.predictors.PerceptiveRouter is PerceptivePredictor
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        from tryage.predictor import PerceptivePredictor as same  # the new name does not warn
-    assert same is PerceptivePredictor
-    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
-        tryage.predictors.Nope  # noqa: B018

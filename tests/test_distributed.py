@@ -1,4 +1,4 @@
-"""tryage.distributed on a real local Ray instance with 2 CPUs: same rows, lost workers, killed drivers."""
+"""tryage.scale.distributed on a real local Ray instance with 2 CPUs: same rows, lost workers, killed drivers."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed (pip i
 pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'tryage[ray]')")
 
 from paper_fixtures import passages, tiny_causal_lm  # noqa: E402
-from tryage.distributed import MeasureWorker, PoolSpec, run_pools  # noqa: E402
+from tryage.scale.distributed import MeasureWorker, PoolSpec, measure_pools, run_pools  # noqa: E402
 from tryage.measure import LossRecorder, Passage, measure_losses  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,12 +60,11 @@ def assert_same_rows(got: list[dict], expected: list[dict]) -> None:
 def test_measure_ray_backend_writes_the_local_rows(cluster: str, gpt: Path, tmp_path: Path) -> None:
     sample = corpus(2)
     out = tmp_path / "ray.jsonl"
-    written = measure_losses(gpt, sample, out, name="gpt", dtype="float32", batch_size=4, progress=False,
-                             backend="ray", workers=2)
+    written = measure_pools({"gpt": gpt}, sample, out, dtype="float32", batch_size=4, progress=False, workers=2)
     assert written == len(sample)
     assert_same_rows(LossRecorder(out).rows(), local_rows(gpt, sample, tmp_path))
     # resume: nothing left to do, nothing appended
-    assert measure_losses(gpt, sample, out, name="gpt", dtype="float32", progress=False, backend="ray") == 0
+    assert measure_pools({"gpt": gpt}, sample, out, dtype="float32", progress=False) == 0
     assert len(LossRecorder(out).rows()) == len(sample)
 
 
@@ -75,8 +74,7 @@ def test_measure_ray_resumes_a_local_partial_run(cluster: str, gpt: Path, tmp_pa
     measure_losses(gpt, sample[:7], out, name="gpt", dtype="float32", batch_size=4, progress=False)
     with out.open("a", encoding="utf-8") as handle:  # the local run died mid-line
         handle.write('{"id": "legal-1#0", "exp')
-    written = measure_losses(gpt, sample, out, name="gpt", dtype="float32", batch_size=4, progress=False,
-                             backend="ray")
+    written = measure_pools({"gpt": gpt}, sample, out, dtype="float32", batch_size=4, progress=False)
     assert written == len(sample) - 7
     rows = LossRecorder(out).rows()
     assert sorted(r["id"] for r in rows) == sorted(p.id for p in sample)
@@ -145,8 +143,7 @@ def test_resume_after_killing_the_driver_gives_the_same_rows(cluster: str, gpt: 
     driver.wait()
     partial = LossRecorder(out).rows()
     assert 5 <= len(partial) < len(sample), "the driver should die mid-run"
-    written = measure_losses(gpt, sample, out, name="gpt", dtype="float32", batch_size=4, progress=False,
-                             backend="ray")
+    written = measure_pools({"gpt": gpt}, sample, out, dtype="float32", batch_size=4, progress=False)
     assert written == len(sample) - len(partial)
     rows = LossRecorder(out).rows()
     assert sorted(r["id"] for r in rows) == sorted(p.id for p in sample)  # none lost, none twice
@@ -157,7 +154,7 @@ def test_resume_after_killing_the_driver_gives_the_same_rows(cluster: str, gpt: 
 def test_route_dataset_decides_as_route_batch(cluster: str, tiny_encoder: Path, domain_qtable_path: Path,
                                               small_library_path: Path) -> None:
     from tryage import ExpertLibrary, QTable, TryageRouter
-    from tryage.distributed import iter_decisions
+    from tryage.scale.distributed import iter_decisions, route_dataset
     from tryage.predictors import PerceptivePredictor
 
     table = QTable.from_file(domain_qtable_path)
@@ -165,7 +162,7 @@ def test_route_dataset_decides_as_route_batch(cluster: str, tiny_encoder: Path, 
     router = TryageRouter(predictor, ExpertLibrary.from_json(small_library_path), weights={"cost": 0.1})
     prompts = list(table.prompts) + ["def code [Flag: smallest]", "court of law [Flag: smallest]"]
     ds = ray.data.from_items([{"prompt": p, "id": i} for i, p in enumerate(prompts)])
-    got = list(iter_decisions(router.route_dataset(ds, weights={"size": 0.2}, workers=2, batch_size=8)))
+    got = list(iter_decisions(route_dataset(router, ds, weights={"size": 0.2}, workers=2, batch_size=8)))
     expected = [d.to_dict() for d in router.route_batch(prompts, weights={"size": 0.2})]
     assert got[-1]["flags"] and got[-1]["expert"] == "coder"  # the flag and the router's own weights travelled
     assert [g["expert"] for g in got] == [e["expert"] for e in expected]
@@ -177,7 +174,7 @@ def test_route_dataset_decides_as_route_batch(cluster: str, tiny_encoder: Path, 
 def test_fit_router_on_ray_saves_the_local_artefact(cluster: str, tiny_encoder: Path, domain_qtable_path: Path,
                                                     tmp_path: Path) -> None:
     from tryage import QTable
-    from tryage.distributed import embed_dataset, fit_router
+    from tryage.scale.distributed import embed_dataset, fit_router
     from tryage.predictors import PerceptivePredictor
 
     table = QTable.from_file(domain_qtable_path)
@@ -238,7 +235,7 @@ def test_cli_ray_options_without_ray_are_an_error(tmp_path: Path, capsys: pytest
 
 
 def test_import_of_the_ray_modules_does_not_load_ray() -> None:
-    code = ("import sys, tryage, tryage.distributed, tryage.bulk, tryage.cli; tryage.cli.build_parser(); "
+    code = ("import sys, tryage, tryage.scale.distributed, tryage.scale.bulk, tryage.cli; tryage.cli.build_parser(); "
             "print([m for m in ('ray', 'pyarrow', 'torch') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
@@ -248,7 +245,7 @@ def test_import_of_the_ray_modules_does_not_load_ray() -> None:
 def test_async_worker_caps_open_calls_and_paces_starts() -> None:
     import asyncio
 
-    from tryage.distributed import AsyncWorker
+    from tryage.scale.distributed import AsyncWorker
 
     starts: list[float] = []
     open_calls = [0, 0]  # now, most at once
@@ -274,7 +271,7 @@ def test_async_worker_caps_open_calls_and_paces_starts() -> None:
 def test_worker_error_reaches_the_caller_as_the_tryage_error(cluster: str, tiny_encoder: Path,
                                                              domain_qtable_path: Path) -> None:
     from tryage import MissingMetadataError, QTable, TryageRouter
-    from tryage.distributed import iter_decisions
+    from tryage.scale.distributed import iter_decisions, route_dataset
     from tryage.predictors import PerceptivePredictor
 
     router = TryageRouter(PerceptivePredictor(tiny_encoder, epochs=2, progress=False).fit(
@@ -283,5 +280,5 @@ def test_worker_error_reaches_the_caller_as_the_tryage_error(cluster: str, tiny_
         router.route_batch(["def code"], weights={"size": 0.5})
     ds = ray.data.from_items([{"prompt": "def code"}])
     with pytest.raises(MissingMetadataError) as remote:
-        list(iter_decisions(router.route_dataset(ds, weights={"size": 0.5})))
+        list(iter_decisions(route_dataset(router, ds, weights={"size": 0.5})))
     assert str(remote.value).splitlines()[0] == str(local.value)  # Ray appends retry notes below it

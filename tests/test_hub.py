@@ -95,7 +95,7 @@ class FixedLosses:
 
 # -- import weight -------------------------------------------------------------------------------
 def test_import_tryage_hub_does_not_import_huggingface_hub():
-    code = ("import sys, tryage, tryage.hub, tryage.cli_discover; "
+    code = ("import sys, tryage, tryage.hub, tryage.cli.discover; "
             "print('huggingface_hub' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -270,7 +270,7 @@ def test_search_rejects_unknown_sort_and_bad_limit(client):
 # -- errors --------------------------------------------------------------------------------------
 def test_missing_repo_raises_repo_not_found(client):
     with pytest.raises(HubRepoNotFoundError, match="'nobody/no-such-model'.*does not exist") as info:
-        ExpertLibrary.from_hub(["nobody/no-such-model"], client=client)
+        from_hub(["nobody/no-such-model"], client=client)
     assert info.value.repo_id == "nobody/no-such-model"
     assert isinstance(info.value, LookupError) and isinstance(info.value, TryageError)
 
@@ -367,7 +367,7 @@ def test_legacy_created_at_ties_and_last_modified_tells_apart(client):
 
 # -- CLI -----------------------------------------------------------------------------------------
 def _cli(*argv: str):
-    from tryage.cli_discover import register
+    from tryage.cli.discover import register
 
     parser = argparse.ArgumentParser(prog="tryage")
     register(parser.add_subparsers(dest="command", required=True))

@@ -1,4 +1,4 @@
-"""tryage.joint: routing and expert fine-tuning alternate, and the routed loss falls."""
+"""tryage.research.joint: routing and expert fine-tuning alternate, and the routed loss falls."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from paper_fixtures import DOMAIN_TEXTS
 from tryage.errors import ConfigurationError
-from tryage.joint import joint_train
+from tryage.research.joint import joint_train
 from tryage.qtable import QTable
 
 VOCAB = sorted({w for texts in DOMAIN_TEXTS.values() for t in texts for w in t.split()})

@@ -16,7 +16,7 @@ from tryage import ExpertLibrary, QTable, TryageRouter
 from tryage.errors import QTableError, TryageError
 from tryage.predictors import KNNPredictor
 from tryage.experts import Expert
-from tryage.output_length import OutputLengthPredictor, output_tokens
+from tryage.predictors.output_length import OutputLengthPredictor, output_tokens
 
 TOPICS = ["the French revolution", "photosynthesis", "black holes", "the printing press", "volcanoes",
           "the Roman empire", "climate change", "the immune system", "jazz music", "the stock market",

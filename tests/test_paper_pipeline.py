@@ -18,7 +18,7 @@ from paper_fixtures import passages, tiny_causal_lm, tiny_masked_lm
 from tryage import Expert, ExpertLibrary, TryageRouter
 from tryage.defaults import DEFAULT_DIR
 from tryage.errors import ConfigurationError
-from tryage.latent import silhouette
+from tryage.research.latent import silhouette
 from tryage.measure import LossRecorder, assemble_qtable, measure_losses
 
 
@@ -105,7 +105,7 @@ def test_default_holds_losses_by_id_without_passage_text() -> None:
 
 @default_missing
 def test_demo_routes_samples_and_smallest_flag_picks_smallest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tryage.demo import SAMPLE_PROMPTS, run_demo
+    from tryage.cli.demo import SAMPLE_PROMPTS, run_demo
 
     result = run_demo(tmp_path, json_output=False)
     library = ExpertLibrary.from_json(DEFAULT_DIR / "experts.json")

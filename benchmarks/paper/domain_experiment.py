@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from tryage import QTable, TryageRouter
     from tryage.evaluation import evaluate_router, pareto_sweep, plot_pareto
     from tryage.experts import ExpertLibrary
-    from tryage.latent import latent_report
+    from tryage.research.latent import latent_report
     from tryage.predictors import PerceptivePredictor
 
     torch.set_num_threads(args.threads)

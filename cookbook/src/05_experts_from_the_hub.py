@@ -2,7 +2,7 @@
 # # Experts from the Hugging Face Hub
 #
 # Constraints need metadata: `[Flag: smallest model]` needs parameter counts, `[Flag: most recent]`
-# needs dates, a licence filter needs licences. `ExpertLibrary.from_hub` and `discover_experts` read
+# needs dates, a licence filter needs licences. `tryage.hub.from_hub` and `discover_experts` read
 # them from the Hub, so you name the models and Tryage fills in the rest: parameter count (from
 # the Hub's safetensors summary, else the safetensors headers, else `config.json` built on PyTorch's
 # meta device, never downloading weights), creation and last-modified dates, licence, downloads.
@@ -35,7 +35,7 @@ import numpy as np
 from tryage import Expert, ExpertLibrary, Recency, TryageRouter
 from tryage.errors import MissingMetadataError
 from tryage.experts import format_size
-from tryage.hub import HubClient, discover_experts, is_legacy_created_at
+from tryage.hub import HubClient, discover_experts, from_hub, is_legacy_created_at
 
 sys.path.insert(0, str(Path.cwd().parent / "tests"))
 from hub_fake_server import FakeHub  # the recorded Hub (test fixture)
@@ -65,7 +65,7 @@ def show(library, *extra):
 # ## 1. A library from model ids
 #
 # Five masked-language models. `HubClient.fetch` returns one record per id, saying where the
-# parameter count came from; `ExpertLibrary.from_hub` (or `tryage.hub.from_hub`) turns the same
+# parameter count came from; `from_hub` turns the same
 # metadata into a library. Metadata is cached on disk for a week, so building it again costs no
 # request.
 
@@ -77,7 +77,7 @@ for record in client.fetch(FILL_MASK):
     print(f"{record.expert.name:<36} {format_size(record.expert.parameters):>6}  counted from {record.parameters_source}")
 
 before = len(hub.requests)
-library = ExpertLibrary.from_hub(FILL_MASK, **HUB)
+library = from_hub(FILL_MASK, **HUB)
 print(f"\nbuilt the library again with {len(hub.requests) - before} requests (all from the cache):\n")
 show(library)
 
@@ -173,6 +173,6 @@ for flag in ("[Flag: smallest model]", "[Flag: most recent]", "[Flag: newer than
 
 # %%
 before = len(hub.requests)
-offline = ExpertLibrary.from_hub(FILL_MASK, offline=True, cache_dir=CACHE, endpoint=hub.url)
+offline = from_hub(FILL_MASK, offline=True, cache_dir=CACHE, endpoint=hub.url)
 print("same library offline:", offline == library, "| requests made:", len(hub.requests) - before)
 resources.close()  # stop the recorded Hub, delete the cache

@@ -155,7 +155,7 @@ try:
 except TryageFileNotFoundError as missing:
     print(f"No embedded default in this installation ({missing}); skipping the recomputation.")
 else:
-    from tryage.demo import run_demo
+    from tryage.cli.demo import run_demo
 
     demo = run_demo(Path(tempfile.gettempdir()) / "tryage-cookbook-demo")
     if results:

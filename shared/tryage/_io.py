@@ -1,9 +1,11 @@
-"""Small file helpers shared by the modules that write files."""
+"""Small file helpers shared by the modules that write files: strict JSON, JSONL, atomic files, PNGs."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,3 +112,35 @@ def dumps_strict(data: object, *, what: str, indent: int | None = 2) -> str:
         raise ConfigurationError(
             f"cannot write {what}: {find(data, '') or 'a value'} is not a finite number, and JSON allows "
             "only finite numbers") from None
+
+
+def progress_bar(total: int, desc: str, *, enabled: bool | None = True, unit: str = "it") -> Any:
+    """The one progress bar (tqdm: a rate and an ETA); ``enabled=None`` shows it only on a terminal."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True)
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (extra ``plot``)."""
+    from tryage.errors import require
+
+    require("matplotlib", "plot")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``fig`` as a PNG atomically (never half a file) and close it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    pyplot().close(fig)
+    target = Path(path)
+    atomic_write_bytes(target, buffer.getvalue())
+    return target

@@ -227,7 +227,7 @@ class MissingDependencyError(TryageError, ImportError):
 
 
 class ClusterConnectionError(TryageError, ConnectionError):
-    """A Ray cluster could not be joined or started (``tryage.distributed``).
+    """A Ray cluster could not be joined or started (``tryage.scale.distributed``).
 
     Attributes:
         address: The address given, or ``"a local Ray instance"``.

@@ -280,7 +280,7 @@ def plot_pareto(fronts: Mapping[str, Sequence[ParetoPoint]], path: str | os.Path
                 title: str = "Tryage: quality against model size", xscale: str = "log",
                 references: Mapping[str, tuple[float, float]] | None = None) -> Path:
     """Draw one or more fronts (label → points) as a PNG; ``references`` adds labelled single points."""
-    from tryage._plot import pyplot, save_png
+    from tryage._io import pyplot, save_png
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)

@@ -411,17 +411,5 @@ class ExpertLibrary(Sequence[Expert]):
         """A library of bare experts: names only, every piece of metadata unknown."""
         return cls(Expert(name=n) for n in names)
 
-    @classmethod
-    def from_hub(cls, repo_ids: Iterable[str], **options: Any) -> ExpertLibrary:
-        """A library of Hugging Face Hub models with size, dates, licence and popularity filled in.
-
-        ``ExpertLibrary.from_hub(["FacebookAI/roberta-base", "microsoft/codebert-base"])``. Needs
-        ``pip install 'tryage[hub]'``; options (``overrides``, ``endpoint``, ``token``, ``cache_dir``,
-        ``ttl``, ``refresh``, ``offline``, ``timeout``) are those of :func:`tryage.hub.from_hub`.
-        """
-        from tryage.hub import from_hub  # huggingface_hub is imported only when this is called
-
-        return from_hub(repo_ids, **options)
-
 
 __all__ = ["Expert", "ExpertLibrary", "format_size", "parse_datetime", "parse_size"]

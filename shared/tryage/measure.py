@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from tryage._io import iter_jsonl, truncate_torn_tail
+from tryage._io import iter_jsonl, progress_bar, truncate_torn_tail
 from tryage.errors import ConfigurationError, ExpertModelNotFoundError, MeasureError, TryageFileNotFoundError
 from tryage.qtable import QTable
 
@@ -282,8 +282,7 @@ def _batches(items: Sequence[Passage], size: int) -> Iterator[Sequence[Passage]]
 def measure_losses(model: str | os.PathLike[str], passages: Sequence[Passage], out: str | os.PathLike[str], *,
                    name: str | None = None, task: str = "causal", gguf_file: str | None = None,
                    batch_size: int = 16, max_length: int = 128, dtype: str = "auto", seed: int = 0,
-                   mask_fraction: float = 0.15, progress: bool = True, loaded: tuple[Any, Any] | None = None,
-                   backend: str = "local", workers: int = 1, num_gpus: float = 0.0, address: str | None = None) -> int:
+                   mask_fraction: float = 0.15, progress: bool = True, loaded: tuple[Any, Any] | None = None) -> int:
     """Measure one expert on ``passages`` and append its rows to ``out``; returns the rows written now.
 
     Args:
@@ -300,12 +299,9 @@ def measure_losses(model: str | os.PathLike[str], passages: Sequence[Passage], o
         mask_fraction: Share of tokens masked (task ``"masked"``).
         progress: Show a progress bar.
         loaded: An already loaded ``(model, tokenizer)`` pair to use instead of loading ``model``.
-        backend: ``"local"`` (this process) or ``"ray"`` (a pool of ``workers`` Ray actors, each
-            loading the model once with ``num_gpus`` GPUs; see :mod:`tryage.distributed`). Both write
-            the same rows to the same file and resume the same way.
-        workers: Ray actors measuring this expert (``backend="ray"``).
-        num_gpus: GPUs per Ray actor (``backend="ray"``).
-        address: Ray cluster to join (``backend="ray"``); without it a local Ray instance starts.
+
+    On a Ray cluster, :func:`tryage.scale.distributed.measure_pools` writes the same rows to the same
+    file and resumes the same way (``tryage measure --ray``).
     """
     _check_task(task)
     if not passages:
@@ -314,17 +310,7 @@ def measure_losses(model: str | os.PathLike[str], passages: Sequence[Passage], o
         raise ConfigurationError(f"batch_size must be >= 1 and max_length >= 2, got {batch_size} and {max_length}")
     if not 0.0 < mask_fraction < 1.0:
         raise ConfigurationError(f"mask_fraction must be between 0 and 1, got {mask_fraction!r}")
-    if backend not in ("local", "ray"):
-        raise ConfigurationError(f"backend must be 'local' or 'ray', got {backend!r}")
     expert = name or Path(model).name
-    if backend == "ray":
-        if loaded is not None:
-            raise ConfigurationError("loaded= is for backend='local'; Ray workers load the model themselves")
-        from tryage.distributed import measure_pools
-
-        return measure_pools({expert: model}, passages, out, task=task, gguf_file=gguf_file, batch_size=batch_size,
-                             max_length=max_length, dtype=dtype, seed=seed, mask_fraction=mask_fraction,
-                             workers=workers, num_gpus=num_gpus, address=address, progress=progress)
     recorder = LossRecorder(out)
     done = recorder.done(task)
     todo = []
@@ -336,7 +322,7 @@ def measure_losses(model: str | os.PathLike[str], passages: Sequence[Passage], o
         return 0
     net, tokenizer = loaded if loaded is not None else load_expert(model, task=task, gguf_file=gguf_file, dtype=dtype)
     written = 0
-    bar = _progress(len(todo), f"{expert} ({task})", progress)
+    bar = progress_bar(len(todo), f"{expert} ({task})", enabled=progress, unit="passage")
     for batch in _batches(todo, batch_size):
         written += recorder.append(measure_batch(net, tokenizer, batch, expert=expert, task=task,
                                                  max_length=max_length, seed=seed, mask_fraction=mask_fraction),
@@ -389,19 +375,6 @@ def _masked(net: Any, tokenizer: Any, batch: Sequence[Passage], ids: Any, attn: 
     nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids, reduction="none")
     counts = chosen.sum(1)
     return (nll * chosen).sum(1) / counts.clamp(min=1), counts
-
-
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm ships with transformers; without it, no bar
-        enabled = False
-    if not enabled:
-        class _Silent:
-            def update(self, n: int) -> None: ...
-            def close(self) -> None: ...
-        return _Silent()
-    return tqdm(total=total, desc=desc, unit="passage", dynamic_ncols=True)
 
 
 # -- Q-table ------------------------------------------------------------------------------------

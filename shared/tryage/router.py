@@ -41,7 +41,7 @@ class TryageRouter:
         weights: Default constraint weights λ (per-call weights and flags override them).
         filters: Default hard filters.
         flag_parser: Parser for ``[Flag: ...]``; one with the router's constraint names by default.
-        output_lengths: An :class:`tryage.output_length.OutputLengthPredictor`: when given, the
+        output_lengths: An :class:`tryage.predictors.output_length.OutputLengthPredictor`: when given, the
             ``cost`` penalty of a prompt is its predicted cost on each expert (min-max scaled over
             the experts) instead of the constant price per token.
         exploration: Opt-in :class:`tryage.feedback.Exploration` (off by default): sometimes route to
@@ -190,12 +190,6 @@ class TryageRouter:
         low, span = usd.min(axis=1, keepdims=True), np.ptp(usd, axis=1, keepdims=True)
         return np.where(span > 0, (usd - low) / np.where(span > 0, span, 1.0), 0.0)
 
-    def route_dataset(self, ds, **kwargs):  # noqa: ANN001, ANN201 - ray.data.Dataset, imported lazily
-        """Route every row of a Ray Dataset on a Ray actor pool; see :func:`tryage.distributed.route_dataset`."""
-        from tryage.distributed import route_dataset
-
-        return route_dataset(self, ds, **kwargs)
-
     def predict_losses(self, prompts: Sequence[str]) -> np.ndarray:
         """The predictor's losses, shape ``(n, k)``, columns in library order."""
         predicted = np.asarray(self.predictor.predict_losses(list(prompts)), dtype=np.float64)
@@ -204,7 +198,7 @@ class TryageRouter:
                 f"predictor returned shape {predicted.shape}, expected {(len(prompts), len(self.library))}")
         return predicted
 
-    # -- production: feedback and a changing expert set (tryage.feedback, tryage.library_ops) ----
+    # -- production: feedback and a changing expert set (tryage.feedback, tryage.predictors._outputs) ----
     def update(self, rows: Iterable[Feedback | Mapping[str, Any]] | QTable, **options: Any) -> UpdateReport:
         """Warm-start the predictor on feedback rows (prompt, expert, score|loss), in place.
 
@@ -216,8 +210,8 @@ class TryageRouter:
 
     def add_expert(self, name: str, rows: Iterable[Feedback | Mapping[str, Any]] | QTable,
                    metadata: Expert | Mapping[str, Any] | None = None, **options: Any) -> Expert:
-        """Add an expert fitted from a few dozen calibration rows; see :func:`tryage.library_ops.add_expert`."""
-        from tryage.library_ops import add_expert
+        """Add an expert fitted from a few dozen calibration rows; see :func:`tryage.predictors._outputs.add_expert`."""
+        from tryage.predictors._outputs import add_expert
 
         expert = add_expert(self._perceptive("add_expert"), name, rows, metadata, **options)
         self.library = ExpertLibrary([*self.library, expert])
@@ -225,7 +219,7 @@ class TryageRouter:
 
     def remove_expert(self, name: str) -> None:
         """Stop routing to ``name`` at once (its output column is dropped)."""
-        from tryage.library_ops import remove_expert
+        from tryage.predictors._outputs import remove_expert
 
         remove_expert(self._perceptive("remove_expert"), name)
         self.library = self.library.subset(self.predictor.experts)

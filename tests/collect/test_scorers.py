@@ -89,7 +89,7 @@ def test_transient_and_permanent_errors() -> None:
 
 
 def test_import_loads_no_langchain_torch_or_openai() -> None:
-    code = ("import sys, tryage, tryage.collect, tryage.cli_collect; "
+    code = ("import sys, tryage, tryage.collect, tryage.cli.collect; "
             "print(sorted(m for m in ('torch', 'transformers', 'langchain', 'langchain_core', 'langchain_openai', "
             "'openai', 'filelock') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

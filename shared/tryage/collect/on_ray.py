@@ -4,7 +4,7 @@ What runs where
 ---------------
 * **Driver** (the process running :func:`tryage.collect.collect` with ``backend="ray"``): holds the
   call log's lock, works out the calls not yet in the log (exactly those the local backend would
-  make), runs them through :func:`tryage.distributed.run_pools` and appends every record that
+  make), runs them through :func:`tryage.scale.distributed.run_pools` and appends every record that
   streams back to the *same* call log. Only the driver writes, so the lock, the resume and
   ``tryage score`` work as after a local run.
 * **Workers**: one actor pool per expert (``workers`` actors each). An actor builds the expert's
@@ -38,7 +38,7 @@ from tryage.collect.backends import _FIELDS, ExpertSpec, build_backend
 from tryage.collect.calllog import CallLog, CallRecord
 from tryage.collect.prompts import PromptRow
 from tryage.collect.runner import Runner, RunStats
-from tryage.distributed import AsyncWorker
+from tryage.scale.distributed import AsyncWorker
 from tryage.errors import ConfigurationError, TryageError
 
 #: CPUs an API actor reserves: it mostly waits on the network, so four share a core.
@@ -95,7 +95,7 @@ class _BudgetStop(Exception):
 
 
 class _LogRecorder:
-    """The :class:`tryage.distributed.Recorder` of a collection: appends records to the open call log."""
+    """The :class:`tryage.scale.distributed.Recorder` of a collection: appends records to the open call log."""
 
     def __init__(self, log: CallLog, stats: RunStats, budget: float | None, largest: float) -> None:
         self.log, self.stats, self.budget, self.largest = log, stats, budget, largest
@@ -133,7 +133,7 @@ def run_on_ray(todo: Sequence[tuple[PromptRow, ExpertSpec]], log: CallLog, *, co
 
     Blocks; see the module doc for what runs where and how the budget stops a run.
     """
-    from tryage.distributed import PoolSpec, run_pools
+    from tryage.scale.distributed import PoolSpec, run_pools
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigurationError(f"workers must be a whole number >= 1, got {workers!r}")

@@ -29,7 +29,8 @@ from tryage._io import atomic_write_text
 from tryage.collect.backends import ExpertSpec, build_backend, load_experts
 from tryage.collect.calllog import CallKey, CallLog, CallRecord
 from tryage.collect.prompts import PromptRow, load_prompts, prompts_from_records
-from tryage.collect.runner import PlannedCall, Runner, RunStats, progress_bar
+from tryage._io import progress_bar
+from tryage.collect.runner import PlannedCall, Runner, RunStats
 from tryage.collect.scorers import DEFAULT_RUBRIC, Judge, Scorer, get_scorer
 from tryage.errors import BudgetReachedError, ConfigurationError, QTableError, ScorerError
 from tryage.experts import ExpertLibrary
@@ -453,7 +454,7 @@ async def _assemble(rows: Sequence[PromptRow], specs: Sequence[ExpertSpec],
                           "see the call log")
     gate = asyncio.Semaphore(concurrency)
     judge = _judge_of(scorer)   # the one scorer that takes time (and money): it shows a bar
-    bar = progress_bar(len(complete) * len(specs), progress if judge is not None else False, desc="judge")
+    bar = progress_bar(len(complete) * len(specs), "judge", enabled=progress if judge is not None else False, unit="call")
 
     async def one(row: PromptRow, spec: ExpertSpec) -> float:
         async with gate:

@@ -25,13 +25,13 @@ import asyncio
 import email.utils
 import math
 import random
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from tryage._io import progress_bar
 from tryage.collect.backends import Backend, ExpertSpec
 from tryage.collect.calllog import CallLog, CallRecord
 
@@ -212,7 +212,7 @@ class Runner:
         for row, spec in todo:
             queues.setdefault(spec.name, []).append((row, spec))
         limiters = {name: self._limiter(self.specs[name]) for name in queues}
-        bar = progress_bar(len(todo), self.progress)
+        bar = progress_bar(len(todo), "collect", enabled=self.progress, unit="call")
         started = 0
 
         async def worker(name: str, queue: list[tuple[Any, ExpertSpec]]) -> None:
@@ -317,15 +317,6 @@ class Runner:
             return CallRecord(row.id, spec.name, spec.settings_hash(), answer=answer.text, loss=answer.loss,
                               input_tokens=answer.input_tokens, output_tokens=answer.output_tokens,
                               latency_s=latency, cost=cost, attempts=attempt)
-
-
-def progress_bar(total: int, enabled: bool | None, desc: str = "collect") -> Any:
-    """A tqdm bar of calls (``enabled=None``: only when stderr is a terminal)."""
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="call", disable=not enabled, dynamic_ncols=True)
 
 
 __all__ = ["DEFAULT_OUTPUT_TOKENS", "PlannedCall", "RunStats", "Runner", "estimate_tokens", "is_transient", "price",

@@ -4,7 +4,7 @@ Name the models you have, or search the Hub, and get an :class:`~tryage.ExpertLi
 dates, licence and popularity come from the Hub, so that ``[Flag: smallest model]`` and
 ``[Flag: most recent]`` work without typing a parameter count or a date::
 
-    library = ExpertLibrary.from_hub(["FacebookAI/roberta-base", "HuggingFaceTB/SmolLM2-135M"])
+    library = from_hub(["FacebookAI/roberta-base", "HuggingFaceTB/SmolLM2-135M"])
     library = discover_experts(search="bert", pipeline_tag="fill-mask", sort="downloads", limit=10)
 
 Everything goes through ``huggingface_hub.HfApi`` (``model_info(expand=...)``, ``list_models``,

@@ -245,7 +245,7 @@ class HubClient:
     def _get_api(self) -> Any:
         if self._api is None:
             hub = _hub()
-            from tryage import __version__
+            from tryage._version import __version__
 
             self._api = hub.HfApi(endpoint=self.endpoint, token=self.token, library_name="tryage",
                                   library_version=__version__)

@@ -45,7 +45,7 @@ def route_file(router: TryageRouter, source: str | os.PathLike[str], out: str | 
     """Route every prompt of ``source`` and write the decisions to ``out``; returns how many.
 
     ``backend="ray"`` reads the file with ``ray.data.read_json`` and routes it with
-    :func:`tryage.distributed.route_dataset` (``workers`` actors, ``num_gpus`` each).
+    :func:`tryage.scale.distributed.route_dataset` (``workers`` actors, ``num_gpus`` each).
     """
     if backend not in ("local", "ray"):
         raise ConfigurationError(f"backend must be 'local' or 'ray', got {backend!r}")
@@ -81,7 +81,7 @@ def route_file(router: TryageRouter, source: str | os.PathLike[str], out: str | 
 def _route_on_ray(router: TryageRouter, source: Path, handle: IO[str], *, weights: Mapping[str, float] | None,
                   column: str, batch_size: int, workers: int, num_gpus: float, address: str | None,
                   num_cpus: int | None) -> int:
-    from tryage import distributed
+    from tryage.scale import distributed
 
     distributed.init(address, num_cpus=num_cpus)
     import ray.data

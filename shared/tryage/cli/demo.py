@@ -14,12 +14,14 @@ is all :func:`tryage.evaluation.pareto_sweep` needs.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tryage.cli._common import format_table, print_json
 from tryage.defaults import DEFAULT_DIR
 
 SAMPLE_PROMPTS = (
@@ -73,7 +75,6 @@ def run_demo(out_dir: Path, *, json_output: bool = False, router: str = "paper-d
     if router == "open-llms":
         return _run_llm_demo(Path(out_dir), json_output=json_output)
     from tryage.evaluation import pareto_sweep, plot_pareto, write_json
-    from tryage._table import format_table
     from tryage.experts import format_size
     from tryage.router import TryageRouter
 
@@ -103,7 +104,7 @@ def run_demo(out_dir: Path, *, json_output: bool = False, router: str = "paper-d
               "test_passages": len(table)}
     write_json(result, out / "demo.json")
     if json_output:
-        print(json.dumps(result, indent=2))
+        print_json(result)
         return result
     table_rows = []
     for r in rows:
@@ -121,7 +122,6 @@ def run_demo(out_dir: Path, *, json_output: bool = False, router: str = "paper-d
 
 def _run_llm_demo(out: Path, *, json_output: bool) -> dict[str, Any]:
     """The ``open-llms`` router on LLM-style prompts, plain and with ``cheapest`` / ``smallest model`` flags."""
-    from tryage._table import format_table
     from tryage.defaults import default_router_path
     from tryage.evaluation import write_json
     from tryage.experts import format_size
@@ -147,7 +147,7 @@ def _run_llm_demo(out: Path, *, json_output: bool) -> dict[str, Any]:
               "measured": measured.get("cross_validated", {})}
     write_json(result, out / "demo.json")
     if json_output:
-        print(json.dumps(result, indent=2))
+        print_json(result)
         return result
     table_rows = []
     for r in rows:
@@ -170,4 +170,20 @@ def _run_llm_demo(out: Path, *, json_output: bool) -> dict[str, Any]:
     return result
 
 
-__all__ = ["LLM_SAMPLE_PROMPTS", "SAMPLE_PROMPTS", "run_demo"]
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    run_demo(Path(args.out), json_output=args.json, router=args.router)
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("demo", help="route sample prompts with the embedded default and draw its Pareto front")
+    p.add_argument("--router", choices=("paper-domains", "open-llms"), default="paper-domains",
+                   help="embedded router to demonstrate (default: paper-domains)")
+    p.add_argument("--out", default="tryage-demo", help="folder for the demo's PNG and JSON")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+
+__all__ = ["LLM_SAMPLE_PROMPTS", "SAMPLE_PROMPTS", "register", "run_demo"]

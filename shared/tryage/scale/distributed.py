@@ -194,9 +194,9 @@ def run_pools(pools: Sequence[PoolSpec], recorder: Recorder, *, address: str | N
             batch_size=pool.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=pool.size),
             num_cpus=pool.num_cpus, num_gpus=pool.num_gpus or None))
     dataset = _pipeline(branches[0].union(*branches[1:]) if len(branches) > 1 else branches[0])
-    from tryage.measure import _progress
+    from tryage._io import progress_bar
 
-    bar = _progress(total, ", ".join(names) + " (ray)", progress)
+    bar = progress_bar(total, ", ".join(names) + " (ray)", enabled=progress, unit="passage")
     written = 0
     try:  # the recorder may stop the run by raising (tryage collect's budget)
         for batch in stream(dataset, batch_format="pyarrow", batch_size=None):
@@ -436,7 +436,7 @@ def route_dataset(router: TryageRouter, ds: ray.data.Dataset, *, column: str = "
     No model object is pickled and no cluster-wide file system is needed.
 
     The ``workers`` actors hold a CPU each: when ``ds`` comes from a reader, leave a CPU free or read
-    with ``num_cpus=0`` (as :func:`tryage.bulk.route_file` does), else the read waits forever.
+    with ``num_cpus=0`` (as :func:`tryage.scale.bulk.route_file` does), else the read waits forever.
     """
     ray = require("ray", "ray", "ray[data]")
     if workers < 1 or batch_size < 1:

@@ -18,7 +18,7 @@ import json
 import statistics
 from typing import Any
 
-from tryage._table import format_table
+from tryage.cli._common import add_ray_arguments, format_table, print_json, ray_options
 from tryage.errors import ConfigurationError
 
 
@@ -45,7 +45,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--retries", type=int, default=3, metavar="N", help="retries of a transient error (default: 3)")
     _scorer_options(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary")
-    from tryage.cli_measure import add_ray_arguments
 
     add_ray_arguments(p)  # --ray: one Ray actor pool of --workers actors per expert; this process logs
     p.set_defaults(func=run_collect)
@@ -116,7 +115,7 @@ def _usd(value: float | None) -> str | None:
 
 def _print(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        print(json.dumps(summary, indent=2, ensure_ascii=False))
+        print_json(summary)
         return
     rows = [[e["expert"], e["mean_score"], _usd(e["mean_cost"]), e["mean_latency_s"], _usd(e["total_cost"])]
             for e in summary["experts"]]
@@ -132,7 +131,6 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
 
 
 def run_collect(args: argparse.Namespace) -> int:
-    from tryage.cli_measure import ray_options
     from tryage.collect import collect
     from tryage.collect.pipeline import DryRun
 
@@ -147,9 +145,9 @@ def run_collect(args: argparse.Namespace) -> int:
                      progress=None if not args.json else False, **on_ray, **_scorer_kwargs(args))
     if isinstance(result, DryRun):
         if args.json:
-            print(json.dumps({"calls": [c.__dict__ for c in result.calls], "cached": result.cached,
-                              "judge_calls": result.judge_calls, "judge_cost": result.judge_cost,
-                              "estimated_cost": result.estimated_cost}, indent=2))
+            print_json({"calls": [c.__dict__ for c in result.calls], "cached": result.cached,
+                        "judge_calls": result.judge_calls, "judge_cost": result.judge_cost,
+                        "estimated_cost": result.estimated_cost})
             return 0
         rows = [[c.prompt_id, c.expert, c.input_tokens, c.output_tokens, _usd(c.cost)] for c in result.calls]
         if rows:

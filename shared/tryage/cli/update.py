@@ -12,10 +12,10 @@ The router is updated in place unless ``--out`` names another folder (written wh
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
+from tryage.cli._common import format_table, print_json
 from tryage.errors import ConfigurationError
 
 
@@ -45,7 +45,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def run_update(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tryage._table import format_table
     from tryage.errors import TryageFileNotFoundError
     from tryage.feedback import read_feedback
     from tryage.router import TryageRouter
@@ -65,7 +64,7 @@ def run_update(args: argparse.Namespace) -> int:
     out = router.save_pretrained(args.out or args.router)
     summary = {"router": str(out), **report.to_dict()}
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print_json(summary)
         return 0
     print(f"updated on {report.prompts} feedback prompt(s) ({args.regularization}, {report.epochs} epochs); "
           f"saved to {out}")

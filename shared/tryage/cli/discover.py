@@ -13,11 +13,10 @@ the CLI turns into a one-line message and exit code 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections.abc import Sequence
 from typing import Any, TextIO
 
+from tryage.cli._common import format_table, print_json
 from tryage.errors import ConfigurationError
 from tryage.experts import Expert, format_size
 
@@ -86,7 +85,7 @@ def run_discover(args: argparse.Namespace, *, stdout: TextIO | None = None) -> i
     if args.out:
         library.to_json(args.out)
     if args.json:
-        stream.write(json.dumps(library.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        print_json(library.to_dict(), file=stream)
         return 0
     sources = {}
     for record in records:
@@ -95,7 +94,7 @@ def run_discover(args: argparse.Namespace, *, stdout: TextIO | None = None) -> i
     user_sized = {e.name for e in user or () if e.parameters is not None}
     rows = [_row(e, "overrides" if e.name in user_sized else sources.get(e.name) or sources.get(e.repo_id or "", "-"))
             for e in library]
-    stream.write(format_table(rows) + "\n")
+    stream.write(format_table(rows, HEADERS) + "\n")
     if args.out:
         stream.write(f"wrote {len(library)} experts to {args.out}\n")
     return 0
@@ -120,13 +119,4 @@ def _count(value: int | None) -> str:
     return "?" if value is None else (format_size(value) if value >= 10_000 else str(value))
 
 
-def format_table(rows: Sequence[Sequence[str]], headers: Sequence[str] = HEADERS) -> str:
-    """Left-aligned columns separated by two spaces, with a rule under the header."""
-    widths = [max(len(str(r[i])) for r in (headers, *rows)) for i in range(len(headers))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(headers, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join(lines)
-
-
-__all__ = ["format_table", "register", "run_discover"]
+__all__ = ["register", "run_discover"]

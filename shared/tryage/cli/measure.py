@@ -14,39 +14,11 @@ without ``--ray``. ``--qtable`` also writes the Q-table of the passages every ex
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+from tryage.cli._common import add_ray_arguments, print_json, ray_options
 from tryage.errors import ConfigurationError
-
-
-def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--ray``, ``--address``, ``--num-cpus``, ``--workers``, ``--num-gpus`` (shared with ``route``)."""
-    group = parser.add_argument_group("Ray (pip install 'tryage[ray]')")
-    group.add_argument("--ray", action="store_true", help="run on Ray: one actor pool per expert / router / encoder")
-    group.add_argument("--address", help="Ray cluster to join (default: start a local Ray instance)")
-    group.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
-    group.add_argument("--workers", type=int, default=None, help="actors per pool (default: 1)")
-    group.add_argument("--num-gpus", type=float, default=None, help="GPUs per actor (default: 0)")
-
-
-def ray_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The Ray settings of ``args``; an error when they are given without ``--ray``."""
-    given = [f"--{n.replace('_', '-')}" for n in ("address", "num_cpus", "workers", "num_gpus")
-             if getattr(args, n) is not None]
-    if given and not args.ray:
-        raise ConfigurationError(f"{', '.join(given)} only apply with --ray")
-    if args.workers is not None and args.workers < 1:
-        raise ConfigurationError(f"--workers must be >= 1, got {args.workers}")
-    if args.num_gpus is not None and args.num_gpus < 0:
-        raise ConfigurationError(f"--num-gpus must be >= 0, got {args.num_gpus}")
-    if args.ray:  # the CLI shows its own progress; Ray Data's per-operator INFO lines would drown it
-        import logging
-
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
-    return {"address": args.address, "num_cpus": args.num_cpus, "workers": args.workers or 1,
-            "num_gpus": args.num_gpus or 0.0}
 
 
 def _models(items: list[str]) -> dict[str, str]:
@@ -71,7 +43,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     settings = {"task": args.task, "batch_size": args.batch_size, "max_length": args.max_length,
                 "dtype": args.dtype, "seed": args.seed, "progress": not args.json}
     if args.ray:
-        from tryage.distributed import measure_pools
+        from tryage.scale.distributed import measure_pools
 
         written = measure_pools(models, passages, args.out, **settings, **options)
     else:
@@ -86,7 +58,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         summary["qtable"] = str(table.to_jsonl(args.qtable))
         summary["qtable_rows"] = len(table)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print_json(summary)
     else:
         print(f"measured {written} new row(s) on {summary['backend']}; {args.out} has "
               + ", ".join(f"{n}: {c}/{len(passages)}" for n, c in counts.items())
@@ -118,4 +90,4 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-__all__ = ["add_ray_arguments", "cmd_measure", "ray_options", "register"]
+__all__ = ["cmd_measure", "register"]

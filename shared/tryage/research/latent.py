@@ -54,7 +54,7 @@ def umap_2d(embeddings: np.ndarray, *, seed: int = 0, n_neighbors: int = 15) -> 
 def plot_latent(panels: Mapping[str, tuple[np.ndarray, Sequence[Any]]], path: str | os.PathLike[str], *,
                 title: str = "Prompt embeddings by domain") -> Path:
     """Draw 2-D points (panel title → (points, labels)) side by side as a PNG, coloured by label."""
-    from tryage._plot import pyplot, save_png
+    from tryage._io import pyplot, save_png
 
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), dpi=110, squeeze=False)

@@ -1,0 +1,5 @@
+import sys
+
+from tryage.cli import main
+
+sys.exit(main())

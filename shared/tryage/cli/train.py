@@ -1,0 +1,78 @@
+"""``tryage train``: fit a perceptive predictor on a Q-table and save it as a router folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from tryage.cli._common import (add_ray_arguments, print_json,
+                                ray_options)
+from tryage.errors import ConfigurationError
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tryage.experts import ExpertLibrary
+    from tryage.predictors import PerceptivePredictor
+    from tryage.qtable import QTable
+
+    ray = ray_options(args)
+    if args.ray and args.mode != "head":
+        raise ConfigurationError("--ray encodes the prompts on a Ray actor pool for --mode head; --mode finetune "
+                                 "re-encodes every step and trains on this machine (leave out --ray)")
+    qtable = QTable.from_file(args.qtable, on_invalid=args.on_invalid)
+    if qtable.dropped:
+        print(f"dropped {len(qtable.dropped)} invalid row(s), e.g. line {qtable.dropped[0].line}: "
+              f"{qtable.dropped[0].reason}", file=sys.stderr)
+    library = None
+    if args.experts:
+        library = ExpertLibrary.from_json(args.experts)
+        missing = [e for e in qtable.experts if e not in library]
+        if missing:
+            raise ConfigurationError(f"{args.experts} has no metadata for Q-table expert(s) {missing}")
+    from tryage.predictors._persistence import check_save_target
+
+    check_save_target(args.out, overwrite=args.overwrite)  # refuse before training, not after
+    Path(args.out).absolute().parent.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails now too
+    options = {} if args.layers is None else {"layers": args.layers}
+    router = PerceptivePredictor(args.encoder, mode=args.mode, seed=args.seed, epochs=args.epochs,
+                                 progress=not args.json, **options)
+    if args.ray:
+        from tryage.scale.distributed import fit_router
+
+        fit_router(router, qtable, library, workers=ray["workers"], num_gpus=ray["num_gpus"], address=ray["address"],
+                   num_cpus=ray["num_cpus"])
+    else:
+        router.fit(qtable, library)
+    out = router.save_pretrained(args.out, overwrite=args.overwrite)
+    summary = {"router": str(out), "experts": list(router.experts_), "rows": len(qtable), "mode": args.mode,
+               "backend": "ray" if args.ray else "local",
+               "epochs_run": len(router.history_),  # no validation split (a tiny table): best_val_loss null
+               "best_val_loss": min((h["val_loss"] for h in router.history_ if "val_loss" in h), default=None)}
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"trained a {args.mode} router on {len(qtable)} prompts x {len(qtable.experts)} experts "
+              f"({summary['epochs_run']} epochs); saved to {out}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a perceptive predictor (the router's Q-function) on a Q-table")
+    p.add_argument("--qtable", required=True, help="JSONL or CSV of prompts and per-expert losses or scores")
+    p.add_argument("--experts", help="expert library JSON (metadata for constraints)")
+    p.add_argument("--out", required=True, help="folder to save the router in (a new or empty folder, or a router)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out even if it is a file or a folder that is not a saved router")
+    p.add_argument("--encoder", help="encoder folder or Hub id (default: bundled all-MiniLM-L6-v2)")
+    p.add_argument("--mode", choices=("head", "finetune"), default="head")
+    p.add_argument("--layers", choices=("last", "all"), default=None,
+                   help="encoder pooling: last layer, or every layer concatenated (default: the router's default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, help="maximum epochs (default: 300 head / 4 finetune, early stopped)")
+    p.add_argument("--on-invalid", choices=("raise", "drop"), default="raise",
+                   help="what to do with malformed Q-table rows")
+    p.add_argument("--json", action="store_true")
+    add_ray_arguments(p)   # --ray: the prompts are encoded by a Ray actor pool, the head trains here
+    p.set_defaults(func=cmd_train)
