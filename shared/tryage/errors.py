@@ -31,6 +31,39 @@ class ConfigurationError(TryageError, ValueError):
     """An argument has a value that is not allowed."""
 
 
+def check_scalar(value: object, name: str, *, kind: type = float, low: float | None = None,
+                 high: float | None = None, low_open: bool = False, high_open: bool = False,
+                 error: type[TryageError] | None = None) -> float | int:
+    """``value`` checked once, at the boundary: a finite number (``kind=int``: a whole number) in range.
+
+    The one scalar check of the package (scikit-learn's ``check_scalar``, with Tryage's errors): ``bool``,
+    NaN, infinities, strings and numbers out of ``[low, high]`` (``low_open``/``high_open``: the bound
+    itself excluded) raise ``error`` (default :class:`ConfigurationError`) in one line naming ``name``,
+    the value received (cut to 60 characters) and what is allowed. Returns the value as ``kind``.
+    """
+    import math
+    import numbers
+
+    whole = kind is int
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok:
+        ok = math.isfinite(float(value)) and (not whole or float(value).is_integer())
+    if ok:
+        number = float(value)
+        ok = ((low is None or (number > low if low_open else number >= low))
+              and (high is None or (number < high if high_open else number <= high)))
+    if not ok:
+        what = "a whole number" if whole else "a finite number"
+        bounds = []
+        if low is not None:
+            bounds.append(f"{'>' if low_open else '>='} {low:g}")
+        if high is not None:
+            bounds.append(f"{'<' if high_open else '<='} {high:g}")
+        allowed = what + (" " + " and ".join(bounds) if bounds else "")
+        raise (error or ConfigurationError)(f"{name} must be {allowed}, got {value!r:.60}")
+    return int(value) if whole else float(value)  # type: ignore[arg-type]
+
+
 class ExpertNotFoundError(TryageError, KeyError):
     """An expert name is not in the library.
 
