@@ -55,6 +55,8 @@ class Constraint:
         missing: Penalty given to experts whose value is ``None``. ``None`` (the default) makes a
             missing value an error: :class:`MissingMetadataError` names the experts.
         description: One line for people.
+        readable: Function of an :class:`Expert` giving the value in the units people read (parameters,
+            USD per 1M tokens, POSIX seconds), for Pareto fronts; ``None`` reports the penalty there.
     """
 
     name: str
@@ -63,6 +65,7 @@ class Constraint:
     scale: str = "minmax"
     missing: float | None = None
     description: str = ""
+    readable: ValueFn | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -86,6 +89,13 @@ class Constraint:
             out.append(raw)
         return out
 
+    def readable_values(self, library: Sequence[Expert]) -> np.ndarray:
+        """Each expert's value in the units people read (NaN where unknown); the penalty without ``readable``."""
+        if self.readable is None:
+            return self.penalties(library)
+        values = [self.readable(e) for e in library]
+        return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+
     def penalties(self, library: Sequence[Expert]) -> np.ndarray:
         """The penalty of each expert, shape ``(len(library),)``."""
         raw = self.raw_values(library)
@@ -105,9 +115,18 @@ def _log_parameters(expert: Expert) -> float | None:
     return None if expert.parameters is None else math.log(expert.parameters)
 
 
-def _negative_timestamp(expert: Expert, *, date_field: str) -> float | None:
+def _parameters(expert: Expert) -> float | None:
+    return None if expert.parameters is None else float(expert.parameters)
+
+
+def _timestamp(expert: Expert, *, date_field: str) -> float | None:
     when: datetime | None = getattr(expert, date_field)
-    return None if when is None else -when.timestamp()
+    return None if when is None else when.timestamp()
+
+
+def _negative_timestamp(expert: Expert, *, date_field: str) -> float | None:
+    when = _timestamp(expert, date_field=date_field)
+    return None if when is None else -when
 
 
 def _cost(expert: Expert) -> float | None:
@@ -118,7 +137,7 @@ def _cost(expert: Expert) -> float | None:
 def Size(*, missing: float | None = None) -> Constraint:  # noqa: N802 - reads like a class
     """Model size: log parameter count scaled over the library (smallest = 0)."""
     return Constraint("size", _log_parameters, field="parameters", missing=missing,
-                      description="log parameter count, smallest = 0, largest = 1")
+                      description="log parameter count, smallest = 0, largest = 1", readable=_parameters)
 
 
 def Recency(*, date_field: str = "created_at", missing: float | None = None) -> Constraint:  # noqa: N802
@@ -126,14 +145,15 @@ def Recency(*, date_field: str = "created_at", missing: float | None = None) -> 
     if date_field not in ("created_at", "last_modified"):
         raise ConfigurationError(f"date_field must be 'created_at' or 'last_modified', got {date_field!r}")
 
-    return Constraint("recency", functools.partial(_negative_timestamp, date_field=date_field), field=date_field, missing=missing,
-                      description=f"age by {date_field}, newest = 0, oldest = 1")
+    return Constraint("recency", functools.partial(_negative_timestamp, date_field=date_field), field=date_field,
+                      missing=missing, description=f"age by {date_field}, newest = 0, oldest = 1",
+                      readable=functools.partial(_timestamp, date_field=date_field))
 
 
 def Cost(*, missing: float | None = None) -> Constraint:  # noqa: N802
     """Price: mean of input and output USD per 1M tokens, scaled over the library (cheapest = 0)."""
     return Constraint("cost", _cost, field="input_cost/output_cost", missing=missing,
-                      description="mean price per 1M tokens, cheapest = 0")
+                      description="mean price per 1M tokens, cheapest = 0", readable=_cost)
 
 
 def _latency(expert: Expert) -> float | None:
@@ -143,7 +163,7 @@ def _latency(expert: Expert) -> float | None:
 def Latency(*, missing: float | None = None) -> Constraint:  # noqa: N802
     """Measured mean seconds per call (``tryage collect``), scaled over the library (fastest = 0)."""
     return Constraint("latency", _latency, field="measured_latency_s", missing=missing,
-                      description="measured mean seconds per call, fastest = 0")
+                      description="measured mean seconds per call, fastest = 0", readable=_latency)
 
 
 def default_constraints() -> dict[str, Constraint]:

@@ -33,7 +33,7 @@ from tryage.constraints import ConstraintSet
 from tryage.errors import ConfigurationError
 from tryage.experts import ExpertLibrary
 from tryage.objective import decide
-from tryage.predictors.baselines import KNNPredictor, OraclePredictor, knn_leave_one_out  # noqa: F401 - old home too
+from tryage.predictors.baselines import KNN_K, KNNPredictor, knn_leave_one_out
 from tryage.qtable import QTable
 
 TIE_TOLERANCE = 1e-9
@@ -173,7 +173,7 @@ def evaluate_predictions(predicted: np.ndarray, test: QTable, *, train: QTable |
 
 
 def evaluate_router(router: Any, test: QTable, *, train: QTable | None = None, group_by: str | None = None,
-                    knn_k: int = 20, weights: Mapping[str, float] | None = None) -> EvaluationReport:
+                    knn_k: int = KNN_K, weights: Mapping[str, float] | None = None) -> EvaluationReport:
     """Measure a :class:`tryage.TryageRouter` (or a loss predictor) on ``test``.
 
     With a predictor that can ``encode``, the kNN baseline runs on the same encoder embeddings: fit
@@ -234,10 +234,6 @@ class ParetoPoint:
                 "usage": dict(self.usage)}
 
 
-_RAW = {"size": lambda e: e.parameters, "cost": lambda e: e.cost,
-        "recency": lambda e: None if e.created_at is None else e.created_at.timestamp()}
-
-
 def pareto_sweep(predicted: np.ndarray, test: QTable, library: ExpertLibrary, *, constraint: str = "size",
                  weights: Sequence[float] | None = None,
                  constraints: ConstraintSet | None = None) -> list[ParetoPoint]:
@@ -248,10 +244,7 @@ def pareto_sweep(predicted: np.ndarray, test: QTable, library: ExpertLibrary, *,
     constraints = constraints or ConstraintSet()
     lib = library.reorder(test.experts) if library.names != test.experts else library
     penalty = constraints[constraint].penalties(lib)
-    raw_fn = _RAW.get(constraint)
-    raw = np.array([np.nan if raw_fn is None or raw_fn(e) is None else float(raw_fn(e)) for e in lib])
-    if raw_fn is None:
-        raw = penalty
+    raw = constraints[constraint].readable_values(lib)  # mean_constraint in the units people read
     if weights is None:
         # From no preference up to a weight at which the cheapest expert wins every prompt.
         spread = float(np.ptp(predicted)) or 1.0
@@ -309,6 +302,6 @@ def write_json(data: Any, path: str | os.PathLike[str]) -> Path:
     return target
 
 
-__all__ = ["ChoiceMetrics", "EvaluationReport", "KNNPredictor", "OraclePredictor", "ParetoPoint",
+__all__ = ["ChoiceMetrics", "EvaluationReport", "ParetoPoint",
            "choice_metrics", "evaluate_predictions", "evaluate_router", "pareto_sweep", "plot_pareto",
            "smallest_matching"]

@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from tryage._io import iter_jsonl, progress_bar, truncate_torn_tail
-from tryage.errors import ConfigurationError, ExpertModelNotFoundError, MeasureError, TryageFileNotFoundError
+from tryage.errors import (ConfigurationError, ExpertModelNotFoundError, MeasureError, TryageFileNotFoundError,
+                           check_scalar)
 from tryage.qtable import QTable
 
 TASKS = ("causal", "masked")
@@ -306,10 +307,9 @@ def measure_losses(model: str | os.PathLike[str], passages: Sequence[Passage], o
     _check_task(task)
     if not passages:
         raise MeasureError("the corpus is empty: give at least one passage to measure")
-    if batch_size < 1 or max_length < 2:
-        raise ConfigurationError(f"batch_size must be >= 1 and max_length >= 2, got {batch_size} and {max_length}")
-    if not 0.0 < mask_fraction < 1.0:
-        raise ConfigurationError(f"mask_fraction must be between 0 and 1, got {mask_fraction!r}")
+    check_scalar(batch_size, "batch_size", kind=int, low=1)
+    check_scalar(max_length, "max_length", kind=int, low=2)
+    check_scalar(mask_fraction, "mask_fraction", low=0, high=1, low_open=True, high_open=True)
     expert = name or Path(model).name
     recorder = LossRecorder(out)
     done = recorder.done(task)

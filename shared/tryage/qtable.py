@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from tryage._io import atomic_write_text, iter_jsonl
-from tryage.errors import ConfigurationError, QTableError, TryageFileNotFoundError
+from tryage.errors import ConfigurationError, QTableError, TryageFileNotFoundError, check_scalar
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,7 @@ class QTable:
 
         With ``by`` (an extra field such as ``"task"``) the split is stratified by that field.
         """
-        if not 0.0 < fraction < 1.0:
-            raise ConfigurationError(f"fraction must be between 0 and 1, got {fraction!r}")
+        check_scalar(fraction, "fraction", low=0, high=1, low_open=True, high_open=True)
         rng = np.random.default_rng(seed)
         groups: dict[Any, list[int]] = {}
         for i, g in enumerate(self.column(by) if by else [None] * len(self)):
@@ -160,8 +159,7 @@ class QTable:
 
     def folds(self, k: int, *, seed: int = 0) -> list[tuple[QTable, QTable]]:
         """``k`` cross-validation folds as (train, test) pairs."""
-        if k < 2 or k > len(self):
-            raise ConfigurationError(f"k must be between 2 and the number of rows ({len(self)}), got {k}")
+        check_scalar(k, f"k (folds of {len(self)} rows)", kind=int, low=2, high=len(self))
         order = np.random.default_rng(seed).permutation(len(self))
         parts = np.array_split(order, k)
         return [(self.subset(np.sort(np.concatenate(parts[:i] + parts[i + 1:]))), self.subset(np.sort(p)))

@@ -135,7 +135,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
                                   ["cannot read size '9999"]),
     # evaluate
     "evaluate knn-k over rows": (["evaluate", "--router", "{w}/router", "--qtable", "{w}/t.jsonl"],
-                                 ["--knn-k 50", "{w}/t.jsonl", "4 rows", "[1, 3]"]),
+                                 ["--knn-k 20", "{w}/t.jsonl", "4 rows", "[1, 3]"]),
     "evaluate knn-k 0": (["evaluate", "--router", "{w}/router", "--qtable", "{w}/t.jsonl", "--knn-k", "0"],
                          ["--knn-k 0"]),
     "evaluate knn-k over train rows": (["evaluate", "--router", "{w}/router", "--qtable", "{w}/t.jsonl", "--train",

@@ -8,6 +8,7 @@ from typing import Any
 from tryage.cli._common import (ROUTER_HELP, format_cell, format_table, load_router, print_json,
                                 weights)
 from tryage.errors import ConfigurationError
+from tryage.predictors.baselines import KNN_K
 
 
 def _table_and_predicted(args: argparse.Namespace):  # noqa: ANN202
@@ -121,7 +122,7 @@ def register(sub: Any) -> None:
         if name == "evaluate":
             p.add_argument("--train", help="training Q-table: picks the best single expert and fits the kNN")
             p.add_argument("--group-by", help="extra field for per-group results (default: task or domain)")
-            p.add_argument("--knn-k", type=int, default=50)
+            p.add_argument("--knn-k", type=int, default=KNN_K, help=f"neighbours of the kNN baseline (default: {KNN_K})")
             p.add_argument("--weight", action="append", metavar="NAME=NUMBER")
         else:
             p.add_argument("--constraint", default="size", help="constraint to sweep (size, cost, recency, ...)")

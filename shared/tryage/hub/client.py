@@ -22,6 +22,7 @@ from tryage.errors import (
     HubTimeoutError,
     HubUnavailableError,
     StaleMetadataWarning,
+    check_scalar,
 )
 from tryage.experts import Expert
 from tryage.hub._errors import hub_module as _hub
@@ -139,8 +140,7 @@ class HubClient:
         self._check_settings()
         if sort not in SORTS:
             raise ConfigurationError(f"sort must be one of {', '.join(SORTS)}; got {sort!r}")
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ConfigurationError(f"limit must be a whole number >= 1, got {limit!r}")
+        check_scalar(limit, "limit", kind=int, low=1)
         filters = [f for f in (library, *([tags] if isinstance(tags, str) else tags)) if f]
         query = {"search": search or None, "author": author or None, "pipeline_tag": pipeline_tag or None,
                  "filter": filters or None, "sort": sort, "limit": limit}
@@ -279,11 +279,8 @@ class HubClient:
                                 or (ttl.total_seconds() if isinstance(ttl, timedelta) else ttl) < 0):
             raise ConfigurationError(f"ttl must be finite seconds >= 0, a timedelta or None (never expire); "
                                      f"got {ttl!r}")
-        if (isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float))
-                or not math.isfinite(self.timeout) or self.timeout <= 0):
-            raise ConfigurationError(f"timeout must be a finite number of seconds > 0, got {self.timeout!r}")
-        if isinstance(self.max_workers, bool) or not isinstance(self.max_workers, int) or self.max_workers < 1:
-            raise ConfigurationError(f"max_workers must be a whole number >= 1, got {self.max_workers!r}")
+        check_scalar(self.timeout, "timeout (seconds)", low=0, low_open=True)
+        check_scalar(self.max_workers, "max_workers", kind=int, low=1)
 
     @staticmethod
     def _check_ids(repo_ids: Iterable[str]) -> list[str]:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from tryage.predictors._base import LossPredictor, neighbour_mean, unit_rows
 from tryage.predictors._persistence import FORMAT_VERSION, PerceptiveConfig
-from tryage.predictors.baselines import BestSinglePredictor, KNNPredictor, OraclePredictor, knn_leave_one_out
+from tryage.predictors.baselines import KNN_K, BestSinglePredictor, KNNPredictor, OraclePredictor, knn_leave_one_out
 from tryage.predictors.description import DescriptionSimilarityPredictor
 from tryage.predictors.perceptive import PerceptivePredictor
 
-__all__ = ["FORMAT_VERSION", "BestSinglePredictor", "DescriptionSimilarityPredictor", "KNNPredictor",
+__all__ = ["FORMAT_VERSION", "KNN_K", "BestSinglePredictor", "DescriptionSimilarityPredictor", "KNNPredictor",
            "LossPredictor", "OraclePredictor", "PerceptiveConfig", "PerceptivePredictor", "knn_leave_one_out",
            "neighbour_mean", "unit_rows"]

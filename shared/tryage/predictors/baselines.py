@@ -10,6 +10,9 @@ from tryage.errors import ConfigurationError, NotFittedError, QTableError
 from tryage.predictors._base import neighbour_mean
 from tryage.qtable import QTable
 
+#: The one default k of the kNN baseline (``KNNPredictor``, ``evaluate_router``, ``tryage evaluate --knn-k``).
+KNN_K = 20
+
 
 class OraclePredictor:
     """A loss predictor that knows the true losses of a Q-table: the upper bound.
@@ -60,7 +63,7 @@ class KNNPredictor:
         k: Neighbours averaged.
     """
 
-    def __init__(self, embed: Callable[[Sequence[str]], np.ndarray], *, k: int = 20) -> None:
+    def __init__(self, embed: Callable[[Sequence[str]], np.ndarray], *, k: int = KNN_K) -> None:
         self.embed = embed
         self.k = k
 
@@ -86,7 +89,7 @@ class KNNPredictor:
         return self.predict_from_embeddings(self.embed(prompts))
 
 
-def knn_leave_one_out(embeddings: np.ndarray, losses: np.ndarray, *, k: int = 20) -> np.ndarray:
+def knn_leave_one_out(embeddings: np.ndarray, losses: np.ndarray, *, k: int = KNN_K) -> np.ndarray:
     """kNN predictions for every row from its ``k`` nearest *other* rows of the same table.
 
     A baseline that needs no training table: each prompt is predicted from its neighbours only.

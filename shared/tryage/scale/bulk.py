@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from tryage._io import iter_jsonl
-from tryage.errors import ConfigurationError, TryageFileNotFoundError
+from tryage.errors import ConfigurationError, TryageFileNotFoundError, check_scalar
 
 if TYPE_CHECKING:  # pragma: no cover
     from tryage.router import TryageRouter
@@ -49,8 +49,7 @@ def route_file(router: TryageRouter, source: str | os.PathLike[str], out: str | 
     """
     if backend not in ("local", "ray"):
         raise ConfigurationError(f"backend must be 'local' or 'ray', got {backend!r}")
-    if batch_size < 1:
-        raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
+    check_scalar(batch_size, "batch_size", kind=int, low=1)
     source, target = Path(source), Path(out)
     if not source.is_file():
         raise TryageFileNotFoundError(f"prompts file not found: {source}")

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from tryage.errors import ClusterConnectionError, ConfigurationError, TryageError, require
+from tryage.errors import ClusterConnectionError, ConfigurationError, TryageError, check_scalar, require
 
 if TYPE_CHECKING:  # pragma: no cover
     import ray.data
@@ -171,10 +171,8 @@ def run_pools(pools: Sequence[PoolSpec], recorder: Recorder, *, address: str | N
     if len(set(names)) != len(names):
         raise ConfigurationError(f"pool names must be unique, got {names}")
     for pool in pools:
-        if pool.size < 1 or pool.batch_size < 1 or pool.num_cpus < 0 or pool.num_gpus < 0:
-            raise ConfigurationError(f"pool {pool.name!r}: size and batch_size must be >= 1 and num_cpus, num_gpus "
-                                     f">= 0; got size={pool.size}, batch_size={pool.batch_size}, "
-                                     f"num_cpus={pool.num_cpus}, num_gpus={pool.num_gpus}")
+        for key, kind in (("size", int), ("batch_size", int), ("num_cpus", float), ("num_gpus", float)):
+            check_scalar(getattr(pool, key), f"pool {pool.name!r}: {key}", kind=kind, low=1 if kind is int else 0)
     seen = set(recorder.done())
     todo = {p.name: [it for it in p.items if (str(it["id"]), p.name) not in seen] for p in pools}
     total = sum(len(v) for v in todo.values())
@@ -224,9 +222,9 @@ class AsyncWorker:
     """
 
     def __init__(self, *, max_in_flight: int = 8, requests_per_second: float | None = None) -> None:
-        if max_in_flight < 1 or (requests_per_second is not None and requests_per_second <= 0):
-            raise ConfigurationError(f"max_in_flight must be >= 1 and requests_per_second > 0, got {max_in_flight} "
-                                     f"and {requests_per_second}")
+        check_scalar(max_in_flight, "max_in_flight", kind=int, low=1)
+        if requests_per_second is not None:
+            check_scalar(requests_per_second, "requests_per_second", low=0, low_open=True)
         self.max_in_flight = max_in_flight
         self.requests_per_second = requests_per_second
         self._loop = asyncio.new_event_loop()
@@ -439,8 +437,8 @@ def route_dataset(router: TryageRouter, ds: ray.data.Dataset, *, column: str = "
     with ``num_cpus=0`` (as :func:`tryage.scale.bulk.route_file` does), else the read waits forever.
     """
     ray = require("ray", "ray", "ray[data]")
-    if workers < 1 or batch_size < 1:
-        raise ConfigurationError(f"workers and batch_size must be >= 1, got {workers} and {batch_size}")
+    check_scalar(workers, "workers", kind=int, low=1)
+    check_scalar(batch_size, "batch_size", kind=int, low=1)
     if column not in ds.columns():
         raise ConfigurationError(f"the dataset has no column {column!r}; its columns are {ds.columns()}")
     ref = ray.put(_router_package(router))
