@@ -61,7 +61,6 @@ from langchain_tryage._routing import (
     TAG_ROUTE,
     WEIGHTS_KEY,
     Engine,
-    ExpertMap,
     Job,
     adrive,
     call_options,
@@ -69,6 +68,7 @@ from langchain_tryage._routing import (
     check_weights,
     check_window,
     drive,
+    map_experts,
     expert_tag,
     open_stream,
     parser_of,
@@ -102,6 +102,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from tryage.conversation import ThreadStore, check_fraction, check_margin, stick
 from tryage.errors import ConfigurationError
 from tryage.objective import RoutingDecision
+from tryage.router import BatchRouter, ExpertMap, TryageRouter
 
 _FORWARDED = ("temperature", "max_tokens", "timeout")
 _ROUTING_KWARGS = ("tools", "tool_choice", "tool_options", "tryage_weights", "model", "tryage_thread")
@@ -201,7 +202,7 @@ class ChatTryage(BaseChatModel):
         streaming: If ``True``, ``invoke`` streams from the expert and returns the joined message.
     """
 
-    router: Any
+    router: BatchRouter
     experts: dict[str, BaseChatModel]
     expert_map: dict[str, str] | None = None
     model_name: str = Field(default="tryage", alias="model")
@@ -236,7 +237,7 @@ class ChatTryage(BaseChatModel):
             raise ConfigurationError(
                 f"every ChatTryage expert must be a chat model (BaseChatModel); got {not_chat}; "
                 "use TryageRouterChain to route between other runnables")
-        names = ExpertMap.build(router, tuple(experts), kwargs.get("expert_map"))
+        names = map_experts(router, tuple(experts), kwargs.get("expert_map"))
         check_window(kwargs.get("window", 1))
         if kwargs.get("weights") is not None:
             kwargs["weights"] = check_weights(router, kwargs["weights"], "weights")
@@ -354,7 +355,8 @@ class ChatTryage(BaseChatModel):
     def _context_chars(self) -> int:
         """A bound on the context text: about 8 characters a token of the encoder's window (the
         encoder truncates to its window anyway; this only keeps very long conversations cheap)."""
-        max_length = getattr(getattr(self.router, "predictor", None), "max_length", None)
+        predictor = self.router.predictor if isinstance(self.router, TryageRouter) else None
+        max_length = getattr(predictor, "max_length", None)
         return 8 * (max_length if isinstance(max_length, int) and max_length > 0 else 512)
 
     def _stick(self, job: Job, decision: RoutingDecision) -> RoutingDecision:

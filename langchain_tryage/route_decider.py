@@ -29,7 +29,6 @@ from langchain_tryage._inputs import read_input, strip_input
 from langchain_tryage._routing import (
     CONFIG_SPECS,
     Engine,
-    ExpertMap,
     Job,
     adrive,
     call_options,
@@ -37,6 +36,7 @@ from langchain_tryage._routing import (
     check_weights,
     check_window,
     drive,
+    map_experts,
     parser_of,
     route,
 )
@@ -52,6 +52,7 @@ from pydantic import ConfigDict, PrivateAttr
 
 from tryage.errors import ConfigurationError, require
 from tryage.objective import RoutingDecision
+from tryage.router import BatchRouter, ExpertMap, Router
 
 _OUTPUTS = ("expert", "send", "decision", "dict")
 
@@ -71,7 +72,7 @@ class TryageRouteDecider(RunnableSerializable[Any, Any]):
             state), ``"decision"`` (the ``RoutingDecision``) or ``"dict"``.
     """
 
-    router: Any
+    router: BatchRouter
     experts: tuple[str, ...]
     expert_map: dict[str, str] | None = None
     input_key: str = "messages"
@@ -85,11 +86,11 @@ class TryageRouteDecider(RunnableSerializable[Any, Any]):
     def __init__(self, router: Any = None, *, experts: Sequence[str] | None = None, **kwargs: Any) -> None:
         check_router(router)
         if experts is None:
-            experts = getattr(router, "experts", None)
-            if experts is None:
+            if not isinstance(router, Router):
                 raise ConfigurationError(
                     "this router does not list its experts; pass experts=[...] with the names it may choose")
-        names = ExpertMap.build(router, tuple(experts), kwargs.get("expert_map"))
+            experts = router.experts
+        names = map_experts(router, tuple(experts), kwargs.get("expert_map"))
         check_window(kwargs.get("window", 1))
         if kwargs.get("weights") is not None:
             kwargs["weights"] = check_weights(router, kwargs["weights"], "weights")

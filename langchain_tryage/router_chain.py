@@ -34,7 +34,6 @@ from langchain_tryage._routing import (
     TAG_FALLBACK,
     TAG_ROUTE,
     Engine,
-    ExpertMap,
     Job,
     adrive,
     call_options,
@@ -42,6 +41,7 @@ from langchain_tryage._routing import (
     check_weights,
     check_window,
     drive,
+    map_experts,
     expert_tag,
     open_stream,
     parser_of,
@@ -66,6 +66,7 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from tryage.errors import ConfigurationError
 from tryage.objective import RoutingDecision
+from tryage.router import BatchRouter, ExpertMap
 
 
 class TryageRouterChain(RunnableSerializable[Any, Any]):
@@ -91,7 +92,7 @@ class TryageRouterChain(RunnableSerializable[Any, Any]):
             instead of the expert's output alone (``expert`` is the one that produced the output).
     """
 
-    router: Any
+    router: BatchRouter
     experts: dict[str, Runnable[Any, Any]]
     expert_map: dict[str, str] | None = None
     input_key: str = "input"
@@ -110,7 +111,7 @@ class TryageRouterChain(RunnableSerializable[Any, Any]):
         if not isinstance(experts, Mapping):
             raise ConfigurationError(
                 f"experts must be a dict of expert name -> runnable; got {type(experts).__name__}")
-        names = ExpertMap.build(router, tuple(experts), kwargs.get("expert_map"))
+        names = map_experts(router, tuple(experts), kwargs.get("expert_map"))
         check_window(kwargs.get("window", 1))
         if kwargs.get("weights") is not None:
             kwargs["weights"] = check_weights(router, kwargs["weights"], "weights")
