@@ -43,10 +43,6 @@ router on the outcomes), and with ``sticky=True`` on a thread ``tryage_sticky``:
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import queue
-import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -76,6 +72,7 @@ from langchain_tryage._routing import (
     route_now,
     run_experts,
 )
+from langchain_tryage._timeouts import call_within, stream_within
 from langchain_tryage.router_chain import TryageRouterChain
 
 from langchain_core.callbacks import (  # noqa: I001 - after the dependency check in _inputs
@@ -433,15 +430,8 @@ class ChatTryage(BaseChatModel):
         job = yield from self._routed(messages, parent, kwargs, is_async)
         prepare = self._expert_call(parent, stop, kwargs)
 
-        limit = None if self.timeout is None else self.timeout + _TIMEOUT_GRACE_S
-
         def call(name: str, group: list[Job]) -> tuple[Any, Any]:
-            expert, config, kw = prepare(group[0])
-            if limit is None:
-                return (lambda: [expert.invoke(group[0].payload, config, **kw)],
-                        lambda: _alist(expert.ainvoke(group[0].payload, config, **kw)))
-            return (lambda: [_within(limit, name, lambda: expert.invoke(group[0].payload, config, **kw))],
-                    lambda: _alist(_awithin(limit, name, expert.ainvoke(group[0].payload, config, **kw))))
+            return call_within(self.timeout, name, *prepare(group[0]), group[0].payload)
 
         ((_, out),) = yield from run_experts([job], call, (Exception,))
         if isinstance(out, BaseException):
@@ -455,15 +445,8 @@ class ChatTryage(BaseChatModel):
         job = yield from self._routed(messages, parent, kwargs, is_async)
         prepare = self._expert_call(parent, stop, kwargs)
 
-        limit = None if self.timeout is None else self.timeout + _TIMEOUT_GRACE_S
-
         def call(job: Job) -> tuple[Any, Any]:
-            expert, config, kw = prepare(job)
-            if limit is None:
-                return (lambda: expert.stream(job.payload, config, **kw),
-                        lambda: expert.astream(job.payload, config, **kw))
-            return (lambda: _chunks_within(limit, job.expert, lambda: expert.stream(job.payload, config, **kw)),
-                    lambda: _achunks_within(limit, job.expert, expert.astream(job.payload, config, **kw)))
+            return stream_within(self.timeout, job.expert, *prepare(job), job.payload)
 
         first, rest = yield from open_stream(job, call, (Exception,))
         self._answered(job)
@@ -533,137 +516,6 @@ class ChatTryage(BaseChatModel):
         return _StructuredRouterChain(self.router, structured, expert_map=self.expert_map, window=self.window,
                                       weights=self.weights, fallback=self.fallback,
                                       max_fallbacks=self.max_fallbacks, name=self.get_name())
-
-
-async def _alist(awaitable: Any) -> list[Any]:
-    return [await awaitable]
-
-
-_TIMEOUT_GRACE_S = 1.0
-"""How long past ``timeout`` ChatTryage waits before giving an expert up (its client should stop first)."""
-
-
-def _late(name: str, limit: float) -> TimeoutError:
-    return TimeoutError(f"expert {name!r} did not answer within {limit:g} s (timeout + {_TIMEOUT_GRACE_S:g} s grace)")
-
-
-def _stalled(name: str, limit: float) -> TimeoutError:
-    return TimeoutError(f"expert {name!r} sent nothing for {limit:g} s (timeout + {_TIMEOUT_GRACE_S:g} s grace); "
-                        "its stream was given up")
-
-
-def _chunks_within(limit: float, name: str, open_stream: Callable[[], Iterator[Any]]) -> Iterator[Any]:
-    """The chunks of ``open_stream()``, each given up after ``limit`` seconds without one.
-
-    The stream is read by one daemon thread (in this context) and handed over a queue, so a stalled
-    expert is left behind on time; a reader who stops early makes the thread close the stream at its
-    next chunk.
-    """
-    chunks: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-    stop = threading.Event()
-    context = contextvars.copy_context()
-
-    def read() -> None:
-        stream = iter(open_stream())
-        try:
-            for chunk in stream:
-                chunks.put(("chunk", chunk))
-                if stop.is_set():
-                    break
-            chunks.put(("end", None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the reader
-            chunks.put(("error", exc))
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
-
-    threading.Thread(target=context.run, args=(read,), name=f"tryage-stream-{name}", daemon=True).start()
-    try:
-        while True:
-            try:
-                kind, value = chunks.get(timeout=limit)
-            except queue.Empty:
-                raise _stalled(name, limit) from None
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()
-
-
-async def _achunks_within(limit: float, name: str, stream: Any) -> Any:
-    """The chunks of the async ``stream``, each given up after ``limit`` seconds without one."""
-    chunks = stream.__aiter__()
-    try:
-        while True:
-            try:
-                chunk = await _timed(chunks.__anext__(), limit)
-            except StopAsyncIteration:
-                return
-            except _Expired:
-                raise _stalled(name, limit) from None
-            yield chunk
-    finally:
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-class _Expired(Exception):
-    """ChatTryage's own limit ran out (an expert's own ``TimeoutError`` is not this)."""
-
-
-async def _timed(awaitable: Any, limit: float) -> Any:
-    """``await awaitable`` within ``limit`` s, in this task (so the context an async generator sets stays its own)."""
-    timeout = getattr(asyncio, "timeout", None)
-    if timeout is None:  # Python 3.10: wait_for's TimeoutError is asyncio's own class there
-        try:
-            return await asyncio.wait_for(awaitable, limit)
-        except asyncio.TimeoutError:
-            raise _Expired from None
-    scope = timeout(limit)
-    try:
-        async with scope:
-            return await awaitable
-    except TimeoutError:
-        if scope.expired():
-            raise _Expired from None
-        raise
-
-
-async def _awithin(limit: float, name: str, awaitable: Any) -> Any:
-    try:
-        return await _timed(awaitable, limit)
-    except _Expired:
-        raise _late(name, limit) from None
-
-
-def _within(limit: float, name: str, work: Callable[[], Any]) -> Any:
-    """``work()`` in a daemon thread (with this context), given up after ``limit`` seconds.
-
-    A sync call cannot be cancelled: an expert that ignores its own timeout keeps its thread until it
-    returns, but the caller is answered (or falls back) on time.
-    """
-    box: dict[str, Any] = {}
-    context = contextvars.copy_context()
-
-    def target() -> None:
-        try:
-            box["value"] = context.run(work)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name=f"tryage-expert-{name}", daemon=True)
-    thread.start()
-    thread.join(limit)
-    if thread.is_alive():
-        raise _late(name, limit)
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 __all__ = ["ChatTryage"]
