@@ -29,8 +29,8 @@ from langchain_core.runnables.config import run_in_executor  # noqa: E402
 from langchain_core.runnables.utils import ConfigurableFieldSpec  # noqa: E402
 
 from tryage.constraints import Filter  # noqa: E402
-from tryage.conversation import blend_decisions  # noqa: E402
-from tryage.flags import FlagParser, ParsedFlags  # noqa: E402
+from tryage.conversation import EarlierTurns, blend_decisions  # noqa: E402
+from tryage.flags import FlagParser  # noqa: E402
 from tryage.objective import RoutingDecision  # noqa: E402
 from tryage.router import BatchRouter, ExpertMap, Router  # noqa: E402
 from tryage.router import check_router as check_router_of  # noqa: E402
@@ -85,9 +85,10 @@ def check_weights(router: BatchRouter, weights: Any, where: str) -> dict[str, An
     return router.constraints.check_weights(weights) if isinstance(router, Router) else dict(weights)
 
 
-def parser_of(router: BatchRouter) -> Callable[[str], ParsedFlags]:
-    """The router's flag parser (``router.parse``), or the built-in flags for a bare router."""
-    return router.parse if isinstance(router, Router) else FlagParser().parse
+def turns_of(router: BatchRouter) -> EarlierTurns:
+    """A conversation's turns read with the router's flag parser (``router.parse``; the built-in
+    flags for a bare router), each turn parsed once: one per call or batch."""
+    return EarlierTurns(router.parse if isinstance(router, Router) else FlagParser().parse)
 
 
 # -- per-call options ------------------------------------------------------------------------------
@@ -433,4 +434,4 @@ def open_stream(job: Job, call: StreamCall, retry_on: tuple[type[BaseException],
 
 __all__ = ["CONFIG_SPECS", "END", "EXPERT_KEY", "ROUTE_RUN_NAME", "WEIGHTS_KEY", "CallOptions", "ExpertMap",
            "Job", "Step", "adrive", "call_options", "check_router", "check_weights", "check_window", "drive",
-           "expert_tag", "map_experts", "open_stream", "parser_of", "route", "route_key", "route_now", "run_experts"]
+           "expert_tag", "map_experts", "open_stream", "turns_of", "route", "route_key", "route_now", "run_experts"]

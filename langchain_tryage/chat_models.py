@@ -67,10 +67,10 @@ from langchain_tryage._routing import (
     map_experts,
     expert_tag,
     open_stream,
-    parser_of,
     route,
     route_now,
     run_experts,
+    turns_of,
 )
 from langchain_tryage._timeouts import call_within, stream_within
 from langchain_tryage.router_chain import TryageRouterChain
@@ -96,7 +96,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from tryage.conversation import ThreadStore, check_fraction, check_margin, stick
+from tryage.conversation import EarlierTurns, ThreadStore, check_fraction, check_margin, stick
 from tryage.errors import ConfigurationError
 from tryage.objective import RoutingDecision
 from tryage.router import BatchRouter, ExpertMap, TryageRouter
@@ -106,8 +106,10 @@ _ROUTING_KWARGS = ("tools", "tool_choice", "tool_options", "tryage_weights", "mo
 THREAD_KEY = "tryage_thread"
 """``config["configurable"]`` key naming a conversation thread (wins over LangGraph's ``thread_id``)."""
 
-_PREROUTED: ContextVar[tuple[Any, Mapping[Any, Any]] | None] = ContextVar("tryage_prerouted", default=None)
-"""``(model, decisions)``: what :meth:`ChatTryage.batch` routed in one pass, for the calls it then makes."""
+_PREROUTED: ContextVar[tuple[Any, Mapping[Any, Any], EarlierTurns] | None] = ContextVar("tryage_prerouted",
+                                                                                        default=None)
+"""``(model, decisions, turns)``: what :meth:`ChatTryage.batch` routed in one pass, for the calls it
+then makes, and the turns it read (so that each call reads them again without parsing them again)."""
 
 
 def _annotate(message: Any, job: Job) -> Any:
@@ -304,21 +306,24 @@ class ChatTryage(BaseChatModel):
                 yield chunk
 
     # -- batch: one router pass, then BaseChatModel's calls ------------------------------------------
-    def _preroute(self, inputs: list[LanguageModelInput], config: Any, kwargs: dict[str, Any]) -> Mapping[Any, Any]:
-        jobs = []
+    def _preroute(self, inputs: list[LanguageModelInput], config: Any,
+                  kwargs: dict[str, Any]) -> tuple[ChatTryage, Mapping[Any, Any], EarlierTurns] | None:
+        if len(inputs) < 2:
+            return None
+        jobs, turns = [], turns_of(self.router)
         for i, (inp, cfg) in enumerate(zip(inputs, get_config_list(config, len(inputs)))):
             try:
                 jobs.append(self._job(i, self._convert_input(inp).to_messages(), CallbackManager(handlers=[]),
-                                      self._config_kwargs(cfg, kwargs)))
+                                      self._config_kwargs(cfg, kwargs), turns))
             except Exception:  # noqa: BLE001 - the call itself reports it
                 continue
-        return route_now(self.router, jobs, self._names)
+        return self, route_now(self.router, jobs, self._names), turns
 
     def batch(self, inputs: list[LanguageModelInput], config: RunnableConfig | list[RunnableConfig] | None = None,
               *, return_exceptions: bool = False, **kwargs: Any) -> list[AIMessage]:
         """Route the whole batch in one router pass, then run each call as ``BaseChatModel.batch``
         does (cache, rate limiter, callbacks), each using its decision from that pass."""
-        token = _PREROUTED.set((self, self._preroute(inputs, config, kwargs)) if len(inputs) > 1 else None)
+        token = _PREROUTED.set(self._preroute(inputs, config, kwargs))
         try:
             return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
         finally:
@@ -328,20 +333,21 @@ class ChatTryage(BaseChatModel):
                      config: RunnableConfig | list[RunnableConfig] | None = None,
                      *, return_exceptions: bool = False, **kwargs: Any) -> list[AIMessage]:
         """Async :meth:`batch`."""
-        token = _PREROUTED.set((self, self._preroute(inputs, config, kwargs)) if len(inputs) > 1 else None)
+        token = _PREROUTED.set(self._preroute(inputs, config, kwargs))
         try:
             return await super().abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
         finally:
             _PREROUTED.reset(token)
 
     # -- the engine behind _generate / _agenerate / _stream / _astream -------------------------------
-    def _job(self, index: int, messages: list[BaseMessage], manager: Any, kwargs: dict[str, Any]) -> Job:
+    def _job(self, index: int, messages: list[BaseMessage], manager: Any, kwargs: dict[str, Any],
+             turns: EarlierTurns) -> Job:
         routable = read_input(messages, input_key="", window=self.window)
         options = call_options({}, self.weights, self._names, weights=kwargs.get("tryage_weights"),
                                expert=kwargs.get("model"))
         context = ""
         if self.context_weight > 0.0:
-            context = context_text(routable, self.window, parser_of(self.router), max_chars=self._context_chars())
+            context = context_text(routable, self.window, turns, max_chars=self._context_chars())
         thread = kwargs.get("tryage_thread") if self.sticky else None
         if thread is not None and not isinstance(thread, Hashable):
             raise ConfigurationError(f"a conversation thread id must be hashable (a string, a UUID); "
@@ -414,14 +420,16 @@ class ChatTryage(BaseChatModel):
     def _routed(self, messages: list[BaseMessage], parent: Any, kwargs: dict[str, Any], is_async: bool) -> Engine:
         # configure() (not a bare child manager) so context handlers (collect_runs, LangSmith) see it
         configure = get_async_callback_manager_for_config if is_async else get_callback_manager_for_config
-        job = self._job(0, messages, configure({"callbacks": _children(parent, TAG_ROUTE)}), kwargs)
-        owner, known = _PREROUTED.get() or (None, None)
+        owner, known, turns = _PREROUTED.get() or (None, None, None)
+        if owner is not self or turns is None:
+            known, turns = None, turns_of(self.router)
+        job = self._job(0, messages, configure({"callbacks": _children(parent, TAG_ROUTE)}), kwargs, turns)
         (routed,) = yield from route(self.router, [job], self._names, fallback=self.fallback,
-                                     max_fallbacks=self.max_fallbacks, known=known if owner is self else None,
+                                     max_fallbacks=self.max_fallbacks, known=known,
                                      adjust=self._stick)
         if isinstance(routed, Exception):
             raise routed
-        job.payload = strip_input(job.payload, job.decision, parser_of(self.router))  # type: ignore[arg-type]
+        job.payload = strip_input(job.payload, job.decision, turns)  # type: ignore[arg-type]
         return job
 
     def _generate_engine(self, messages: list[BaseMessage], stop: list[str] | None, run_manager: Any,

@@ -37,8 +37,8 @@ from langchain_tryage._routing import (
     check_window,
     drive,
     map_experts,
-    parser_of,
     route,
+    turns_of,
 )
 
 from langchain_core.runnables import RunnableConfig, RunnableSerializable  # noqa: I001
@@ -140,7 +140,7 @@ class TryageRouteDecider(RunnableSerializable[Any, Any]):
         if self.output == "send":
             from langgraph.types import Send
 
-            return Send(job.expert, strip_input(job.payload, decision, parser_of(self.router)))
+            return Send(job.expert, strip_input(job.payload, decision, turns_of(self.router)))
         return decision if self.output == "decision" else decision.to_dict()
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:  # noqa: A002

@@ -44,9 +44,9 @@ from langchain_tryage._routing import (
     map_experts,
     expert_tag,
     open_stream,
-    parser_of,
     route,
     run_experts,
+    turns_of,
 )
 
 from langchain_core.callbacks import (  # noqa: I001 - after the dependency check in _inputs
@@ -199,14 +199,14 @@ class TryageRouterChain(RunnableSerializable[Any, Any]):
             except Exception as exc:  # noqa: BLE001 - reported on this input's run
                 results[i] = exc
         ready = []
-        parse = parser_of(self.router)
+        turns = turns_of(self.router)
         routed = yield from route(self.router, jobs, self._names, fallback=self.fallback,
                                   max_fallbacks=self.max_fallbacks)
         for job, outcome in zip(jobs, routed):
             try:
                 if isinstance(outcome, Exception):
                     raise outcome
-                job.payload = strip_input(job.payload, job.decision, parse)
+                job.payload = strip_input(job.payload, job.decision, turns)
                 ready.append(job)
             except Exception as exc:  # noqa: BLE001 - this input's error
                 results[job.index] = exc
