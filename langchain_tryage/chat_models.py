@@ -43,9 +43,7 @@ router on the outcomes), and with ``sticky=True`` on a thread ``tryage_sticky``:
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any
 
@@ -64,19 +62,19 @@ from langchain_tryage._routing import (
     check_weights,
     check_window,
     drive,
-    map_experts,
     expert_tag,
+    map_experts,
     open_stream,
     route,
     route_now,
     run_experts,
     turns_of,
 )
+from langchain_tryage._runs import calling, children, parent_of
 from langchain_tryage._timeouts import call_within, stream_within
 from langchain_tryage.router_chain import TryageRouterChain
 
 from langchain_core.callbacks import (  # noqa: I001 - after the dependency check in _inputs
-    AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
     CallbackManager,
     CallbackManagerForLLMRun,
@@ -89,7 +87,6 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import (
     get_async_callback_manager_for_config,
     get_callback_manager_for_config,
-    ensure_config,
     get_config_list,
 )
 from langchain_core.tools import BaseTool
@@ -124,39 +121,6 @@ def _annotate(message: Any, job: Job) -> Any:
     if job.sticky is not None:
         extra["tryage_sticky"] = job.sticky
     return message.model_copy(update={"response_metadata": {**message.response_metadata, **extra}})
-
-
-_CALL: ContextVar[tuple[Any, RunnableConfig] | None] = ContextVar("tryage_call", default=None)
-"""``(model, config)`` of the ChatTryage call in progress. ``BaseChatModel.stream`` (and a
-streaming ``invoke``) call ``_stream`` without the run manager; the config's callbacks and run id
-let the route and expert runs nest under the chat-model run all the same."""
-
-
-@contextmanager
-def _calling(model: ChatTryage, config: RunnableConfig | None) -> Iterator[RunnableConfig]:
-    config = ensure_config(config)
-    config["run_id"] = config.get("run_id") or uuid.uuid4()
-    token = _CALL.set((model, config))
-    try:
-        yield config
-    finally:
-        with suppress(ValueError):  # a stream closed from another context
-            _CALL.reset(token)
-
-
-def _children(parent: tuple[Any, Any] | None, *tags: str) -> Any:
-    """Callbacks for a run nested in this chat-model run (LLM run managers have no ``get_child``);
-    ``parent`` is ``(run manager or configured manager, run id)``."""
-    if parent is None:
-        return None
-    source, run_id = parent
-    is_async = isinstance(source, (AsyncCallbackManagerForLLMRun, AsyncCallbackManager))
-    manager = (AsyncCallbackManager if is_async else CallbackManager)(handlers=[], parent_run_id=run_id)
-    manager.set_handlers(source.inheritable_handlers)
-    manager.add_tags(source.inheritable_tags)
-    manager.add_metadata(source.inheritable_metadata)
-    manager.add_tags(list(tags), inherit=False)
-    return manager
 
 
 class _StructuredRouterChain(TryageRouterChain):
@@ -286,22 +250,22 @@ class ChatTryage(BaseChatModel):
 
     def invoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,  # noqa: A002
                stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
-        with _calling(self, config) as config:
+        with calling(self, config) as config:
             return super().invoke(input, config, stop=stop, **self._config_kwargs(config, kwargs))
 
     async def ainvoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,  # noqa: A002
                       stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
-        with _calling(self, config) as config:
+        with calling(self, config) as config:
             return await super().ainvoke(input, config, stop=stop, **self._config_kwargs(config, kwargs))
 
     def stream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,  # noqa: A002
                stop: list[str] | None = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
-        with _calling(self, config) as config:
+        with calling(self, config) as config:
             yield from super().stream(input, config, stop=stop, **self._config_kwargs(config, kwargs))
 
     async def astream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,  # noqa: A002
                       stop: list[str] | None = None, **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
-        with _calling(self, config) as config:
+        with calling(self, config) as config:
             async for chunk in super().astream(input, config, stop=stop, **self._config_kwargs(config, kwargs)):
                 yield chunk
 
@@ -374,17 +338,6 @@ class ChatTryage(BaseChatModel):
         if job.thread is not None:
             self._threads.set(job.thread, self._names.to_router[job.expert])
 
-    def _parent(self, run_manager: Any, is_async: bool) -> tuple[Any, Any] | None:
-        """Where this call's nested runs go: the run manager, or (when LangChain streams without
-        handing one over) the callbacks and run id of the call in progress."""
-        if run_manager is not None:
-            return run_manager, run_manager.run_id
-        owner, config = _CALL.get() or (None, None)
-        if owner is not self:
-            return None
-        configure = get_async_callback_manager_for_config if is_async else get_callback_manager_for_config
-        return configure(config), config["run_id"]
-
     def _expert_call(self, parent: Any, stop: list[str] | None, kwargs: dict[str, Any],
                      ) -> Callable[[Job], tuple[Runnable[Any, Any], RunnableConfig, dict[str, Any]]]:
         """What calling a job's current expert takes: the runnable, its config, its kwargs."""
@@ -410,7 +363,7 @@ class ChatTryage(BaseChatModel):
                 metadata["tryage_fallback_from"] = list(job.tried)
             config: RunnableConfig = {"metadata": metadata}
             if parent is not None:
-                config["callbacks"] = _children(parent, *tags)
+                config["callbacks"] = children(parent, *tags)
             else:
                 config["tags"] = tags
             return expert, config, expert_kwargs
@@ -423,7 +376,7 @@ class ChatTryage(BaseChatModel):
         owner, known, turns = _PREROUTED.get() or (None, None, None)
         if owner is not self or turns is None:
             known, turns = None, turns_of(self.router)
-        job = self._job(0, messages, configure({"callbacks": _children(parent, TAG_ROUTE)}), kwargs, turns)
+        job = self._job(0, messages, configure({"callbacks": children(parent, TAG_ROUTE)}), kwargs, turns)
         (routed,) = yield from route(self.router, [job], self._names, fallback=self.fallback,
                                      max_fallbacks=self.max_fallbacks, known=known,
                                      adjust=self._stick)
@@ -434,7 +387,7 @@ class ChatTryage(BaseChatModel):
 
     def _generate_engine(self, messages: list[BaseMessage], stop: list[str] | None, run_manager: Any,
                          is_async: bool, kwargs: dict[str, Any]) -> Engine:
-        parent = self._parent(run_manager, is_async)
+        parent = parent_of(self, run_manager, is_async)
         job = yield from self._routed(messages, parent, kwargs, is_async)
         prepare = self._expert_call(parent, stop, kwargs)
 
@@ -449,7 +402,7 @@ class ChatTryage(BaseChatModel):
 
     def _stream_engine(self, messages: list[BaseMessage], stop: list[str] | None, run_manager: Any,
                        is_async: bool, kwargs: dict[str, Any]) -> Engine:
-        parent = self._parent(run_manager, is_async)
+        parent = parent_of(self, run_manager, is_async)
         job = yield from self._routed(messages, parent, kwargs, is_async)
         prepare = self._expert_call(parent, stop, kwargs)
 
