@@ -320,12 +320,7 @@ class ExpertMap:
     def check_map(expert_map: Mapping[str, str] | None, known: Sequence[str] | None) -> dict[str, str]:
         """``expert_map`` as a dict: names are strings and, when the router lists its experts
         (``known``), each maps to one of them. The same one-line errors for every adapter."""
-        if expert_map is not None and not isinstance(expert_map, Mapping):
-            raise ConfigurationError(
-                f"expert_map must be a dict of your name -> router expert; got {type(expert_map).__name__}")
-        mapping = dict(expert_map or {})
-        if bad := [n for n in mapping if not isinstance(n, str)]:
-            raise ConfigurationError(f"expert_map keys must be names (str); got {', '.join(map(repr, bad))}")
+        mapping = _user_names(expert_map)
         for name, target in mapping.items() if known is not None else ():
             if target not in known:
                 error = ExpertNotFoundError(target, known)
@@ -349,11 +344,10 @@ class ExpertMap:
             raise ConfigurationError("experts must map at least one expert name to a runnable; got an empty mapping")
         if bad := [n for n in names if not isinstance(n, str)]:
             raise ConfigurationError(f"expert names must be strings; got {', '.join(map(repr, bad))}")
-        if expert_map is not None and isinstance(expert_map, Mapping):
-            if extra := [n for n in expert_map if n not in names]:
-                raise ConfigurationError(
-                    f"expert_map names {', '.join(map(repr, extra))}, which is not among the experts given "
-                    f"({', '.join(map(repr, names))})")
+        if extra := [n for n in _user_names(expert_map) if n not in names]:
+            raise ConfigurationError(
+                f"expert_map names {', '.join(map(repr, extra))}, which is not among the experts given "
+                f"({', '.join(map(repr, names))})")
         known = None if known is None else tuple(known)
         mapping = cls.check_map(expert_map, known)
         to_router = {n: mapping.get(n, n) for n in names}
@@ -408,6 +402,17 @@ class ExpertMap:
             seen[expert] = i
         pairs = {e: e for e in experts}
         return cls(pairs, dict(pairs), Filter(experts=tuple(experts), source="offered choices")), tuple(missing)
+
+
+def _user_names(expert_map: Mapping[str, str] | None) -> dict[str, str]:
+    """``expert_map`` as a dict whose keys are names (strings)."""
+    if expert_map is not None and not isinstance(expert_map, Mapping):
+        raise ConfigurationError(
+            f"expert_map must be a dict of your name -> router expert; got {type(expert_map).__name__}")
+    mapping = dict(expert_map or {})
+    if bad := [n for n in mapping if not isinstance(n, str)]:
+        raise ConfigurationError(f"expert_map keys must be names (str); got {', '.join(map(repr, bad))}")
+    return mapping
 
 
 __all__ = ["BatchRouter", "ExpertMap", "LossPredictor", "Router", "TryageRouter", "check_router"]
