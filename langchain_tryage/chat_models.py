@@ -136,7 +136,8 @@ class ChatTryage(BaseChatModel):
     """A chat model over several chat-model experts; a Tryage router picks one per conversation.
 
     Args:
-        router: A :class:`tryage.TryageRouter` (or an object with its ``route_batch``).
+        router: A :class:`tryage.TryageRouter`, or any :class:`tryage.router.Router` (or, with names
+            checked per call, a :class:`tryage.router.BatchRouter`: ``route_batch`` alone).
         experts: Expert name → chat model. Names are the router's experts, or your own names mapped
             by ``expert_map``; a subset of the router's experts routes only among those.
         expert_map: ``{your name: router expert}`` for experts not named after a router expert.

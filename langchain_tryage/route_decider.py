@@ -61,7 +61,8 @@ class TryageRouteDecider(RunnableSerializable[Any, Any]):
     """Choose an expert for the input and return the choice; no expert is called.
 
     Args:
-        router: A :class:`tryage.TryageRouter`, or any object with its ``route_batch``.
+        router: A :class:`tryage.TryageRouter`, or any :class:`tryage.router.Router` (a
+            :class:`tryage.router.BatchRouter` with ``experts=``).
         experts: Names the decision may take (graph nodes); defaults to ``router.experts``. A
             subset routes only among those; ``expert_map`` maps your names to router experts.
         expert_map: ``{your name: router expert}`` for names that are not router experts.

@@ -73,8 +73,10 @@ class TryageRouterChain(RunnableSerializable[Any, Any]):
     """Route each input to the best expert runnable under your constraints, then run that expert.
 
     Args:
-        router: A :class:`tryage.TryageRouter`, or any object with ``route_batch(prompts, *,
-            weights, filters, return_exceptions) -> list[RoutingDecision | Exception]``.
+        router: A :class:`tryage.TryageRouter`, or any :class:`tryage.router.Router`; a
+            :class:`tryage.router.BatchRouter` (``route_batch(prompts, *, weights, filters,
+            return_exceptions) -> list[RoutingDecision | Exception]`` alone) will do, its experts
+            then checked per call.
         experts: Expert name → runnable (chat models, LLMs, chains, or callables). Names are the
             router's experts, or your own names mapped by ``expert_map``. Give a subset of the
             router's experts to route only among those.
