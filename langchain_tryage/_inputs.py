@@ -7,22 +7,19 @@ Accepted inputs are those of a chat model (a string, a list of messages or messa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tryage.errors import ConfigurationError, FlagError, require
+from tryage.errors import ConfigurationError, require
 
 require("langchain_core", "langchain", "langchain-core")
 
 from langchain_core.messages import BaseMessage, ChatMessage, convert_to_messages  # noqa: E402
 from langchain_core.prompt_values import ChatPromptValue, PromptValue, StringPromptValue  # noqa: E402
 
-from tryage.flags import ParsedFlags  # noqa: E402
+from tryage.conversation import EarlierTurns  # noqa: E402
 from tryage.objective import RoutingDecision  # noqa: E402
-
-Parse = Callable[[str], ParsedFlags]
-"""The core's flag parser (``router.parse``): the only place flags are found and checked."""
 
 _ACCEPTED = "a string, a list of messages, a PromptValue, or a dict holding one of them"
 
@@ -78,15 +75,13 @@ def _conversation_text(messages: Sequence[BaseMessage], window: int) -> tuple[st
     return "\n".join(texts), None
 
 
-def context_text(routable: RoutableInput, window: int, parse: Parse, *, max_chars: int) -> str:
-    """The conversation before the turns the router reads, as context for routing: user and AI
-    turns newest first, their flags cut out, one per line, whole turns up to ``max_chars``.
+def context_text(routable: RoutableInput, window: int, turns: EarlierTurns, *, max_chars: int) -> str:
+    """The conversation before the turns the router reads, as context for routing (see
+    :meth:`tryage.conversation.EarlierTurns.context`): its user and AI turns.
 
-    Newest first, so when an encoder truncates the text to its window the oldest turns are the ones
-    it drops. Tool calls, tool results and system messages are not read; neither are the turns
-    after the last user message (an agent loop's tool steps), so every step of one agent loop
-    sees the same context. A turn whose flags do not parse is left out (it failed when it was new).
-    ``""`` when the input is not a conversation or has no earlier turn.
+    Tool calls, tool results and system messages are not read; neither are the turns after the last
+    user message (an agent loop's tool steps), so every step of one agent loop sees the same
+    context. ``""`` when the input is not a conversation or has no earlier turn.
     """
     value = routable.value
     if isinstance(value, ChatPromptValue):
@@ -94,26 +89,8 @@ def context_text(routable: RoutableInput, window: int, parse: Parse, *, max_char
     if isinstance(value, (str, PromptValue)) or not value:
         return ""
     users = [i for i, m in enumerate(value) if is_user(m)]
-    turns = [m for m in value[: users[-1] + 1] if is_user(m) or m.type == "ai"]
-    lines: list[str] = []
-    used = 0
-    for message in reversed(turns[:-window]):
-        text = message_text(message)
-        if is_user(message):
-            try:
-                text = cut_flags(text, parse)
-            except FlagError:
-                continue
-        text = " ".join(text.split())
-        if not text:
-            continue
-        if used + len(text) > max_chars:
-            if not lines:
-                lines.append(text[:max_chars])
-            break
-        lines.append(text)
-        used += len(text) + 1
-    return "\n".join(lines)
+    said = [m for m in value[: users[-1] + 1] if is_user(m) or m.type == "ai"]
+    return turns.context([(message_text(m), is_user(m)) for m in said[:-window]], max_chars=max_chars)
 
 
 def read_input(input: Any, *, input_key: str, window: int) -> RoutableInput:  # noqa: A002 - LangChain's name
@@ -152,51 +129,30 @@ def read_input(input: Any, *, input_key: str, window: int) -> RoutableInput:  # 
     return RoutableInput(text, value, container, key, routed)
 
 
-def cut_flags(text: str, parse: Parse) -> str:
-    """``text`` with the flags the core finds in it cut out, the rest of its white space kept.
-
-    A flag at the start of a line takes the blanks after it; elsewhere it takes the blanks before
-    it, so ``"Question? [Flag: cheapest]"`` becomes ``"Question?"`` and indentation survives.
-    """
-    spans = parse(text).spans
-    if not spans:
-        return text
-    out, end = [], len(text)
-    for start, stop in reversed(spans):
-        while start > 0 and text[start - 1] in " \t":
-            start -= 1
-        if start == 0 or text[start - 1] == "\n":
-            while stop < len(text) and text[stop] in " \t":
-                stop += 1
-        out.append(text[stop:end])
-        end = start
-    out.append(text[:end])
-    return "".join(reversed(out)).strip()
-
-
-def _strip_message(message: BaseMessage, parse: Parse, routed_text: str | None) -> BaseMessage:
+def _strip_message(message: BaseMessage, turns: EarlierTurns, routed_text: str | None) -> BaseMessage:
     if not is_user(message):
         return message
     content = message.content
     if isinstance(content, str):
-        new: Any = routed_text if routed_text is not None else cut_flags(content, parse)
+        new: Any = routed_text if routed_text is not None else turns.without_flags(content)
     else:
         new = []
         for block in content:
             if isinstance(block, str):
-                new.append(cut_flags(block, parse))
+                new.append(turns.without_flags(block))
             elif isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
-                new.append({**block, "text": cut_flags(block["text"], parse)})
+                new.append({**block, "text": turns.without_flags(block["text"])})
             else:
                 new.append(block)
     return message if new == content else message.model_copy(update={"content": new})
 
 
-def strip_input(routable: RoutableInput, decision: RoutingDecision, parse: Parse) -> Any:
+def strip_input(routable: RoutableInput, decision: RoutingDecision, turns: EarlierTurns) -> Any:
     """What the expert receives: the input with flags removed from every user turn.
 
     The routed text's flags were parsed once, by the router: a routed string (or the routed turn)
-    becomes ``decision.prompt``; earlier user turns are cut at the spans the core's parser finds.
+    becomes ``decision.prompt``; every other user turn is the core's text without its flags
+    (``turns``, which parses each turn once, however often it is read).
     """
     value = routable.value
     if isinstance(value, str):
@@ -205,7 +161,7 @@ def strip_input(routable: RoutableInput, decision: RoutingDecision, parse: Parse
         stripped = StringPromptValue(text=decision.prompt)
     else:
         messages = value.messages if isinstance(value, ChatPromptValue) else value
-        stripped = [_strip_message(m, parse, decision.prompt if i == routable.routed else None)
+        stripped = [_strip_message(m, turns, decision.prompt if i == routable.routed else None)
                     for i, m in enumerate(messages)]
         if isinstance(value, ChatPromptValue):
             stripped = ChatPromptValue(messages=stripped)

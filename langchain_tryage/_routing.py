@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Generator, Hashable, Iterable, 
 from dataclasses import dataclass, field
 from typing import Any
 
-from tryage.errors import ConfigurationError, ExpertMappingError, ExpertNotFoundError, require
+from tryage.errors import ConfigurationError, ExpertNotFoundError, require
 
 require("langchain_core", "langchain", "langchain-core")
 
@@ -29,9 +29,11 @@ from langchain_core.runnables.config import run_in_executor  # noqa: E402
 from langchain_core.runnables.utils import ConfigurableFieldSpec  # noqa: E402
 
 from tryage.constraints import Filter  # noqa: E402
-from tryage.conversation import blend_decisions  # noqa: E402
-from tryage.flags import FlagParser, ParsedFlags  # noqa: E402
+from tryage.conversation import EarlierTurns, blend_decisions  # noqa: E402
+from tryage.flags import FlagParser  # noqa: E402
 from tryage.objective import RoutingDecision  # noqa: E402
+from tryage.router import BatchRouter, ExpertMap, Router  # noqa: E402
+from tryage.router import check_router as check_router_of  # noqa: E402
 
 WEIGHTS_KEY = "tryage_weights"
 """``config["configurable"]`` key: constraint weights for this call, e.g. ``{"size": 0.5}``."""
@@ -60,11 +62,15 @@ CONFIG_SPECS = (
 
 
 # -- construction checks ---------------------------------------------------------------------------
-def check_router(router: Any) -> None:
-    if not callable(getattr(router, "route_batch", None)):
-        raise ConfigurationError(
-            "router must be a tryage.TryageRouter or an object with route_batch(prompts, *, weights, filters, "
-            f"return_exceptions) returning RoutingDecisions; got {type(router).__name__}")
+def check_router(router: object) -> BatchRouter:
+    """A LangChain component's router: a :class:`~tryage.router.Router`, or at least a
+    :class:`~tryage.router.BatchRouter` (then names are checked per call)."""
+    return check_router_of(router, need=BatchRouter)
+
+
+def map_experts(router: BatchRouter, names: Sequence[Any], mapping: Mapping[str, str] | None) -> ExpertMap:
+    """The core's map of ``names`` to the router's experts (checked now when the router lists them)."""
+    return ExpertMap.build(names, mapping, known=router.experts if isinstance(router, Router) else None)
 
 
 def check_window(window: int) -> None:
@@ -72,72 +78,17 @@ def check_window(window: int) -> None:
         raise ConfigurationError(f"window must be a positive integer (messages read for routing); got {window!r}")
 
 
-def check_weights(router: Any, weights: Any, where: str) -> dict[str, Any]:
+def check_weights(router: BatchRouter, weights: Any, where: str) -> dict[str, Any]:
     """A dict of weights; the values are the core's to check (``router.constraints.check_weights``)."""
     if not isinstance(weights, Mapping):
         raise ConfigurationError(f"{where} must be a dict of constraint name -> number; got {type(weights).__name__}")
-    constraints = getattr(router, "constraints", None)
-    return constraints.check_weights(weights) if constraints is not None else dict(weights)
+    return router.constraints.check_weights(weights) if isinstance(router, Router) else dict(weights)
 
 
-def parser_of(router: Any) -> Callable[[str], ParsedFlags]:
-    """The router's flag parser (``router.parse``), or the built-in flags for a bare router."""
-    parse = getattr(router, "parse", None)
-    return parse if callable(parse) else FlagParser().parse
-
-
-@dataclass(frozen=True)
-class ExpertMap:
-    """The experts a component offers, under the user's names, and the router experts behind them.
-
-    Attributes:
-        to_router: User name -> router expert.
-        to_user: Router expert -> user name.
-        offered: A filter limiting the router to the offered experts, or ``None`` when all are.
-    """
-
-    to_router: Mapping[str, str]
-    to_user: Mapping[str, str]
-    offered: Filter | None
-
-    @classmethod
-    def build(cls, router: Any, names: Sequence[Any], expert_map: Mapping[str, str] | None) -> ExpertMap:
-        if not names:
-            raise ConfigurationError("experts must map at least one expert name to a runnable; got an empty mapping")
-        bad = [n for n in names if not isinstance(n, str)]
-        if bad:
-            raise ConfigurationError(f"expert names must be strings; got {', '.join(map(repr, bad))}")
-        expert_map = dict(expert_map or {})
-        if extra := [n for n in expert_map if n not in names]:
-            raise ConfigurationError(
-                f"expert_map names {', '.join(map(repr, extra))}, which is not among the experts given "
-                f"({', '.join(map(repr, names))})")
-        to_router = {n: expert_map.get(n, n) for n in names}
-        known = getattr(router, "experts", None)
-        if known is not None:
-            known = tuple(known)
-            for user, target in expert_map.items():
-                if target not in known:
-                    error = ExpertNotFoundError(target, known)
-                    error.args = (f"expert_map[{user!r}] = {target!r}: {error.args[0]}",)
-                    raise error
-            if unknown := [n for n in names if to_router[n] not in known]:
-                error = ExpertMappingError(known, names)
-                error.args = (f"experts {', '.join(map(repr, unknown))} are not the router's experts; name them "
-                              f"after router experts or map them with expert_map={{name: router expert}}; the "
-                              f"router's experts are: {', '.join(map(repr, known))}",)
-                raise error
-        to_user: dict[str, str] = {}
-        for user, target in to_router.items():
-            if target in to_user:
-                raise ConfigurationError(
-                    f"experts {to_user[target]!r} and {user!r} both stand for router expert {target!r}; "
-                    "each router expert may stand behind one runnable")
-            to_user[target] = user
-        offered = None
-        if known is not None and set(to_user) != set(known):
-            offered = Filter(experts=tuple(to_user), source="offered experts")
-        return cls(to_router, to_user, offered)
+def turns_of(router: BatchRouter) -> EarlierTurns:
+    """A conversation's turns read with the router's flag parser (``router.parse``; the built-in
+    flags for a bare router), each turn parsed once: one per call or batch."""
+    return EarlierTurns(router.parse if isinstance(router, Router) else FlagParser().parse)
 
 
 # -- per-call options ------------------------------------------------------------------------------
@@ -313,7 +264,7 @@ def _run_inputs(job: Job) -> dict[str, Any]:
     return inputs
 
 
-def _route_group(router: Any, group: list[Job], options: CallOptions, experts: ExpertMap) -> list[Any]:
+def _route_group(router: BatchRouter, group: list[Job], options: CallOptions, experts: ExpertMap) -> list[Any]:
     """One ``route_batch`` over the group's texts and their contexts; each context's decision is
     blended into its turn's (a context that fails to route leaves the turn's decision as it is)."""
     filters = [f for f in (experts.offered,) if f is not None]
@@ -346,7 +297,7 @@ def _queue(decision: Any, experts: ExpertMap, *, fallback: bool, max_fallbacks: 
     return (experts.to_user[decision.expert], *rest)
 
 
-def route(router: Any, jobs: Sequence[Job], experts: ExpertMap, *, fallback: bool = False,
+def route(router: BatchRouter, jobs: Sequence[Job], experts: ExpertMap, *, fallback: bool = False,
           max_fallbacks: int | None = None, known: Mapping[tuple[Any, ...], Any] | None = None,
           adjust: Callable[[Job, RoutingDecision], RoutingDecision] | None = None) -> Engine:
     """Route every job, one router pass per distinct set of options (normally one).
@@ -399,7 +350,7 @@ def route_key(job: Job) -> tuple[Any, ...]:
     return job.text, job.context if job.uses_context else "", job.context_weight, job.options.key()
 
 
-def route_now(router: Any, jobs: Sequence[Job], experts: ExpertMap) -> dict[tuple[Any, ...], Any]:
+def route_now(router: BatchRouter, jobs: Sequence[Job], experts: ExpertMap) -> dict[tuple[Any, ...], Any]:
     """Decisions for ``jobs`` by :func:`route_key`, routed now (one pass per option set)."""
     return {route_key(j): j.decision for j, r in zip(jobs, drive(route(router, jobs, experts))) if r is j}
 
@@ -483,4 +434,4 @@ def open_stream(job: Job, call: StreamCall, retry_on: tuple[type[BaseException],
 
 __all__ = ["CONFIG_SPECS", "END", "EXPERT_KEY", "ROUTE_RUN_NAME", "WEIGHTS_KEY", "CallOptions", "ExpertMap",
            "Job", "Step", "adrive", "call_options", "check_router", "check_weights", "check_window", "drive",
-           "expert_tag", "open_stream", "parser_of", "route", "route_key", "route_now", "run_experts"]
+           "expert_tag", "map_experts", "open_stream", "turns_of", "route", "route_key", "route_now", "run_experts"]

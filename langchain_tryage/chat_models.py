@@ -43,13 +43,7 @@ router on the outcomes), and with ``sticky=True`` on a thread ``tryage_sticky``:
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import queue
-import threading
-import uuid
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any
 
@@ -61,7 +55,6 @@ from langchain_tryage._routing import (
     TAG_ROUTE,
     WEIGHTS_KEY,
     Engine,
-    ExpertMap,
     Job,
     adrive,
     call_options,
@@ -70,16 +63,18 @@ from langchain_tryage._routing import (
     check_window,
     drive,
     expert_tag,
+    map_experts,
     open_stream,
-    parser_of,
     route,
     route_now,
     run_experts,
+    turns_of,
 )
+from langchain_tryage._runs import calling, children, parent_of
+from langchain_tryage._timeouts import call_within, stream_within
 from langchain_tryage.router_chain import TryageRouterChain
 
 from langchain_core.callbacks import (  # noqa: I001 - after the dependency check in _inputs
-    AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
     CallbackManager,
     CallbackManagerForLLMRun,
@@ -92,24 +87,26 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import (
     get_async_callback_manager_for_config,
     get_callback_manager_for_config,
-    ensure_config,
     get_config_list,
 )
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from tryage.conversation import ThreadStore, check_fraction, check_margin, stick
+from tryage.conversation import EarlierTurns, ThreadStore, check_fraction, check_margin, stick
 from tryage.errors import ConfigurationError
 from tryage.objective import RoutingDecision
+from tryage.router import BatchRouter, ExpertMap, TryageRouter
 
 _FORWARDED = ("temperature", "max_tokens", "timeout")
 _ROUTING_KWARGS = ("tools", "tool_choice", "tool_options", "tryage_weights", "model", "tryage_thread")
 THREAD_KEY = "tryage_thread"
 """``config["configurable"]`` key naming a conversation thread (wins over LangGraph's ``thread_id``)."""
 
-_PREROUTED: ContextVar[tuple[Any, Mapping[Any, Any]] | None] = ContextVar("tryage_prerouted", default=None)
-"""``(model, decisions)``: what :meth:`ChatTryage.batch` routed in one pass, for the calls it then makes."""
+_PREROUTED: ContextVar[tuple[Any, Mapping[Any, Any], EarlierTurns] | None] = ContextVar("tryage_prerouted",
+                                                                                        default=None)
+"""``(model, decisions, turns)``: what :meth:`ChatTryage.batch` routed in one pass, for the calls it
+then makes, and the turns it read (so that each call reads them again without parsing them again)."""
 
 
 def _annotate(message: Any, job: Job) -> Any:
@@ -126,39 +123,6 @@ def _annotate(message: Any, job: Job) -> Any:
     return message.model_copy(update={"response_metadata": {**message.response_metadata, **extra}})
 
 
-_CALL: ContextVar[tuple[Any, RunnableConfig] | None] = ContextVar("tryage_call", default=None)
-"""``(model, config)`` of the ChatTryage call in progress. ``BaseChatModel.stream`` (and a
-streaming ``invoke``) call ``_stream`` without the run manager; the config's callbacks and run id
-let the route and expert runs nest under the chat-model run all the same."""
-
-
-@contextmanager
-def _calling(model: ChatTryage, config: RunnableConfig | None) -> Iterator[RunnableConfig]:
-    config = ensure_config(config)
-    config["run_id"] = config.get("run_id") or uuid.uuid4()
-    token = _CALL.set((model, config))
-    try:
-        yield config
-    finally:
-        with suppress(ValueError):  # a stream closed from another context
-            _CALL.reset(token)
-
-
-def _children(parent: tuple[Any, Any] | None, *tags: str) -> Any:
-    """Callbacks for a run nested in this chat-model run (LLM run managers have no ``get_child``);
-    ``parent`` is ``(run manager or configured manager, run id)``."""
-    if parent is None:
-        return None
-    source, run_id = parent
-    is_async = isinstance(source, (AsyncCallbackManagerForLLMRun, AsyncCallbackManager))
-    manager = (AsyncCallbackManager if is_async else CallbackManager)(handlers=[], parent_run_id=run_id)
-    manager.set_handlers(source.inheritable_handlers)
-    manager.add_tags(source.inheritable_tags)
-    manager.add_metadata(source.inheritable_metadata)
-    manager.add_tags(list(tags), inherit=False)
-    return manager
-
-
 class _StructuredRouterChain(TryageRouterChain):
     """Routes to the experts' own structured-output runnables; the decision goes on the raw message."""
 
@@ -172,7 +136,8 @@ class ChatTryage(BaseChatModel):
     """A chat model over several chat-model experts; a Tryage router picks one per conversation.
 
     Args:
-        router: A :class:`tryage.TryageRouter` (or an object with its ``route_batch``).
+        router: A :class:`tryage.TryageRouter`, or any :class:`tryage.router.Router` (or, with names
+            checked per call, a :class:`tryage.router.BatchRouter`: ``route_batch`` alone).
         experts: Expert name → chat model. Names are the router's experts, or your own names mapped
             by ``expert_map``; a subset of the router's experts routes only among those.
         expert_map: ``{your name: router expert}`` for experts not named after a router expert.
@@ -201,7 +166,7 @@ class ChatTryage(BaseChatModel):
         streaming: If ``True``, ``invoke`` streams from the expert and returns the joined message.
     """
 
-    router: Any
+    router: BatchRouter
     experts: dict[str, BaseChatModel]
     expert_map: dict[str, str] | None = None
     model_name: str = Field(default="tryage", alias="model")
@@ -236,7 +201,7 @@ class ChatTryage(BaseChatModel):
             raise ConfigurationError(
                 f"every ChatTryage expert must be a chat model (BaseChatModel); got {not_chat}; "
                 "use TryageRouterChain to route between other runnables")
-        names = ExpertMap.build(router, tuple(experts), kwargs.get("expert_map"))
+        names = map_experts(router, tuple(experts), kwargs.get("expert_map"))
         check_window(kwargs.get("window", 1))
         if kwargs.get("weights") is not None:
             kwargs["weights"] = check_weights(router, kwargs["weights"], "weights")
@@ -286,41 +251,44 @@ class ChatTryage(BaseChatModel):
 
     def invoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,  # noqa: A002
                stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
-        with _calling(self, config) as config:
+        with calling(self, config) as config:
             return super().invoke(input, config, stop=stop, **self._config_kwargs(config, kwargs))
 
     async def ainvoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,  # noqa: A002
                       stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
-        with _calling(self, config) as config:
+        with calling(self, config) as config:
             return await super().ainvoke(input, config, stop=stop, **self._config_kwargs(config, kwargs))
 
     def stream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,  # noqa: A002
                stop: list[str] | None = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
-        with _calling(self, config) as config:
+        with calling(self, config) as config:
             yield from super().stream(input, config, stop=stop, **self._config_kwargs(config, kwargs))
 
     async def astream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,  # noqa: A002
                       stop: list[str] | None = None, **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
-        with _calling(self, config) as config:
+        with calling(self, config) as config:
             async for chunk in super().astream(input, config, stop=stop, **self._config_kwargs(config, kwargs)):
                 yield chunk
 
     # -- batch: one router pass, then BaseChatModel's calls ------------------------------------------
-    def _preroute(self, inputs: list[LanguageModelInput], config: Any, kwargs: dict[str, Any]) -> Mapping[Any, Any]:
-        jobs = []
+    def _preroute(self, inputs: list[LanguageModelInput], config: Any,
+                  kwargs: dict[str, Any]) -> tuple[ChatTryage, Mapping[Any, Any], EarlierTurns] | None:
+        if len(inputs) < 2:
+            return None
+        jobs, turns = [], turns_of(self.router)
         for i, (inp, cfg) in enumerate(zip(inputs, get_config_list(config, len(inputs)))):
             try:
                 jobs.append(self._job(i, self._convert_input(inp).to_messages(), CallbackManager(handlers=[]),
-                                      self._config_kwargs(cfg, kwargs)))
+                                      self._config_kwargs(cfg, kwargs), turns))
             except Exception:  # noqa: BLE001 - the call itself reports it
                 continue
-        return route_now(self.router, jobs, self._names)
+        return self, route_now(self.router, jobs, self._names), turns
 
     def batch(self, inputs: list[LanguageModelInput], config: RunnableConfig | list[RunnableConfig] | None = None,
               *, return_exceptions: bool = False, **kwargs: Any) -> list[AIMessage]:
         """Route the whole batch in one router pass, then run each call as ``BaseChatModel.batch``
         does (cache, rate limiter, callbacks), each using its decision from that pass."""
-        token = _PREROUTED.set((self, self._preroute(inputs, config, kwargs)) if len(inputs) > 1 else None)
+        token = _PREROUTED.set(self._preroute(inputs, config, kwargs))
         try:
             return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
         finally:
@@ -330,20 +298,21 @@ class ChatTryage(BaseChatModel):
                      config: RunnableConfig | list[RunnableConfig] | None = None,
                      *, return_exceptions: bool = False, **kwargs: Any) -> list[AIMessage]:
         """Async :meth:`batch`."""
-        token = _PREROUTED.set((self, self._preroute(inputs, config, kwargs)) if len(inputs) > 1 else None)
+        token = _PREROUTED.set(self._preroute(inputs, config, kwargs))
         try:
             return await super().abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
         finally:
             _PREROUTED.reset(token)
 
     # -- the engine behind _generate / _agenerate / _stream / _astream -------------------------------
-    def _job(self, index: int, messages: list[BaseMessage], manager: Any, kwargs: dict[str, Any]) -> Job:
+    def _job(self, index: int, messages: list[BaseMessage], manager: Any, kwargs: dict[str, Any],
+             turns: EarlierTurns) -> Job:
         routable = read_input(messages, input_key="", window=self.window)
         options = call_options({}, self.weights, self._names, weights=kwargs.get("tryage_weights"),
                                expert=kwargs.get("model"))
         context = ""
         if self.context_weight > 0.0:
-            context = context_text(routable, self.window, parser_of(self.router), max_chars=self._context_chars())
+            context = context_text(routable, self.window, turns, max_chars=self._context_chars())
         thread = kwargs.get("tryage_thread") if self.sticky else None
         if thread is not None and not isinstance(thread, Hashable):
             raise ConfigurationError(f"a conversation thread id must be hashable (a string, a UUID); "
@@ -354,7 +323,8 @@ class ChatTryage(BaseChatModel):
     def _context_chars(self) -> int:
         """A bound on the context text: about 8 characters a token of the encoder's window (the
         encoder truncates to its window anyway; this only keeps very long conversations cheap)."""
-        max_length = getattr(getattr(self.router, "predictor", None), "max_length", None)
+        predictor = self.router.predictor if isinstance(self.router, TryageRouter) else None
+        max_length = getattr(predictor, "max_length", None)
         return 8 * (max_length if isinstance(max_length, int) and max_length > 0 else 512)
 
     def _stick(self, job: Job, decision: RoutingDecision) -> RoutingDecision:
@@ -368,17 +338,6 @@ class ChatTryage(BaseChatModel):
         """Record the expert that answered ``job`` as its thread's expert."""
         if job.thread is not None:
             self._threads.set(job.thread, self._names.to_router[job.expert])
-
-    def _parent(self, run_manager: Any, is_async: bool) -> tuple[Any, Any] | None:
-        """Where this call's nested runs go: the run manager, or (when LangChain streams without
-        handing one over) the callbacks and run id of the call in progress."""
-        if run_manager is not None:
-            return run_manager, run_manager.run_id
-        owner, config = _CALL.get() or (None, None)
-        if owner is not self:
-            return None
-        configure = get_async_callback_manager_for_config if is_async else get_callback_manager_for_config
-        return configure(config), config["run_id"]
 
     def _expert_call(self, parent: Any, stop: list[str] | None, kwargs: dict[str, Any],
                      ) -> Callable[[Job], tuple[Runnable[Any, Any], RunnableConfig, dict[str, Any]]]:
@@ -405,7 +364,7 @@ class ChatTryage(BaseChatModel):
                 metadata["tryage_fallback_from"] = list(job.tried)
             config: RunnableConfig = {"metadata": metadata}
             if parent is not None:
-                config["callbacks"] = _children(parent, *tags)
+                config["callbacks"] = children(parent, *tags)
             else:
                 config["tags"] = tags
             return expert, config, expert_kwargs
@@ -415,31 +374,26 @@ class ChatTryage(BaseChatModel):
     def _routed(self, messages: list[BaseMessage], parent: Any, kwargs: dict[str, Any], is_async: bool) -> Engine:
         # configure() (not a bare child manager) so context handlers (collect_runs, LangSmith) see it
         configure = get_async_callback_manager_for_config if is_async else get_callback_manager_for_config
-        job = self._job(0, messages, configure({"callbacks": _children(parent, TAG_ROUTE)}), kwargs)
-        owner, known = _PREROUTED.get() or (None, None)
+        owner, known, turns = _PREROUTED.get() or (None, None, None)
+        if owner is not self or turns is None:
+            known, turns = None, turns_of(self.router)
+        job = self._job(0, messages, configure({"callbacks": children(parent, TAG_ROUTE)}), kwargs, turns)
         (routed,) = yield from route(self.router, [job], self._names, fallback=self.fallback,
-                                     max_fallbacks=self.max_fallbacks, known=known if owner is self else None,
+                                     max_fallbacks=self.max_fallbacks, known=known,
                                      adjust=self._stick)
         if isinstance(routed, Exception):
             raise routed
-        job.payload = strip_input(job.payload, job.decision, parser_of(self.router))  # type: ignore[arg-type]
+        job.payload = strip_input(job.payload, job.decision, turns)  # type: ignore[arg-type]
         return job
 
     def _generate_engine(self, messages: list[BaseMessage], stop: list[str] | None, run_manager: Any,
                          is_async: bool, kwargs: dict[str, Any]) -> Engine:
-        parent = self._parent(run_manager, is_async)
+        parent = parent_of(self, run_manager, is_async)
         job = yield from self._routed(messages, parent, kwargs, is_async)
         prepare = self._expert_call(parent, stop, kwargs)
 
-        limit = None if self.timeout is None else self.timeout + _TIMEOUT_GRACE_S
-
         def call(name: str, group: list[Job]) -> tuple[Any, Any]:
-            expert, config, kw = prepare(group[0])
-            if limit is None:
-                return (lambda: [expert.invoke(group[0].payload, config, **kw)],
-                        lambda: _alist(expert.ainvoke(group[0].payload, config, **kw)))
-            return (lambda: [_within(limit, name, lambda: expert.invoke(group[0].payload, config, **kw))],
-                    lambda: _alist(_awithin(limit, name, expert.ainvoke(group[0].payload, config, **kw))))
+            return call_within(self.timeout, name, *prepare(group[0]), group[0].payload)
 
         ((_, out),) = yield from run_experts([job], call, (Exception,))
         if isinstance(out, BaseException):
@@ -449,19 +403,12 @@ class ChatTryage(BaseChatModel):
 
     def _stream_engine(self, messages: list[BaseMessage], stop: list[str] | None, run_manager: Any,
                        is_async: bool, kwargs: dict[str, Any]) -> Engine:
-        parent = self._parent(run_manager, is_async)
+        parent = parent_of(self, run_manager, is_async)
         job = yield from self._routed(messages, parent, kwargs, is_async)
         prepare = self._expert_call(parent, stop, kwargs)
 
-        limit = None if self.timeout is None else self.timeout + _TIMEOUT_GRACE_S
-
         def call(job: Job) -> tuple[Any, Any]:
-            expert, config, kw = prepare(job)
-            if limit is None:
-                return (lambda: expert.stream(job.payload, config, **kw),
-                        lambda: expert.astream(job.payload, config, **kw))
-            return (lambda: _chunks_within(limit, job.expert, lambda: expert.stream(job.payload, config, **kw)),
-                    lambda: _achunks_within(limit, job.expert, expert.astream(job.payload, config, **kw)))
+            return stream_within(self.timeout, job.expert, *prepare(job), job.payload)
 
         first, rest = yield from open_stream(job, call, (Exception,))
         self._answered(job)
@@ -531,137 +478,6 @@ class ChatTryage(BaseChatModel):
         return _StructuredRouterChain(self.router, structured, expert_map=self.expert_map, window=self.window,
                                       weights=self.weights, fallback=self.fallback,
                                       max_fallbacks=self.max_fallbacks, name=self.get_name())
-
-
-async def _alist(awaitable: Any) -> list[Any]:
-    return [await awaitable]
-
-
-_TIMEOUT_GRACE_S = 1.0
-"""How long past ``timeout`` ChatTryage waits before giving an expert up (its client should stop first)."""
-
-
-def _late(name: str, limit: float) -> TimeoutError:
-    return TimeoutError(f"expert {name!r} did not answer within {limit:g} s (timeout + {_TIMEOUT_GRACE_S:g} s grace)")
-
-
-def _stalled(name: str, limit: float) -> TimeoutError:
-    return TimeoutError(f"expert {name!r} sent nothing for {limit:g} s (timeout + {_TIMEOUT_GRACE_S:g} s grace); "
-                        "its stream was given up")
-
-
-def _chunks_within(limit: float, name: str, open_stream: Callable[[], Iterator[Any]]) -> Iterator[Any]:
-    """The chunks of ``open_stream()``, each given up after ``limit`` seconds without one.
-
-    The stream is read by one daemon thread (in this context) and handed over a queue, so a stalled
-    expert is left behind on time; a reader who stops early makes the thread close the stream at its
-    next chunk.
-    """
-    chunks: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-    stop = threading.Event()
-    context = contextvars.copy_context()
-
-    def read() -> None:
-        stream = iter(open_stream())
-        try:
-            for chunk in stream:
-                chunks.put(("chunk", chunk))
-                if stop.is_set():
-                    break
-            chunks.put(("end", None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the reader
-            chunks.put(("error", exc))
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
-
-    threading.Thread(target=context.run, args=(read,), name=f"tryage-stream-{name}", daemon=True).start()
-    try:
-        while True:
-            try:
-                kind, value = chunks.get(timeout=limit)
-            except queue.Empty:
-                raise _stalled(name, limit) from None
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()
-
-
-async def _achunks_within(limit: float, name: str, stream: Any) -> Any:
-    """The chunks of the async ``stream``, each given up after ``limit`` seconds without one."""
-    chunks = stream.__aiter__()
-    try:
-        while True:
-            try:
-                chunk = await _timed(chunks.__anext__(), limit)
-            except StopAsyncIteration:
-                return
-            except _Expired:
-                raise _stalled(name, limit) from None
-            yield chunk
-    finally:
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-class _Expired(Exception):
-    """ChatTryage's own limit ran out (an expert's own ``TimeoutError`` is not this)."""
-
-
-async def _timed(awaitable: Any, limit: float) -> Any:
-    """``await awaitable`` within ``limit`` s, in this task (so the context an async generator sets stays its own)."""
-    timeout = getattr(asyncio, "timeout", None)
-    if timeout is None:  # Python 3.10: wait_for's TimeoutError is asyncio's own class there
-        try:
-            return await asyncio.wait_for(awaitable, limit)
-        except asyncio.TimeoutError:
-            raise _Expired from None
-    scope = timeout(limit)
-    try:
-        async with scope:
-            return await awaitable
-    except TimeoutError:
-        if scope.expired():
-            raise _Expired from None
-        raise
-
-
-async def _awithin(limit: float, name: str, awaitable: Any) -> Any:
-    try:
-        return await _timed(awaitable, limit)
-    except _Expired:
-        raise _late(name, limit) from None
-
-
-def _within(limit: float, name: str, work: Callable[[], Any]) -> Any:
-    """``work()`` in a daemon thread (with this context), given up after ``limit`` seconds.
-
-    A sync call cannot be cancelled: an expert that ignores its own timeout keeps its thread until it
-    returns, but the caller is answered (or falls back) on time.
-    """
-    box: dict[str, Any] = {}
-    context = contextvars.copy_context()
-
-    def target() -> None:
-        try:
-            box["value"] = context.run(work)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name=f"tryage-expert-{name}", daemon=True)
-    thread.start()
-    thread.join(limit)
-    if thread.is_alive():
-        raise _late(name, limit)
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 __all__ = ["ChatTryage"]

@@ -29,7 +29,6 @@ from langchain_tryage._inputs import read_input, strip_input
 from langchain_tryage._routing import (
     CONFIG_SPECS,
     Engine,
-    ExpertMap,
     Job,
     adrive,
     call_options,
@@ -37,8 +36,9 @@ from langchain_tryage._routing import (
     check_weights,
     check_window,
     drive,
-    parser_of,
+    map_experts,
     route,
+    turns_of,
 )
 
 from langchain_core.runnables import RunnableConfig, RunnableSerializable  # noqa: I001
@@ -52,6 +52,7 @@ from pydantic import ConfigDict, PrivateAttr
 
 from tryage.errors import ConfigurationError, require
 from tryage.objective import RoutingDecision
+from tryage.router import BatchRouter, ExpertMap, Router
 
 _OUTPUTS = ("expert", "send", "decision", "dict")
 
@@ -60,7 +61,8 @@ class TryageRouteDecider(RunnableSerializable[Any, Any]):
     """Choose an expert for the input and return the choice; no expert is called.
 
     Args:
-        router: A :class:`tryage.TryageRouter`, or any object with its ``route_batch``.
+        router: A :class:`tryage.TryageRouter`, or any :class:`tryage.router.Router` (a
+            :class:`tryage.router.BatchRouter` with ``experts=``).
         experts: Names the decision may take (graph nodes); defaults to ``router.experts``. A
             subset routes only among those; ``expert_map`` maps your names to router experts.
         expert_map: ``{your name: router expert}`` for names that are not router experts.
@@ -71,7 +73,7 @@ class TryageRouteDecider(RunnableSerializable[Any, Any]):
             state), ``"decision"`` (the ``RoutingDecision``) or ``"dict"``.
     """
 
-    router: Any
+    router: BatchRouter
     experts: tuple[str, ...]
     expert_map: dict[str, str] | None = None
     input_key: str = "messages"
@@ -85,11 +87,11 @@ class TryageRouteDecider(RunnableSerializable[Any, Any]):
     def __init__(self, router: Any = None, *, experts: Sequence[str] | None = None, **kwargs: Any) -> None:
         check_router(router)
         if experts is None:
-            experts = getattr(router, "experts", None)
-            if experts is None:
+            if not isinstance(router, Router):
                 raise ConfigurationError(
                     "this router does not list its experts; pass experts=[...] with the names it may choose")
-        names = ExpertMap.build(router, tuple(experts), kwargs.get("expert_map"))
+            experts = router.experts
+        names = map_experts(router, tuple(experts), kwargs.get("expert_map"))
         check_window(kwargs.get("window", 1))
         if kwargs.get("weights") is not None:
             kwargs["weights"] = check_weights(router, kwargs["weights"], "weights")
@@ -139,7 +141,7 @@ class TryageRouteDecider(RunnableSerializable[Any, Any]):
         if self.output == "send":
             from langgraph.types import Send
 
-            return Send(job.expert, strip_input(job.payload, decision, parser_of(self.router)))
+            return Send(job.expert, strip_input(job.payload, decision, turns_of(self.router)))
         return decision if self.output == "decision" else decision.to_dict()
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:  # noqa: A002

@@ -34,7 +34,6 @@ from langchain_tryage._routing import (
     TAG_FALLBACK,
     TAG_ROUTE,
     Engine,
-    ExpertMap,
     Job,
     adrive,
     call_options,
@@ -42,11 +41,12 @@ from langchain_tryage._routing import (
     check_weights,
     check_window,
     drive,
+    map_experts,
     expert_tag,
     open_stream,
-    parser_of,
     route,
     run_experts,
+    turns_of,
 )
 
 from langchain_core.callbacks import (  # noqa: I001 - after the dependency check in _inputs
@@ -66,14 +66,17 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from tryage.errors import ConfigurationError
 from tryage.objective import RoutingDecision
+from tryage.router import BatchRouter, ExpertMap
 
 
 class TryageRouterChain(RunnableSerializable[Any, Any]):
     """Route each input to the best expert runnable under your constraints, then run that expert.
 
     Args:
-        router: A :class:`tryage.TryageRouter`, or any object with ``route_batch(prompts, *,
-            weights, filters, return_exceptions) -> list[RoutingDecision | Exception]``.
+        router: A :class:`tryage.TryageRouter`, or any :class:`tryage.router.Router`; a
+            :class:`tryage.router.BatchRouter` (``route_batch(prompts, *, weights, filters,
+            return_exceptions) -> list[RoutingDecision | Exception]`` alone) will do, its experts
+            then checked per call.
         experts: Expert name → runnable (chat models, LLMs, chains, or callables). Names are the
             router's experts, or your own names mapped by ``expert_map``. Give a subset of the
             router's experts to route only among those.
@@ -91,7 +94,7 @@ class TryageRouterChain(RunnableSerializable[Any, Any]):
             instead of the expert's output alone (``expert`` is the one that produced the output).
     """
 
-    router: Any
+    router: BatchRouter
     experts: dict[str, Runnable[Any, Any]]
     expert_map: dict[str, str] | None = None
     input_key: str = "input"
@@ -110,7 +113,7 @@ class TryageRouterChain(RunnableSerializable[Any, Any]):
         if not isinstance(experts, Mapping):
             raise ConfigurationError(
                 f"experts must be a dict of expert name -> runnable; got {type(experts).__name__}")
-        names = ExpertMap.build(router, tuple(experts), kwargs.get("expert_map"))
+        names = map_experts(router, tuple(experts), kwargs.get("expert_map"))
         check_window(kwargs.get("window", 1))
         if kwargs.get("weights") is not None:
             kwargs["weights"] = check_weights(router, kwargs["weights"], "weights")
@@ -198,14 +201,14 @@ class TryageRouterChain(RunnableSerializable[Any, Any]):
             except Exception as exc:  # noqa: BLE001 - reported on this input's run
                 results[i] = exc
         ready = []
-        parse = parser_of(self.router)
+        turns = turns_of(self.router)
         routed = yield from route(self.router, jobs, self._names, fallback=self.fallback,
                                   max_fallbacks=self.max_fallbacks)
         for job, outcome in zip(jobs, routed):
             try:
                 if isinstance(outcome, Exception):
                     raise outcome
-                job.payload = strip_input(job.payload, job.decision, parse)
+                job.payload = strip_input(job.payload, job.decision, turns)
                 ready.append(job)
             except Exception as exc:  # noqa: BLE001 - this input's error
                 results[job.index] = exc

@@ -29,14 +29,14 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from tryage.constraints import ConstraintSet, Filter
 from tryage.errors import ConfigurationError, ExpertNotFoundError, _options, require
 from tryage.experts import Expert, ExpertLibrary
 from tryage.objective import ExpertScore, RoutingDecision
 from tryage.predictors import DescriptionSimilarityPredictor
-from tryage.router import TryageRouter
+from tryage.router import ExpertMap, Router, TryageRouter, check_router
 
 require("llama_index.core", "llamaindex", "llama-index-core")
 
@@ -100,17 +100,19 @@ class TryageSelectorResult(SelectorResult):
 
 @dataclass(frozen=True)
 class _Plan:
-    """How one list of choices is routed: the expert per choice and the router that scores them."""
+    """How one list of choices is routed: the expert per choice (in the core's map, in choice order)
+    and the router that scores them."""
 
-    experts: tuple[str, ...]
-    router: TryageRouter
+    experts: ExpertMap
+    router: Router
 
 
 class TryageSelector(BaseSelector):
     """Select query engines or retrievers with a Tryage router.
 
     Args:
-        router: A :class:`~tryage.TryageRouter` whose experts are the choices you will offer.
+        router: A :class:`~tryage.TryageRouter` whose experts are the choices you will offer, or any
+            object of the :class:`tryage.router.Router` protocol (``fallback`` needs a ``TryageRouter``).
         expert_map: ``{tool name: expert name}`` for tools not named after their expert. Tools
             not in the map are looked up by their own ``name``.
         weights: Constraint weights λ for every query (e.g. ``{"size": 0.3}``); see the module
@@ -136,23 +138,18 @@ class TryageSelector(BaseSelector):
         response.metadata["selector_result"].decision.explain()
     """
 
-    def __init__(self, router: TryageRouter, *, expert_map: Mapping[str, str] | None = None,
+    def __init__(self, router: Router, *, expert_map: Mapping[str, str] | None = None,
                  weights: Mapping[str, float] | None = None, filters: Sequence[Filter] = (),
                  max_outputs: int = 1, fallback: str | None = None, rewrite_query: bool = True) -> None:
-        if not isinstance(router, TryageRouter):
-            raise ConfigurationError(f"router must be a tryage.TryageRouter, got {type(router).__name__}")
-        mapping = dict(expert_map or {})
-        for tool, expert in mapping.items():
-            if not isinstance(tool, str):
-                raise ConfigurationError(f"expert_map keys must be tool names (str), got {tool!r}")
-            if expert not in router.experts:
-                error = ExpertNotFoundError(expert, router.experts)
-                error.args = (f"expert_map[{tool!r}] = {expert!r}: {error.args[0]}",)
-                raise error
+        router = check_router(router)
+        mapping = ExpertMap.check_map(expert_map, router.experts)
         if isinstance(max_outputs, bool) or not isinstance(max_outputs, int) or max_outputs < 1:
             raise ConfigurationError(f"max_outputs must be an integer >= 1, got {max_outputs!r}")
         if fallback is not None and fallback not in FALLBACKS:
             raise ConfigurationError(f"fallback must be None or one of {list(FALLBACKS)}, got {fallback!r}")
+        if fallback is not None and not isinstance(router, TryageRouter):
+            raise ConfigurationError(f"fallback={fallback!r} scores choices with a tryage.TryageRouter's encoder; "
+                                     f"got a {type(router).__name__}")
         for f in filters:
             if not isinstance(f, Filter):
                 raise ConfigurationError(f"filters must be tryage.Filter objects, got {type(f).__name__}")
@@ -166,7 +163,7 @@ class TryageSelector(BaseSelector):
         self._plans: dict[tuple[tuple[str | None, str], ...], _Plan] = {}
 
     @classmethod
-    def from_defaults(cls, router: TryageRouter | str | os.PathLike[str] | None = None, *,
+    def from_defaults(cls, router: Router | str | os.PathLike[str] | None = None, *,
                       expert_map: Mapping[str, str] | None = None, weights: Mapping[str, float] | None = None,
                       filters: Sequence[Filter] = (), max_outputs: int = 1, fallback: str | None = None,
                       rewrite_query: bool = True) -> TryageSelector:
@@ -240,10 +237,10 @@ class TryageSelector(BaseSelector):
                 + (" (image-only queries are not supported)" if query.image_path else ""))
         plan = self._plan(choices)
         call_weights, call_filters = _OVERRIDES.get().get(id(self), ({}, ()))
-        offered = Filter(experts=plan.experts, source="offered choices")
-        decision = plan.router.route(query.query_str, weights={**self.weights, **call_weights},
-                                     filters=(*self.filters, *call_filters, offered))
-        index_of = {expert: i for i, expert in enumerate(plan.experts)}
+        (routed,) = plan.router.route_batch([query.query_str], weights={**self.weights, **call_weights},
+                                            filters=(*self.filters, *call_filters, plan.experts.offered))
+        decision = cast(RoutingDecision, routed)  # without return_exceptions, route_batch raises a prompt's error
+        index_of = {expert: i for i, expert in enumerate(plan.experts.to_router.values())}
         ranking = decision.ranking[: self.max_outputs]
         scores = {s.expert: s for s in decision.scores}
         selections = [
@@ -276,38 +273,29 @@ class TryageSelector(BaseSelector):
     def _build_plan(self, choices: Sequence[ToolMetadata]) -> _Plan:
         if not choices:
             raise ConfigurationError("TryageSelector got no choices to select from")
-        known = set(self.router.experts)
-        experts: list[str] = []
-        unknown: list[int] = []
-        for i, choice in enumerate(choices):
-            expert = self.expert_map.get(choice.name, choice.name) if choice.name is not None else None
-            if expert in known:
-                experts.append(expert)
-                continue
-            if self.fallback is None:
-                raise UnknownChoiceError(choice.name, i, expert, self.router.experts)
-            experts.append(choice.name if choice.name is not None else f"<choice {i}>")
-            unknown.append(i)
-        seen: dict[str, int] = {}
-        for i, expert in enumerate(experts):
-            if expert in seen:
-                raise ConfigurationError(
-                    f"choices {seen[expert]} ({choices[seen[expert]].name!r}) and {i} ({choices[i].name!r}) "
-                    f"both map to expert {expert!r}; the router cannot tell them apart")
-            seen[expert] = i
-        if not unknown:
-            return _Plan(tuple(experts), self.router)
+        known = self.router.experts
+
+        def unknown(index: int, name: str | None, expert: str | None) -> Exception:
+            return UnknownChoiceError(name, index, expert, known)
+
+        experts, missing = ExpertMap.for_choices([c.name for c in choices], self.expert_map, known=known,
+                                                 unknown=None if self.fallback is not None else unknown)
+        if not missing:
+            return _Plan(experts, self.router)
         # Score the unknown choices by description; their experts carry no metadata. The router
         # gets its own ConstraintSet copy so penalties cached for this library die with it.
-        extra = [Expert(name=experts[i], description=choices[i].description) for i in unknown]
-        predictor = DescriptionSimilarityPredictor(self.router.predictor, [e.name for e in extra],
-                                                   [e.description for e in extra])
         base = self.router
+        if not isinstance(base, TryageRouter):  # the constructor refuses a fallback without one
+            raise ConfigurationError(f"fallback={self.fallback!r} needs a tryage.TryageRouter")
+        names = tuple(experts.to_router.values())
+        extra = [Expert(name=names[i], description=choices[i].description) for i in missing]
+        predictor = DescriptionSimilarityPredictor(base.predictor, [e.name for e in extra],
+                                                   [e.description for e in extra])
         router = TryageRouter(
             predictor, ExpertLibrary([*base.library, *extra]),
             constraints=ConstraintSet({name: base.constraints[name] for name in base.constraints}),
             weights=base.weights, filters=base.filters, flag_parser=base.flag_parser)
-        return _Plan(tuple(experts), router)
+        return _Plan(experts, router)
 
     def __repr__(self) -> str:
         return (f"TryageSelector(experts={list(self.router.experts)}, expert_map={dict(self.expert_map)}, "

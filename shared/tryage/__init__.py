@@ -39,7 +39,7 @@ from tryage.flags import FlagParser, strip_flags
 from tryage.objective import ExpertScore, RoutingDecision
 from tryage.predictors import LossPredictor, PerceptivePredictor
 from tryage.qtable import QTable
-from tryage.router import TryageRouter
+from tryage.router import Router, TryageRouter
 
 def __getattr__(name: str):  # noqa: ANN202 - a module
     """``tryage.collect(prompts, experts, scorer=..., out=...)``, imported on first use (it loads asyncio)."""
@@ -82,6 +82,7 @@ __all__ = [
     "QTable",
     "QTableError",
     "Recency",
+    "Router",
     "RouterFormatError",
     "RouterMismatchError",
     "RoutingDecision",

@@ -1,7 +1,10 @@
 """Conversations: routing a turn with its context, and keeping a thread on one expert.
 
-Three pieces, framework-free (the LangChain adapter's ``ChatTryage`` uses them):
+Four pieces, framework-free (the LangChain adapter's ``ChatTryage`` uses them):
 
+* :class:`EarlierTurns` reads a conversation's earlier turns without their flags, each turn parsed
+  once by the router's flag parser (the flags removed as :func:`tryage.flags.remove_spans` does), and
+  joins them, newest first, into the context text the router reads.
 * :func:`blend_decisions` mixes the decision for the newest user turn with the decision for the
   earlier turns of the conversation: each expert's predicted loss becomes
   ``(1 - w) * loss(turn) + w * loss(context)``; the turn's flags, weights, penalties and filters
@@ -19,10 +22,11 @@ import dataclasses
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Literal
 
-from tryage.errors import ConfigurationError
+from tryage.errors import ConfigurationError, FlagError
+from tryage.flags import ParsedFlags
 from tryage.objective import RoutingDecision
 
 Sticky = Literal["new", "kept", "switched"]
@@ -42,6 +46,64 @@ def check_margin(value: object, name: str = "stickiness_margin") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ConfigurationError(f"{name} must be a finite number >= 0 (in units of the objective); got {value!r}")
     return float(value)
+
+
+class EarlierTurns:
+    """The turns of one conversation without their flags, each parsed once.
+
+    One instance per call (or per batch of calls): a turn read for the routing context and again for
+    the expert's input is parsed once. Flags are the router's to find (``parse`` is ``router.parse``);
+    a turn's text without them is the core's (:attr:`ParsedFlags.prompt`).
+
+    Args:
+        parse: The router's flag parser.
+    """
+
+    def __init__(self, parse: Callable[[str], ParsedFlags]) -> None:
+        self._parse = parse
+        self._clean: dict[str, str | None] = {}
+
+    def without_flags(self, text: str) -> str:
+        """``text`` with its flags removed and its white space tidied as the router's own prompt is.
+
+        Raises:
+            FlagError: a flag of the turn does not parse (it failed when the turn was new).
+        """
+        clean = self._clean.get(text)
+        if clean is None:
+            try:
+                clean = self._parse(text).prompt
+            except FlagError:
+                self._clean[text] = None
+                raise
+            self._clean[text] = clean
+        return clean
+
+    def context(self, turns: Sequence[tuple[str, bool]], *, max_chars: int) -> str:
+        """The context text of ``turns`` (oldest first, as ``(text, from the user)``): newest first,
+        flags cut from the user's turns, white space collapsed, one turn per line, whole turns up to
+        ``max_chars`` (the newest alone is cut to fit). A user turn whose flags do not parse is left out.
+
+        Newest first, so that an encoder truncating the text to its window drops the oldest turns.
+        """
+        lines: list[str] = []
+        used = 0
+        for text, from_user in reversed(turns):
+            if from_user:
+                try:
+                    text = self.without_flags(text)
+                except FlagError:
+                    continue
+            text = " ".join(text.split())
+            if not text:
+                continue
+            if used + len(text) > max_chars:
+                if not lines:
+                    lines.append(text[:max_chars])
+                break
+            lines.append(text)
+            used += len(text) + 1
+        return "\n".join(lines)
 
 
 def blend_decisions(turn: RoutingDecision, context: RoutingDecision, context_weight: float) -> RoutingDecision:
@@ -152,4 +214,4 @@ class ThreadStore:
         return f"ThreadStore(max_threads={self.max_threads}, threads={len(self)})"
 
 
-__all__ = ["Sticky", "ThreadStore", "blend_decisions", "stick"]
+__all__ = ["EarlierTurns", "Sticky", "ThreadStore", "blend_decisions", "stick"]

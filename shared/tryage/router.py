@@ -4,20 +4,31 @@
 ``experts`` tuple (its output columns) and ``predict_losses(prompts) -> ndarray (n, k)``. The
 perceptive predictor (:class:`tryage.predictors.PerceptivePredictor`) is one; the baselines of
 :mod:`tryage.predictors` (oracle, best single, kNN) are others.
+
+The adapters (``langchain_tryage``, ``llamaindex_tryage``) are written against the :class:`Router`
+protocol, not this class: what they call of a router, named once. :class:`ExpertMap` is the one map
+from the user's names (of runnables, chat models, query engines) to a router's experts they share.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from tryage.constraints import Constraint, ConstraintSet, Filter
-from tryage.errors import ConfigurationError, FlagError, RouterMismatchError, TryageError
+from tryage.errors import (
+    ConfigurationError,
+    ExpertMappingError,
+    ExpertNotFoundError,
+    FlagError,
+    RouterMismatchError,
+    TryageError,
+)
 from tryage.experts import Expert, ExpertLibrary
 from tryage.feedback import Exploration
 from tryage.flags import FlagParser, ParsedFlags
@@ -240,5 +251,168 @@ class TryageRouter:
         return f"TryageRouter(experts={list(self.experts)}, weights={self.weights})"
 
 
+# -- the adapters' contract ----------------------------------------------------------------------
+@runtime_checkable
+class BatchRouter(Protocol):
+    """The least a LangChain component needs of a router: ``route_batch`` alone.
 
-__all__ = ["LossPredictor", "TryageRouter"]
+    Such a router lists no experts, so expert names are checked per call (against each decision),
+    weights are the router's to check, and flags of earlier turns are read with the built-in flags.
+    """
+
+    def route_batch(self, prompts: Iterable[str], *, weights: Mapping[str, float] | None = None,
+                    filters: Sequence[Filter] = (),
+                    return_exceptions: bool = False) -> list[RoutingDecision | TryageError]:
+        """One decision per prompt; with ``return_exceptions=True`` a prompt's own error in its place."""
+        ...
+
+
+@runtime_checkable
+class Router(BatchRouter, Protocol):
+    """What the adapters use of a router: :class:`TryageRouter` is one, and so is any object with these.
+
+    Attributes:
+        experts: The names the router may choose (checked against the user's names up front).
+        constraints: Its constraints; ``constraints.check_weights`` checks the user's weights.
+    """
+
+    @property
+    def experts(self) -> tuple[str, ...]: ...
+
+    @property
+    def constraints(self) -> ConstraintSet: ...
+
+    def parse(self, prompt: str) -> ParsedFlags:
+        """The prompt's flags and its text without them (the core's one flag remover)."""
+        ...
+
+
+def check_router(router: object, *, need: type = Router) -> Router | BatchRouter:
+    """``router`` if it satisfies ``need`` (:class:`Router`, or :class:`BatchRouter` for LangChain's
+    components), else a :class:`ConfigurationError` naming what it is and what would do."""
+    if isinstance(router, need):
+        return router  # type: ignore[return-value]
+    what = ("an object with route_batch(prompts, *, weights, filters, return_exceptions) returning "
+            "RoutingDecisions" if need is BatchRouter else
+            "an object of the tryage.Router protocol (experts, constraints, parse, route_batch)")
+    raise ConfigurationError(f"router must be a tryage.TryageRouter, got {type(router).__name__}; {what} will do")
+
+
+@dataclass(frozen=True)
+class ExpertMap:
+    """The user's names for a router's experts, both ways: the one map both adapters route through.
+
+    The user names what they offer (LangChain runnables, LlamaIndex tools); ``expert_map`` maps a
+    name that is not a router expert to one. Build it with :meth:`build`.
+
+    Attributes:
+        to_router: User name -> router expert.
+        to_user: Router expert -> user name.
+        offered: A filter limiting the router to the offered experts, or ``None`` when all are (or
+            the router does not list its experts).
+    """
+
+    to_router: Mapping[str, str]
+    to_user: Mapping[str, str]
+    offered: Filter | None
+
+    @staticmethod
+    def check_map(expert_map: Mapping[str, str] | None, known: Sequence[str] | None) -> dict[str, str]:
+        """``expert_map`` as a dict: names are strings and, when the router lists its experts
+        (``known``), each maps to one of them. The same one-line errors for every adapter."""
+        mapping = _user_names(expert_map)
+        for name, target in mapping.items() if known is not None else ():
+            if target not in known:
+                error = ExpertNotFoundError(target, known)
+                error.args = (f"expert_map[{name!r}] = {target!r}: {error.args[0]}",)
+                raise error
+        return mapping
+
+    @classmethod
+    def build(cls, names: Sequence[Any], expert_map: Mapping[str, str] | None = None, *,
+              known: Sequence[str] | None = None) -> ExpertMap:
+        """The map of ``names`` (what the user offers) to the router's experts ``known`` (``None``:
+        the router does not list them; names are then checked per call).
+
+        Raises:
+            ConfigurationError: no names, a name that is not a string, an ``expert_map`` entry for
+                a name not offered, or two names standing for one router expert.
+            ExpertNotFoundError: ``expert_map`` maps to an expert the router does not have.
+            ExpertMappingError: a name is neither a router expert nor mapped to one.
+        """
+        if not names:
+            raise ConfigurationError("experts must map at least one expert name to a runnable; got an empty mapping")
+        if bad := [n for n in names if not isinstance(n, str)]:
+            raise ConfigurationError(f"expert names must be strings; got {', '.join(map(repr, bad))}")
+        if extra := [n for n in _user_names(expert_map) if n not in names]:
+            raise ConfigurationError(
+                f"expert_map names {', '.join(map(repr, extra))}, which is not among the experts given "
+                f"({', '.join(map(repr, names))})")
+        known = None if known is None else tuple(known)
+        mapping = cls.check_map(expert_map, known)
+        to_router = {n: mapping.get(n, n) for n in names}
+        if known is not None and (unknown := [n for n in names if to_router[n] not in known]):
+            error = ExpertMappingError(known, names)
+            error.args = (f"experts {', '.join(map(repr, unknown))} are not the router's experts; name them "
+                          f"after router experts or map them with expert_map={{name: router expert}}; the "
+                          f"router's experts are: {', '.join(map(repr, known))}",)
+            raise error
+        to_user: dict[str, str] = {}
+        for user, target in to_router.items():
+            if target in to_user:
+                raise ConfigurationError(
+                    f"experts {to_user[target]!r} and {user!r} both stand for router expert {target!r}; "
+                    "each router expert may stand behind one runnable")
+            to_user[target] = user
+        offered = None
+        if known is not None and set(to_user) != set(known):
+            offered = Filter(experts=tuple(to_user), source="offered experts")
+        return cls(to_router, to_user, offered)
+
+    @classmethod
+    def for_choices(cls, names: Sequence[str | None], expert_map: Mapping[str, str], *, known: Sequence[str],
+                    unknown: Callable[[int, str | None, str | None], Exception] | None = None,
+                    ) -> tuple[ExpertMap, tuple[int, ...]]:
+        """The map of positional choices (a LlamaIndex selector's tools, offered per query, some
+        perhaps nameless) to the router's experts, and the positions of the choices that name none.
+
+        Each choice stands for ``expert_map.get(name, name)``. One that is not in ``known`` raises
+        ``unknown(position, name, expert looked up)`` when given; else it stands for an expert of
+        its own, named after it (``"<choice i>"`` when nameless). The map's user names are those
+        experts (a choice is found by its position in ``to_router``). Two choices for one expert
+        raise a :class:`ConfigurationError` naming both.
+        """
+        experts: list[str] = []
+        missing: list[int] = []
+        for i, name in enumerate(names):
+            expert = expert_map.get(name, name) if name is not None else None
+            if expert is not None and expert in known:
+                experts.append(expert)
+                continue
+            if unknown is not None:
+                raise unknown(i, name, expert)
+            experts.append(name if name is not None else f"<choice {i}>")
+            missing.append(i)
+        seen: dict[str, int] = {}
+        for i, expert in enumerate(experts):
+            if expert in seen:
+                raise ConfigurationError(
+                    f"choices {seen[expert]} ({names[seen[expert]]!r}) and {i} ({names[i]!r}) "
+                    f"both map to expert {expert!r}; the router cannot tell them apart")
+            seen[expert] = i
+        pairs = {e: e for e in experts}
+        return cls(pairs, dict(pairs), Filter(experts=tuple(experts), source="offered choices")), tuple(missing)
+
+
+def _user_names(expert_map: Mapping[str, str] | None) -> dict[str, str]:
+    """``expert_map`` as a dict whose keys are names (strings)."""
+    if expert_map is not None and not isinstance(expert_map, Mapping):
+        raise ConfigurationError(
+            f"expert_map must be a dict of your name -> router expert; got {type(expert_map).__name__}")
+    mapping = dict(expert_map or {})
+    if bad := [n for n in mapping if not isinstance(n, str)]:
+        raise ConfigurationError(f"expert_map keys must be names (str); got {', '.join(map(repr, bad))}")
+    return mapping
+
+
+__all__ = ["BatchRouter", "ExpertMap", "LossPredictor", "Router", "TryageRouter", "check_router"]

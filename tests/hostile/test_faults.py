@@ -464,7 +464,7 @@ def test_chat_tryage_keeps_an_experts_own_timeout_error() -> None:
     """Only ChatTryage's own limit is told as 'did not answer within': the expert client's message stays."""
     import asyncio
 
-    from langchain_tryage.chat_models import _awithin
+    from langchain_tryage._timeouts import awithin as _awithin
 
     async def own() -> None:
         raise TimeoutError("the expert's client timed out after 30 s")
