@@ -24,7 +24,7 @@ class Budget:
     does not fit *closes* the ledger: no call starts after it, however small, so a run stops at the
     first call that would pass the limit and a rerun with a higher budget resumes from the logs.
     Where the caller cannot reserve per call (the Ray driver, whose workers start the calls), it
-    :meth:`admit`\\ s the largest estimate of the run after each batch: the same rule, for the
+    asks :meth:`admit` for the largest estimate of the run after each batch: the same rule, for the
     costliest call that could start next.
 
     **Spend never goes down.** A cost that is negative, NaN or infinite (a provider's broken

@@ -78,10 +78,6 @@ class CostEstimator:
             seen[0] += count
             seen[1] += 1
 
-    def observed(self, name: str) -> list[int]:
-        """``[total, count]`` of ``name``'s observed output tokens (``[0, 0]`` when none)."""
-        return list(self._observed.get(name, (0, 0)))
-
     def expected_output_tokens(self, spec: ExpertSpec) -> int:
         """Output tokens assumed for ``spec``'s next call."""
         if spec.kind == "hf":

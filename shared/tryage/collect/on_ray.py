@@ -18,10 +18,10 @@ What runs where
 Budget
 ------
 The run's :class:`~tryage.collect.budget.Budget` is kept on the driver, with the local run's rule:
-a call starts only when spent + its estimate fits. The driver cannot reserve calls the workers start,
-so it commits each record's cost as it streams back and then :meth:`~tryage.collect.budget.Budget.admit`\ s
-the largest estimated cost of any call of the run (once before anything starts, too): the run stops
-as soon as that would pass ``budget``. Calls already in flight on the workers at that moment
+a call starts only when spent + reserved + its estimate <= ``budget``. The driver cannot reserve the
+calls the workers start, so it commits each record's cost as it streams back and then asks the
+ledger to admit (:meth:`~tryage.collect.budget.Budget.admit`) the largest estimated cost of any call
+of the run (once before anything starts, too): the run stops as soon as that would pass ``budget``. Calls already in flight on the workers at that moment
 cannot be called back: they are cancelled, their records are not logged (a rerun makes them again)
 and the provider may still bill them. That is at most ``workers × concurrency`` calls per expert,
 plus the finished batches Ray Data holds for the driver (each of ``concurrency`` calls) — so keep
