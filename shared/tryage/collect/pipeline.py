@@ -167,8 +167,10 @@ def collect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, out: str 
         out: The Q-table JSONL to write (``None``: return it only; then ``log`` is required).
         log: The call log (default: ``<out>.calls.jsonl``); calls in it are not made again.
         library_out: The expert library JSON (default: ``<out>.experts.json``).
-        budget: USD this run may spend, the judge's calls included; it stops before a call would pass
-            it (:class:`BudgetReachedError`, the calls made and the judge's replies stay in their logs).
+        budget: USD this run may spend, the judge's calls included (one
+            :class:`~tryage.collect.budget.Budget` ledger, whose doc states the rule): it stops before a
+            call would pass it (:class:`BudgetReachedError`; the calls made and the judge's replies stay
+            in their logs).
             Every chat-model expert, and the judge, must then have its prices (0 for a free local model).
         dry_run: Return a :class:`DryRun` listing the calls and their estimated cost; call nothing.
         concurrency: Calls in flight per expert.
