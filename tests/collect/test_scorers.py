@@ -179,3 +179,39 @@ def test_a_judge_named_by_provider_and_id_is_a_model_entry() -> None:
     with pytest.raises(ExpertSpecError, match=r"'model' must read '<provider>:<model id>'") as caught:
         Judge("x" * 5000)
     assert len(str(caught.value)) < 200
+
+
+def test_a_judge_log_keeps_the_line_format_earlier_versions_wrote_and_reads_it_back(tmp_path) -> None:
+    import asyncio
+    import json
+
+    from tryage.collect.judge import Judge
+
+    class Row:
+        id, prompt, reference = "p0", "What is 1 plus 2?", "3"
+
+    class Model:
+        model_name = "counting-judge"
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        async def ainvoke(self, text: str) -> str:
+            self.calls += 1
+            return "Right. SCORE: 1"
+
+    async def grade(judge: Judge, answer: str) -> float:
+        try:
+            return await judge.run_with()(answer, Row())
+        finally:
+            await judge.aclose()
+
+    log, model = tmp_path / "q.calls.judge.jsonl", Model()
+    assert asyncio.run(grade(Judge(model, log=log), "3")) == 1.0 and model.calls == 1
+    [line] = [json.loads(text) for text in log.read_text(encoding="utf-8").splitlines()]
+    assert list(line) == ["key", "prompt_id", "reply", "input_tokens", "output_tokens", "cost"]
+    assert (line["prompt_id"], line["reply"]) == ("p0", "Right. SCORE: 1")
+    # a line as the hand-written log of earlier versions held it is a reply found: not asked again
+    log.write_text(json.dumps({"key": line["key"], "prompt_id": "p0", "reply": "SCORE: 0.5", "input_tokens": None,
+                               "output_tokens": None, "cost": 0.0}) + "\n", encoding="utf-8")
+    assert asyncio.run(grade(Judge(model, log=log), "3")) == 0.5 and model.calls == 1

@@ -6,6 +6,9 @@ lines were never written. A partially written last line is cut off when the log 
 file (``<log>.lock``, via ``filelock``) refuses a second writer: two runs on one log would pay twice
 for the same calls. Answers, not scores, are logged, so ``tryage score`` re-scores without calling
 any model.
+
+The same writer keeps the judge's replies (``record=JudgeReply`` in :mod:`tryage.collect.judge`):
+every append-only log of a collection goes through this one locked writer and torn-tail repair.
 """
 
 from __future__ import annotations
@@ -65,6 +68,13 @@ class CallRecord:
     def from_dict(cls, data: Mapping[str, Any]) -> CallRecord:
         return cls(**{k: data.get(k) for k in _FIELDS if k in data})
 
+    @classmethod
+    def from_line(cls, data: Any) -> CallRecord:
+        """The record a log line holds; ``ValueError`` (saying why) when it holds none."""
+        if not isinstance(data, dict) or not {"prompt_id", "expert", "settings"} <= data.keys():
+            raise ValueError("a call record needs 'prompt_id', 'expert' and 'settings'")
+        return cls.from_dict(data)
+
 
 _FIELDS = tuple(CallRecord.__dataclass_fields__)
 
@@ -74,19 +84,28 @@ class CallLog:
 
     Args:
         path: The JSONL log (created with its folder when missing).
+        record: The record class of its lines: a dataclass with ``from_line(data)`` (``ValueError`` for
+            a line that is no record), a ``key`` and an ``ok`` (default :class:`CallRecord`).
+        damaged: ``"raise"`` (:class:`CallLogError` naming the line) or ``"skip"`` a damaged line: a log
+            of replies that are safe to ask again (the judge's) skips it, and that reply is asked again.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, record: type[Any] = CallRecord,
+                 damaged: str = "raise") -> None:
+        if damaged not in ("raise", "skip"):
+            raise CallLogError(f"damaged must be 'raise' or 'skip', got {damaged!r}")
         self.path = Path(path)
+        self.record = record
+        self.damaged = damaged
         self._lock: Any = None
         self._handle: Any = None
 
     # -- reading -----------------------------------------------------------------------------
-    def records(self) -> list[CallRecord]:
+    def records(self) -> list[Any]:
         """Every complete record, in file order (a partial last line is skipped)."""
         return list(self._iter())
 
-    def _iter(self) -> Iterator[CallRecord]:
+    def _iter(self) -> Iterator[Any]:
         if not self.path.exists():
             return
         if self.path.is_dir():
@@ -97,17 +116,20 @@ class CallLog:
             raise CallLogError(f"{self.path}: is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r}); "
                                "a call log is a JSONL file written by tryage collect") from None
 
-    def _read(self) -> Iterator[CallRecord]:
+    def _read(self) -> Iterator[Any]:
         for number, data, problem in iter_jsonl(self.path, torn_tail=True):  # a torn last line: a killed writer
-            if problem is not None:
+            if problem is None:
+                try:
+                    yield self.record.from_line(data)
+                    continue
+                except (TypeError, ValueError) as exc:
+                    problem = str(exc)
+            if self.damaged == "raise":
                 raise CallLogError(f"{self.path}, line {number}: {problem}")
-            if not isinstance(data, dict) or not {"prompt_id", "expert", "settings"} <= data.keys():
-                raise CallLogError(f"{self.path}, line {number}: a call record needs 'prompt_id', 'expert' and 'settings'")
-            yield CallRecord.from_dict(data)
 
-    def latest(self) -> dict[CallKey, CallRecord]:
+    def latest(self) -> dict[Any, Any]:
         """The last record of each key (a later success replaces an earlier error)."""
-        out: dict[CallKey, CallRecord] = {}
+        out: dict[Any, Any] = {}
         for record in self._iter():
             if record.ok or record.key not in out or not out[record.key].ok:
                 out[record.key] = record
@@ -142,7 +164,7 @@ class CallLog:
                 self._lock.release()
                 self._lock = None
 
-    def append(self, record: CallRecord) -> None:
+    def append(self, record: Any) -> None:
         """Write one record and flush it to the OS (it survives the process being killed)."""
         if self._handle is None:
             raise CallLogError(f"call log {self.path} is not open for writing; use 'with CallLog(path) as log:'")

@@ -17,14 +17,17 @@ What runs where
 
 Budget
 ------
-The budget is checked on the driver, as records stream back: the run stops as soon as the USD
-logged by this run plus the largest estimated cost of any call of the run would pass ``budget``
-(checked once before anything starts, too). Calls already in flight on the workers at that moment
+The run's :class:`~tryage.collect.budget.Budget` is kept on the driver, with the local run's rule:
+a call starts only when spent + reserved + its estimate <= ``budget``. The driver cannot reserve the
+calls the workers start, so it commits each record's cost as it streams back and then asks the
+ledger to admit (:meth:`~tryage.collect.budget.Budget.admit`) the largest estimated cost of any call
+of the run (once before anything starts, too): the run stops as soon as that would pass ``budget``. Calls already in flight on the workers at that moment
 cannot be called back: they are cancelled, their records are not logged (a rerun makes them again)
 and the provider may still bill them. That is at most ``workers × concurrency`` calls per expert,
 plus the finished batches Ray Data holds for the driver (each of ``concurrency`` calls) — so keep
 a margin of that many calls' cost under a hard limit, or run without ``--ray`` where the budget is
-reserved before every attempt.
+reserved before every attempt. Attempts a worker retried after a timeout are not charged their
+estimate on the driver, which sees only each call's final record.
 """
 
 from __future__ import annotations
@@ -35,11 +38,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tryage.collect.backends import _FIELDS, ExpertSpec, build_backend
+from tryage.collect.budget import Budget
 from tryage.collect.calllog import CallLog, CallRecord
+from tryage.collect.estimate import CostEstimator
 from tryage.collect.prompts import PromptRow
 from tryage.collect.runner import Runner, RunStats
+from tryage.errors import BudgetReachedError, ConfigurationError, TryageError, check_scalar
 from tryage.scale.distributed import AsyncWorker
-from tryage.errors import ConfigurationError, TryageError
 
 #: CPUs an API actor reserves: it mostly waits on the network, so four share a core.
 API_ACTOR_CPUS = 0.25
@@ -73,7 +78,7 @@ class CollectWorker(AsyncWorker):
             self.failure, self.backend = exc, None  # as a task error the driver re-raises as itself
         self.runner = Runner({spec.name: spec}, {spec.name: self.backend}, None,  # type: ignore[arg-type]
                              concurrency=concurrency, timeout=timeout, retries=retries, retry_base=retry_base,
-                             observed_output_tokens={spec.name: observed})
+                             estimator=CostEstimator({spec.name: observed}))
         self.stats = RunStats()
         self.rate = self.runner.limiter(spec, share=share)
 
@@ -90,21 +95,16 @@ class CollectWorker(AsyncWorker):
         return {"id": row.id, **dataclasses.asdict(record)}
 
 
-class _BudgetStop(Exception):
-    """Raised by the recorder to stop the stream when the budget is reached."""
-
-
 class _LogRecorder:
-    """The :class:`tryage.scale.distributed.Recorder` of a collection: appends records to the open call log."""
+    """The :class:`tryage.scale.distributed.Recorder` of a collection: appends records to the open call log
+    and commits their cost to the run's budget, which stops the stream (:class:`BudgetReachedError`) when
+    the largest call of the run would no longer fit."""
 
-    def __init__(self, log: CallLog, stats: RunStats, budget: float | None, largest: float) -> None:
+    def __init__(self, log: CallLog, stats: RunStats, budget: Budget, largest: float) -> None:
         self.log, self.stats, self.budget, self.largest = log, stats, budget, largest
 
     def done(self) -> set[tuple[str, str]]:
         return set()  # the driver sends only the calls the log lacks (keyed with the settings hash)
-
-    def over_budget(self) -> bool:
-        return self.budget is not None and self.stats.spent + self.largest > self.budget + 1e-12
 
     def append(self, rows: Sequence[Mapping[str, Any]]) -> int:
         written = 0
@@ -117,16 +117,14 @@ class _LogRecorder:
             self.stats.records.append(record)
             self.stats.made += 1
             self.stats.errors += 0 if record.ok else 1
-            self.stats.spent += record.cost
+            self.stats.spent += self.budget.commit(0.0, record.cost)
             written += 1
-        if self.over_budget():
-            self.stats.budget_reached = True
-            raise _BudgetStop
+        self.budget.admit(self.largest)
         return written
 
 
 def run_on_ray(todo: Sequence[tuple[PromptRow, ExpertSpec]], log: CallLog, *, concurrency: int,
-               timeout: float | None, retries: int, retry_base: float, budget: float | None,
+               timeout: float | None, retries: int, retry_base: float, budget: Budget | float | None,
                observed: Mapping[str, Sequence[int]], workers: int = 1, address: str | None = None,
                num_cpus: int | None = None, progress: bool | None = None) -> RunStats:
     """Make the calls of ``todo`` on Ray pools and append their records to ``log`` (open for writing).
@@ -135,17 +133,19 @@ def run_on_ray(todo: Sequence[tuple[PromptRow, ExpertSpec]], log: CallLog, *, co
     """
     from tryage.scale.distributed import PoolSpec, run_pools
 
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigurationError(f"workers must be a whole number >= 1, got {workers!r}")
+    check_scalar(workers, "workers", kind=int, low=1)
     specs = {spec.name: spec for _, spec in todo}
     check_ray_experts(list(specs.values()))
     stats = RunStats()
-    estimator = Runner(specs, {}, log, observed_output_tokens=observed)
-    largest = max((estimator.plan(row, spec).cost for row, spec in todo), default=0.0)
-    recorder = _LogRecorder(log, stats, budget, largest)
-    if todo and recorder.over_budget():  # not even one call fits: make none, as the local run does
-        stats.budget_reached = True
-        stats.not_made = len(todo)
+    ledger = budget if isinstance(budget, Budget) else Budget(budget)
+    costs = CostEstimator(observed)
+    largest = max((costs.plan(row, spec).cost for row, spec in todo), default=0.0)
+    recorder = _LogRecorder(log, stats, ledger, largest)
+    try:
+        if todo:
+            ledger.admit(largest)   # not even one call fits: make none, as the local run does
+    except BudgetReachedError:
+        stats.budget_reached, stats.not_made = True, len(todo)
         return stats
     items: dict[str, list[dict[str, Any]]] = {}
     for row, spec in todo:
@@ -162,8 +162,8 @@ def run_on_ray(todo: Sequence[tuple[PromptRow, ExpertSpec]], log: CallLog, *, co
     try:
         run_pools(pools, recorder, address=address, num_cpus=num_cpus,
                   progress=sys.stderr.isatty() if progress is None else progress)
-    except _BudgetStop:
-        pass
+    except BudgetReachedError:   # raised by the ledger through the recorder: the run stops here
+        stats.budget_reached = True
     stats.not_made = len(todo) - stats.made
     return stats
 

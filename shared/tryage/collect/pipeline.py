@@ -16,23 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
-import statistics
 import threading
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tryage._io import atomic_write_text
+from tryage.collect.assemble import Logged, assemble, judge_of
 from tryage.collect.backends import ExpertSpec, build_backend, load_experts
+from tryage.collect.budget import Budget
 from tryage.collect.calllog import CallKey, CallLog, CallRecord
+from tryage.collect.estimate import CostEstimator, PlannedCall
+from tryage.collect.judge import DEFAULT_RUBRIC, Judge, judge_log_path
 from tryage.collect.prompts import PromptRow, load_prompts, prompts_from_records
-from tryage._io import progress_bar
-from tryage.collect.runner import PlannedCall, Runner, RunStats
-from tryage.collect.scorers import DEFAULT_RUBRIC, Judge, Scorer, get_scorer
-from tryage.errors import BudgetReachedError, ConfigurationError, QTableError, ScorerError
+from tryage.collect.runner import Runner, RunStats
+from tryage.collect.scorers import Scorer, get_scorer
+from tryage.errors import ConfigurationError, QTableError, ScorerError, TryageFileNotFoundError, check_scalar
 from tryage.experts import ExpertLibrary
 from tryage.qtable import QTable
 
@@ -97,11 +98,6 @@ def default_log_path(out: str | os.PathLike[str]) -> Path:
     """``q.jsonl`` → ``q.calls.jsonl``."""
     path = Path(out)
     return path.with_name(path.stem + ".calls.jsonl")
-
-
-def judge_log_path(log: Path) -> Path:
-    """``q.calls.jsonl`` → ``q.calls.judge.jsonl``: the judge's replies, reused by later runs."""
-    return log.with_name(log.stem + ".judge.jsonl")
 
 
 def default_library_path(out: str | os.PathLike[str]) -> Path:
@@ -171,8 +167,10 @@ def collect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, out: str 
         out: The Q-table JSONL to write (``None``: return it only; then ``log`` is required).
         log: The call log (default: ``<out>.calls.jsonl``); calls in it are not made again.
         library_out: The expert library JSON (default: ``<out>.experts.json``).
-        budget: USD this run may spend, the judge's calls included; it stops before a call would pass
-            it (:class:`BudgetReachedError`, the calls made and the judge's replies stay in their logs).
+        budget: USD this run may spend, the judge's calls included (one
+            :class:`~tryage.collect.budget.Budget` ledger, whose doc states the rule): it stops before a
+            call would pass it (:class:`BudgetReachedError`; the calls made and the judge's replies stay
+            in their logs).
             Every chat-model expert, and the judge, must then have its prices (0 for a free local model).
         dry_run: Return a :class:`DryRun` listing the calls and their estimated cost; call nothing.
         concurrency: Calls in flight per expert.
@@ -207,12 +205,77 @@ async def acollect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, ou
                    pattern: str | None = None, judge: Any = None, rubric: str = DEFAULT_RUBRIC,
                    retry_base: float = 0.5, backend: str = "local", address: str | None = None, workers: int = 1,
                    num_cpus: int | None = None) -> CollectResult | DryRun:
-    """The async form of :func:`collect` (same arguments)."""
-    _check_numbers(budget=budget, concurrency=concurrency, timeout=timeout, retries=retries)
+    """The async form of :func:`collect` (same arguments): plan → call → score → write."""
+    concurrency, timeout, retries = _check_numbers(budget=budget, concurrency=concurrency, timeout=timeout,
+                                                   retries=retries)
+    run = _plan(prompts, experts, scorer=scorer, out=out, log=log, budget=budget, pattern=pattern, judge=judge,
+                rubric=rubric, backend=backend, address=address, workers=workers, num_cpus=num_cpus)
+    if dry_run:
+        return run.dry_run()
+    settings = {"concurrency": concurrency, "timeout": timeout, "retries": retries, "retry_base": retry_base,
+                "progress": progress}
+    try:
+        if run.judge is not None:   # builds the judge's client now: a missing key fails before any paid call
+            run.judge.run_with(budget=run.budget, timeout=timeout, retries=retries, retry_base=retry_base)
+        done, stats, todo = await _call(run, settings, backend=backend, address=address, workers=workers,
+                                        num_cpus=num_cpus)
+        table, library, used, incomplete, records = await assemble(
+            run.rows, run.specs, run.picked({**done, **{r.key: r for r in stats.records}}), run.scorer,
+            concurrency=concurrency, progress=progress, budget=run.budget)
+    finally:
+        if run.judge is not None:
+            await run.judge.aclose()
+    judge_spent = 0.0 if run.judge is None else run.judge.spent
+    result = CollectResult(table, library, used, made=stats.made, cached=run.size - todo, errors=stats.errors,
+                           spent=run.budget.spent, incomplete=incomplete, log=run.log_path,
+                           skipped_experts=dict(stats.skipped_experts), judge_spent=judge_spent)
+    return _write(result, records, out, library_out)
+
+
+@dataclass
+class _Plan:
+    """What a collection works on, checked and loaded before any call: the plan step."""
+
+    rows: list[PromptRow]
+    specs: list[ExpertSpec]
+    log_path: Path
+    scorer: Scorer
+    judge: Judge | None
+    budget: Budget
+
+    @property
+    def size(self) -> int:
+        """Calls the whole table needs: prompts × experts."""
+        return len(self.rows) * len(self.specs)
+
+    def pending(self, done: Mapping[CallKey, CallRecord]) -> list[tuple[PromptRow, ExpertSpec]]:
+        """The calls whose answer is not in the log (``done``: its latest record of each key)."""
+        return [(row, spec) for row in self.rows for spec in self.specs
+                if not (r := done.get((row.id, spec.name, spec.settings_hash()))) or not r.ok]
+
+    def picked(self, latest: Mapping[CallKey, CallRecord]) -> dict[tuple[str, str], CallRecord | None]:
+        """The record of each (prompt id, expert) at the experts' current settings."""
+        return {(row.id, spec.name): latest.get((row.id, spec.name, spec.settings_hash()))
+                for row in self.rows for spec in self.specs}
+
+    def dry_run(self) -> DryRun:
+        """The calls a run would make and what they would cost (the judge's too); calls nothing."""
+        done = CallLog(self.log_path).latest()
+        todo = self.pending(done)
+        costs = CostEstimator(_observed(done))
+        calls = tuple(costs.plan(row, spec) for row, spec in todo)
+        judge_calls, judge_cost = (0, 0.0) if self.judge is None else self.judge.estimate(self.rows, self.specs,
+                                                                                          done, costs)
+        return DryRun(calls, self.size - len(todo), sum(c.cost for c in calls) + judge_cost, judge_calls, judge_cost)
+
+
+def _plan(prompts: Any, experts: Any, *, scorer: Any, out: Any, log: Any, budget: float | None,
+          pattern: str | None, judge: Any, rubric: str, backend: str, address: str | None, workers: int,
+          num_cpus: int | None) -> _Plan:
+    """Check the arguments and load the prompts, experts and scorer: every refusal comes before any call."""
     if backend not in ("local", "ray"):
         raise ConfigurationError(f"backend must be 'local' or 'ray', got {backend!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigurationError(f"workers must be a whole number >= 1, got {workers!r}")
+    check_scalar(workers, "workers", kind=int, low=1)
     if backend == "local" and (address is not None or workers != 1 or num_cpus is not None):
         raise ConfigurationError("address, workers and num_cpus apply with backend='ray' only")
     rows = _rows(prompts)
@@ -226,68 +289,38 @@ async def acollect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, ou
     for what, path in (("out", out), ("log", log)):
         if path is not None and Path(path).is_dir():  # found before any paid call, not after
             raise ConfigurationError(f"{what}={str(path)!r} is a folder; {what} is a JSONL file to write")
-    log_path = Path(log) if log is not None else default_log_path(out)  # type: ignore[arg-type]
+    log_path = Path(log) if log is not None else default_log_path(out)
     chosen = get_scorer(scorer, pattern=pattern, judge=judge, rubric=rubric, judge_log=judge_log_path(log_path))
     _check_scorer_fits(chosen, specs)
     chosen.check(rows)
-    the_judge = _judge_of(chosen)
+    the_judge = judge_of(chosen)
     _check_priced(specs, the_judge, budget)
-    by_name = {s.name: s for s in specs}
+    return _Plan(rows, specs, log_path, chosen, the_judge, Budget(budget))
 
-    def pending(done: Mapping[CallKey, CallRecord]) -> list[tuple[PromptRow, ExpertSpec]]:
-        return [(row, spec) for row in rows for spec in specs
-                if not (r := done.get((row.id, spec.name, spec.settings_hash()))) or not r.ok]
 
-    def observed(done: Mapping[CallKey, CallRecord]) -> dict[str, list[int]]:
-        seen: dict[str, list[int]] = {}
-        for record in done.values():
-            if record.ok and record.output_tokens is not None:
-                seen.setdefault(record.expert, []).append(record.output_tokens)
-        return seen
+async def _call(run: _Plan, settings: Mapping[str, Any], *, backend: str, address: str | None, workers: int,
+                num_cpus: int | None) -> tuple[dict[CallKey, CallRecord], RunStats, int]:
+    """The call step: make the calls the log lacks, logging each, under the run's budget.
 
-    if dry_run:
-        done = CallLog(log_path).latest()
-        todo = pending(done)
-        runner = Runner(by_name, {}, CallLog(log_path), observed_output_tokens=observed(done))
-        calls = tuple(runner.plan(row, spec) for row, spec in todo)
-        judge_calls, judge_cost = _judge_plan(the_judge, rows, specs, done, runner)
-        return DryRun(calls, len(rows) * len(specs) - len(todo), sum(c.cost for c in calls) + judge_cost,
-                      judge_calls, judge_cost)
+    Returns the log's records before the run, what the run did and how many calls it had to make;
+    :class:`BudgetReachedError` (after the log is closed) when a call did not fit.
+    """
+    with CallLog(run.log_path) as call_log:
+        done = call_log.latest()    # read under the lock: no other run adds to it meanwhile
+        todo = run.pending(done)
+        observed = _observed(done)
+        if not todo:
+            stats = RunStats()
+        elif backend == "ray":
+            from tryage.collect.on_ray import run_on_ray
 
-    if the_judge is not None:
-        the_judge.run_with()   # builds the judge's client now: a missing key fails before any paid call
-    try:
-        with CallLog(log_path) as call_log:
-            done = call_log.latest()
-            todo = pending(done)
-            settings = {"concurrency": concurrency, "timeout": timeout, "retries": retries, "retry_base": retry_base,
-                        "budget": budget, "progress": progress}
-            if not todo:
-                stats = RunStats()
-            elif backend == "ray":
-                from tryage.collect.on_ray import run_on_ray
-
-                stats = await asyncio.to_thread(run_on_ray, todo, call_log, observed=observed(done), workers=workers,
-                                                address=address, num_cpus=num_cpus, **settings)
-            else:
-                stats = await _run_locally(todo, by_name, call_log, observed(done), settings)
-        if stats.budget_reached:
-            raise BudgetReachedError(float(budget), stats.spent, stats.not_made)  # type: ignore[arg-type]
-        latest = {**done, **{r.key: r for r in stats.records}}
-        picked = {(row.id, spec.name): latest.get((row.id, spec.name, spec.settings_hash())) for row in rows for spec in specs}
-        if the_judge is not None:
-            the_judge.run_with(budget=None if budget is None else max(0.0, budget - stats.spent), timeout=timeout,
-                               retries=retries, retry_base=retry_base)
-        table, library, used, incomplete, records = await _assemble(rows, specs, picked, chosen, concurrency, progress,
-                                                                    budget=budget, spent_before=stats.spent)
-        judge_spent = 0.0 if the_judge is None else the_judge.spent
-        result = CollectResult(table, library, used, made=stats.made, cached=len(rows) * len(specs) - len(todo),
-                               errors=stats.errors, spent=stats.spent + judge_spent, incomplete=incomplete, log=log_path,
-                               skipped_experts=dict(stats.skipped_experts), judge_spent=judge_spent)
-    finally:
-        if the_judge is not None:
-            await the_judge.aclose()
-    return _write(result, records, out, library_out)
+            stats = await asyncio.to_thread(run_on_ray, todo, call_log, observed=observed, workers=workers,
+                                            address=address, num_cpus=num_cpus, budget=run.budget, **settings)
+        else:
+            stats = await _run_locally(todo, {s.name: s for s in run.specs}, call_log, CostEstimator(observed),
+                                       run.budget, settings)
+    run.budget.check(remaining_calls=stats.not_made)
+    return done, stats, len(todo)
 
 
 def score(log: str | os.PathLike[str], prompts: Any, *, scorer: str | Scorer | Any,
@@ -317,7 +350,8 @@ def score(log: str | os.PathLike[str], prompts: Any, *, scorer: str | Scorer | A
         retry_base: Seconds before the first retry (doubled each time).
         progress: Show the judge's progress bar (``None``: when stderr is a terminal).
     """
-    _check_numbers(budget=budget, concurrency=concurrency, timeout=timeout, retries=retries)
+    concurrency, timeout, retries = _check_numbers(budget=budget, concurrency=concurrency, timeout=timeout,
+                                                   retries=retries)
     return _run_sync(_ascore(log, prompts, scorer=scorer, out=out, experts=experts, library_out=library_out,
                              pattern=pattern, judge=judge, rubric=rubric, concurrency=concurrency, budget=budget,
                              timeout=timeout, retries=retries, retry_base=retry_base, progress=progress))
@@ -329,78 +363,78 @@ async def _ascore(log: Any, prompts: Any, *, scorer: Any, out: Any, experts: Any
     rows = _rows(prompts)
     chosen = get_scorer(scorer, pattern=pattern, judge=judge, rubric=rubric, judge_log=judge_log_path(Path(log)))
     chosen.check(rows)
-    the_judge = _judge_of(chosen)
+    the_judge = judge_of(chosen)
     _check_priced((), the_judge, budget)
     call_log = CallLog(log)
     if call_log.path.is_dir():
         raise ConfigurationError(f"log={str(log)!r} is a folder; a call log is the JSONL file tryage collect wrote")
     if not call_log.path.is_file():
-        from tryage.errors import TryageFileNotFoundError
-
         raise TryageFileNotFoundError(f"call log not found: {call_log.path}")
-    records = call_log.records()
-    if experts is not None:
-        specs = load_experts(experts)
-        latest = call_log.latest()
-        picked = {(row.id, s.name): latest.get((row.id, s.name, s.settings_hash())) for row in rows for s in specs}
-    else:
-        names = sorted({r.expert for r in records})   # in name order: the log's order is whichever call ended first
-        if not names:
-            raise QTableError(f"the call log {call_log.path} holds no calls")
-        specs = [ExpertSpec(n, runnable=_Logged()) for n in names]
-        last: dict[tuple[str, str], CallRecord] = {}
-        for record in records:
-            key = (record.prompt_id, record.expert)
-            if record.ok or key not in last or not last[key].ok:
-                last[key] = record
-        picked = {(row.id, n): last.get((row.id, n)) for row in rows for n in names}
-    if the_judge is not None:
-        the_judge.run_with(budget=budget, timeout=timeout, retries=retries, retry_base=retry_base)
+    specs, picked = _logged_answers(call_log, rows, experts)
+    ledger = Budget(budget)
     try:
-        table, library, used, incomplete, records = await _assemble(rows, specs, picked, chosen, concurrency, progress,
-                                                                    budget=budget)
+        if the_judge is not None:
+            the_judge.run_with(budget=ledger, timeout=timeout, retries=retries, retry_base=retry_base)
+        table, library, used, incomplete, records = await assemble(rows, specs, picked, chosen, concurrency=concurrency,
+                                                                   progress=progress, budget=ledger)
     finally:
         if the_judge is not None:
             await the_judge.aclose()
-    spent = 0.0 if the_judge is None else the_judge.spent
     return _write(CollectResult(table, library, used, cached=len(used), incomplete=incomplete, log=call_log.path,
-                                spent=spent, judge_spent=spent), records, out, library_out)
+                                spent=ledger.spent, judge_spent=ledger.spent), records, out, library_out)
 
 
-class _Logged:
-    """Stands for an expert known only from the call log (``tryage score`` without ``--experts``)."""
+def _logged_answers(call_log: CallLog, rows: Sequence[PromptRow], experts: Any,
+                    ) -> tuple[list[ExpertSpec], dict[tuple[str, str], CallRecord | None]]:
+    """The experts to score and the record picked for each (prompt id, expert) from the call log."""
+    if experts is not None:
+        specs = load_experts(experts)
+        latest = call_log.latest()
+        return specs, {(row.id, s.name): latest.get((row.id, s.name, s.settings_hash())) for row in rows for s in specs}
+    records = call_log.records()
+    names = sorted({r.expert for r in records})   # in name order: the log's order is whichever call ended first
+    if not names:
+        raise QTableError(f"the call log {call_log.path} holds no calls")
+    last: dict[tuple[str, str], CallRecord] = {}
+    for record in records:
+        key = (record.prompt_id, record.expert)
+        if record.ok or key not in last or not last[key].ok:
+            last[key] = record
+    return ([ExpertSpec(n, runnable=Logged()) for n in names],
+            {(row.id, n): last.get((row.id, n)) for row in rows for n in names})
 
-    def __call__(self, prompt: str) -> str:  # pragma: no cover - never called
-        raise RuntimeError("an expert read from a call log cannot be called")
+
+def _check_numbers(*, budget: float | None, concurrency: int, timeout: float | None,
+                   retries: int) -> tuple[int, float | None, int]:
+    """The run's numbers checked (``budget`` is checked again by its :class:`Budget`): concurrency,
+    timeout, retries as their kinds."""
+    if budget is not None:
+        check_scalar(budget, "budget", low=0.0)
+    return (int(check_scalar(concurrency, "concurrency", kind=int, low=1)),
+            None if timeout is None else float(check_scalar(timeout, "timeout", low=0.0, low_open=True)),
+            int(check_scalar(retries, "retries", kind=int, low=0)))
 
 
-def _check_numbers(*, budget: float | None, concurrency: int, timeout: float | None, retries: int) -> None:
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
-                               or not math.isfinite(budget) or budget < 0):
-        raise ConfigurationError(f"budget must be a finite number of USD >= 0 (or None: no limit), got {budget!r}")
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ConfigurationError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                or not math.isfinite(timeout) or timeout <= 0):
-        raise ConfigurationError(f"timeout must be a finite number of seconds > 0 (or None: no limit), got {timeout!r}")
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ConfigurationError(f"retries must be a whole number >= 0, got {retries!r}")
+def _observed(done: Mapping[CallKey, CallRecord]) -> dict[str, list[int]]:
+    """Output tokens of the logged answers, by expert: what the cost estimates learn from."""
+    seen: dict[str, list[int]] = {}
+    for record in done.values():
+        if record.ok and record.output_tokens is not None:
+            seen.setdefault(record.expert, []).append(record.output_tokens)
+    return seen
 
 
 async def _run_locally(todo: Sequence[tuple[PromptRow, ExpertSpec]], by_name: Mapping[str, ExpertSpec],
-                       call_log: CallLog, observed: Mapping[str, Sequence[int]], settings: Mapping[str, Any]) -> RunStats:
+                       call_log: CallLog, costs: CostEstimator, budget: Budget,
+                       settings: Mapping[str, Any]) -> RunStats:
     """Make the calls of ``todo`` in this process, logging each; the backends' clients are closed after."""
     backends = {name: build_backend(by_name[name]) for name in dict.fromkeys(s.name for _, s in todo)}
-    runner = Runner(by_name, backends, call_log, observed_output_tokens=observed, **settings)
+    runner = Runner(by_name, backends, call_log, estimator=costs, budget=budget, **settings)
     try:
         return await runner.run(todo)
     finally:
         for opened in backends.values():
             await opened.aclose()
-
-
-def _judge_of(scorer: Scorer) -> Judge | None:
-    return scorer.fn if isinstance(scorer.fn, Judge) else None
 
 
 def _check_priced(specs: Sequence[ExpertSpec], judge: Judge | None, budget: float | None) -> None:
@@ -419,93 +453,6 @@ def _check_priced(specs: Sequence[ExpertSpec], judge: Judge | None, budget: floa
         raise ConfigurationError("a budget counts the judge's calls too, but the judge's prices are unknown: give them "
                                  "(--judge-input-price/--judge-output-price, USD per 1M tokens, 0 for a free local judge; "
                                  "in Python judge={'name': 'judge', 'model': ..., 'input_price': ..., 'output_price': ...})")
-
-
-def _judge_plan(judge: Judge | None, rows: Sequence[PromptRow], specs: Sequence[ExpertSpec],
-                done: Mapping[CallKey, CallRecord], runner: Runner) -> tuple[int, float]:
-    """Judge calls a run would make and their estimated USD (answers not given yet: at the expected length)."""
-    if judge is None:
-        return 0, 0.0
-    asked: set[str] = set()          # equal questions cost one call
-    placeholders: list[str] = []     # answers not given yet: their expected length (3 bytes a token)
-    for row in rows:
-        for spec in specs:
-            record = done.get((row.id, spec.name, spec.settings_hash()))
-            if record is not None and record.ok and record.answer is not None:
-                if not judge.cached(record.answer, row):
-                    asked.add(judge.question(record.answer, row))
-            else:
-                placeholders.append(judge.question("x" * 3 * runner.expected_output_tokens(spec), row))
-    texts = [*asked, *placeholders]
-    return len(texts), sum(judge.plan(text).cost for text in texts)
-
-
-async def _assemble(rows: Sequence[PromptRow], specs: Sequence[ExpertSpec],
-                    picked: Mapping[tuple[str, str], CallRecord | None], scorer: Scorer, concurrency: int,
-                    progress: bool | None = False, budget: float | None = None, spent_before: float = 0.0,
-                    ) -> tuple[QTable, ExpertLibrary, tuple[CallRecord, ...], tuple[str, ...], list[dict[str, Any]]]:
-    """Score the complete rows (the judge within what ``budget`` has left after ``spent_before``) → Q-table."""
-    complete = [row for row in rows if all((r := picked[(row.id, s.name)]) is not None and r.ok for s in specs)]
-    incomplete = tuple(row.id for row in rows if row not in complete)
-    if not complete:
-        errors = [r.error for r in picked.values() if r is not None and r.error]
-        hint = f"; e.g. {errors[0]}" if errors else ""
-        raise QTableError(f"no prompt has an answer from every expert ({len(errors)} call(s) failed{hint}); "
-                          "see the call log")
-    gate = asyncio.Semaphore(concurrency)
-    judge = _judge_of(scorer)   # the one scorer that takes time (and money): it shows a bar
-    bar = progress_bar(len(complete) * len(specs), "judge", enabled=progress if judge is not None else False, unit="call")
-
-    async def one(row: PromptRow, spec: ExpertSpec) -> float:
-        async with gate:
-            try:
-                return await scorer.score(picked[(row.id, spec.name)], row)
-            finally:
-                bar.update(1)
-                if judge is not None:
-                    bar.set_postfix_str(f"spent=${judge.spent:.4f}", refresh=False)
-
-    try:
-        values = await asyncio.gather(*(one(row, spec) for row in complete for spec in specs), return_exceptions=True)
-    finally:
-        bar.close()
-    failed = [v for v in values if isinstance(v, BaseException)]
-    if failed:   # every other score was still given (and a judge's reply logged): a rerun pays for none again
-        held = [f for f in failed if isinstance(f, BudgetReachedError)]
-        if held:   # only the judge spends here: told with the whole run's spend
-            raise BudgetReachedError(float(budget), spent_before + judge.spent, len(held))  # type: ignore[arg-type, union-attr]
-        raise failed[0]
-    it = iter(values)
-    records = []
-    used: list[CallRecord] = []
-    for row in complete:
-        calls = [picked[(row.id, s.name)] for s in specs]
-        used.extend(c for c in calls if c is not None)
-        record: dict[str, Any] = {"id": row.id, "prompt": row.prompt,
-                                  "scores": {s.name: next(it) for s in specs},
-                                  "cost": {s.name: c.cost for s, c in zip(specs, calls)},  # type: ignore[union-attr]
-                                  "latency_s": {s.name: round(c.latency_s, 6) for s, c in zip(specs, calls)},  # type: ignore[union-attr]
-                                  "output_tokens": {s.name: c.output_tokens for s, c in zip(specs, calls)}}  # type: ignore[union-attr]
-        for key, value in (("reference", row.reference), ("choices", list(row.choices) or None), ("task", row.task)):
-            if value is not None:
-                record[key] = value
-        records.append({**row.extras, **record})
-    table = QTable.from_records(records, experts=[s.name for s in specs])
-    library = ExpertLibrary(spec.to_expert(**_measured(spec.name, used)) if not isinstance(spec.runnable, _Logged)
-                            else _bare_expert(spec.name, used) for spec in specs)
-    return table, library, tuple(used), incomplete, records
-
-
-def _measured(name: str, used: Iterable[CallRecord]) -> dict[str, float | None]:
-    mine = [r for r in used if r.expert == name]
-    return {"measured_cost": statistics.fmean(r.cost for r in mine) if mine else None,
-            "measured_latency_s": statistics.fmean(r.latency_s for r in mine) if mine else None}
-
-
-def _bare_expert(name: str, used: Iterable[CallRecord]) -> Any:
-    from tryage.experts import Expert
-
-    return Expert(name=name, **_measured(name, used))
 
 
 def _write(result: CollectResult, records: Sequence[Mapping[str, Any]], out: Any, library_out: Any) -> CollectResult:

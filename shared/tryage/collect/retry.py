@@ -1,0 +1,119 @@
+"""The one retry policy of a collection's paid calls (experts, Ray workers, the judge), on tenacity.
+
+* **Which errors**: transient ones — HTTP 408, 409, 425, 429, 5xx, timeouts, dropped connections —
+  are retried; permanent ones (400, 401, 403, 404, 422, any error without a status) are not.
+* **How long**: exponential backoff with jitter (``base × 2^(attempt-1)``, at most ``max_wait``,
+  times a random factor in [0.5, 1)); a response's ``Retry-After`` (or OpenAI's ``retry-after-ms``)
+  longer than that is waited out instead, up to ``max(max_wait, RETRY_AFTER_MAX)``.
+* **How often**: ``retries`` further attempts after the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from tryage.errors import require
+
+TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
+AUTH_STATUS = frozenset({401, 403})
+#: The longest ``Retry-After`` obeyed (seconds) when it exceeds ``max_wait``; a longer one is cut to this.
+RETRY_AFTER_MAX = 60.0
+# openai / anthropic / httpx name them so, without a status code
+_TRANSIENT_NAMES = frozenset({"APITimeoutError", "APIConnectionError", "TimeoutException", "ConnectError",
+                              "RemoteProtocolError", "ReadError", "WriteError", "PoolTimeout"})
+
+
+def status_of(exc: BaseException) -> int | None:
+    """The HTTP status an exception carries (``status_code`` or ``response.status_code``), if any."""
+    for candidate in (exc, getattr(exc, "response", None)):
+        code = getattr(candidate, "status_code", None) or getattr(candidate, "status", None)
+        if isinstance(code, int):
+            return code
+    return None
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """Seconds the server asked to wait before retrying, from the error's HTTP response: OpenAI's
+    ``retry-after-ms``, else ``Retry-After`` (seconds or an HTTP date); ``None`` when it did not say."""
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    if headers is None or not hasattr(headers, "get"):
+        return None
+    try:
+        if headers.get("retry-after-ms") is not None:
+            return float(headers.get("retry-after-ms")) / 1000.0
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return (when - datetime.now(timezone.utc)).total_seconds()
+    except (TypeError, ValueError, OverflowError):   # a header no one can read is no instruction
+        return None
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` is a timeout (the provider may have billed the attempt)."""
+    return isinstance(exc, (TimeoutError, asyncio.TimeoutError)) or "Timeout" in type(exc).__name__
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying ``exc`` may succeed: 408/409/425/429, 5xx, timeouts, connection errors."""
+    status = status_of(exc)
+    if status is not None:
+        return status in TRANSIENT_STATUS or status >= 500
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError)):
+        return True
+    return bool({c.__name__ for c in type(exc).__mro__} & _TRANSIENT_NAMES)
+
+
+def describe(exc: BaseException) -> str:
+    """``"<Type> (<status>): <first line, cut to 300 characters>"``: how a failed call is logged."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    status = status_of(exc)
+    head = type(exc).__name__ + (f" ({status})" if status else "")
+    return f"{head}: {text[:300]}" if text else head
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how long to retry a call; see the module doc.
+
+    Attributes:
+        retries: Further attempts after a transient error.
+        base: Seconds before the first retry (doubled each time, with jitter).
+        max_wait: Longest backoff between attempts.
+    """
+
+    retries: int = 3
+    base: float = 0.5
+    max_wait: float = 30.0
+
+    def delay(self, attempt: int, exc: BaseException | None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based) that raised ``exc``."""
+        delay = min(self.max_wait, self.base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+        asked = retry_after(exc) if exc is not None else None
+        if asked is not None and asked > delay:   # the server knows its limits better
+            delay = min(asked, max(self.max_wait, RETRY_AFTER_MAX))
+        return delay
+
+    def attempts(self) -> Any:
+        """A tenacity ``AsyncRetrying``: ``async for attempt in policy.attempts(): with attempt: ...``.
+
+        A transient error is retried after :meth:`delay`; any other error, and the last attempt's,
+        is raised as it was.
+        """
+        tenacity = require("tenacity", "collect")
+        return tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(self.retries + 1), retry=tenacity.retry_if_exception(is_transient),
+            wait=lambda state: self.delay(state.attempt_number, state.outcome.exception()), reraise=True)
+
+
+__all__ = ["AUTH_STATUS", "RETRY_AFTER_MAX", "TRANSIENT_STATUS", "RetryPolicy", "describe", "is_timeout",
+           "is_transient", "retry_after", "status_of"]
