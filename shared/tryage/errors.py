@@ -34,34 +34,28 @@ class ConfigurationError(TryageError, ValueError):
 def check_scalar(value: object, name: str, *, kind: type = float, low: float | None = None,
                  high: float | None = None, low_open: bool = False, high_open: bool = False,
                  error: type[TryageError] | None = None) -> float | int:
-    """``value`` checked once, at the boundary: a finite number (``kind=int``: a whole number) in range.
+    """``value`` checked once, at the boundary (scikit-learn's ``check_scalar`` with Tryage's errors).
 
-    The one scalar check of the package (scikit-learn's ``check_scalar``, with Tryage's errors): ``bool``,
-    NaN, infinities, strings and numbers out of ``[low, high]`` (``low_open``/``high_open``: the bound
-    itself excluded) raise ``error`` (default :class:`ConfigurationError`) in one line naming ``name``,
-    the value received (cut to 60 characters) and what is allowed. Returns the value as ``kind``.
+    A finite number (``kind=int``: a whole number) in ``[low, high]`` (``low_open``/``high_open`` leave the
+    bound out) is returned as ``kind``; anything else (``bool``, NaN, strings, out of range) raises ``error``
+    (default :class:`ConfigurationError`) in one line naming ``name``, the value and what is allowed.
     """
     import math
     import numbers
 
-    whole = kind is int
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if ok:
-        ok = math.isfinite(float(value)) and (not whole or float(value).is_integer())
-    if ok:
-        number = float(value)
-        ok = ((low is None or (number > low if low_open else number >= low))
-              and (high is None or (number < high if high_open else number <= high)))
-    if not ok:
-        what = "a whole number" if whole else "a finite number"
-        bounds = []
-        if low is not None:
-            bounds.append(f"{'>' if low_open else '>='} {low:g}")
-        if high is not None:
-            bounds.append(f"{'<' if high_open else '<='} {high:g}")
-        allowed = what + (" " + " and ".join(bounds) if bounds else "")
-        raise (error or ConfigurationError)(f"{name} must be {allowed}, got {value!r:.60}")
-    return int(value) if whole else float(value)  # type: ignore[arg-type]
+    try:
+        number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an int too large for a float
+        number = math.nan
+    if (math.isfinite(number) and (kind is not int or number.is_integer())
+            and (low is None or (number > low if low_open else number >= low))
+            and (high is None or (number < high if high_open else number <= high))):
+        return int(value) if kind is int else number  # type: ignore[call-overload]
+    bounds = [f"{'>' if o else '>='} {b:g}" for b, o in ((low, low_open),) if b is not None]
+    bounds += [f"{'<' if o else '<='} {b:g}" for b, o in ((high, high_open),) if b is not None]
+    allowed = ("a whole number" if kind is int else "a finite number") + "".join(
+        f"{' and' if k else ''} {b}" for k, b in enumerate(bounds))
+    raise (error or ConfigurationError)(f"{name} must be {allowed}, got {value!r:.60}")
 
 
 class ExpertNotFoundError(TryageError, KeyError):

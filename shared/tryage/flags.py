@@ -77,8 +77,6 @@ class ParsedFlags:
     spans: tuple[tuple[int, int], ...] = ()
 
 
-FlagHandler = Callable[[str], "tuple[Mapping[str, float], Iterable[Filter]]"]
-
 
 class FlagParser:
     """Finds, interprets and strips ``[Flag: ...]`` markers.

@@ -363,7 +363,7 @@ class HFLossBackend(Backend):
 
         with self._lock:
             if self._loaded is None:
-                hf_logging = require("transformers.utils.logging", "train", "transformers")
+                from transformers.utils import logging as hf_logging  # a core dependency, like torch
                 bars = hf_logging.is_progress_bar_enabled()
                 hf_logging.disable_progress_bar()  # collect shows its own bar, and none off a terminal
                 try:
@@ -384,7 +384,7 @@ class HFLossBackend(Backend):
         self.load()
         with self._lock:
             net, tokenizer = self._loaded  # type: ignore[misc]
-            torch = require("torch", "train")
+            import torch
             enc = tokenizer([text], return_tensors="pt", truncation=True, max_length=self.spec.max_length)
             with torch.inference_mode():
                 logits = net(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
