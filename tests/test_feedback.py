@@ -12,7 +12,8 @@ from tryage.cli import main
 from tryage.constraints import Filter
 from tryage.errors import ConfigurationError, ExpertLibraryError, ExpertNotFoundError, QTableError
 from tryage.evaluation import evaluate_predictions
-from tryage.feedback import Exploration, Feedback, feedback_table, read_feedback
+from tryage.feedback import Feedback, feedback_table, read_feedback
+from tryage.objective import Exploration
 from tryage.predictors import PerceptivePredictor
 
 CODE, LAW, BIO = "import class return code", "court statute of the contract", "cell protein and gene"
@@ -213,8 +214,20 @@ def test_thompson_exploration_without_noise_is_greedy(trained):
 def test_exploration_settings_are_checked():
     with pytest.raises(ConfigurationError, match="exploration kind must be one of"):
         Exploration(kind="ucb")
-    with pytest.raises(ConfigurationError, match=r"epsilon must be in \[0, 1\], got 1.5"):
+    with pytest.raises(ConfigurationError, match=r"epsilon must be a finite number >= 0 and <= 1, got 1.5"):
         Exploration(epsilon=1.5)
+    with pytest.raises(ConfigurationError, match="noise must be a finite number >= 0, got nan"):
+        Exploration(kind="thompson", noise=float("nan"))
+    with pytest.raises(ConfigurationError, match="seed must be a whole number, got True"):
+        Exploration(seed=True)
+    assert Exploration(seed=3.0).seed == 3 and isinstance(Exploration(seed=3.0).seed, int)
+
+
+def test_exploration_old_import_path_warns_and_gives_the_same_class():
+    import tryage.feedback
+
+    with pytest.warns(DeprecationWarning, match="moved to tryage.objective.Exploration"):
+        assert tryage.feedback.Exploration is Exploration
 
 
 # -- adding and removing experts ---------------------------------------------------------------------

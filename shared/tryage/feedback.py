@@ -20,11 +20,8 @@ held-out folds): with 3 epochs per mini-batch of 160 one-expert rows every varia
 a router trained on the full table; with 20 epochs replay and no regularisation fall 0.03-0.05 behind
 while L2 stays within 0.007 (benchmarks/results/production*.json).
 
-Exploration (:class:`Exploration`) makes feedback cover more than the current favourite: with
-``kind="epsilon"`` a uniformly random eligible expert replaces the best one with probability
-``epsilon``; with ``kind="thompson"`` Gaussian noise of scale ``noise`` is added to each eligible
-expert's objective before the argmin. Hard filters are always respected; the choice is recorded in
-:attr:`tryage.objective.RoutingDecision.explored`.
+Exploration, which makes feedback cover more than the current favourite, is part of routing:
+:class:`tryage.objective.Exploration`.
 """
 
 from __future__ import annotations
@@ -34,7 +31,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,11 +41,9 @@ from tryage.errors import ConfigurationError, ExpertNotFoundError, QTableError, 
 from tryage.qtable import QTable
 
 if TYPE_CHECKING:  # pragma: no cover
-    from tryage.objective import RoutingDecision
     from tryage.predictors import PerceptivePredictor
 
 REGULARIZATIONS = ("replay", "l2", "none")
-EXPLORATION_KINDS = ("epsilon", "thompson")
 
 
 # -- feedback rows ----------------------------------------------------------------------------------
@@ -305,57 +300,18 @@ def _soft_targets(predictor: PerceptivePredictor, raw: Any) -> Any:
     return torch.sigmoid(raw) if predictor.objective_ == "bce" else raw
 
 
-# -- exploration ------------------------------------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    """``Exploration`` and ``EXPLORATION_KINDS`` moved to :mod:`tryage.objective` (deprecated here)."""
+    if name in ("Exploration", "EXPLORATION_KINDS"):
+        import warnings
 
-@dataclass(frozen=True)
-class Exploration:
-    """An opt-in exploration policy for :class:`tryage.TryageRouter` (see the module doc).
+        from tryage.objective import EXPLORATION_KINDS, Exploration
 
-    Attributes:
-        kind: ``"epsilon"`` or ``"thompson"``.
-        epsilon: Probability of a uniformly random eligible expert (``"epsilon"``).
-        noise: Standard deviation of the Gaussian noise on each objective (``"thompson"``), in loss units.
-        seed: Seed of the random stream a router draws from (one stream per router, started when
-            the router is built): the same seed and sequence of calls gives the same choices.
-    """
-
-    kind: str = "epsilon"
-    epsilon: float = 0.1
-    noise: float = 0.05
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.kind not in EXPLORATION_KINDS:
-            raise ConfigurationError(f"exploration kind must be one of {EXPLORATION_KINDS}, got {self.kind!r}")
-        if not 0.0 <= self.epsilon <= 1.0:
-            raise ConfigurationError(f"epsilon must be in [0, 1], got {self.epsilon!r}")
-        if not (self.noise >= 0.0 and math.isfinite(self.noise)):
-            raise ConfigurationError(f"noise must be a finite number >= 0, got {self.noise!r}")
-        if not isinstance(self.seed, int):
-            raise ConfigurationError(f"seed must be an integer, got {self.seed!r}")
-
-    def generator(self) -> np.random.Generator:
-        """A fresh random stream for this policy's seed."""
-        return np.random.default_rng(self.seed)
-
-    def describe(self) -> str:
-        """The policy as recorded in decisions, e.g. ``"epsilon=0.1"`` or ``"thompson noise=0.05"``."""
-        return f"epsilon={self.epsilon:g}" if self.kind == "epsilon" else f"thompson noise={self.noise:g}"
-
-    def apply(self, decision: RoutingDecision, rng: np.random.Generator) -> RoutingDecision:
-        """``decision`` with the exploring choice (only eligible experts are ever drawn);
-        ``explored`` says whether it differs from the greedy one."""
-        eligible = [s for s in decision.scores if s.eligible]
-        if self.kind == "epsilon":
-            if rng.random() < self.epsilon:
-                expert = eligible[int(rng.integers(len(eligible)))].expert
-            else:
-                expert = decision.expert
-        else:
-            totals = np.array([s.total for s in eligible]) + rng.normal(0.0, self.noise, len(eligible))
-            expert = eligible[int(np.argmin(totals))].expert
-        return replace(decision, expert=expert, explored=expert != decision.expert, exploration=self.describe())
+        warnings.warn(f"tryage.feedback.{name} moved to tryage.objective.{name}; the old path will be removed in "
+                      "the next release", DeprecationWarning, stacklevel=2)
+        return Exploration if name == "Exploration" else EXPLORATION_KINDS
+    raise AttributeError(f"module 'tryage.feedback' has no attribute {name!r}")
 
 
-__all__ = ["EXPLORATION_KINDS", "REGULARIZATIONS", "Exploration", "Feedback", "UpdateReport", "feedback_table",
-           "read_feedback", "update_predictor"]
+
+__all__ = ["REGULARIZATIONS", "Feedback", "UpdateReport", "feedback_table", "read_feedback", "update_predictor"]

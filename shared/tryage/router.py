@@ -19,9 +19,8 @@ import numpy as np
 from tryage.constraints import Constraint, ConstraintSet, Filter
 from tryage.errors import ConfigurationError, FlagError, RouterMismatchError, TryageError
 from tryage.experts import Expert, ExpertLibrary
-from tryage.feedback import Exploration
 from tryage.flags import FlagParser, ParsedFlags
-from tryage.objective import Policy, RoutingDecision, build_decision, check_filters, resolve_policy
+from tryage.objective import Exploration, Policy, RoutingDecision, build_decision, check_filters, resolve_policy
 from tryage.predictors import LossPredictor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,7 +43,7 @@ class TryageRouter:
         output_lengths: An :class:`tryage.predictors.output_length.OutputLengthPredictor`: when given, the
             ``cost`` penalty of a prompt is its predicted cost on each expert (min-max scaled over
             the experts) instead of the constant price per token.
-        exploration: Opt-in :class:`tryage.feedback.Exploration` (off by default): sometimes route to
+        exploration: Opt-in :class:`tryage.objective.Exploration` (off by default): sometimes route to
             an eligible expert other than the best-scoring one so feedback covers more than the
             favourite; decisions record it. The router draws from one stream seeded by it.
     """
@@ -80,7 +79,7 @@ class TryageRouter:
                                      f"got {type(output_lengths).__name__}")
         self.output_lengths = output_lengths
         if exploration is not None and not isinstance(exploration, Exploration):
-            raise ConfigurationError("exploration must be None or a tryage.feedback.Exploration, "
+            raise ConfigurationError("exploration must be None or a tryage.objective.Exploration, "
                                      f"got {type(exploration).__name__}")
         self.exploration = exploration
         self._exploration_rng = exploration.generator() if exploration is not None else None
