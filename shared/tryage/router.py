@@ -197,30 +197,26 @@ class TryageRouter:
                 f"predictor returned shape {predicted.shape}, expected {(len(prompts), len(self.library))}")
         return predicted
 
-    # -- production: feedback and a changing expert set (tryage.feedback, tryage.predictors._outputs) ----
+    # -- production: feedback and a changing expert set (the predictor's partial_fit, add_output, remove_output) --
     def update(self, rows: Iterable[Feedback | Mapping[str, Any]] | QTable, **options: Any) -> UpdateReport:
-        """Warm-start the predictor on feedback rows (prompt, expert, score|loss), in place.
+        """Warm-start the predictor on feedback rows (prompt, expert, score|loss), in place; returns its report.
 
-        See :func:`tryage.feedback.update_predictor` for ``options`` (regularisation, epochs, ...).
+        See :meth:`tryage.predictors.PerceptivePredictor.partial_fit` for ``options`` (regularisation, epochs, ...).
         """
-        from tryage.feedback import update_predictor
-
-        return update_predictor(self._perceptive("update"), rows, **options)
+        return self._perceptive("update").partial_fit(rows, **options).last_update_
 
     def add_expert(self, name: str, rows: Iterable[Feedback | Mapping[str, Any]] | QTable,
                    metadata: Expert | Mapping[str, Any] | None = None, **options: Any) -> Expert:
-        """Add an expert fitted from a few dozen calibration rows; see :func:`tryage.predictors._outputs.add_expert`."""
-        from tryage.predictors._outputs import add_expert
-
-        expert = add_expert(self._perceptive("add_expert"), name, rows, metadata, **options)
+        """Add an expert fitted from a few dozen calibration rows; see
+        :meth:`tryage.predictors.PerceptivePredictor.add_output`. Returns its :class:`Expert` record."""
+        predictor = self._perceptive("add_expert").add_output(name, rows, metadata, **options)
+        expert = predictor.library_[name]
         self.library = ExpertLibrary([*self.library, expert])
         return expert
 
     def remove_expert(self, name: str) -> None:
         """Stop routing to ``name`` at once (its output column is dropped)."""
-        from tryage.predictors._outputs import remove_expert
-
-        remove_expert(self._perceptive("remove_expert"), name)
+        self._perceptive("remove_expert").remove_output(name)
         self.library = self.library.subset(self.predictor.experts)
 
     def save_pretrained(self, folder: str | os.PathLike[str]) -> Any:
