@@ -250,10 +250,12 @@ class PerceptivePredictor:
             l2: Strength of the pull toward the old weights (``"l2"``).
             reference_prompts: More prompts whose current predictions are replayed (``"replay"``).
             epochs: Passes over the feedback (no early stopping: no validation set to trust).
-            learning_rate: Defaults to the predictor's. batch_size: Feedback rows per step.
+            learning_rate: Defaults to the predictor's.
+            batch_size: Feedback rows per step.
             seed: Shuffling seed; the predictor's by default.
             embeddings: Precomputed :meth:`encode` output of the feedback prompts, in
-                :func:`~tryage.feedback.feedback_table` order; reference_embeddings: of the reference prompts.
+                :func:`~tryage.feedback.feedback_table` order.
+            reference_embeddings: Precomputed :meth:`encode` output of the reference prompts.
         """
         import torch
 
