@@ -74,8 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from tryage import QTable, TryageRouter
     from tryage.evaluation import choice_metrics
-    from tryage.feedback import Exploration, update_predictor
-    from tryage.predictors._outputs import add_expert
+    from tryage.objective import Exploration
     from tryage.predictors import PerceptivePredictor
 
     torch.set_num_threads(args.threads)
@@ -151,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
                 rows = np.random.default_rng(seed * 1000 + n).choice(len(pool), n, replace=False)
                 calibration = [{"prompt": train.prompts[i], "loss": float(train.losses[i, experts.index(name)])}
                                for i in rows]
-                add_expert(router, name, calibration, embeddings=embeddings[pool[rows]])
+                router.add_output(name, calibration, embeddings=embeddings[pool[rows]])
                 score = held_out(router, test_idx)
                 entry["added"][n] = {"router": score, "gain_recovered": _ratio(score, single, full_score)}
             results["add_expert"].append(entry)
@@ -189,9 +188,9 @@ def main(argv: list[str] | None = None) -> dict:
                 logged.extend(rows)
                 reference = np.random.default_rng(seed + b).choice(seen, min(1000, len(seen)), replace=False)
                 # What router.update does, on the predictor behind the cached-embedding wrapper.
-                update_predictor(predictor, rows, regularization=regularization, epochs=args.update_epochs,
-                                 learning_rate=args.update_lr,
-                                 embeddings=embeddings[batch], reference_embeddings=embeddings[reference])
+                predictor.partial_fit(rows, regularization=regularization, epochs=args.update_epochs,
+                                      learning_rate=args.update_lr,
+                                      embeddings=embeddings[batch], reference_embeddings=embeddings[reference])
                 seen.extend(batch.tolist())
             logged_table = QTable(tuple(r["prompt"] for r in logged), experts,
                                   np.array([[r["loss"] if e == r["expert"] else np.nan for e in experts]

@@ -12,7 +12,8 @@ from tryage.cli import main
 from tryage.constraints import Filter
 from tryage.errors import ConfigurationError, ExpertLibraryError, ExpertNotFoundError, QTableError
 from tryage.evaluation import evaluate_predictions
-from tryage.feedback import Exploration, Feedback, feedback_table, read_feedback
+from tryage.feedback import Feedback, feedback_table, read_feedback
+from tryage.objective import Exploration
 from tryage.predictors import PerceptivePredictor
 
 CODE, LAW, BIO = "import class return code", "court statute of the contract", "cell protein and gene"
@@ -143,6 +144,64 @@ def test_update_rejects_bad_options_and_unknown_experts(trained):
         TryageRouter(router).update([{"prompt": BIO, "expert": "poet", "loss": 0.0}])
 
 
+def test_partial_fit_returns_the_predictor_and_keeps_its_report(trained):
+    import copy
+
+    import torch
+
+    base, _ = trained
+    rows = [{"prompt": BIO, "expert": "lawyer", "loss": 0.0}, Feedback(LAW, "coder", 0.5)]
+    predictor = copy.deepcopy(base)
+    torch.manual_seed(0)  # the head's dropout draws from torch's global stream; seed= orders the rows
+    assert predictor.partial_fit(rows, epochs=5) is predictor
+    report = predictor.last_update_
+    assert report.observed == {"coder": 1, "lawyer": 1} and report.epochs == 5 and report.regularization == "l2"
+    twin = copy.deepcopy(base)
+    torch.manual_seed(0)
+    assert TryageRouter(twin).update(rows, epochs=5) is twin.last_update_  # the router hands back the same report
+    assert twin.last_update_ == report
+    np.testing.assert_allclose(twin.predict_losses([BIO, LAW]), predictor.predict_losses([BIO, LAW]))
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"l2": float("nan")}, "l2 must be a finite number >= 0, got nan"),
+    ({"l2": float("inf")}, "l2 must be a finite number >= 0, got inf"),
+    ({"replay_weight": float("nan")}, "replay_weight must be a finite number >= 0, got nan"),
+    ({"learning_rate": 0.0}, "learning_rate must be a finite number > 0, got 0.0"),
+    ({"learning_rate": float("inf")}, "learning_rate must be a finite number > 0, got inf"),
+    ({"epochs": True}, "epochs must be a whole number >= 1, got True"),
+    ({"epochs": 0}, "epochs must be a whole number >= 1, got 0"),
+    ({"batch_size": 2.5}, "batch_size must be a whole number >= 1, got 2.5"),
+    ({"seed": "1"}, "seed must be a whole number, got '1'"),
+])
+def test_partial_fit_refuses_bad_scalars_in_one_line_and_changes_nothing(trained, options, message):
+    router, _ = trained
+    before = router.predict_losses([BIO])
+    with pytest.raises(ConfigurationError) as caught:
+        router.partial_fit([{"prompt": BIO, "expert": "lawyer", "loss": 0.0}], **options)
+    assert str(caught.value) == message
+    np.testing.assert_array_equal(router.predict_losses([BIO]), before)
+    assert not hasattr(router, "last_update_")
+
+
+def test_update_predictor_is_a_deprecated_path_to_partial_fit(trained):
+    import copy
+
+    from tryage.feedback import update_predictor
+
+    base, _ = trained
+    rows = [{"prompt": BIO, "expert": "lawyer", "loss": 0.0}]
+    import torch
+
+    old, new = copy.deepcopy(base), copy.deepcopy(base)
+    torch.manual_seed(0)
+    with pytest.warns(DeprecationWarning, match="use PerceptivePredictor.partial_fit"):
+        report = update_predictor(old, rows, epochs=4)
+    torch.manual_seed(0)
+    assert report == new.partial_fit(rows, epochs=4).last_update_
+    np.testing.assert_array_equal(old.predict_losses([BIO]), new.predict_losses([BIO]))
+
+
 def test_cli_update_end_to_end(trained, tmp_path, capsys):
     router, _ = trained
     folder = router.save_pretrained(tmp_path / "router")
@@ -213,8 +272,20 @@ def test_thompson_exploration_without_noise_is_greedy(trained):
 def test_exploration_settings_are_checked():
     with pytest.raises(ConfigurationError, match="exploration kind must be one of"):
         Exploration(kind="ucb")
-    with pytest.raises(ConfigurationError, match=r"epsilon must be in \[0, 1\], got 1.5"):
+    with pytest.raises(ConfigurationError, match=r"epsilon must be a finite number >= 0 and <= 1, got 1.5"):
         Exploration(epsilon=1.5)
+    with pytest.raises(ConfigurationError, match="noise must be a finite number >= 0, got nan"):
+        Exploration(kind="thompson", noise=float("nan"))
+    with pytest.raises(ConfigurationError, match="seed must be a whole number, got True"):
+        Exploration(seed=True)
+    assert Exploration(seed=3.0).seed == 3 and isinstance(Exploration(seed=3.0).seed, int)
+
+
+def test_exploration_old_import_path_warns_and_gives_the_same_class():
+    import tryage.feedback
+
+    with pytest.warns(DeprecationWarning, match="moved to tryage.objective.Exploration"):
+        assert tryage.feedback.Exploration is Exploration
 
 
 # -- adding and removing experts ---------------------------------------------------------------------
@@ -256,6 +327,24 @@ def test_remove_expert_is_immediate_and_leaves_the_others_unchanged(trained):
     np.testing.assert_allclose(tryage_router.predict_losses([CODE, LAW, BIO]), before[:, [0, 2]], rtol=1e-6)
     with pytest.raises(ExpertNotFoundError, match="unknown expert 'lawyer'"):
         tryage_router.remove_expert("lawyer")
+
+
+def test_add_output_and_remove_output_are_the_predictors_own(trained):
+    import copy
+
+    base, q = trained
+    predictor = copy.deepcopy(base).remove_output("biologist")
+    assert predictor.experts == ("coder", "lawyer") and predictor.library_.names == ("coder", "lawyer")
+    column = q.experts.index("biologist")
+    rows = [Feedback(p, "biologist", float(row[column])) for p, row in zip(q.prompts, q.losses)]
+    assert predictor.add_output("biologist", rows, {"parameters": "70B"}) is predictor
+    assert predictor.experts == ("coder", "lawyer", "biologist") and predictor.library_["biologist"].parameters
+    assert [predictor.experts[i] for i in predictor.predict_losses([CODE, LAW, BIO]).argmin(1)] == \
+        ["coder", "lawyer", "biologist"]
+    assert predictor.expert_fits_["biologist"].rows == len(q)
+    with pytest.raises(ConfigurationError, match="folds must be a whole number >= 2, got 1"):
+        copy.deepcopy(base).remove_output("lawyer").add_output("lawyer", rows[:6], folds=1)
+    assert predictor.remove_output("biologist").expert_fits_ == {}
 
 
 def test_shipped_default_router_still_loads_and_takes_a_new_expert():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tryage import ExpertLibrary, QTable, TryageRouter
-from tryage.errors import QTableError, TryageError
+from tryage.errors import QTableError, TargetExistsError, TryageError
 from tryage.predictors import KNNPredictor
 from tryage.experts import Expert
 from tryage.predictors.output_length import OutputLengthPredictor, output_tokens
@@ -96,3 +96,26 @@ def test_cheapest_flag_uses_the_predicted_cost_of_this_prompt(table: QTable, enc
     assert usd[0, 1] < usd[0, 0] and usd[1, 0] < usd[1, 1]
     # Without a cost weight the length model changes nothing.
     assert per_prompt.route(LONG[14]).expert == per_token.route(LONG[14]).expert
+
+
+def test_output_lengths_save_atomically_as_the_router_does(table: QTable, tmp_path: Path) -> None:
+    vectors = {p: v for p, v in zip(table.prompts, np.random.default_rng(0).normal(size=(len(table), 4)))}
+
+    def embed(prompts):
+        return np.array([vectors[p] for p in prompts])
+
+    lengths = OutputLengthPredictor(embed, alpha=1.0, min_rows=2).fit(table)
+    folder = lengths.save_pretrained(tmp_path / "len")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert lengths.save_pretrained(folder) == folder  # its own earlier save is replaced whole
+    assert [p.name for p in tmp_path.iterdir()] == ["len"]  # no staging folder left behind
+    loaded = OutputLengthPredictor.from_pretrained(folder, embed=embed)
+    np.testing.assert_allclose(loaded.predict_tokens(table.prompts[:3]), lengths.predict_tokens(table.prompts[:3]),
+                               rtol=1e-5)
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(TargetExistsError, match="refusing to save an output-length predictor to .*notes: it is a "
+                                                "folder that is not a saved Tryage output-length predictor"):
+        lengths.save_pretrained(mine)
+    assert [p.name for p in mine.iterdir()] == ["keep.txt"]

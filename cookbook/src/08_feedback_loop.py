@@ -134,7 +134,9 @@ for question, expert in before.items():
 # prompt; `router.update` trains on exactly those entries and keeps the router's other predictions
 # where they were, so what it knew about code and legal questions stays.
 #
-# *Lead: this cell uses `router.update(rows)` from the feedback work of issue 13 (`tryage.feedback`); check it after merging.*
+# `router.update` is the predictor's own `partial_fit` (scikit-learn's name for learning after `fit`):
+# a bare `PerceptivePredictor` takes the same rows with `predictor.partial_fit(rows)` and keeps the
+# report in `predictor.last_update_`.
 
 # %%
 rows = [{**decision_log[decision_id], "score": 1.0 if up else 0.0} for decision_id, up in thumbs.items()]

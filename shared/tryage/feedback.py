@@ -1,11 +1,13 @@
-"""Learning from production feedback: partial observations, warm-started updates, exploration.
+"""Production feedback: partial observations as rows, files and partial Q-tables.
 
 In production a router sees only the outcome of the expert it chose. Each observation is a
-:class:`Feedback` row (prompt, expert, loss); :func:`feedback_table` turns rows into a partial
-:class:`tryage.qtable.QTable` (NaN where an expert was not observed) and :func:`update_predictor`
-warm-starts a head-mode :class:`tryage.predictor.PerceptivePredictor` on it with the masked loss.
+:class:`Feedback` row (prompt, expert, loss); :func:`read_feedback` reads them from JSONL or CSV and
+:func:`feedback_table` turns rows into a partial :class:`tryage.qtable.QTable` (NaN where an expert was
+not observed). The predictor learns from them itself:
+:meth:`tryage.predictors.PerceptivePredictor.partial_fit` (or :meth:`tryage.TryageRouter.update`)
+warm-starts it with the masked loss and records an :class:`UpdateReport`.
 
-Forgetting is held off in one of two ways (``regularization=``):
+Forgetting is held off in one of two ways (``regularization=``, :data:`REGULARIZATIONS`):
 
 * ``"l2"`` (default): only observed entries are trained, with an L2 pull of the head's weights toward
   their values before the update.
@@ -20,11 +22,8 @@ held-out folds): with 3 epochs per mini-batch of 160 one-expert rows every varia
 a router trained on the full table; with 20 epochs replay and no regularisation fall 0.03-0.05 behind
 while L2 stays within 0.007 (benchmarks/results/production*.json).
 
-Exploration (:class:`Exploration`) makes feedback cover more than the current favourite: with
-``kind="epsilon"`` a uniformly random eligible expert replaces the best one with probability
-``epsilon``; with ``kind="thompson"`` Gaussian noise of scale ``noise`` is added to each eligible
-expert's objective before the argmin. Hard filters are always respected; the choice is recorded in
-:attr:`tryage.objective.RoutingDecision.explored`.
+Exploration, which makes feedback cover more than the current favourite, is part of routing:
+:class:`tryage.objective.Exploration`.
 """
 
 from __future__ import annotations
@@ -34,21 +33,19 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tryage.errors import ConfigurationError, ExpertNotFoundError, QTableError, TryageFileNotFoundError
+from tryage.errors import ExpertNotFoundError, QTableError, TryageFileNotFoundError
 from tryage.qtable import QTable
 
 if TYPE_CHECKING:  # pragma: no cover
-    from tryage.objective import RoutingDecision
     from tryage.predictors import PerceptivePredictor
 
 REGULARIZATIONS = ("replay", "l2", "none")
-EXPLORATION_KINDS = ("epsilon", "thompson")
 
 
 # -- feedback rows ----------------------------------------------------------------------------------
@@ -153,11 +150,11 @@ def feedback_table(rows: Iterable[Feedback | Mapping[str, Any]] | QTable, expert
     return QTable(prompts, experts, losses)
 
 
-# -- updates ----------------------------------------------------------------------------------------
+# -- update reports ----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class UpdateReport:
-    """What one :func:`update_predictor` call did.
+    """What one :meth:`~tryage.predictors.PerceptivePredictor.partial_fit` call did (its ``last_update_``).
 
     Attributes:
         prompts: Feedback prompts trained on.
@@ -183,179 +180,28 @@ class UpdateReport:
                 "loss_before": self.loss_before, "loss_after": self.loss_after}
 
 
-def update_predictor(predictor: PerceptivePredictor, rows: Iterable[Feedback | Mapping[str, Any]] | QTable, *,
-                     regularization: str = "l2", replay_weight: float = 1.0, l2: float = 1e-2,
-                     reference_prompts: Sequence[str] | None = None, epochs: int = 3,
-                     learning_rate: float | None = None, batch_size: int = 64, seed: int | None = None,
-                     embeddings: np.ndarray | None = None,
-                     reference_embeddings: np.ndarray | None = None) -> UpdateReport:
-    """Warm-start ``predictor`` (head mode) on feedback, in place; see the module doc.
+def update_predictor(predictor: PerceptivePredictor, rows: Iterable[Feedback | Mapping[str, Any]] | QTable,
+                     **options: Any) -> UpdateReport:
+    """Deprecated (removed in the next release): ``predictor.partial_fit(rows, **options).last_update_``."""
+    import warnings
 
-    Args:
-        predictor: A trained head-mode :class:`tryage.predictor.PerceptivePredictor`.
-        rows: :class:`Feedback` rows, dicts of the same fields, or a (partial) :class:`QTable`.
-        regularization: ``"replay"``, ``"l2"`` or ``"none"``.
-        replay_weight: Weight of the replayed (soft-target) entries against the observed ones.
-        l2: Strength of the pull toward the old weights (``"l2"``).
-        reference_prompts: More prompts whose current predictions are replayed (e.g. recent traffic).
-        epochs: Passes over the feedback (no early stopping: there is no validation set to trust).
-        learning_rate: Defaults to the predictor's.
-        batch_size: Feedback rows per step.
-        seed: Shuffling seed; the predictor's by default.
-        embeddings: Precomputed :meth:`~tryage.predictor.PerceptivePredictor.encode` output of the
-            feedback table's prompts (in :func:`feedback_table` order).
-        reference_embeddings: Precomputed encodings of the reference prompts.
-    """
-    import torch
-
-    predictor._check_fitted()
-    if predictor.mode != "head":
-        raise ConfigurationError("update supports head-mode routers; this one was trained with "
-                                 f"mode={predictor.mode!r}")
-    if regularization not in REGULARIZATIONS:
-        raise ConfigurationError(f"regularization must be one of {REGULARIZATIONS}, got {regularization!r}")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
-    if replay_weight < 0 or l2 < 0:
-        raise ConfigurationError(f"replay_weight and l2 must be >= 0, got {replay_weight!r} and {l2!r}")
-    table = feedback_table(rows, predictor.experts_)
-    losses = table.losses.astype(np.float32)
-    if predictor.objective_ == "bce" and (np.nanmin(losses) < 0 or np.nanmax(losses) > 1):
-        raise ConfigurationError("this router reads losses as failure probabilities (objective 'bce'); feedback "
-                                 f"losses must lie in [0, 1], got [{np.nanmin(losses):.4g}, {np.nanmax(losses):.4g}]")
-    x = _embeddings(predictor, table.prompts, embeddings)
-    y = torch.from_numpy((losses - predictor.target_mean_) / predictor.target_std_)  # NaN where unobserved
-    observed = ~torch.isnan(y)
-    head = predictor.head_
-    head.eval()
-    with torch.no_grad():
-        old_out = head(x).clone()
-    old_params = [p.detach().clone() for p in head.parameters()]
-    soft = _soft_targets(predictor, old_out)
-    replay_x, replay_y = x[:0], soft[:0]
-    if regularization == "replay":
-        replay_x, replay_y = x, soft
-        if reference_prompts is not None or reference_embeddings is not None:
-            ref = _embeddings(predictor, reference_prompts or [], reference_embeddings)
-            with torch.no_grad():
-                ref_soft = _soft_targets(predictor, head(ref).clone())
-            replay_x, replay_y = torch.cat([x, ref]), torch.cat([soft, ref_soft])
-    # On the feedback prompts the replay mask is "not observed"; on reference prompts it is everything.
-    replay_mask = torch.cat([~observed, torch.ones((len(replay_x) - len(x), y.shape[1]), dtype=torch.bool)]) \
-        if regularization == "replay" else torch.zeros((0, y.shape[1]), dtype=torch.bool)
-
-    def data_loss(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if not bool(mask.any()):
-            return out.sum() * 0.0
-        target = torch.where(mask, target, torch.zeros_like(target))
-        fn = (torch.nn.functional.binary_cross_entropy_with_logits if predictor.objective_ == "bce"
-              else torch.nn.functional.mse_loss)
-        return fn(out, target, reduction="none")[mask].mean()
-
-    loss_before = float(data_loss(old_out, y, observed))
-    generator = torch.Generator().manual_seed(predictor.seed if seed is None else seed)
-    opt = torch.optim.AdamW(head.parameters(), lr=learning_rate or predictor.learning_rate, weight_decay=0.0)
-    n, n_replay = len(x), len(replay_x)
-    steps = max(1, math.ceil(n / batch_size))
-    replay_batch = max(1, math.ceil(n_replay / steps)) if n_replay else 0
-    for _ in range(epochs):
-        head.train()
-        perm = torch.randperm(n, generator=generator)
-        replay_perm = torch.randperm(n_replay, generator=generator) if n_replay else None
-        for step in range(steps):
-            idx = perm[step * batch_size:(step + 1) * batch_size]
-            if len(idx) == 0:
-                continue
-            loss = data_loss(head(x[idx]), y[idx], observed[idx])
-            if replay_perm is not None and replay_weight > 0:
-                r = replay_perm[step * replay_batch:(step + 1) * replay_batch]
-                if len(r):
-                    loss = loss + replay_weight * data_loss(head(replay_x[r]), replay_y[r], replay_mask[r])
-            if regularization == "l2":
-                loss = loss + l2 * sum(((p - p0) ** 2).sum() for p, p0 in zip(head.parameters(), old_params))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    head.eval()
-    with torch.no_grad():
-        loss_after = float(data_loss(head(x), y, observed))
-    counts = observed.sum(0).numpy()
-    return UpdateReport(len(table), {e: int(c) for e, c in zip(predictor.experts_, counts) if c},
-                        n_replay - n if regularization == "replay" else 0, regularization, epochs,
-                        loss_before, loss_after)
+    warnings.warn("tryage.feedback.update_predictor is deprecated and will be removed in the next release; use "
+                  "PerceptivePredictor.partial_fit(rows, ...) (its report is .last_update_) or TryageRouter.update",
+                  DeprecationWarning, stacklevel=2)
+    return predictor.partial_fit(rows, **options).last_update_
 
 
-def _embeddings(predictor: PerceptivePredictor, prompts: Sequence[str], given: np.ndarray | None):  # noqa: ANN202
-    import torch
+def __getattr__(name: str) -> Any:
+    """``Exploration`` and ``EXPLORATION_KINDS`` moved to :mod:`tryage.objective` (deprecated here)."""
+    if name in ("Exploration", "EXPLORATION_KINDS"):
+        import warnings
 
-    if given is None:
-        return torch.from_numpy(np.asarray(predictor.encode(list(prompts)), dtype=np.float32))
-    given = np.asarray(given, dtype=np.float32)
-    if given.ndim != 2 or given.shape[1] != predictor.text_encoder_.dim or (prompts and len(given) != len(prompts)):
-        raise ConfigurationError(f"embeddings must have shape ({len(prompts) or 'n'}, {predictor.text_encoder_.dim}), "
-                                 f"got {given.shape}")
-    return torch.from_numpy(given)
+        from tryage.objective import EXPLORATION_KINDS, Exploration
 
-
-def _soft_targets(predictor: PerceptivePredictor, raw: Any) -> Any:
-    """The head's raw outputs as training targets: probabilities for 'bce', the outputs for 'mse'."""
-    import torch
-
-    return torch.sigmoid(raw) if predictor.objective_ == "bce" else raw
+        warnings.warn(f"tryage.feedback.{name} moved to tryage.objective.{name}; the old path will be removed in "
+                      "the next release", DeprecationWarning, stacklevel=2)
+        return Exploration if name == "Exploration" else EXPLORATION_KINDS
+    raise AttributeError(f"module 'tryage.feedback' has no attribute {name!r}")
 
 
-# -- exploration ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Exploration:
-    """An opt-in exploration policy for :class:`tryage.TryageRouter` (see the module doc).
-
-    Attributes:
-        kind: ``"epsilon"`` or ``"thompson"``.
-        epsilon: Probability of a uniformly random eligible expert (``"epsilon"``).
-        noise: Standard deviation of the Gaussian noise on each objective (``"thompson"``), in loss units.
-        seed: Seed of the random stream a router draws from (one stream per router, started when
-            the router is built): the same seed and sequence of calls gives the same choices.
-    """
-
-    kind: str = "epsilon"
-    epsilon: float = 0.1
-    noise: float = 0.05
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.kind not in EXPLORATION_KINDS:
-            raise ConfigurationError(f"exploration kind must be one of {EXPLORATION_KINDS}, got {self.kind!r}")
-        if not 0.0 <= self.epsilon <= 1.0:
-            raise ConfigurationError(f"epsilon must be in [0, 1], got {self.epsilon!r}")
-        if not (self.noise >= 0.0 and math.isfinite(self.noise)):
-            raise ConfigurationError(f"noise must be a finite number >= 0, got {self.noise!r}")
-        if not isinstance(self.seed, int):
-            raise ConfigurationError(f"seed must be an integer, got {self.seed!r}")
-
-    def generator(self) -> np.random.Generator:
-        """A fresh random stream for this policy's seed."""
-        return np.random.default_rng(self.seed)
-
-    def describe(self) -> str:
-        """The policy as recorded in decisions, e.g. ``"epsilon=0.1"`` or ``"thompson noise=0.05"``."""
-        return f"epsilon={self.epsilon:g}" if self.kind == "epsilon" else f"thompson noise={self.noise:g}"
-
-    def apply(self, decision: RoutingDecision, rng: np.random.Generator) -> RoutingDecision:
-        """``decision`` with the exploring choice (only eligible experts are ever drawn);
-        ``explored`` says whether it differs from the greedy one."""
-        eligible = [s for s in decision.scores if s.eligible]
-        if self.kind == "epsilon":
-            if rng.random() < self.epsilon:
-                expert = eligible[int(rng.integers(len(eligible)))].expert
-            else:
-                expert = decision.expert
-        else:
-            totals = np.array([s.total for s in eligible]) + rng.normal(0.0, self.noise, len(eligible))
-            expert = eligible[int(np.argmin(totals))].expert
-        return replace(decision, expert=expert, explored=expert != decision.expert, exploration=self.describe())
-
-
-__all__ = ["EXPLORATION_KINDS", "REGULARIZATIONS", "Exploration", "Feedback", "UpdateReport", "feedback_table",
-           "read_feedback", "update_predictor"]
+__all__ = ["REGULARIZATIONS", "Feedback", "UpdateReport", "feedback_table", "read_feedback", "update_predictor"]

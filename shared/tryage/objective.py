@@ -7,19 +7,25 @@ For each prompt, Tryage chooses
 over the experts that pass every hard filter, ties going to the first expert in library order.
 :func:`decide` does this for a whole batch at once; :class:`RoutingDecision` records everything
 behind one choice so that traces, logs and selectors explain it without recomputing anything.
+
+:class:`Exploration` is the opt-in departure from the argmin that makes production feedback cover more
+than the current favourite: with ``kind="epsilon"`` a uniformly random eligible expert replaces the best
+one with probability ``epsilon``; with ``kind="thompson"`` Gaussian noise of scale ``noise`` is added to
+each eligible expert's objective before the argmin. Hard filters are always respected; the choice is
+recorded in :attr:`RoutingDecision.explored`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
 from tryage.constraints import ConstraintSet, Filter
-from tryage.errors import ConfigurationError, NoEligibleExpertError, NonFinitePredictionError
+from tryage.errors import ConfigurationError, NoEligibleExpertError, NonFinitePredictionError, check_scalar
 from tryage.experts import ExpertLibrary
 
 
@@ -255,5 +261,56 @@ def build_decision(row: np.ndarray, library: ExpertLibrary, constraints: Constra
                            policy.weights, tuple(scores))
 
 
-__all__ = ["BatchDecision", "ExpertScore", "Policy", "RoutingDecision", "build_decision", "check_filters", "decide",
-           "resolve_policy"]
+EXPLORATION_KINDS = ("epsilon", "thompson")
+
+
+@dataclass(frozen=True)
+class Exploration:
+    """An opt-in exploration policy for :class:`tryage.TryageRouter` (see the module doc).
+
+    Attributes:
+        kind: ``"epsilon"`` or ``"thompson"``.
+        epsilon: Probability of a uniformly random eligible expert (``"epsilon"``).
+        noise: Standard deviation of the Gaussian noise on each objective (``"thompson"``), in loss units.
+        seed: Seed of the random stream a router draws from (one stream per router, started when
+            the router is built): the same seed and sequence of calls gives the same choices.
+    """
+
+    kind: str = "epsilon"
+    epsilon: float = 0.1
+    noise: float = 0.05
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in EXPLORATION_KINDS:
+            raise ConfigurationError(f"exploration kind must be one of {EXPLORATION_KINDS}, got {self.kind!r}")
+        for name, value in (("epsilon", check_scalar(self.epsilon, "epsilon", low=0.0, high=1.0)),
+                            ("noise", check_scalar(self.noise, "noise", low=0.0)),
+                            ("seed", check_scalar(self.seed, "seed", kind=int))):
+            object.__setattr__(self, name, value)  # frozen: store the checked value (a whole float seed as int)
+
+    def generator(self) -> np.random.Generator:
+        """A fresh random stream for this policy's seed."""
+        return np.random.default_rng(self.seed)
+
+    def describe(self) -> str:
+        """The policy as recorded in decisions, e.g. ``"epsilon=0.1"`` or ``"thompson noise=0.05"``."""
+        return f"epsilon={self.epsilon:g}" if self.kind == "epsilon" else f"thompson noise={self.noise:g}"
+
+    def apply(self, decision: RoutingDecision, rng: np.random.Generator) -> RoutingDecision:
+        """``decision`` with the exploring choice (only eligible experts are ever drawn);
+        ``explored`` says whether it differs from the greedy one."""
+        eligible = [s for s in decision.scores if s.eligible]
+        if self.kind == "epsilon":
+            if rng.random() < self.epsilon:
+                expert = eligible[int(rng.integers(len(eligible)))].expert
+            else:
+                expert = decision.expert
+        else:
+            totals = np.array([s.total for s in eligible]) + rng.normal(0.0, self.noise, len(eligible))
+            expert = eligible[int(np.argmin(totals))].expert
+        return replace(decision, expert=expert, explored=expert != decision.expert, exploration=self.describe())
+
+
+__all__ = ["EXPLORATION_KINDS", "BatchDecision", "Exploration", "ExpertScore", "Policy", "RoutingDecision",
+           "build_decision", "check_filters", "decide", "resolve_policy"]

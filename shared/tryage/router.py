@@ -30,9 +30,8 @@ from tryage.errors import (
     TryageError,
 )
 from tryage.experts import Expert, ExpertLibrary
-from tryage.feedback import Exploration
 from tryage.flags import FlagParser, ParsedFlags
-from tryage.objective import Policy, RoutingDecision, build_decision, check_filters, resolve_policy
+from tryage.objective import Exploration, Policy, RoutingDecision, build_decision, check_filters, resolve_policy
 from tryage.predictors import LossPredictor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,7 +54,7 @@ class TryageRouter:
         output_lengths: An :class:`tryage.predictors.output_length.OutputLengthPredictor`: when given, the
             ``cost`` penalty of a prompt is its predicted cost on each expert (min-max scaled over
             the experts) instead of the constant price per token.
-        exploration: Opt-in :class:`tryage.feedback.Exploration` (off by default): sometimes route to
+        exploration: Opt-in :class:`tryage.objective.Exploration` (off by default): sometimes route to
             an eligible expert other than the best-scoring one so feedback covers more than the
             favourite; decisions record it. The router draws from one stream seeded by it.
     """
@@ -91,7 +90,7 @@ class TryageRouter:
                                      f"got {type(output_lengths).__name__}")
         self.output_lengths = output_lengths
         if exploration is not None and not isinstance(exploration, Exploration):
-            raise ConfigurationError("exploration must be None or a tryage.feedback.Exploration, "
+            raise ConfigurationError("exploration must be None or a tryage.objective.Exploration, "
                                      f"got {type(exploration).__name__}")
         self.exploration = exploration
         self._exploration_rng = exploration.generator() if exploration is not None else None
@@ -209,30 +208,26 @@ class TryageRouter:
                 f"predictor returned shape {predicted.shape}, expected {(len(prompts), len(self.library))}")
         return predicted
 
-    # -- production: feedback and a changing expert set (tryage.feedback, tryage.predictors._outputs) ----
+    # -- production: feedback and a changing expert set (the predictor's partial_fit, add_output, remove_output) --
     def update(self, rows: Iterable[Feedback | Mapping[str, Any]] | QTable, **options: Any) -> UpdateReport:
-        """Warm-start the predictor on feedback rows (prompt, expert, score|loss), in place.
+        """Warm-start the predictor on feedback rows (prompt, expert, score|loss), in place; returns its report.
 
-        See :func:`tryage.feedback.update_predictor` for ``options`` (regularisation, epochs, ...).
+        See :meth:`tryage.predictors.PerceptivePredictor.partial_fit` for ``options`` (regularisation, epochs, ...).
         """
-        from tryage.feedback import update_predictor
-
-        return update_predictor(self._perceptive("update"), rows, **options)
+        return self._perceptive("update").partial_fit(rows, **options).last_update_
 
     def add_expert(self, name: str, rows: Iterable[Feedback | Mapping[str, Any]] | QTable,
                    metadata: Expert | Mapping[str, Any] | None = None, **options: Any) -> Expert:
-        """Add an expert fitted from a few dozen calibration rows; see :func:`tryage.predictors._outputs.add_expert`."""
-        from tryage.predictors._outputs import add_expert
-
-        expert = add_expert(self._perceptive("add_expert"), name, rows, metadata, **options)
+        """Add an expert fitted from a few dozen calibration rows; see
+        :meth:`tryage.predictors.PerceptivePredictor.add_output`. Returns its :class:`Expert` record."""
+        predictor = self._perceptive("add_expert").add_output(name, rows, metadata, **options)
+        expert = predictor.library_[name]
         self.library = ExpertLibrary([*self.library, expert])
         return expert
 
     def remove_expert(self, name: str) -> None:
         """Stop routing to ``name`` at once (its output column is dropped)."""
-        from tryage.predictors._outputs import remove_expert
-
-        remove_expert(self._perceptive("remove_expert"), name)
+        self._perceptive("remove_expert").remove_output(name)
         self.library = self.library.subset(self.predictor.experts)
 
     def save_pretrained(self, folder: str | os.PathLike[str]) -> Any:

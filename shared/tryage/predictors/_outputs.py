@@ -1,8 +1,8 @@
-"""New and retired experts without a rebuild.
+"""New and retired output columns of a trained head: the arithmetic behind
+:meth:`~tryage.predictors.PerceptivePredictor.add_output` and ``remove_output``.
 
-:func:`add_expert` gives a trained head-mode :class:`tryage.predictor.PerceptivePredictor` one more
-output column, fitted from a few dozen calibration prompts on which the new expert was run. With so
-few rows a free column would overfit, so it is fitted toward a prior built from the existing
+A new expert's column is fitted from a few dozen calibration prompts on which the expert was run. With
+so few rows a free column would overfit, so it is fitted toward a prior built from the existing
 experts: the new column's output is
 
     o_new(x) = Σ_j c_j · o_j(x) + c_0 + δ · h(x)
@@ -10,30 +10,29 @@ experts: the new column's output is
 where ``o_j`` are the existing columns' raw outputs, ``h`` the head's hidden representation, ``c``
 is pulled toward the plain average (``1/k`` each) and ``δ`` toward zero, with ridge penalties whose
 strengths are chosen by cross-validation on the calibration rows. Because the last layer is linear
-this is again one column of that layer (``w = Wᵀc + δ``, ``b = b·c + c_0``), so a router with an
+this is again one column of that layer (``w = Wᵀc + δ``, ``b = b·c + c_0``), so a predictor with an
 added expert saves, loads and routes like any other; the folder format does not change.
 
-:func:`remove_expert` drops the column: immediate, no retraining.
+Dropping a column is immediate, no retraining. The functions here take the head's last layer and
+tensors; the predictor's methods own its state.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tryage.errors import ConfigurationError, ExpertLibraryError, ExpertNotFoundError
-from tryage.experts import Expert, ExpertLibrary
+from tryage.errors import ConfigurationError, ExpertNotFoundError
+from tryage.experts import Expert
 from tryage.feedback import Feedback
 from tryage.qtable import QTable
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-
-    from tryage.predictors import PerceptivePredictor
 
 MIN_CALIBRATION_ROWS = 5
 PRIOR_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0)  # pull of c toward the average of the existing experts
@@ -42,7 +41,7 @@ RESIDUAL_ALPHAS = (1e-2, 1e-1, 1.0, 10.0)  # pull of δ toward zero
 
 @dataclass(frozen=True)
 class ExpertFit:
-    """How :func:`add_expert` fitted a new column.
+    """How :meth:`~tryage.predictors.PerceptivePredictor.add_output` fitted a new column.
 
     Attributes:
         rows: Calibration rows used.
@@ -59,7 +58,8 @@ class ExpertFit:
     mixing: Mapping[str, float]
 
 
-def _calibration(name: str, rows: Iterable[Feedback | Mapping[str, Any]] | QTable) -> tuple[list[str], np.ndarray]:
+def calibration(name: str, rows: Iterable[Feedback | Mapping[str, Any]] | QTable) -> tuple[list[str], np.ndarray]:
+    """The prompts and losses of expert ``name`` in calibration ``rows`` (rows, dicts or a Q-table column)."""
     if isinstance(rows, QTable):
         if name not in rows.experts:
             raise ExpertNotFoundError(name, rows.experts)
@@ -73,82 +73,35 @@ def _calibration(name: str, rows: Iterable[Feedback | Mapping[str, Any]] | QTabl
             row = {**row, "expert": name}
         item = row if isinstance(row, Feedback) else Feedback.from_dict(row)
         if item.expert != name:
-            raise ConfigurationError(f"calibration row for expert {item.expert!r} given to add_expert({name!r})")
+            raise ConfigurationError(f"calibration row for expert {item.expert!r} given to add_output({name!r})")
         prompts.append(item.prompt)
         losses.append(item.loss)
     return prompts, np.asarray(losses, dtype=np.float64)
 
 
-def _hidden(predictor: PerceptivePredictor, x: torch.Tensor) -> torch.Tensor:
-    import torch
-
-    layers = list(predictor.head_)
-    with torch.no_grad():
-        for layer in layers[:-1]:
-            if not isinstance(layer, torch.nn.Dropout):
-                x = layer(x)
-    return x.clone()
+def new_expert(name: str, metadata: Expert | Mapping[str, Any] | None) -> Expert:
+    """The :class:`Expert` record of a new output ``name`` (``metadata``: an Expert or a dict of its fields)."""
+    if isinstance(metadata, Expert):
+        return metadata if metadata.name == name else Expert.from_dict({**metadata.to_dict(), "name": name})
+    return Expert.from_dict({k: v for k, v in (metadata or {}).items() if k != "name"}, name=name)
 
 
-def add_expert(predictor: PerceptivePredictor, name: str, rows: Iterable[Feedback | Mapping[str, Any]] | QTable,
-               metadata: Expert | Mapping[str, Any] | None = None, *, embeddings: np.ndarray | None = None,
-               folds: int = 5) -> Expert:
-    """Add expert ``name`` to ``predictor`` (in place), fitted on calibration ``rows``.
+def fit_output(last: torch.nn.Linear, hidden: torch.Tensor, losses: np.ndarray, *, names: Sequence[str],
+               bce: bool, seed: int, folds: int) -> tuple[torch.nn.Linear, float, float, ExpertFit]:
+    """``last`` (the head's linear output layer) grown by one column fitted to calibration ``losses`` on
+    the head's ``hidden`` representation of their prompts (see the module doc).
 
-    Args:
-        predictor: A trained head-mode perceptive router.
-        name: The new expert's name (not already predicted).
-        rows: Calibration outcomes of the new expert: dicts ``{"prompt", "score" | "loss"}``
-            (an ``"expert"`` key, if present, must be ``name``), :class:`Feedback` rows, or a
-            Q-table with a ``name`` column. At least five; a few dozen is the intended use.
-        metadata: The expert's metadata (:class:`Expert` or a dict for :meth:`Expert.from_dict`).
-        embeddings: Precomputed encodings of the calibration prompts, in row order.
-        folds: Cross-validation folds for the regularisation strengths.
-
-    Returns:
-        The :class:`Expert` added to ``predictor.library_``. ``predictor.expert_fits_[name]`` holds the
-        :class:`ExpertFit`.
+    Returns the grown layer, the new column's target mean and standard deviation (0 and 1 for
+    ``bce``) and the :class:`ExpertFit`; ``names`` are the existing columns' experts.
     """
     import torch
 
-    predictor._check_fitted()
-    if predictor.mode != "head":
-        raise ConfigurationError("add_expert supports head-mode routers; this one was trained with "
-                                 f"mode={predictor.mode!r}")
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigurationError(f"expert name must be a non-empty string, got {name!r}")
-    if name in predictor.experts_:
-        raise ExpertLibraryError(f"expert {name!r} is already routed to; remove_expert({name!r}) first to refit it")
-    if isinstance(metadata, Expert):
-        expert = metadata if metadata.name == name else Expert.from_dict({**metadata.to_dict(), "name": name})
-    else:
-        expert = Expert.from_dict({k: v for k, v in (metadata or {}).items() if k != "name"}, name=name)
-    prompts, losses = _calibration(name, rows)
-    if len(prompts) < MIN_CALIBRATION_ROWS:
-        raise ConfigurationError(f"add_expert needs at least {MIN_CALIBRATION_ROWS} calibration rows for {name!r}, "
-                                 f"got {len(prompts)}")
-    bce = predictor.objective_ == "bce"
-    if bce and (losses.min() < 0 or losses.max() > 1):
-        raise ConfigurationError(f"this router reads losses as failure probabilities; {name!r}'s calibration losses "
-                                 f"must lie in [0, 1], got [{losses.min():.4g}, {losses.max():.4g}]")
-    if embeddings is None:
-        embeddings = predictor.encode(prompts)
-    x = torch.from_numpy(np.asarray(embeddings, dtype=np.float32))
-    if x.shape != (len(prompts), predictor.text_encoder_.dim):
-        raise ConfigurationError(f"embeddings must have shape {(len(prompts), predictor.text_encoder_.dim)}, "
-                                 f"got {tuple(x.shape)}")
-    last = predictor.head_[-1]
-    hidden = _hidden(predictor, x)
     with torch.no_grad():
         existing = last(hidden).clone()
-    if bce:
-        mean, std = 0.0, 1.0
-    else:
-        mean, std = float(losses.mean()), float(max(losses.std(), 1e-6))
+    mean, std = (0.0, 1.0) if bce else (float(losses.mean()), float(max(losses.std(), 1e-6)))
     target = torch.from_numpy(((losses - mean) / std).astype(np.float32))
-
-    order = np.random.default_rng(predictor.seed).permutation(len(prompts))
-    parts = [p for p in np.array_split(order, min(folds, len(prompts))) if len(p)]
+    order = np.random.default_rng(seed).permutation(len(losses))
+    parts = [p for p in np.array_split(order, min(folds, len(losses))) if len(p)]
     best: tuple[float, float, float] | None = None
     for a_prior, a_res in itertools.product(PRIOR_ALPHAS, RESIDUAL_ALPHAS):
         cv = 0.0
@@ -156,27 +109,17 @@ def add_expert(predictor: PerceptivePredictor, name: str, rows: Iterable[Feedbac
             train = np.concatenate(parts[:i] + parts[i + 1:])
             params = _fit_column(existing[train], hidden[train], target[train], a_prior, a_res, bce)
             cv += float(_column_loss(params, existing[test], hidden[test], target[test], bce)) * len(test)
-        cv /= len(prompts)
+        cv /= len(losses)
         if best is None or cv < best[0] - 1e-9:
             best = (cv, a_prior, a_res)
-    assert best is not None
+    assert best is not None  # PRIOR_ALPHAS and RESIDUAL_ALPHAS are not empty
     c, c0, delta = _fit_column(existing, hidden, target, best[1], best[2], bce)
     with torch.no_grad():
-        weight = c @ last.weight + delta
-        bias = (c * last.bias).sum() + c0
         grown = torch.nn.Linear(last.in_features, last.out_features + 1).to(last.weight.device)
-        grown.weight.copy_(torch.cat([last.weight, weight[None, :]]))
-        grown.bias.copy_(torch.cat([last.bias, bias.reshape(1)]))
-    predictor.head_[-1] = grown
-    predictor.experts_ = (*predictor.experts_, name)
-    predictor.target_mean_ = np.append(predictor.target_mean_, np.float32(mean)).astype(np.float32)
-    predictor.target_std_ = np.append(predictor.target_std_, np.float32(std)).astype(np.float32)
-    predictor.library_ = ExpertLibrary([*predictor.library_, expert])
-    fits = dict(getattr(predictor, "expert_fits_", {}))
-    fits[name] = ExpertFit(len(prompts), best[1], best[2], best[0],
-                           {e: float(v) for e, v in zip(predictor.experts_[:-1], c.tolist())})
-    predictor.expert_fits_ = fits
-    return expert
+        grown.weight.copy_(torch.cat([last.weight, (c @ last.weight + delta)[None, :]]))
+        grown.bias.copy_(torch.cat([last.bias, ((c * last.bias).sum() + c0).reshape(1)]))
+    fit = ExpertFit(len(losses), best[1], best[2], best[0], {e: float(v) for e, v in zip(names, c.tolist())})
+    return grown, mean, std, fit
 
 
 def _column_loss(params: tuple[torch.Tensor, torch.Tensor, torch.Tensor], existing: torch.Tensor,
@@ -214,28 +157,15 @@ def _fit_column(existing: torch.Tensor, hidden: torch.Tensor, target: torch.Tens
     return c.detach(), c0.detach(), delta.detach()
 
 
-def remove_expert(predictor: PerceptivePredictor, name: str) -> None:
-    """Drop expert ``name`` from ``predictor`` (in place); at least one expert must remain."""
+def keep_outputs(last: torch.nn.Linear, keep: Sequence[int]) -> torch.nn.Linear:
+    """A copy of the linear output layer ``last`` with only the output columns ``keep``."""
     import torch
 
-    predictor._check_fitted()
-    if name not in predictor.experts_:
-        raise ExpertNotFoundError(name, predictor.experts_)
-    if len(predictor.experts_) == 1:
-        raise ConfigurationError(f"cannot remove {name!r}: it is the router's only expert")
-    keep = [i for i, e in enumerate(predictor.experts_) if e != name]
-    last = predictor.head_[-1]
     with torch.no_grad():
         shrunk = torch.nn.Linear(last.in_features, len(keep)).to(last.weight.device)
-        shrunk.weight.copy_(last.weight[keep])
-        shrunk.bias.copy_(last.bias[keep])
-    predictor.head_[-1] = shrunk
-    predictor.experts_ = tuple(predictor.experts_[i] for i in keep)
-    predictor.target_mean_ = predictor.target_mean_[keep]
-    predictor.target_std_ = predictor.target_std_[keep]
-    predictor.library_ = predictor.library_.subset(predictor.experts_)
-    if hasattr(predictor, "expert_fits_"):
-        predictor.expert_fits_ = {k: v for k, v in predictor.expert_fits_.items() if k != name}
+        shrunk.weight.copy_(last.weight[list(keep)])
+        shrunk.bias.copy_(last.bias[list(keep)])
+    return shrunk
 
 
-__all__ = ["ExpertFit", "MIN_CALIBRATION_ROWS", "add_expert", "remove_expert"]
+__all__ = ["MIN_CALIBRATION_ROWS", "ExpertFit", "calibration", "fit_output", "keep_outputs", "new_expert"]

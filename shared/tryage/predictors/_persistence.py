@@ -1,5 +1,9 @@
-"""The perceptive predictor's save folder: ``config.json`` (with ``format_version``), ``model.safetensors``
-(the head), ``experts.json`` (the expert library) and, for fine-tuned encoders, ``encoder/``. No pickle."""
+"""Save folders of the predictors, written atomically (:func:`write_folder`: a reader, or a process killed
+mid-save, sees the old folder or the whole new one).
+
+The perceptive predictor's folder holds ``config.json`` (with ``format_version``), ``model.safetensors``
+(the head), ``experts.json`` (the expert library) and, for fine-tuned encoders, ``encoder/``; the
+output-length predictor's, ``config.json`` and ``model.safetensors``. No pickle."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,23 +94,26 @@ _STAGING = ".tryage-staging-"  # <parent>/.<name>.tryage-staging-<pid>-<random>:
 _BACKUP = ".tryage-old"  # <parent>/.<name>.tryage-old: the replaced router, only while it is swapped out
 
 
-def is_router_folder(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a folder written by :func:`save_folder` (its ``config.json`` names the format)."""
+def is_router_folder(path: str | os.PathLike[str], *, kind: str = _KIND) -> bool:
+    """Whether ``path`` is a folder written by :func:`save_folder` (its ``config.json`` names the format),
+    or by another saver of :func:`write_folder` whose format is ``kind``."""
     try:
         data = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(data, dict) and data.get("kind") == _KIND
+    return isinstance(data, dict) and data.get("kind") == kind
 
 
-def check_save_target(folder: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+def check_save_target(folder: str | os.PathLike[str], *, overwrite: bool = False, kind: str = _KIND,
+                      what: str = "a router") -> None:
     """Raise :class:`~tryage.errors.TargetExistsError` unless ``folder`` is free, an empty folder or a saved
-    router (or ``overwrite``): what :func:`save_folder` checks, for callers that check before long work."""
+    folder of this ``kind`` (or ``overwrite``): what :func:`write_folder` checks, for callers that check
+    before long work."""
     target = Path(folder)
     if overwrite or not (target.exists() or target.is_symlink()):
         return
     if target.is_dir() and not target.is_symlink():
-        if is_router_folder(target):
+        if is_router_folder(target, kind=kind):
             return
         try:
             empty = next(target.iterdir(), None) is None
@@ -114,11 +121,11 @@ def check_save_target(folder: str | os.PathLike[str], *, overwrite: bool = False
             empty = False
         if empty:
             return
-        what = "a folder that is not a saved Tryage router (it holds other files)"
+        found = f"a folder that is not a saved Tryage {what.split(' ', 1)[-1]} (it holds other files)"
     else:
-        what = ("a symbolic link" if target.is_symlink() else "a file" if target.is_file()
-                else "not a folder")
-    raise TargetExistsError(f"refusing to save a router to {target}: it is {what}; choose another path, "
+        found = ("a symbolic link" if target.is_symlink() else "a file" if target.is_file()
+                 else "not a folder")
+    raise TargetExistsError(f"refusing to save {what} to {target}: it is {found}; choose another path, "
                             "or pass overwrite=True (tryage train --overwrite) to replace it")
 
 
@@ -206,35 +213,25 @@ def _replace(staging: Path, target: Path) -> None:
         backup.unlink(missing_ok=True)
 
 
-def save_folder(folder: str | os.PathLike[str], config: PerceptiveConfig, state: Mapping[str, Any],
-                library: ExpertLibrary, *, encoder: Any = None, overwrite: bool = False) -> Path:
-    """Write a predictor folder atomically: readers (and a process killed mid-save) see the old router
+def write_folder(folder: str | os.PathLike[str], write: Callable[[Path], None], *, kind: str = _KIND,
+                 what: str = "a router", overwrite: bool = False) -> Path:
+    """Write a save folder atomically: ``write(staging)`` fills a sibling staging folder, which is flushed
+    to disk and swapped in with one rename, so readers (and a process killed mid-save) see the old folder
     or the whole new one.
 
-    The files are written to a sibling staging folder, flushed to disk, then swapped in with one
-    rename. A target that exists and is neither a saved router nor an empty folder raises
-    :class:`~tryage.errors.TargetExistsError` unless ``overwrite``. Staging folders left by a killed
-    save are removed by the next save to the same target. ``encoder`` (a fine-tuned
-    :class:`~tryage.encoders.TextEncoder`) is saved under ``encoder/``. An ``OSError`` while writing
-    (no permission, a full disk) is raised as :class:`~tryage.errors.OutputWriteError`, with nothing
-    half-written left behind.
+    A target that exists and is neither a saved folder of this ``kind`` nor an empty folder raises
+    :class:`~tryage.errors.TargetExistsError` unless ``overwrite``. Staging folders left by a killed save
+    are removed by the next save to the same target. An ``OSError`` while writing (no permission, a full
+    disk) is raised as :class:`~tryage.errors.OutputWriteError`, with nothing half-written left behind.
     """
-    from safetensors.torch import save_file
-
     target = Path(folder)
-    check_save_target(target, overwrite=overwrite)
+    check_save_target(target, overwrite=overwrite, kind=kind, what=what)
     staging: Path | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         _clean_stale(target)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{_STAGING}{os.getpid()}-", dir=target.parent))
-        config_text = dumps_strict(config.to_dict(), what=f"router config {target}") + "\n"
-        if encoder is not None:
-            encoder.model.save_pretrained(staging / "encoder")
-            encoder.tokenizer.save_pretrained(staging / "encoder")
-        (staging / "config.json").write_text(config_text, encoding="utf-8")
-        save_file(dict(state), str(staging / "model.safetensors"), metadata={"format": "pt"})
-        library.to_json(staging / "experts.json")
+        write(staging)
         _fsync_tree(staging)
         _replace(staging, target)
         staging = None
@@ -243,7 +240,8 @@ def save_folder(folder: str | os.PathLike[str], config: PerceptiveConfig, state:
         if isinstance(exc, TryageError):
             raise
         where = exc.filename or target
-        raise OutputWriteError(f"cannot save the router to {target}: {where}: {exc.strerror or exc}",
+        noun = what.split(" ", 1)[-1]  # "a router" -> "router"
+        raise OutputWriteError(f"cannot save the {noun} to {target}: {where}: {exc.strerror or exc}",
                                errno=exc.errno, filename=str(where)) from None
     finally:
         if staging is not None:
@@ -251,17 +249,45 @@ def save_folder(folder: str | os.PathLike[str], config: PerceptiveConfig, state:
     return target
 
 
+def save_folder(folder: str | os.PathLike[str], config: PerceptiveConfig, state: Mapping[str, Any],
+                library: ExpertLibrary, *, encoder: Any = None, overwrite: bool = False) -> Path:
+    """Write a perceptive predictor's folder through :func:`write_folder` (atomic, refusals as there).
+
+    ``encoder`` (a fine-tuned :class:`~tryage.encoders.TextEncoder`) is saved under ``encoder/``.
+    """
+    from safetensors.torch import save_file
+
+    target = Path(folder)
+
+    def write(staging: Path) -> None:
+        config_text = dumps_strict(config.to_dict(), what=f"router config {target}") + "\n"
+        if encoder is not None:
+            encoder.model.save_pretrained(staging / "encoder")
+            encoder.tokenizer.save_pretrained(staging / "encoder")
+        (staging / "config.json").write_text(config_text, encoding="utf-8")
+        save_file(dict(state), str(staging / "model.safetensors"), metadata={"format": "pt"})
+        library.to_json(staging / "experts.json")
+
+    return write_folder(target, write, overwrite=overwrite)
+
+
+def saved_folder(folder: str | os.PathLike[str]) -> Path:
+    """``folder`` to read, restored first if a save was killed between the two renames of its swap."""
+    source = Path(folder)
+    backup = source.with_name(f".{source.name}{_BACKUP}")
+    if not source.exists() and backup.is_dir():
+        try:
+            os.replace(backup, source)
+        except OSError:
+            return backup
+    return source
+
+
 def read_folder(folder: str | os.PathLike[str]) -> tuple[PerceptiveConfig, dict[str, Any], ExpertLibrary]:
     """Read a folder written by :func:`save_folder`: its config, head weights and library (in config order)."""
     from safetensors.torch import load_file
 
-    source = Path(folder)
-    backup = source.with_name(f".{source.name}{_BACKUP}")
-    if not source.exists() and backup.is_dir():  # a save killed between the two renames of its swap
-        try:
-            os.replace(backup, source)
-        except OSError:
-            source = backup
+    source = saved_folder(folder)
     if not source.is_dir():
         raise TryageFileNotFoundError(f"router folder not found: {source}")
     missing = [n for n in _FILES if not (source / n).exists()]

@@ -1,7 +1,9 @@
-"""Training loops of the perceptive predictor: head-only on fixed embeddings, or encoder + head."""
+"""Training loops of the perceptive predictor: head-only on fixed embeddings, encoder + head, and the
+warm-started head update behind :meth:`~tryage.predictors.PerceptivePredictor.partial_fit`."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -158,3 +160,46 @@ def train_finetune(encoder: Any, head: torch.nn.Module, prompts: list[str], y: t
                 break
     stopper.restore()
     return history
+
+
+def update_head(head: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, replay_x: torch.Tensor,
+                replay_y: torch.Tensor, *, loss_fn: LossFn, epochs: int, batch_size: int, learning_rate: float,
+                seed: int, replay_weight: float = 1.0, l2: float | None = None) -> tuple[float, float]:
+    """Warm-start ``head`` on fixed embeddings ``x`` toward ``y`` (NaN: unobserved), in place.
+
+    Each step adds a batch of ``replay_x`` toward ``replay_y`` (NaN: not replayed), weighted by
+    ``replay_weight``, spread so one epoch covers both; ``l2`` (if given) pulls the weights toward their
+    values before the update. No early stopping (feedback has no validation set to trust). Returns the
+    loss on ``(x, y)`` before and after.
+    """
+    import torch
+
+    head.eval()
+    with torch.no_grad():
+        loss_before = float(loss_fn(head(x), y))
+    anchor = [p.detach().clone() for p in head.parameters()] if l2 is not None else []
+    generator = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(head.parameters(), lr=learning_rate, weight_decay=0.0)
+    n, n_replay = len(x), len(replay_x)
+    steps = max(1, math.ceil(n / batch_size))
+    replay_batch = max(1, math.ceil(n_replay / steps)) if n_replay else 0
+    for _ in range(epochs):
+        head.train()
+        perm = torch.randperm(n, generator=generator)
+        replay_perm = torch.randperm(n_replay, generator=generator) if n_replay else None
+        for step in range(steps):
+            idx = perm[step * batch_size:(step + 1) * batch_size]
+            if len(idx) == 0:
+                continue
+            loss = loss_fn(head(x[idx]), y[idx])
+            if replay_perm is not None and replay_weight > 0:
+                r = replay_perm[step * replay_batch:(step + 1) * replay_batch]
+                if len(r):
+                    loss = loss + replay_weight * loss_fn(head(replay_x[r]), replay_y[r])
+            if l2 is not None:
+                loss = loss + l2 * sum(((p - p0) ** 2).sum() for p, p0 in zip(head.parameters(), anchor))
+            _step(opt, loss)
+    head.eval()
+    with torch.no_grad():
+        loss_after = float(loss_fn(head(x), y))
+    return loss_before, loss_after

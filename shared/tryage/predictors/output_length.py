@@ -25,12 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
+from tryage._io import dumps_strict
 from tryage.errors import ConfigurationError, NotFittedError, QTableError, RouterFormatError, TryageFileNotFoundError
 from tryage.experts import ExpertLibrary
+from tryage.predictors._persistence import saved_folder, write_folder
 from tryage.qtable import QTable
 
 CHARS_PER_TOKEN = 4.0
 FORMAT_VERSION = 1
+_KIND = "tryage.OutputLengthPredictor"
 
 
 def output_tokens(qtable: QTable) -> np.ndarray:
@@ -150,26 +153,31 @@ class OutputLengthPredictor:
         return (n_in * price_in[None, :] + tokens * price_out[None, :]) / 1e6
 
     # -- persistence -------------------------------------------------------------------------
-    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (coefficients) to ``folder``."""
+    def save_pretrained(self, folder: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (coefficients) to ``folder``, atomically as the
+        perceptive predictor saves (:func:`tryage.predictors._persistence.write_folder`): created, or
+        replaced whole if it holds a saved output-length predictor; a folder with other files, or a file,
+        is refused (:class:`~tryage.errors.TargetExistsError`) unless ``overwrite=True``."""
         from safetensors.numpy import save_file
 
         self._check_fitted()
-        target = Path(folder)
-        target.mkdir(parents=True, exist_ok=True)
-        save_file({"coef": self.coef_.astype(np.float32), "intercept": self.intercept_.astype(np.float32)},
-                  str(target / "model.safetensors"))
-        config = {"format_version": FORMAT_VERSION, "kind": "tryage.OutputLengthPredictor",
+        config = {"format_version": FORMAT_VERSION, "kind": _KIND,
                   "experts": list(self.experts_), "alpha": float(self.alpha), "rows": self.rows_.tolist()}
-        (target / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        return target
+
+        def write(staging: Path) -> None:
+            save_file({"coef": self.coef_.astype(np.float32), "intercept": self.intercept_.astype(np.float32)},
+                      str(staging / "model.safetensors"))
+            text = dumps_strict(config, what=f"output-length config {folder}") + "\n"
+            (staging / "config.json").write_text(text, encoding="utf-8")
+
+        return write_folder(folder, write, kind=_KIND, what="an output-length predictor", overwrite=overwrite)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike[str], *,
                         embed: Callable[[Sequence[str]], np.ndarray] | None = None) -> OutputLengthPredictor:
         from safetensors.numpy import load_file
 
-        source = Path(folder)
+        source = saved_folder(folder)
         if not (source / "config.json").exists() or not (source / "model.safetensors").exists():
             raise TryageFileNotFoundError(f"{source} is not a saved OutputLengthPredictor "
                                           "(needs config.json and model.safetensors)")

@@ -12,25 +12,37 @@ Two training modes:
 
 Targets are standardised per expert for training and mapped back, so predictions are in the units
 of the Q-table. Validation split, early stopping on validation loss, seeded, progress bars.
-Training loops live in :mod:`tryage.predictors._training`, the save folder in
-:mod:`tryage.predictors._persistence`; this module holds the estimator and inference.
+
+Learning after :meth:`~PerceptivePredictor.fit` is the predictor's own (head mode), as in scikit-learn:
+:meth:`~PerceptivePredictor.partial_fit` warm-starts it on production feedback (see :mod:`tryage.feedback`),
+:meth:`~PerceptivePredictor.add_output` fits a new expert's column from a few dozen calibration rows and
+:meth:`~PerceptivePredictor.remove_output` drops one. Training loops live in
+:mod:`tryage.predictors._training`, the column arithmetic in :mod:`tryage.predictors._outputs`, the save
+folder in :mod:`tryage.predictors._persistence`; this module holds the estimator, its state and inference.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tryage.encoders import EncoderSpec, TextEncoder, check_runtime
-from tryage.errors import ConfigurationError, NotFittedError, RouterFormatError
-from tryage.experts import ExpertLibrary
+from tryage.errors import (ConfigurationError, ExpertLibraryError, ExpertNotFoundError, NotFittedError,
+                           RouterFormatError, check_scalar)
+from tryage.experts import Expert, ExpertLibrary
+from tryage.feedback import REGULARIZATIONS, Feedback, UpdateReport, feedback_table
+import tryage.predictors._outputs as _outputs
 import tryage.predictors._training as _training
 from tryage.predictors._base import neighbour_mean
 from tryage.predictors._persistence import FORMAT_VERSION, PerceptiveConfig, read_folder, save_folder
 from tryage.qtable import QTable
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 _MODES = ("head", "finetune")
 
@@ -73,6 +85,8 @@ class PerceptivePredictor:
         experts_: Expert names, the output columns.
         library_: The expert library saved with the predictor.
         history_: Per-epoch training and validation loss.
+        last_update_: The :class:`~tryage.feedback.UpdateReport` of the latest :meth:`partial_fit`.
+        expert_fits_: The :class:`~tryage.predictors._outputs.ExpertFit` of each expert added by :meth:`add_output`.
     """
 
     def __init__(self, encoder: str | os.PathLike[str] | None = None, *, mode: str = "head",
@@ -113,6 +127,11 @@ class PerceptivePredictor:
         if not hasattr(self, "head_"):
             raise NotFittedError(f"this {type(self).__name__} is not trained yet; "
                                  "call fit(qtable) or from_pretrained(folder)")
+
+    def _check_head_mode(self, what: str) -> None:
+        self._check_fitted()
+        if self.mode != "head":
+            raise ConfigurationError(f"{what} supports head-mode routers; this one was trained with mode={self.mode!r}")
 
     def _validate_params(self) -> None:
         if self.mode not in _MODES:
@@ -167,7 +186,7 @@ class PerceptivePredictor:
         unseen = [e for e, seen in zip(qtable.experts, qtable.observed.any(axis=0)) if not seen]
         if unseen:
             raise ConfigurationError(f"expert(s) {unseen} have no observed value in this Q-table; "
-                                     "drop them (QTable.select_experts) or add them later with add_expert")
+                                     "drop them (QTable.select_experts) or add them later with add_output")
         low, high = float(np.nanmin(targets)), float(np.nanmax(targets))
         in_unit_range = bool(low >= 0.0 and high <= 1.0)
         if self.objective == "bce" and not in_unit_range:
@@ -192,12 +211,7 @@ class PerceptivePredictor:
         common = {"loss_fn": _training.loss_function(self.objective_), "learning_rate": self.learning_rate,
                   "weight_decay": self.weight_decay, "seed": self.seed, "progress": self.progress}
         if self.mode == "head":
-            if embeddings is None:
-                embeddings = self.encode(qtable.prompts)
-            elif embeddings.shape != (len(qtable), self.text_encoder_.dim):
-                raise ConfigurationError(f"embeddings must have shape {(len(qtable), self.text_encoder_.dim)}, "
-                                         f"got {embeddings.shape}")
-            x = torch.from_numpy(np.asarray(embeddings, dtype=np.float32))
+            x = self._embedding_tensor(qtable.prompts, embeddings)
             smoothing = self.target_smoothing if self.target_smoothing is not None else (
                 min(20, len(train_idx) // 50) if self.objective_ == "bce" else 0)
             if smoothing > 1:
@@ -221,12 +235,137 @@ class PerceptivePredictor:
         self.text_encoder_.model.eval()
         return self
 
+    # -- learning after fit (head mode) --------------------------------------------------------
+    def partial_fit(self, feedback: Iterable[Feedback | Mapping[str, Any]] | QTable, *, regularization: str = "l2",
+                    replay_weight: float = 1.0, l2: float = 1e-2, reference_prompts: Sequence[str] | None = None,
+                    epochs: int = 3, learning_rate: float | None = None, batch_size: int = 64,
+                    seed: int | None = None, embeddings: np.ndarray | None = None,
+                    reference_embeddings: np.ndarray | None = None) -> PerceptivePredictor:
+        """Warm-start the trained head on feedback, in place; what it did is in :attr:`last_update_`.
+
+        Args:
+            feedback: :class:`~tryage.feedback.Feedback` rows, dicts of the same fields, or a partial QTable.
+            regularization: Against forgetting: ``"l2"``, ``"replay"`` or ``"none"`` (:mod:`tryage.feedback`).
+            replay_weight: Weight of the replayed (soft-target) entries against the observed ones.
+            l2: Strength of the pull toward the old weights (``"l2"``).
+            reference_prompts: More prompts whose current predictions are replayed (``"replay"``).
+            epochs: Passes over the feedback (no early stopping: no validation set to trust).
+            learning_rate: Defaults to the predictor's.
+            batch_size: Feedback rows per step.
+            seed: Shuffling seed; the predictor's by default.
+            embeddings: Precomputed :meth:`encode` output of the feedback prompts, in
+                :func:`~tryage.feedback.feedback_table` order.
+            reference_embeddings: Precomputed :meth:`encode` output of the reference prompts.
+        """
+        import torch
+
+        self._check_head_mode("partial_fit")
+        if regularization not in REGULARIZATIONS:
+            raise ConfigurationError(f"regularization must be one of {REGULARIZATIONS}, got {regularization!r}")
+        epochs = check_scalar(epochs, "epochs", kind=int, low=1)
+        batch_size = check_scalar(batch_size, "batch_size", kind=int, low=1)
+        replay_weight = check_scalar(replay_weight, "replay_weight", low=0.0)
+        l2 = check_scalar(l2, "l2", low=0.0)
+        learning_rate = self.learning_rate if learning_rate is None else check_scalar(
+            learning_rate, "learning_rate", low=0.0, low_open=True)
+        seed = self.seed if seed is None else check_scalar(seed, "seed", kind=int)
+        table = feedback_table(feedback, self.experts_)
+        losses = table.losses.astype(np.float32)
+        if self.objective_ == "bce" and (np.nanmin(losses) < 0 or np.nanmax(losses) > 1):
+            raise ConfigurationError("this router reads losses as failure probabilities (objective 'bce'); feedback "
+                                     f"losses must lie in [0, 1], got [{np.nanmin(losses):.4g}, {np.nanmax(losses):.4g}]")
+        x = self._embedding_tensor(table.prompts, embeddings)
+        y = torch.from_numpy((losses - self.target_mean_) / self.target_std_)  # NaN where unobserved
+        replay_x, replay_y = x[:0], y[:0]
+        if regularization == "replay":  # what the feedback does not observe keeps the head's current output
+            replay_x, replay_y = x, torch.where(torch.isnan(y), self._soft_targets(x), torch.nan)
+            if reference_prompts is not None or reference_embeddings is not None:
+                reference = self._embedding_tensor(reference_prompts or [], reference_embeddings)
+                replay_x, replay_y = torch.cat([x, reference]), torch.cat([replay_y, self._soft_targets(reference)])
+        before, after = _training.update_head(
+            self.head_, x, y, replay_x, replay_y, loss_fn=_training.loss_function(self.objective_), epochs=epochs,
+            batch_size=batch_size, learning_rate=learning_rate, seed=seed, replay_weight=replay_weight,
+            l2=l2 if regularization == "l2" else None)
+        observed = np.count_nonzero(~np.isnan(losses), axis=0)
+        self.last_update_ = UpdateReport(len(table), {e: int(c) for e, c in zip(self.experts_, observed) if c},
+                                         len(replay_x) - len(x) if regularization == "replay" else 0,
+                                         regularization, epochs, before, after)
+        return self
+
+    def add_output(self, name: str, rows: Iterable[Feedback | Mapping[str, Any]] | QTable,
+                   metadata: Expert | Mapping[str, Any] | None = None, *, embeddings: np.ndarray | None = None,
+                   folds: int = 5) -> PerceptivePredictor:
+        """Add expert ``name`` as one more output column fitted from calibration ``rows``, in place.
+
+        ``rows``: the new expert's outcomes as dicts ``{"prompt", "score" | "loss"}`` (an ``"expert"`` key,
+        if present, must be ``name``), :class:`~tryage.feedback.Feedback` rows, or a Q-table with a
+        ``name`` column; at least five, a few dozen is the intended use. ``metadata``: an
+        :class:`~tryage.experts.Expert` or a dict of its fields, added to :attr:`library_`.
+        ``embeddings``: precomputed encodings of the calibration prompts in row order; ``folds``:
+        cross-validation folds for the regularisation strengths (see :mod:`tryage.predictors._outputs`).
+        How the column was fitted is in ``expert_fits_[name]``.
+        """
+        self._check_head_mode("add_output")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigurationError(f"expert name must be a non-empty string, got {name!r}")
+        if name in self.experts_:
+            raise ExpertLibraryError(f"expert {name!r} is already routed to; remove it (remove_output({name!r}), "
+                                     "TryageRouter.remove_expert) first to refit it")
+        folds = check_scalar(folds, "folds", kind=int, low=2)
+        expert = _outputs.new_expert(name, metadata)
+        prompts, losses = _outputs.calibration(name, rows)
+        if len(prompts) < _outputs.MIN_CALIBRATION_ROWS:
+            raise ConfigurationError(f"add_output needs at least {_outputs.MIN_CALIBRATION_ROWS} calibration rows "
+                                     f"for {name!r}, got {len(prompts)}")
+        bce = self.objective_ == "bce"
+        if bce and (losses.min() < 0 or losses.max() > 1):
+            raise ConfigurationError(f"this router reads losses as failure probabilities; {name!r}'s calibration "
+                                     f"losses must lie in [0, 1], got [{losses.min():.4g}, {losses.max():.4g}]")
+        hidden = self._hidden(self._embedding_tensor(prompts, embeddings))
+        self.head_[-1], mean, std, fit = _outputs.fit_output(self.head_[-1], hidden, losses, names=self.experts_,
+                                                             bce=bce, seed=self.seed, folds=folds)
+        self.experts_ = (*self.experts_, name)
+        self.target_mean_ = np.append(self.target_mean_, np.float32(mean)).astype(np.float32)
+        self.target_std_ = np.append(self.target_std_, np.float32(std)).astype(np.float32)
+        self.library_ = ExpertLibrary([*self.library_, expert])
+        self.expert_fits_ = {**getattr(self, "expert_fits_", {}), name: fit}
+        return self
+
+    def remove_output(self, name: str) -> PerceptivePredictor:
+        """Drop expert ``name``'s output column, in place: immediate, the others unchanged; one must remain."""
+        self._check_fitted()
+        if name not in self.experts_:
+            raise ExpertNotFoundError(name, self.experts_)
+        if len(self.experts_) == 1:
+            raise ConfigurationError(f"cannot remove {name!r}: it is the router's only expert")
+        keep = [i for i, e in enumerate(self.experts_) if e != name]
+        self.head_[-1] = _outputs.keep_outputs(self.head_[-1], keep)
+        self.experts_ = tuple(self.experts_[i] for i in keep)
+        self.target_mean_, self.target_std_ = self.target_mean_[keep], self.target_std_[keep]
+        self.library_ = self.library_.subset(self.experts_)
+        if hasattr(self, "expert_fits_"):
+            self.expert_fits_ = {k: v for k, v in self.expert_fits_.items() if k != name}
+        return self
+
     # -- inference ---------------------------------------------------------------------------
     def _to_units(self, raw: np.ndarray) -> np.ndarray:
         """Head outputs → losses in Q-table units."""
         if self.objective_ == "bce":
             return 1.0 / (1.0 + np.exp(-raw))
         return raw * self.target_std_ + self.target_mean_
+
+    def _embedding_tensor(self, prompts: Sequence[str], given: np.ndarray | None) -> torch.Tensor:
+        """``prompts`` encoded (or ``given``, their precomputed :meth:`encode` output, checked) as a float32 tensor;
+        with no prompts, ``given`` is checked for its width only."""
+        import torch
+
+        if given is None:
+            return torch.from_numpy(np.asarray(self.encode(list(prompts)), dtype=np.float32))
+        array = np.asarray(given, dtype=np.float32)
+        dim = self.text_encoder_.dim
+        if array.ndim != 2 or array.shape[1] != dim or (len(prompts) and len(array) != len(prompts)):
+            raise ConfigurationError(f"embeddings must have shape ({len(prompts) or 'n'}, {dim}), got {array.shape}")
+        return torch.from_numpy(array)
 
     def encode(self, prompts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
         """The encoder's pooled embeddings of ``prompts``, shape ``(n, d)``."""
@@ -257,6 +396,24 @@ class PerceptivePredictor:
         """Like :meth:`predict_losses` for precomputed :meth:`encode` output (head mode)."""
         return self._to_units(self._head_outputs(embeddings))
 
+    def _soft_targets(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's current outputs on embeddings ``x`` as training targets: probabilities for 'bce'."""
+        import torch
+
+        raw = torch.from_numpy(self._head_outputs(x.numpy()))
+        return torch.sigmoid(raw) if self.objective_ == "bce" else raw
+
+    def _hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's hidden representation of embeddings ``x`` (every layer but the last, no dropout)."""
+        import torch
+
+        self._check_fitted()
+        with torch.no_grad():
+            for layer in list(self.head_)[:-1]:
+                if not isinstance(layer, torch.nn.Dropout):
+                    x = layer(x)
+        return x.clone()
+
     def embed(self, prompts: Sequence[str]) -> np.ndarray:
         """The predictor's own representation of each prompt: the head's hidden layer, shape ``(n, h)``.
 
@@ -265,12 +422,7 @@ class PerceptivePredictor:
         import torch
 
         self._check_fitted()
-        x = torch.from_numpy(self.encode(prompts))
-        with torch.inference_mode():
-            for layer in list(self.head_)[:-1]:
-                if not isinstance(layer, torch.nn.Dropout):
-                    x = layer(x)
-        return x.numpy()
+        return self._hidden(torch.from_numpy(self.encode(prompts))).numpy()
 
     # -- persistence -------------------------------------------------------------------------
     def config(self) -> PerceptiveConfig:
