@@ -72,7 +72,7 @@ def cost_report(predicted: np.ndarray, table, library, single_value: float, orac
     from tryage.constraints import Constraint, ConstraintSet
     from tryage.evaluation import pareto_sweep, smallest_matching
 
-    linear = ConstraintSet().with_constraint(Constraint("size", _parameters, field="parameters",
+    linear = ConstraintSet().with_constraint(Constraint("size", _parameters, field="parameters", readable=_parameters,
                                                         description="parameter count, min-max scaled"))
     out = {}
     for key, constraint, constraints, unit_of in (("cost", "cost", None, lambda e: e.cost),
