@@ -3,14 +3,15 @@
 Every model answers; what it does is set per request by a system message
 ``upstream-test: {"<model>": "<behaviour>", ...}`` (routing never reads system messages, so the
 directive changes no decision). Behaviours: ``"500"``, ``"429"`` (with ``Retry-After: 0``), ``"401"``
-(a bad key), ``"400"`` (the request's fault), ``"stall"`` (waits ``stall_seconds`` before anything).
+(a bad key), ``"400"`` (the request's fault), ``"stall"`` (waits ``stall_seconds`` before anything),
+``"echo"`` (answers with the JSON body it received).
 Without one, a model answers:
 
 * with tools and a last user turn: a call of the first tool with ``{"x": 2}``; after a tool result:
   ``tool said: <result>``;
 * with ``response_format`` ``json_schema``: an object of the schema's properties (strings ``"ok"``,
   numbers ``4``, booleans ``true``); ``json_object``: ``{"answer": "ok"}``;
-* else ``<model> says: <last user text>``, and model ``echo`` answers with the JSON body it received.
+* else ``<model> says: <last user text>``.
 
 ``stream: true`` sends the answer word by word as server-sent events (``stream_options.include_usage``
 adds the usage chunk) and ``data: [DONE]``. Every answer waits ``delay`` seconds first. Requests need
@@ -42,11 +43,11 @@ def behaviour(body: dict[str, Any]) -> str | None:
     return None
 
 
-def reply(body: dict[str, Any]) -> dict[str, Any]:
+def reply(body: dict[str, Any], what: str | None = None) -> dict[str, Any]:
     """The assistant message ``body`` gets (content and, for tools, tool calls)."""
     model, messages = body.get("model", ""), body.get("messages", [])
     last = messages[-1] if messages else {}
-    if model == "echo":
+    if what == "echo":
         return {"role": "assistant", "content": json.dumps(body, sort_keys=True)}
     if body.get("tools") and last.get("role") == "user":
         name = body["tools"][0]["function"]["name"]
@@ -126,7 +127,7 @@ class Upstream:
             return
         if what == "stall" or self.delay:
             time.sleep(self.stall_seconds if what == "stall" else self.delay)
-        message = reply(body)
+        message = reply(body, what)
         words = len(json.dumps(body.get("messages", [])).split())
         usage = {"prompt_tokens": words, "completion_tokens": len(str(message.get("content")).split())}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -99,7 +100,14 @@ def run(config: ServeConfig, load_router: Callable[[], Any], *, out: TextIO = sy
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                                            timeout_graceful_shutdown=int(config.shutdown_timeout) or 1,
                                            timeout_keep_alive=30))
-    server.run(sockets=[sock])
+    # uvicorn re-raises the signal that stopped it once it has shut down gracefully; a stop asked for is a
+    # clean exit here (status 0), so the handlers it restores ignore that second delivery.
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print("tryage serve: stopped", file=out, flush=True)
     return 0
 

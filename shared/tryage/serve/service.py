@@ -207,7 +207,7 @@ class Service:
     async def _in_turn(self, routed: Routed, call: Any, *, hold: bool = False) -> Any:
         """``call(upstream)`` on each expert of the queue until one answers (``hold``: keep its slot)."""
         error: UpstreamError | None = None
-        for name in routed.queue:
+        for position, name in enumerate(routed.queue):
             limit = self.upstreams[name].concurrency or self.config.expert_concurrency
             if self.busy[name] >= limit:
                 self.metrics.rejections.labels("expert_busy").inc()
@@ -223,7 +223,8 @@ class Service:
                 self.metrics.upstream.labels(name).observe(time.perf_counter() - started)
                 if not may_fall_back(exc):
                     raise
-                log.warning("expert %s failed (%s); trying the next", name, exc)
+                log.warning("expert %s failed (%s)%s", name, exc,
+                            "; trying the next" if position + 1 < len(routed.queue) else "")
                 self.metrics.fallbacks.labels(name).inc()
                 routed.tried.append(name)
                 error = exc
