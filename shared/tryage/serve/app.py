@@ -55,13 +55,19 @@ async def read_json(request: Request, limit: int) -> Any:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ServeRequestError(413, f"request body of {declared} bytes is over this server's limit of {limit}",
                                 code="request_too_large")
+    from starlette.requests import ClientDisconnect
+
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ServeRequestError(413, f"request body is over this server's limit of {limit} bytes",
-                                    code="request_too_large")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ServeRequestError(413, f"request body is over this server's limit of {limit} bytes",
+                                        code="request_too_large")
+            chunks.append(chunk)
+    except ClientDisconnect:  # half a body, then the client left: nobody is there to read an answer
+        raise ServeRequestError(400, "the client closed the connection before sending the whole body",
+                                code="client_disconnected") from None
     try:
         return json.loads(b"".join(chunks))
     except (ValueError, RecursionError):
@@ -141,12 +147,14 @@ def _middleware(app: FastAPI, service: Service, api_keys: frozenset[str]) -> Non
                 _access(request, response, started, info)
                 return response
         response = await call_next(request)
+        if request.url.path.startswith("/v1/"):
+            service.metrics.requests.labels(request.url.path, info.get("expert") or "", str(response.status_code)).inc()
         _access(request, response, started, info)
         return response
 
 
 def _access(request: Request, response: Response, started: float, info: Mapping[str, Any]) -> None:
-    if not access.handlers and not access.propagate:
+    if not access.handlers:
         return
     line = {"time": round(time.time(), 3), "method": request.method, "path": request.url.path,
             "status": response.status_code, "ms": round((time.perf_counter() - started) * 1000, 2),
