@@ -78,6 +78,8 @@ class Service:
                              backoff=self.config.backoff)
         self.batcher.start()
         self._wake = asyncio.Event()
+        if self.learner.due():  # rows logged before a restart: learn them now
+            self._wake.set()
         if not self.learner.read_only:
             self._learning = asyncio.get_running_loop().create_task(self._learn_loop())
 
