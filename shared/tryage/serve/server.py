@@ -43,7 +43,9 @@ def build_service(config: ServeConfig, load_router: Callable[[], Any]) -> tuple[
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket (port 0: a free port), so the address is known before the server starts."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and without it
+    # every response waits ~40 ms for the client's delayed ACK (headers and body are two writes)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
