@@ -9,6 +9,7 @@ class Metrics:
     Attributes:
         requests: ``tryage_requests_total{endpoint, expert, status}``.
         routing: ``tryage_routing_seconds`` (a request's wait for its micro-batch and the routing itself).
+        batch_size: ``tryage_routing_batch_size`` (prompts per encoder pass).
         upstream: ``tryage_upstream_seconds{expert}`` (to the whole answer; a stream: to its first event).
         tokens: ``tryage_tokens_total{expert, kind}`` (``kind``: input or output).
         spend: ``tryage_spend_usd_total{expert}`` from the experts file's prices.
@@ -26,6 +27,8 @@ class Metrics:
         self.requests = Counter("tryage_requests", "Requests answered", ["endpoint", "expert", "status"], registry=r)
         self.routing = Histogram("tryage_routing_seconds", "Seconds to route a request (batch wait included)",
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r)
+        self.batch_size = Histogram("tryage_routing_batch_size", "Prompts per encoder pass (micro-batch)",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
         self.upstream = Histogram("tryage_upstream_seconds", "Seconds an expert took (a stream: to its first event)",
                                   ["expert"], registry=r)
         self.tokens = Counter("tryage_tokens", "Tokens by expert", ["expert", "kind"], registry=r)

@@ -112,11 +112,14 @@ class MicroBatcher:
         router: A callable returning the router in force (read at each batch, so a swap takes effect
             at the next batch and a batch in flight finishes on the router it started with).
         window: Seconds to wait for more requests after the first.
-        max_batch: Most prompts per batch.
+        max_batch: Most prompts per batch (a request's prompts are never split, so one may exceed it).
+        on_batch: Called with each batch's number of prompts (metrics).
     """
 
-    def __init__(self, router: Callable[[], Any], *, window: float, max_batch: int) -> None:
+    def __init__(self, router: Callable[[], Any], *, window: float, max_batch: int,
+                 on_batch: Callable[[int], Any] | None = None) -> None:
         self.router = router
+        self.on_batch = on_batch
         self.window = window
         self.max_batch = max_batch
         self._queue: asyncio.Queue[_Item] | None = None
@@ -157,16 +160,24 @@ class MicroBatcher:
             size = len(batch[0].texts)
             deadline = loop.time() + self.window
             while size < self.max_batch:
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), max(0.0, deadline - loop.time()))
-                except asyncio.TimeoutError:
-                    break
+                try:  # what queued while the last batch ran joins at once, however late the window
+                    item = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self._queue.get(), remaining)
+                    except asyncio.TimeoutError:
+                        break
                 batch.append(item)
                 size += len(item.texts)
             batch = [item for item in batch if not item.future.cancelled()]
             if not batch:
                 continue
             self.batches += 1
+            if self.on_batch is not None:
+                self.on_batch(sum(len(item.texts) for item in batch))
             try:
                 results = await loop.run_in_executor(self._pool, self._route, batch)
             except Exception as exc:  # noqa: BLE001 - every waiting request gets the error

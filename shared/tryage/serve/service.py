@@ -56,7 +56,7 @@ class Service:
         self.decisions = DecisionStore()
         self.threads = ThreadStore()
         self.batcher = MicroBatcher(lambda: self.router, window=config.batch_window_ms / 1000.0,
-                                    max_batch=config.max_batch)
+                                    max_batch=config.max_batch, on_batch=self.metrics.batch_size.observe)
         self.in_flight = 0
         self.busy = {name: 0 for name in self.upstreams}
         self.closing = False
