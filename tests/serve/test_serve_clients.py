@@ -90,3 +90,26 @@ def test_serve_leaves_import_tryage_and_the_cli_light() -> None:
             "print([m for m in ('fastapi', 'uvicorn', 'httpx', 'prometheus_client', 'tryage.serve') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_serve_cli_refuses_bad_settings_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from tryage.cli import main
+
+    monkeypatch.delenv("TRYAGE_API_KEYS", raising=False)
+    experts = tmp_path / "experts.json"
+    experts.write_text('[{"name": "qwen2.5-7b-instruct", "model": "anthropic:claude"}]')
+    cases = [
+        (["serve", "--router", "open-llms"], "tryage serve needs --experts"),
+        (["serve", "--router", "open-llms", "--experts", str(experts), "--host", "0.0.0.0"],
+         "refusing to serve on 0.0.0.0 without API keys"),
+        (["serve", "--router", "open-llms", "--experts", str(experts), "--port", "70000"],
+         "port must be a whole number >= 0 and <= 65535, got 70000"),
+        (["serve", "--router", "open-llms", "--experts", str(experts), "--state-dir", str(tmp_path / "s")],
+         "tryage serve forwards to OpenAI-compatible endpoints"),
+        (["serve", "--config", str(tmp_path / "missing.toml")], "config file not found"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("tryage: error: ") and message in err and "\n" not in err, err

@@ -104,3 +104,36 @@ def test_serve_read_only_takes_no_feedback(upstream, tmp_path: Path) -> None:  #
 
     asyncio.run(run())
     assert not (tmp_path / "s" / "feedback.jsonl").exists()
+
+
+def test_serve_sigterm_finishes_a_stream_in_flight(upstream, tmp_path: Path) -> None:  # noqa: ANN001
+    import threading
+
+    from test_serve_openai import directive
+
+    experts = write_experts(tmp_path / "experts.json", upstream.base_url)
+    served = start_serve(["--router", "open-llms", "--experts", str(experts), "--state-dir", str(tmp_path / "s"),
+                          "--read-only", "--timeout", "10"])
+    expert = "gemma-2-9b-it"
+    lines: list[str] = []
+    opened = threading.Event()
+
+    def read() -> None:
+        body = {"model": expert, "stream": True,
+                "messages": [directive({expert: "slow-stream"}), {"role": "user", "content": "one two three"}]}
+        with httpx.stream("POST", f"{served.base_url}/chat/completions", json=body, headers=AUTH, timeout=30) as r:
+            for line in r.iter_lines():
+                opened.set()
+                if line:
+                    lines.append(line)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert opened.wait(60)
+    served.process.send_signal(signal.SIGTERM)  # mid-stream: stop accepting, finish this one
+    reader.join(60)
+    assert served.process.wait(timeout=60) == 0
+    assert lines[-1] == "data: [DONE]"
+    text = "".join(json.loads(line[5:])["choices"][0]["delta"].get("content") or ""
+                   for line in lines[:-1] if json.loads(line[5:])["choices"])
+    assert text == f"{expert} says: one two three"

@@ -4,7 +4,7 @@ Every model answers; what it does is set per request by a system message
 ``upstream-test: {"<model>": "<behaviour>", ...}`` (routing never reads system messages, so the
 directive changes no decision). Behaviours: ``"500"``, ``"429"`` (with ``Retry-After: 0``), ``"401"``
 (a bad key), ``"400"`` (the request's fault), ``"stall"`` (waits ``stall_seconds`` before anything),
-``"echo"`` (answers with the JSON body it received).
+``"echo"`` (answers with the JSON body it received), ``"slow-stream"`` (streams one word every 0.3 s).
 Without one, a model answers:
 
 * with tools and a last user turn: a call of the first tool with ``{"x": 2}``; after a tool result:
@@ -138,10 +138,11 @@ class Upstream:
                                 "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
                                 "usage": usage})
             return
-        self._stream(handler, body, message, finish, usage)
+        self._stream(handler, body, message, finish, usage, pause=0.3 if what == "slow-stream" else 0.0)
 
     @staticmethod
-    def _stream(handler: Any, body: dict[str, Any], message: dict[str, Any], finish: str, usage: dict[str, int]) -> None:
+    def _stream(handler: Any, body: dict[str, Any], message: dict[str, Any], finish: str, usage: dict[str, int],
+                pause: float = 0.0) -> None:
         handler.send_response(200)
         handler.send_header("Content-Type", "text/event-stream")
         handler.send_header("Connection", "close")
@@ -159,6 +160,7 @@ class Upstream:
             send([{"index": 0, "delta": {"tool_calls": [{"index": 0, **call}]}, "finish_reason": None}])
         else:
             for i, word in enumerate(str(message["content"]).split(" ")):
+                time.sleep(pause)
                 send([{"index": 0, "delta": {"content": (" " if i else "") + word}, "finish_reason": None}])
         send([{"index": 0, "delta": {}, "finish_reason": finish}])
         if (body.get("stream_options") or {}).get("include_usage"):
