@@ -103,7 +103,7 @@ def create_app(service: Service, *, api_keys: frozenset[str] = frozenset()) -> F
     app = FastAPI(title="tryage serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
     _handlers(app, service)
-    _middleware(app, service, api_keys)
+    app.add_middleware(_Guard, service=service, api_keys=api_keys)
     _routes(app, service)
     return app
 
@@ -129,36 +129,57 @@ def _handlers(app: FastAPI, service: Service) -> None:
         return JSONResponse(error_body(500, "internal error; the server log has the details", "server_error"), 500)
 
 
-def _middleware(app: FastAPI, service: Service, api_keys: frozenset[str]) -> None:
-    keys = [k.encode() for k in api_keys]
+class _Guard:
+    """API keys, the request counter and the access log, as plain ASGI (no per-request task or buffer).
 
-    @app.middleware("http")
-    async def _guard(request: Request, call_next: Any) -> Response:
+    The access line is written when the response has ended (a stream: when its last event is sent).
+    """
+
+    def __init__(self, app: Any, service: Service, api_keys: frozenset[str]) -> None:
+        self.app, self.service = app, service
+        self.keys = [k.encode() for k in api_keys]
+
+    def _authorized(self, scope: Mapping[str, Any]) -> bool:
+        given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        token = given[7:].strip() if given[:7].lower() == b"bearer " else b""
+        return any(hmac.compare_digest(token, k) for k in self.keys)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        request.state.info = info = {}
-        if keys and request.url.path not in _OPEN:
-            given = request.headers.get("authorization", "")
-            token = given[7:].strip().encode() if given[:7].lower() == "bearer " else b""
-            if not any(hmac.compare_digest(token, k) for k in keys):
-                service.metrics.rejections.labels("unauthorized").inc()
-                response: Response = JSONResponse(error_body(
-                    401, "Incorrect API key provided: give 'Authorization: Bearer <key>' with a key of this server",
-                    code="invalid_api_key"), 401)
-                _access(request, response, started, info)
-                return response
-        response = await call_next(request)
-        if request.url.path.startswith("/v1/"):
-            service.metrics.requests.labels(request.url.path, info.get("expert") or "", str(response.status_code)).inc()
-        _access(request, response, started, info)
-        return response
+        info: dict[str, Any] = {}
+        scope.setdefault("state", {})["info"] = info  # request.state.info in the endpoints
+        status = [500]
+
+        async def send_status(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        path = scope["path"]
+        if self.keys and path not in _OPEN and not self._authorized(scope):
+            self.service.metrics.rejections.labels("unauthorized").inc()
+            response = JSONResponse(error_body(
+                401, "Incorrect API key provided: give 'Authorization: Bearer <key>' with a key of this server",
+                code="invalid_api_key"), 401)
+            await response(scope, receive, send_status)
+        else:
+            try:
+                await self.app(scope, receive, send_status)
+            finally:
+                if path.startswith("/v1/"):
+                    self.service.metrics.requests.labels(path, info.get("expert") or "", str(status[0])).inc()
+        _access(scope, status[0], started, info)
 
 
-def _access(request: Request, response: Response, started: float, info: Mapping[str, Any]) -> None:
+def _access(scope: Mapping[str, Any], status: int, started: float, info: Mapping[str, Any]) -> None:
     if not access.handlers:
         return
-    line = {"time": round(time.time(), 3), "method": request.method, "path": request.url.path,
-            "status": response.status_code, "ms": round((time.perf_counter() - started) * 1000, 2),
-            "client": request.client.host if request.client else None, **info}
+    client = scope.get("client")
+    line = {"time": round(time.time(), 3), "method": scope["method"], "path": scope["path"], "status": status,
+            "ms": round((time.perf_counter() - started) * 1000, 2), "client": client[0] if client else None, **info}
     access.info(json.dumps(line, ensure_ascii=False))
 
 
