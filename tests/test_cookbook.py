@@ -303,3 +303,20 @@ def test_cookbook_08_feedback_from_a_chain_updates_the_router(kernel_env):
     assert state["after"] > state["before"]  # the thumbs moved the rated questions to the right expert
     assert state["kept"] == state["n_training"]  # without forgetting the training questions
     assert "rated questions on the right expert" in text_of(nb)
+
+
+# -- 09 ----------------------------------------------------------------------------------------------
+def test_cookbook_09_serves_clients_learns_and_counts(kernel_env):
+    for module in ("fastapi", "uvicorn", "prometheus_client", "openai", "langchain_openai"):
+        pytest.importorskip(module, reason="09 runs tryage serve (extra 'serve') and its clients")
+    nb, state = run_notebook("09_serve", kernel_env, probe=(
+        "{'expert': expert, 'names': list(names), 'streamed': streamed, 'agent': agent_answer, 'before': before, "
+        "'after': after, 'metrics': shown, 'exit': exit_code}"))
+    assert_no_errors(nb)
+    expert = state["expert"]
+    assert expert in state["names"] and state["streamed"].endswith("says: Write a haiku about rivers")
+    assert state["agent"] == "tool said: 4"
+    assert state["after"][expert] > state["before"][expert]  # told it answered badly: expected to do worse
+    assert any(line.startswith(f'tryage_spend_usd_total{{expert="{expert}"}}') for line in state["metrics"])
+    assert state["exit"] == 0
+    assert f"expert: {expert}" in text_of(nb)

@@ -48,6 +48,89 @@ def iter_jsonl(path: str | os.PathLike[str], *, torn_tail: bool = False,
                 yield number, None, "JSON nested too deeply"
 
 
+class AppendLog:
+    """The one writer of an append-only JSONL log: single writer, whole lines, torn tail repaired.
+
+    Opening takes ``<path>.lock`` (``filelock``; a second writer gets ``locked(path)`` raised) and cuts a
+    last line without its newline (the append of a killed writer). :meth:`append` writes whole lines
+    with one ``write`` loop; a failed write (a full disk) is cut off again, so the file stays whole
+    lines. Each append reaches the OS at once (it survives the process being killed); with
+    ``fsync=True`` it also reaches the disk before :meth:`append` returns (it survives a power cut).
+
+    Args:
+        path: The JSONL file (created with its folder when missing).
+        what: The log's name in error messages (``"call log"``, ``"feedback log"``).
+        locked: Builds the error raised when another process holds the lock.
+        fsync: ``os.fsync`` after every append.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, what: str, locked: Any, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.what = what
+        self.locked = locked
+        self.fsync = fsync
+        self._lock: Any = None
+        self._handle: Any = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._handle is not None
+
+    def open(self) -> AppendLog:
+        from tryage.errors import require
+
+        filelock = require("filelock", "collect")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(str(self.path) + ".lock")
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            raise self.locked(str(self.path)) from None
+        self._lock = lock
+        try:
+            truncate_torn_tail(self.path)
+            self._handle = self.path.open("ab", buffering=0)  # unbuffered: a failed write is undone below
+        except BaseException:
+            lock.release()
+            raise
+        return self
+
+    def close(self) -> None:
+        try:
+            if self._handle is not None:
+                os.fsync(self._handle.fileno())
+                self._handle.close()
+        finally:
+            self._handle = None
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def append(self, records: list[Any], *, hint: str = "") -> None:
+        """Write ``records`` (JSON values), one line each; an ``OSError`` leaves the file as it was and
+        is raised as :class:`~tryage.errors.OutputWriteError` naming the log and ``hint``."""
+        from tryage.errors import OutputWriteError
+
+        if self._handle is None:
+            raise OutputWriteError(f"{self.what} {self.path} is not open for writing", filename=str(self.path))
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+        fd = self._handle.fileno()
+        end = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if self.fsync:
+                os.fsync(fd)
+        except OSError as exc:  # a full disk: cut the torn line so the log stays whole lines
+            try:
+                os.ftruncate(fd, end)
+            except OSError:
+                pass  # the next open's repair cuts it
+            raise OutputWriteError(f"cannot append to the {self.what} {self.path}: {exc.strerror or exc}"
+                                   + (f"; {hint}" if hint else ""), errno=exc.errno, filename=str(self.path)) from None
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the whole new one, never half."""
     atomic_write_bytes(path, text.encode("utf-8"))

@@ -503,3 +503,55 @@ class BudgetReachedError(TryageError, RuntimeError):
         self.remaining_calls = remaining_calls
         super().__init__(f"budget reached: spent ${spent:.6f} of ${budget:.6f}; {remaining_calls} call(s) not made "
                          "(the next would pass the budget); rerun with a higher --budget to resume from the call log")
+
+
+# serve ------------------------------------------------------------------------------------------
+# Errors of ``tryage serve`` (tryage.serve).
+class ServeConfigError(ConfigurationError):
+    """A ``tryage serve`` setting (flag or config file key) is unknown or has a value not allowed."""
+
+
+class ServeRequestError(TryageError, ValueError):
+    """A request ``tryage serve`` answers with an OpenAI-shaped error, not an answer.
+
+    Attributes:
+        status: The HTTP status (400, 401, 404, 413, 429, 502, 504, ...).
+        kind: The error's ``type`` (``invalid_request_error``, ``rate_limit_error``, ...).
+        param: The request field to blame, or ``None``.
+        code: A short machine-readable code, or ``None``.
+        retry_after: Seconds for the ``Retry-After`` header (429 and 503), or ``None``.
+    """
+
+    def __init__(self, status: int, message: str, *, kind: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, retry_after: int | None = None) -> None:
+        self.status, self.kind, self.param, self.code, self.retry_after = status, kind, param, code, retry_after
+        super().__init__(message)
+
+
+class UpstreamError(TryageError, ConnectionError):
+    """An expert's endpoint failed (after its retries): an HTTP error, a timeout or a refused connection.
+
+    Attributes:
+        expert: The expert's name.
+        status: The HTTP status the expert answered with, or ``None`` (timeout, connection).
+        body: The expert's error body when the client may see it (a 4xx about the request), else ``None``.
+        retry_after: The expert's ``Retry-After`` header, as sent, or ``None``.
+    """
+
+    def __init__(self, expert: str, message: str, *, status: int | None = None, body: object = None,
+                 retry_after: str | None = None) -> None:
+        self.expert, self.status, self.body, self.retry_after = expert, status, body, retry_after
+        super().__init__(f"expert {expert!r}: {message}")
+
+
+class StateLockedError(TryageError, BlockingIOError):
+    """Another ``tryage serve`` holds the same state folder (its feedback log); two would learn twice.
+
+    Attributes:
+        path: The feedback log.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"feedback log {path} is locked by another running tryage serve ({path}.lock); "
+                         "stop it, or give this one another --state-dir (or --read-only)")

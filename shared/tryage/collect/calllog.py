@@ -13,15 +13,14 @@ every append-only log of a collection goes through this one locked writer and to
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tryage._io import iter_jsonl, truncate_torn_tail
-from tryage.errors import CallLogError, CallLogLockedError, require
+from tryage._io import AppendLog, iter_jsonl
+from tryage.errors import CallLogError, CallLogLockedError
 
 CallKey = tuple[str, str, str]
 
@@ -97,8 +96,7 @@ class CallLog:
         self.path = Path(path)
         self.record = record
         self.damaged = damaged
-        self._lock: Any = None
-        self._handle: Any = None
+        self._writer: AppendLog | None = None
 
     # -- reading -----------------------------------------------------------------------------
     def records(self) -> list[Any]:
@@ -137,54 +135,19 @@ class CallLog:
 
     # -- writing -----------------------------------------------------------------------------
     def __enter__(self) -> CallLog:
-        filelock = require("filelock", "collect")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(str(self.path) + ".lock")
-        try:
-            lock.acquire(timeout=0)
-        except filelock.Timeout:
-            raise CallLogLockedError(str(self.path)) from None
-        self._lock = lock
-        try:
-            truncate_torn_tail(self.path)
-            self._handle = self.path.open("ab", buffering=0)  # unbuffered: a failed write is undone below
-        except BaseException:
-            lock.release()
-            raise
+        self._writer = AppendLog(self.path, what="call log", locked=CallLogLockedError).open()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        try:
-            if self._handle is not None:
-                os.fsync(self._handle.fileno())
-                self._handle.close()
-        finally:
-            self._handle = None
-            if self._lock is not None:
-                self._lock.release()
-                self._lock = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def append(self, record: Any) -> None:
         """Write one record and flush it to the OS (it survives the process being killed)."""
-        if self._handle is None:
+        if self._writer is None:
             raise CallLogError(f"call log {self.path} is not open for writing; use 'with CallLog(path) as log:'")
-        data = (json.dumps(asdict(record), ensure_ascii=False) + "\n").encode("utf-8")
-        fd = self._handle.fileno()
-        end = os.fstat(fd).st_size
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        except OSError as exc:  # a full disk: cut the torn line so the log stays whole lines
-            try:
-                os.ftruncate(fd, end)
-            except OSError:
-                pass  # the next open's repair cuts it
-            from tryage.errors import OutputWriteError
-
-            raise OutputWriteError(f"cannot append to the call log {self.path}: {exc.strerror or exc}; it keeps "
-                                   "every call logged before, and a rerun resumes from them",
-                                   errno=exc.errno, filename=str(self.path)) from None
+        self._writer.append([asdict(record)], hint="it keeps every call logged before, and a rerun resumes from them")
 
 
 __all__ = ["CallKey", "CallLog", "CallRecord"]
