@@ -95,6 +95,10 @@ def served(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iter
                           "--stickiness-margin", "10", "--max-concurrency", "6", "--access-log",
                           str(folder / "access.jsonl")])
     yield server
+    import httpx
+
+    metrics = httpx.get(f"{server.root}/metrics").text  # every request and stream of the session has left
+    assert "tryage_in_flight_requests 0.0" in metrics
     assert server.stop() == 0, "\n".join(server.lines)
     assert any("stopped" in line for line in server.lines)
 

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tryage.errors import QTableError, ServeRequestError, UpstreamError
 from tryage.serve.options import RouteOptions
-from tryage.serve.service import Routed, Service
+from tryage.serve.service import Relay, Routed, Service
 
 log = logging.getLogger("tryage.serve")
 access = logging.getLogger("tryage.serve.access")
@@ -235,10 +235,9 @@ def _chat_route(app: FastAPI, service: Service) -> None:
             if service.config.log_prompts:
                 request.state.info["prompt"] = routed.prompt
             if body.get("stream"):
-                chunks = await service.stream(body, routed)
+                relay = await service.stream(body, routed)
                 streaming = True
-                return StreamingResponse(_leaving(service, chunks), media_type="text/event-stream",
-                                         headers=_headers(request, routed))
+                return _Relayed(relay, service, _headers(request, routed))
             answer = await service.complete(body, routed)
             return JSONResponse(answer, headers=_headers(request, routed))
         finally:
@@ -246,12 +245,20 @@ def _chat_route(app: FastAPI, service: Service) -> None:
                 service.leave()
 
 
-async def _leaving(service: Service, chunks: Any) -> Any:
-    try:
-        async for chunk in chunks:
-            yield chunk
-    finally:
-        service.leave()
+class _Relayed(StreamingResponse):
+    """An expert's stream as server-sent events; however it ends (finished, broken, the client gone, never
+    started), the expert's slot and connection are freed and the request leaves the in-flight count."""
+
+    def __init__(self, relay: Relay, service: Service, headers: dict[str, str]) -> None:
+        super().__init__(relay.chunks(), media_type="text/event-stream", headers=headers)
+        self.relay, self.service = relay, service
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.relay.close()
+            self.service.leave()
 
 
 def _headers(request: Request, routed: Routed) -> dict[str, str]:

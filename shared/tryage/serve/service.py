@@ -170,7 +170,7 @@ class Service:
 
         return await self._in_turn(routed, call)
 
-    async def stream(self, body: Mapping[str, Any], routed: Routed) -> AsyncIterator[bytes]:
+    async def stream(self, body: Mapping[str, Any], routed: Routed) -> Relay:
         """Open the first expert of the queue that streams; the rest of the stream is relayed as it comes."""
         request = _forward(body, routed)
 
@@ -179,32 +179,7 @@ class Service:
             return await self.caller.stream(upstream, request)
 
         first, events, response = await self._in_turn(routed, call, hold=True)
-        upstream = self.upstreams[routed.expert]
-        return self._relay(upstream, first, events, response)
-
-    async def _relay(self, upstream: Upstream, first: list[dict[str, Any]], events: Any, response: Any) -> AsyncIterator[bytes]:
-        try:
-            for event in first:
-                yield self._event(upstream, event)
-            try:
-                async for event in events:
-                    yield self._event(upstream, event)
-            except Exception as exc:  # noqa: BLE001 - after the first chunk no other expert can take over
-                log.warning("expert %s broke off a stream: %s", upstream.name, type(exc).__name__)
-                error = {"message": f"expert {upstream.name!r} broke off its stream ({type(exc).__name__})",
-                         "type": "server_error", "param": None, "code": "upstream_stream_broken"}
-                yield f"data: {json.dumps({'error': error})}\n\n".encode()
-                return
-            yield b"data: [DONE]\n\n"
-        finally:
-            await response.aclose()
-            self.busy[upstream.name] -= 1
-
-    def _event(self, upstream: Upstream, event: dict[str, Any]) -> bytes:
-        event["model"] = upstream.name
-        if event.get("usage"):
-            self.metrics.usage(upstream.name, *upstream.cost(event["usage"]))
-        return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
+        return Relay(self, self.upstreams[routed.expert], first, events, response)
 
     async def _in_turn(self, routed: Routed, call: Any, *, hold: bool = False) -> Any:
         """``call(upstream)`` on each expert of the queue until one answers (``hold``: keep its slot)."""
@@ -280,6 +255,47 @@ class Service:
                 log.info("router updated: version %s from %s feedback row(s)", report["version"], report["rows"])
 
 
+class Relay:
+    """An expert's open stream: :meth:`chunks` relays its events as they come; :meth:`close` (idempotent,
+    also when the chunks were never read) frees the expert's slot and connection."""
+
+    def __init__(self, service: Service, upstream: Upstream, first: list[dict[str, Any]], events: Any,
+                 response: Any) -> None:
+        self.service, self.upstream, self.first, self.events, self.response = service, upstream, first, events, response
+        self._closed = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        name = self.upstream.name
+        try:
+            for event in self.first:
+                yield self._event(event)
+            try:
+                async for event in self.events:
+                    yield self._event(event)
+            except Exception as exc:  # noqa: BLE001 - after the first chunk no other expert can take over
+                log.warning("expert %s broke off a stream: %s", name, type(exc).__name__)
+                error = {"message": f"expert {name!r} broke off its stream ({type(exc).__name__})",
+                         "type": "server_error", "param": None, "code": "upstream_stream_broken"}
+                yield f"data: {json.dumps({'error': error})}\n\n".encode()
+                return
+            yield b"data: [DONE]\n\n"
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.service.busy[self.upstream.name] -= 1
+        await self.response.aclose()
+
+    def _event(self, event: dict[str, Any]) -> bytes:
+        event["model"] = self.upstream.name
+        if event.get("usage"):
+            self.service.metrics.usage(self.upstream.name, *self.upstream.cost(event["usage"]))
+        return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
+
+
 def _bad_routing(error: BaseException, param: str) -> ServeRequestError:
     if isinstance(error, TryageError):
         return ServeRequestError(400, str(error).splitlines()[0], param=param, code=type(error).__name__)
@@ -311,4 +327,4 @@ def _forward(body: Mapping[str, Any], routed: Routed) -> dict[str, Any]:
     return out
 
 
-__all__ = ["Routed", "Service"]
+__all__ = ["Relay", "Routed", "Service"]
