@@ -2,7 +2,7 @@
 
     python benchmarks/serve_overhead.py [--clients 1 16 64] [--requests 2000] [--delay 0.05] [--out FILE]
 
-A local OpenAI-compatible upstream (tests/serve/upstream.py, its own process) answers every request
+A local OpenAI-compatible upstream (tests/serve/serve_upstream.py, its own process) answers every request
 after a fixed ``delay`` (50 ms). ``tryage serve --router open-llms`` (its own process, read-only) sits in
 front of it with every open-llms expert at that upstream. For each number of concurrent clients, the same
 ``requests`` chat completions are sent
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-UPSTREAM = ROOT / "tests" / "serve" / "upstream.py"
+UPSTREAM = ROOT / "tests" / "serve" / "serve_upstream.py"
 
 
 def start(command: list[str], marker: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:

@@ -4,7 +4,7 @@
 # `tryage serve` puts a router in front of your models as one OpenAI-compatible endpoint: clients keep
 # their code and change `base_url`. `model="tryage"` routes each conversation to the best expert;
 # `model="<expert>"` calls that one. Here it runs the embedded `open-llms` router in front of a small
-# local OpenAI-compatible server (from the test suite: `tests/serve/upstream.py`, standing in for vLLM,
+# local OpenAI-compatible server (from the test suite: `tests/serve/serve_upstream.py`, standing in for vLLM,
 # Ollama or a provider), and we point the `openai` client and a LangChain agent at it, send feedback,
 # and watch the router learn and the metrics count.
 #
@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path("..") / "tests" / "serve"))  # the local OpenAI-compatible upstream
-from upstream import Upstream  # noqa: E402
+from serve_upstream import Upstream  # noqa: E402
 
 upstream = Upstream().__enter__()  # runs in a thread until the kernel stops
 work = Path(tempfile.mkdtemp(prefix="tryage-serve-"))

@@ -58,7 +58,12 @@ def check_scalar(value: object, name: str, *, kind: type = float, low: float | N
     raise (error or ConfigurationError)(f"{name} must be {allowed}, got {value!r:.60}")
 
 
-class ExpertNotFoundError(TryageError, KeyError):
+class _NameNotFoundError(TryageError, KeyError):
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class ExpertNotFoundError(_NameNotFoundError):
     """An expert name is not in the library.
 
     Attributes:
@@ -67,12 +72,8 @@ class ExpertNotFoundError(TryageError, KeyError):
     """
 
     def __init__(self, name: str, available: Iterable[str]) -> None:
-        self.name = name
-        self.available = tuple(available)
+        self.name, self.available = name, tuple(available)
         super().__init__(f"unknown expert {name!r}; the library holds: {_options(self.available)}")
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0])
 
 
 class ExpertLibraryError(TryageError, ValueError):
@@ -88,29 +89,21 @@ class MissingMetadataError(TryageError, ValueError):
     """
 
     def __init__(self, constraint: str, experts: Iterable[str], field: str) -> None:
-        self.constraint = constraint
-        self.experts = tuple(experts)
-        self.field = field
-        super().__init__(
-            f"constraint {constraint!r} needs {field!r}, which is unknown for: {_options(self.experts)}; "
-            f"set it in the expert library, or give those experts a value with "
-            f"Constraint(..., missing=<value in [0, 1]>)"
-        )
+        self.constraint, self.experts, self.field = constraint, tuple(experts), field
+        super().__init__(f"constraint {constraint!r} needs {field!r}, which is unknown for: {_options(self.experts)}; "
+                         f"set it in the expert library, or give those experts a value with "
+                         f"Constraint(..., missing=<value in [0, 1]>)")
 
     def __reduce__(self):  # noqa: ANN204 - pickles across processes (Ray workers report it to the driver)
         return (type(self), (self.constraint, self.experts, self.field))
 
 
-class UnknownConstraintError(TryageError, KeyError):
+class UnknownConstraintError(_NameNotFoundError):
     """A constraint weight names a constraint that is not registered."""
 
     def __init__(self, name: str, available: Iterable[str]) -> None:
-        self.name = name
-        self.available = tuple(available)
+        self.name, self.available = name, tuple(available)
         super().__init__(f"unknown constraint {name!r}; known constraints: {_options(self.available)}")
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 class FlagError(TryageError, ValueError):
@@ -122,8 +115,7 @@ class FlagError(TryageError, ValueError):
     """
 
     def __init__(self, flag: str, reason: str, valid: Iterable[str]) -> None:
-        self.flag = flag
-        self.valid = tuple(valid)
+        self.flag, self.valid = flag, tuple(valid)
         shown = flag if len(flag) <= 80 else flag[:77] + "..."
         super().__init__(f"{reason}: [Flag: {shown}]; valid flags: {'; '.join(self.valid)}")
 
@@ -133,10 +125,8 @@ class NoEligibleExpertError(TryageError, ValueError):
 
 
 class NonFinitePredictionError(TryageError, ValueError):
-    """The loss predictor returned NaN or an infinity, so no expert can be chosen honestly.
-
-    A router whose weights or target scale hold NaN (a damaged or diverged save) predicts NaN for
-    every prompt; routing on it would pick an arbitrary expert.
+    """The loss predictor returned NaN or an infinity (a damaged or diverged save), so no expert can be
+    chosen honestly: routing on it would pick an arbitrary expert.
 
     Attributes:
         experts: The experts with a non-finite predicted loss.
@@ -144,32 +134,30 @@ class NonFinitePredictionError(TryageError, ValueError):
     """
 
     def __init__(self, experts: Iterable[str], prompts: Iterable[object]) -> None:
-        self.experts = tuple(experts)
-        self.prompts = tuple(prompts)
+        self.experts, self.prompts = tuple(experts), tuple(prompts)
         shown = ", ".join(repr(p)[:60] for p in self.prompts[:3]) + (
             f" and {len(self.prompts) - 3} more" if len(self.prompts) > 3 else "")
-        super().__init__(
-            f"the loss predictor returned NaN or infinite losses for expert(s) {_options(self.experts)} "
-            f"on {len(self.prompts)} prompt(s): {shown}; predicted losses must be finite "
-            "(re-train or re-save the router: its weights or target scale are not finite)"
-        )
+        super().__init__(f"the loss predictor returned NaN or infinite losses for expert(s) {_options(self.experts)} "
+                         f"on {len(self.prompts)} prompt(s): {shown}; predicted losses must be finite "
+                         "(re-train or re-save the router: its weights or target scale are not finite)")
 
 
-class QTableError(TryageError, ValueError):
-    """A Q-table file or row is malformed.
+class _FileLineError(TryageError, ValueError):
+    """A file (or one of its lines) is malformed; the message starts with ``path, line N:``.
 
     Attributes:
-        path: The file, when the table came from one.
-        line: The 1-based line (JSONL) or row (CSV, header is line 1).
+        path: The file, when the data came from one.
+        line: The 1-based line (JSONL) or row (CSV: the header is line 1), when one is to blame.
     """
 
     def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
-        self.path = path
-        self.line = line
-        where = ""
-        if path is not None:
-            where = f"{path}, line {line}: " if line is not None else f"{path}: "
+        self.path, self.line = path, line
+        where = "" if path is None else (f"{path}, line {line}: " if line is not None else f"{path}: ")
         super().__init__(where + message)
+
+
+class QTableError(_FileLineError):
+    """A Q-table file or row is malformed (``path`` and ``line`` say where)."""
 
 
 class NotFittedError(TryageError, ValueError):
@@ -190,8 +178,7 @@ class OutputWriteError(TryageError, OSError):
 
     def __init__(self, message: str, *, errno: int | None = None, filename: str | None = None) -> None:
         super().__init__(message)
-        self.errno = errno
-        self.filename = filename
+        self.errno, self.filename = errno, filename
 
     def __str__(self) -> str:  # OSError's own would be "[Errno N] None: 'filename'"
         return str(self.args[0])
@@ -206,15 +193,12 @@ class RouterMismatchError(TryageError, ValueError):
     """
 
     def __init__(self, router_experts: Iterable[str], library_experts: Iterable[str]) -> None:
-        self.router_experts = tuple(router_experts)
-        self.library_experts = tuple(library_experts)
+        self.router_experts, self.library_experts = tuple(router_experts), tuple(library_experts)
         missing = [e for e in self.router_experts if e not in self.library_experts]
         extra = [e for e in self.library_experts if e not in self.router_experts]
-        super().__init__(
-            "the router was trained for a different expert set than the library: "
-            f"router-only experts: {_options(missing) or 'none'}; "
-            f"library-only experts: {_options(extra) or 'none'}"
-        )
+        super().__init__("the router was trained for a different expert set than the library: "
+                         f"router-only experts: {_options(missing) or 'none'}; "
+                         f"library-only experts: {_options(extra) or 'none'}")
 
 
 class ExpertMappingError(RouterMismatchError):
@@ -226,8 +210,7 @@ class ExpertMappingError(RouterMismatchError):
     """
 
     def __init__(self, router_experts: Iterable[str], mapped_experts: Iterable[str]) -> None:
-        self.router_experts = tuple(router_experts)
-        self.library_experts = tuple(mapped_experts)
+        self.router_experts, self.library_experts = tuple(router_experts), tuple(mapped_experts)
         unknown = [e for e in self.library_experts if e not in self.router_experts]
         missing = [e for e in self.router_experts if e not in self.library_experts]
         ValueError.__init__(
@@ -243,11 +226,8 @@ class MissingDependencyError(TryageError, ImportError):
     """An optional dependency is not installed."""
 
     def __init__(self, package: str, extra: str) -> None:
-        self.package = package
-        self.extra = extra
-        super().__init__(
-            f"{package!r} is required for this feature; install it with: pip install 'tryage[{extra}]'"
-        )
+        self.package, self.extra = package, extra
+        super().__init__(f"{package!r} is required for this feature; install it with: pip install 'tryage[{extra}]'")
 
     def __reduce__(self):  # noqa: ANN204 - a Ray worker reports it to the driver
         return (type(self), (self.package, self.extra))
@@ -298,8 +278,7 @@ class ExpertModelNotFoundError(TryageError, FileNotFoundError):
 class HubError(TryageError, OSError):
     """Metadata for a Hugging Face Hub repository could not be obtained.
 
-    Talking to a remote service fails the way file and network I/O fail, so Hub errors are
-    :class:`OSError` s, like ``huggingface_hub``'s own. Each subclass adds the builtin that fits.
+    Hub errors are :class:`OSError` s, like ``huggingface_hub``'s own; each subclass adds the builtin that fits.
 
     Attributes:
         repo_id: The repository id as the user wrote it (``None`` for a search).
@@ -357,10 +336,8 @@ class HubDiscoveryError(HubError):
         self.failures = dict(failures)
         summary = ", ".join(f"{repo_id!r} ({error.problem})" for repo_id, error in self.failures.items())
         lines = [f"  {repo_id}: {type(error).__name__}: {error}" for repo_id, error in self.failures.items()]
-        super().__init__(
-            f"Hub metadata could not be obtained for {len(self.failures)} repositories: {summary}\n"
-            + "\n".join(lines)
-        )
+        super().__init__(f"Hub metadata could not be obtained for {len(self.failures)} repositories: {summary}\n"
+                         + "\n".join(lines))
 
     @property
     def repo_ids(self) -> tuple[str, ...]:
@@ -377,19 +354,8 @@ class StaleMetadataWarning(UserWarning):
 
 # collect ----------------------------------------------------------------------------------------
 # Errors of ``tryage collect`` / ``tryage score`` (tryage.collect).
-class PromptFileError(TryageError, ValueError):
-    """A prompts file (JSONL or CSV) is malformed: no ``prompt``, bad JSON, duplicate ids.
-
-    Attributes:
-        path: The file.
-        line: The 1-based line (CSV: the header is line 1), when one is to blame.
-    """
-
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
-        self.path = path
-        self.line = line
-        where = "" if path is None else (f"{path}, line {line}: " if line is not None else f"{path}: ")
-        super().__init__(where + message)
+class PromptFileError(_FileLineError):
+    """A prompts file (JSONL or CSV) is malformed: no ``prompt``, bad JSON, duplicate ids (``path``, ``line``)."""
 
 
 class ExpertSpecError(TryageError, ValueError):
@@ -405,9 +371,7 @@ class UnknownProviderError(ExpertSpecError):
     """
 
     def __init__(self, expert: str, provider: str, detail: str = "") -> None:
-        self.expert = expert
-        self.provider = provider
-        self.detail = detail
+        self.expert, self.provider, self.detail = expert, provider, detail
         super().__init__(f"expert {expert!r}: unknown model provider {provider!r}"
                          + (f" ({detail})" if detail else "")
                          + "; write 'model' as '<provider>:<model id>', e.g. 'openai:gpt-4o-mini', "
@@ -426,8 +390,7 @@ class MissingCredentialsError(TryageError, PermissionError):
     """
 
     def __init__(self, expert: str, variable: str) -> None:
-        self.expert = expert
-        self.variable = variable
+        self.expert, self.variable = expert, variable
         super().__init__(f"expert {expert!r}: no API key; set the environment variable {variable} "
                          "(keys are read from the environment only, never from the experts file)")
 
@@ -441,8 +404,6 @@ class ScorerError(TryageError, ValueError):
 
 class JudgeCallError(ScorerError):
     """The judge's call failed for good (after its retries, or at once for a permanent error such as 401).
-
-    The answers and the judge's replies so far stay in their logs: a later run resumes from them.
 
     Attributes:
         error: The last error, as the call log writes it.
@@ -473,23 +434,22 @@ class CallLogError(TryageError, ValueError):
     """A call log is malformed (a middle line that is not a JSON record)."""
 
 
-class CallLogLockedError(TryageError, BlockingIOError):
-    """Another process is writing the same call log; two writers would pay twice for the same calls.
+class LogLockedError(TryageError, BlockingIOError):
+    """Another process is writing the same append-only log (a call log, serve's feedback log); two writers
+    would pay twice for the same calls, or learn twice from the same rows.
 
     Attributes:
-        path: The call log.
+        path: The log.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, what: str = "call log", holder: str = "collection",
+                 hint: str = "wait for it to finish or give another --log") -> None:
         self.path = path
-        super().__init__(f"call log {path} is locked by another running collection ({path}.lock); "
-                         "wait for it to finish or give another --log")
+        super().__init__(f"{what} {path} is locked by another running {holder} ({path}.lock); {hint}")
 
 
 class BudgetReachedError(TryageError, RuntimeError):
     """The next call would take the spend past ``budget``; nothing over budget was called.
-
-    The calls made are in the call log: a later run with a higher budget resumes from them.
 
     Attributes:
         budget: The budget in USD.
@@ -498,19 +458,12 @@ class BudgetReachedError(TryageError, RuntimeError):
     """
 
     def __init__(self, budget: float, spent: float, remaining_calls: int) -> None:
-        self.budget = budget
-        self.spent = spent
-        self.remaining_calls = remaining_calls
+        self.budget, self.spent, self.remaining_calls = budget, spent, remaining_calls
         super().__init__(f"budget reached: spent ${spent:.6f} of ${budget:.6f}; {remaining_calls} call(s) not made "
                          "(the next would pass the budget); rerun with a higher --budget to resume from the call log")
 
 
 # serve ------------------------------------------------------------------------------------------
-# Errors of ``tryage serve`` (tryage.serve).
-class ServeConfigError(ConfigurationError):
-    """A ``tryage serve`` setting (flag or config file key) is unknown or has a value not allowed."""
-
-
 class ServeRequestError(TryageError, ValueError):
     """A request ``tryage serve`` answers with an OpenAI-shaped error, not an answer.
 
@@ -542,16 +495,3 @@ class UpstreamError(TryageError, ConnectionError):
                  retry_after: str | None = None) -> None:
         self.expert, self.status, self.body, self.retry_after = expert, status, body, retry_after
         super().__init__(f"expert {expert!r}: {message}")
-
-
-class StateLockedError(TryageError, BlockingIOError):
-    """Another ``tryage serve`` holds the same state folder (its feedback log); two would learn twice.
-
-    Attributes:
-        path: The feedback log.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        super().__init__(f"feedback log {path} is locked by another running tryage serve ({path}.lock); "
-                         "stop it, or give this one another --state-dir (or --read-only)")

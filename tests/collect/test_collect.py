@@ -14,7 +14,7 @@ from collect_helpers import entry, sums, write_experts, write_jsonl  # noqa: E40
 from openai_server import OpenAIServer  # noqa: E402
 
 from tryage.collect import CallLog, DryRun, collect, score
-from tryage.errors import BudgetReachedError, CallLogLockedError, QTableError
+from tryage.errors import BudgetReachedError, LogLockedError, QTableError
 from tryage.experts import ExpertLibrary
 from tryage.qtable import QTable
 
@@ -131,7 +131,7 @@ def test_dry_run_skips_logged_calls_and_uses_their_mean_output(server: OpenAISer
 
 def test_second_writer_is_refused(server: OpenAIServer, tmp_path: Path) -> None:
     with CallLog(tmp_path / "q.calls.jsonl"):
-        with pytest.raises(CallLogLockedError, match=r"call log .*q.calls.jsonl is locked by another running collection"):
+        with pytest.raises(LogLockedError, match=r"call log .*q.calls.jsonl is locked by another running collection"):
             collect(sums(2), [entry(server, "good")], scorer="numeric", out=tmp_path / "q.jsonl", **FAST)
     assert server.requests == {}
 

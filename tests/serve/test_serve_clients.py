@@ -7,9 +7,9 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from conftest import CLIENT_KEY, OPEN_LLMS, Served
+from serve_helpers import CLIENT_KEY, OPEN_LLMS, Served
 
-from tryage.errors import ServeConfigError
+from tryage.errors import ConfigurationError
 
 
 @pytest.mark.filterwarnings("ignore:create_react_agent has been moved")
@@ -73,11 +73,11 @@ def test_serve_config_file_keys_are_the_flags(tmp_path: Path) -> None:
     assert (config.port, config.max_body_bytes, dict(config.weights)) == (9100, 2048, {"cost": 0.5})
     assert config.experts == str(tmp_path / "experts.json")  # relative to the file
     path.write_text('router = "open-llms"\nexperts = "e.json"\ncolour = "red"\n')
-    with pytest.raises(ServeConfigError, match=r"unknown key\(s\) \['colour'\]"):
+    with pytest.raises(ConfigurationError, match=r"unknown key\(s\) \['colour'\]"):
         ServeConfig.build({}, path)
-    with pytest.raises(ServeConfigError, match="timeout must be a finite number > 0, got -1"):
+    with pytest.raises(ConfigurationError, match="timeout must be a finite number > 0, got -1"):
         ServeConfig.build({"router": "r", "experts": "e", "timeout": -1})
-    with pytest.raises(ServeConfigError, match="refusing to serve on 0.0.0.0 without API keys"):
+    with pytest.raises(ConfigurationError, match="refusing to serve on 0.0.0.0 without API keys"):
         ServeConfig(router="r", experts="e", host="0.0.0.0").check_exposure(frozenset())
     ServeConfig(router="r", experts="e", host="0.0.0.0", no_auth=True).check_exposure(frozenset())
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import CLIENT_KEY, Served, start_serve, write_experts
+from serve_helpers import CLIENT_KEY, Served, start_serve, write_experts
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 PROMPT = "Translate this sentence into German"

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from conftest import CLIENT_KEY, OPEN_LLMS, Served
+from serve_helpers import CLIENT_KEY, OPEN_LLMS, Served
 from test_serve_openai import directive
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}

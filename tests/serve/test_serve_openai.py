@@ -7,7 +7,7 @@ import json
 import httpx
 import openai
 import pytest
-from conftest import CLIENT_KEY, OPEN_LLMS, Served
+from serve_helpers import CLIENT_KEY, OPEN_LLMS, Served
 from pydantic import BaseModel
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tryage._io import AppendLog, iter_jsonl
-from tryage.errors import CallLogError, CallLogLockedError
+from tryage.errors import CallLogError, LogLockedError
 
 CallKey = tuple[str, str, str]
 
@@ -135,7 +135,7 @@ class CallLog:
 
     # -- writing -----------------------------------------------------------------------------
     def __enter__(self) -> CallLog:
-        self._writer = AppendLog(self.path, what="call log", locked=CallLogLockedError).open()
+        self._writer = AppendLog(self.path, what="call log", locked=LogLockedError).open()
         return self
 
     def __exit__(self, *exc: object) -> None:

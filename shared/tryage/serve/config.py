@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tryage.errors import ServeConfigError, TryageFileNotFoundError, check_scalar
+from tryage.errors import ConfigurationError, TryageFileNotFoundError, check_scalar
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -89,30 +89,30 @@ class ServeConfig:
     def __post_init__(self) -> None:
         for name in ("router", "experts", "host"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ServeConfigError(f"{name} must be a non-empty string, got {getattr(self, name)!r:.60}")
+                raise ConfigurationError(f"{name} must be a non-empty string, got {getattr(self, name)!r:.60}")
         whole = {"port": (0, 65535), "retries": (0, 20), "update_every": (1, None), "max_concurrency": (1, None),
                  "expert_concurrency": (1, None), "max_body_bytes": (1024, None), "max_batch": (1, 4096),
                  "replicas": (1, 1024)}
         for name, (low, high) in whole.items():
             object.__setattr__(self, name, check_scalar(getattr(self, name), name, kind=int, low=low, high=high,
-                                                        error=ServeConfigError))
+                                                        error=ConfigurationError))
         if self.max_fallbacks is not None:
             object.__setattr__(self, "max_fallbacks", check_scalar(self.max_fallbacks, "max_fallbacks", kind=int,
-                                                                   low=0, error=ServeConfigError))
+                                                                   low=0, error=ConfigurationError))
         positive = ("update_interval", "timeout", "shutdown_timeout")
         for name in positive:
             object.__setattr__(self, name, check_scalar(getattr(self, name), name, low=0, low_open=True,
-                                                        error=ServeConfigError))
+                                                        error=ConfigurationError))
         for name, high in (("backoff", 60.0), ("batch_window_ms", 1000.0), ("context_weight", 1.0),
                            ("stickiness_margin", None)):
             object.__setattr__(self, name, check_scalar(getattr(self, name), name, low=0, high=high,
-                                                        error=ServeConfigError))
+                                                        error=ConfigurationError))
         for name in ("no_auth", "read_only", "fallback", "log_prompts", "ray"):
             if not isinstance(getattr(self, name), bool):
-                raise ServeConfigError(f"{name} must be true or false, got {getattr(self, name)!r:.60}")
+                raise ConfigurationError(f"{name} must be true or false, got {getattr(self, name)!r:.60}")
         if not isinstance(self.weights, Mapping):
-            raise ServeConfigError(f"weights must be a table of constraint = number, got {self.weights!r:.60}")
-        object.__setattr__(self, "weights", {str(k): check_scalar(v, f"weights.{k}", error=ServeConfigError)
+            raise ConfigurationError(f"weights must be a table of constraint = number, got {self.weights!r:.60}")
+        object.__setattr__(self, "weights", {str(k): check_scalar(v, f"weights.{k}", error=ConfigurationError)
                                              for k, v in self.weights.items()})
 
     @classmethod
@@ -126,7 +126,7 @@ class ServeConfig:
         values.update({k: v for k, v in given.items() if v is not None})
         missing = [k for k in ("router", "experts") if k not in values]
         if missing:
-            raise ServeConfigError(f"tryage serve needs {' and '.join('--' + k for k in missing)} "
+            raise ConfigurationError(f"tryage serve needs {' and '.join('--' + k for k in missing)} "
                                    "(on the command line or as keys of --config)")
         return cls(**values)
 
@@ -144,7 +144,7 @@ class ServeConfig:
     def check_exposure(self, keys: frozenset[str]) -> None:
         """Refuse to bind beyond loopback with no keys, unless ``no_auth`` says so."""
         if self.host not in LOOPBACK and not keys and not self.no_auth:
-            raise ServeConfigError(f"refusing to serve on {self.host} without API keys: set TRYAGE_API_KEYS or "
+            raise ConfigurationError(f"refusing to serve on {self.host} without API keys: set TRYAGE_API_KEYS or "
                                    "--api-keys-file, or pass --no-auth to serve anyone who can reach the port")
 
 
@@ -164,26 +164,26 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
             data = require("yaml", "serve", "pyyaml").safe_load(source.read_text(encoding="utf-8")) or {}
         else:
-            raise ServeConfigError(f"{source}: a config file is .toml, .yaml or .yml, got {suffix or 'no suffix'!r}")
+            raise ConfigurationError(f"{source}: a config file is .toml, .yaml or .yml, got {suffix or 'no suffix'!r}")
     except UnicodeDecodeError:
-        raise ServeConfigError(f"{source}: is not UTF-8 text") from None
+        raise ConfigurationError(f"{source}: is not UTF-8 text") from None
     except ValueError as exc:  # tomllib.TOMLDecodeError and yaml's errors are ValueErrors or YAMLErrors
-        if isinstance(exc, ServeConfigError):
+        if isinstance(exc, ConfigurationError):
             raise
-        raise ServeConfigError(f"{source}: not valid {suffix[1:].upper()} ({str(exc).splitlines()[0]})") from None
+        raise ConfigurationError(f"{source}: not valid {suffix[1:].upper()} ({str(exc).splitlines()[0]})") from None
     except Exception as exc:  # yaml.YAMLError
         if type(exc).__module__.startswith("yaml"):
-            raise ServeConfigError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+            raise ConfigurationError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
         raise
     if not isinstance(data, Mapping):
-        raise ServeConfigError(f"{source}: expected a table of settings at the top, got {type(data).__name__}")
+        raise ConfigurationError(f"{source}: expected a table of settings at the top, got {type(data).__name__}")
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
     if isinstance(data.get("serve"), Mapping):  # the settings may sit under a [serve] table
         data = {**{k: v for k, v in data.items() if k != "serve"},
                 **{str(k).replace("-", "_"): v for k, v in data["serve"].items()}}
     unknown = sorted(set(data) - set(ServeConfig.keys()))
     if unknown:
-        raise ServeConfigError(f"{source}: unknown key(s) {unknown}; allowed: {', '.join(ServeConfig.keys())}")
+        raise ConfigurationError(f"{source}: unknown key(s) {unknown}; allowed: {', '.join(ServeConfig.keys())}")
     for key in ("router", "experts", "api_keys_file", "state_dir", "access_log"):  # relative to the file
         if isinstance(data.get(key), str) and data[key] != "-" and not Path(data[key]).is_absolute():
             candidate = source.parent / data[key]

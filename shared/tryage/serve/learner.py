@@ -16,6 +16,7 @@ log holds every row acknowledged; a restart loads the router in force and learns
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import shutil
 import threading
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tryage._io import AppendLog, atomic_write_text, iter_jsonl
-from tryage.errors import StateLockedError
+from tryage.errors import LogLockedError
 
 _KEEP = 2  # router folders kept: the one in force and the one before
 
@@ -43,7 +44,9 @@ class Learner:
         self.folder = Path(state_dir)
         self.update_every = update_every
         self.read_only = read_only
-        self.log = AppendLog(self.folder / "feedback.jsonl", what="feedback log", locked=StateLockedError, fsync=True)
+        self.log = AppendLog(self.folder / "feedback.jsonl", what="feedback log", fsync=True, locked=functools.partial(
+            LogLockedError, what="feedback log", holder="tryage serve",
+            hint="stop it, or give this one another --state-dir (or --read-only)"))
         self.version = 0
         self.applied = 0
         self.logged = 0
