@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -26,8 +25,46 @@ PROMPTS = ["Write a Python function that sorts a list of tuples by their second 
 FEEDBACK_PROMPT = "Translate this sentence into German"
 
 
+def test_serve_ray_settings_map_to_ray_serve_options() -> None:
+    from tryage.errors import ServeConfigError
+    from tryage.serve.config import ServeConfig
+    from tryage.serve.on_ray import deployment_options
+
+    fixed = deployment_options(ServeConfig(router="r", experts="e", ray=True, replicas=3, replica_cpus=0.5,
+                                           max_concurrency=64))
+    assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
+    assert fixed["ray_actor_options"] == {"num_cpus": 0.5} and fixed["max_ongoing_requests"] == 64
+    scaled = deployment_options(ServeConfig(router="r", experts="e", ray=True, autoscale="1:4"))
+    assert scaled["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4} and "num_replicas" not in scaled
+    table = ServeConfig(router="r", experts="e", autoscale={"min_replicas": 2, "max_replicas": 8,
+                                                            "target_ongoing_requests": 16})
+    assert table.autoscaling_config() == {"min_replicas": 2, "max_replicas": 8, "target_ongoing_requests": 16}
+    cases = [({"autoscale": "4"}, "autoscale must be MIN:MAX replicas (e.g. 1:4)"),
+             ({"autoscale": "a:b"}, "autoscale must be MIN:MAX replicas"),
+             ({"autoscale": "4:2"}, "autoscale max_replicas must be a whole number >= 4"),
+             ({"autoscale": "1:4", "replicas": 2}, "give replicas (2) or autoscale"),
+             ({"replica_cpus": -1}, "replica_cpus must be a finite number >= 0"),
+             ({"replicas": 0}, "replicas must be a whole number >= 1")]
+    for given, message in cases:
+        with pytest.raises(ServeConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            ServeConfig(router="r", experts="e", ray=True, **given)
+
+
+def test_serve_ray_cli_refuses_a_bad_expert_before_starting_ray(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from tryage.cli import main
+
+    experts = tmp_path / "experts.json"
+    experts.write_text('[{"name": "qwen2.5-7b-instruct", "model": "anthropic:claude"}]')
+    assert main(["serve", "--router", "open-llms", "--experts", str(experts), "--ray", "--autoscale", "1:2",
+                 "--state-dir", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tryage: error: ") and "forwards to OpenAI-compatible endpoints" in err and "\n" not in err
+    assert not ray.is_initialized()  # these run before the module's Ray instance starts
+
+
 @pytest.fixture(scope="module")
-def on_ray(upstream, tmp_path_factory: pytest.TempPathFactory, monkeypatch_module) -> Iterator:  # noqa: ANN001
+def on_ray(upstream, tmp_path_factory: pytest.TempPathFactory, monkeypatch_module) -> Iterator:
     from tryage.cli.serve import _Loader
     from tryage.serve.config import ServeConfig
     from tryage.serve.on_ray import deploy
@@ -54,7 +91,7 @@ def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
         yield patch
 
 
-def _replicas_seen(url: str, path: str, want: int = 2, tries: int = 40, **kwargs) -> dict[str, list]:  # noqa: ANN003
+def _replicas_seen(url: str, path: str, want: int = 2, tries: int = 40, **kwargs) -> dict[str, list]:
     """Answers of repeated calls by the replica that gave them, until ``want`` replicas have answered."""
     seen: dict[str, list] = {}
     for _ in range(tries):
@@ -67,9 +104,8 @@ def _replicas_seen(url: str, path: str, want: int = 2, tries: int = 40, **kwargs
     return seen
 
 
-def test_serve_ray_two_replicas_route_as_one_process(on_ray) -> None:  # noqa: ANN001
+def test_serve_ray_two_replicas_route_as_one_process(on_ray) -> None:
     import openai
-
     from tryage import TryageRouter
 
     served, _ = on_ray
@@ -92,7 +128,7 @@ def test_serve_ray_two_replicas_route_as_one_process(on_ray) -> None:  # noqa: A
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == f"{expected[0]} says: {PROMPTS[0]}"
 
 
-def test_serve_ray_feedback_reaches_one_learner_and_every_replica(on_ray) -> None:  # noqa: ANN001
+def test_serve_ray_feedback_reaches_one_learner_and_every_replica(on_ray) -> None:
     from tryage import TryageRouter
 
     served, state = on_ray
