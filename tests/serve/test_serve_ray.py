@@ -63,6 +63,20 @@ def test_serve_ray_cli_refuses_a_bad_expert_before_starting_ray(tmp_path: Path,
     assert not ray.is_initialized()  # these run before the module's Ray instance starts
 
 
+
+def test_serve_ray_router_bytes_stay_inside_their_folder(tmp_path: Path) -> None:
+    from tryage.errors import ConfigurationError
+    from tryage.serve.on_ray import folder_files
+    from tryage.serve.replica import router_from_files
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "sub" / "a.txt").write_text("a")
+    assert folder_files(tmp_path) == {"config.json": b"{}", "sub/a.txt": b"a"}
+    for name in ("../escape.json", "/etc/escape.json"):
+        with pytest.raises(ConfigurationError, match="is not inside the router folder"):
+            router_from_files({name: b"{}"})
+
 @pytest.fixture(scope="module")
 def on_ray(upstream, tmp_path_factory: pytest.TempPathFactory, monkeypatch_module) -> Iterator:
     from tryage.cli.serve import _Loader
