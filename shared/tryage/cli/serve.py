@@ -36,7 +36,9 @@ _FLAGS = (  # (flag, type, help); every one is also a config-file key
     ("--max-batch", int, "most prompts per encoder pass (default 32)"),
     ("--access-log", str, "file for JSON access-log lines ('-': stderr; default off)"),
     ("--shutdown-timeout", float, "seconds a graceful shutdown waits for requests in flight (default 30)"),
-    ("--replicas", int, "Ray Serve replicas (with --ray)"),
+    ("--replicas", int, "Ray Serve replicas, a fixed number (with --ray; default 1)"),
+    ("--autoscale", str, "Ray Serve autoscaling instead: MIN:MAX replicas (with --ray; e.g. 1:4)"),
+    ("--replica-cpus", float, "CPUs Ray reserves for each replica (with --ray; fractions allowed; default 1)"),
     ("--address", str, "Ray cluster to join (with --ray)"),
 )
 _SWITCHES = (("--no-auth", "no_auth", True, "serve without API keys even beyond loopback"),
@@ -72,20 +74,34 @@ def run_serve(args: argparse.Namespace) -> int:
     require("uvicorn", "serve")
     require("prometheus_client", "serve", "prometheus-client")
     require("httpx", "serve")
-    from tryage.cli._common import router_by_name_or_folder
     from tryage.serve.config import ServeConfig
 
     given = {k: v for k, v in vars(args).items() if k in ServeConfig.keys()}
     if args.weight:
         given["weights"] = weights(args.weight)
     config = ServeConfig.build(given, args.config)
+    load = _Loader(config.router)
     if config.ray:
-        from tryage.errors import ConfigurationError
+        require("ray", "ray", "ray[serve]")
+        require("ray.serve", "ray", "ray[serve]")
+        from tryage.serve.on_ray import run as run_on_ray
 
-        raise ConfigurationError("--ray (Ray Serve) is not available yet; run one process per machine for now")
+        return run_on_ray(config, load)
     from tryage.serve.server import run
 
-    return run(config, lambda: router_by_name_or_folder(config.router))
+    return run(config, load)
+
+
+class _Loader:
+    """``router_by_name_or_folder(router)`` as a callable that Ray can send to its replicas and learner."""
+
+    def __init__(self, router: str) -> None:
+        self.router = router
+
+    def __call__(self) -> Any:
+        from tryage.cli._common import router_by_name_or_folder
+
+        return router_by_name_or_folder(self.router)
 
 
 __all__ = ["register", "run_serve"]

@@ -52,7 +52,11 @@ class ServeConfig:
         log_prompts: Put prompt text into the access log.
         shutdown_timeout: Seconds a graceful shutdown waits for requests and streams in flight.
         ray: Run on Ray Serve.
-        replicas: Ray Serve replicas.
+        replicas: Ray Serve replicas (a fixed number).
+        autoscale: Ray Serve autoscaling instead: ``"MIN:MAX"`` replicas, or (config file) a table of Ray
+            Serve's ``autoscaling_config`` keys (``min_replicas``, ``max_replicas``,
+            ``target_ongoing_requests``, ...).
+        replica_cpus: CPUs Ray reserves for each replica (fractions allowed; 0: none).
         address: Ray cluster to join.
     """
 
@@ -84,6 +88,8 @@ class ServeConfig:
     shutdown_timeout: float = 30.0
     ray: bool = False
     replicas: int = 1
+    autoscale: str | Mapping[str, Any] | None = None
+    replica_cpus: float = 1.0
     address: str | None = None
 
     def __post_init__(self) -> None:
@@ -114,6 +120,16 @@ class ServeConfig:
             raise ConfigurationError(f"weights must be a table of constraint = number, got {self.weights!r:.60}")
         object.__setattr__(self, "weights", {str(k): check_scalar(v, f"weights.{k}", error=ConfigurationError)
                                              for k, v in self.weights.items()})
+        object.__setattr__(self, "replica_cpus", check_scalar(self.replica_cpus, "replica_cpus", low=0, high=1024,
+                                                              error=ServeConfigError))
+        if self.autoscale is not None:
+            object.__setattr__(self, "autoscale", _autoscale(self.autoscale))
+            if self.replicas != 1:
+                raise ServeConfigError(f"give replicas ({self.replicas}) or autoscale ({self.autoscale}), not both")
+
+    def autoscaling_config(self) -> dict[str, Any] | None:
+        """Ray Serve's ``autoscaling_config`` (``None``: a fixed number of replicas)."""
+        return dict(self.autoscale) if isinstance(self.autoscale, Mapping) else None
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -146,6 +162,27 @@ class ServeConfig:
         if self.host not in LOOPBACK and not keys and not self.no_auth:
             raise ConfigurationError(f"refusing to serve on {self.host} without API keys: set TRYAGE_API_KEYS or "
                                    "--api-keys-file, or pass --no-auth to serve anyone who can reach the port")
+
+
+def _autoscale(value: Any) -> Mapping[str, Any]:
+    """``"MIN:MAX"`` or a table of ``autoscaling_config`` keys, as a table (Ray checks the keys it knows)."""
+    if isinstance(value, Mapping):
+        table = {str(k): v for k, v in value.items()}
+    elif isinstance(value, str) and value.count(":") == 1:
+        low, high = value.split(":")
+        table = {"min_replicas": low.strip(), "max_replicas": high.strip()}
+        for key, number in table.items():
+            if not number.isdigit():
+                raise ServeConfigError(f"autoscale must be MIN:MAX replicas (e.g. 1:4), got {value!r:.60}")
+            table[key] = int(number)
+    else:
+        raise ServeConfigError(f"autoscale must be MIN:MAX replicas (e.g. 1:4) or a table of Ray Serve "
+                               f"autoscaling_config keys, got {value!r:.60}")
+    low = check_scalar(table.get("min_replicas", 1), "autoscale min_replicas", kind=int, low=0, high=1024,
+                       error=ServeConfigError)
+    high = check_scalar(table.get("max_replicas", max(low, 1)), "autoscale max_replicas", kind=int,
+                        low=max(low, 1), high=1024, error=ServeConfigError)
+    return {**table, "min_replicas": low, "max_replicas": high}
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 from tryage.errors import ConfigurationError
@@ -26,18 +26,23 @@ def build_service(config: ServeConfig, load_router: Callable[[], Any]) -> tuple[
     learner = Learner(config.state_dir, update_every=config.update_every, read_only=config.read_only)
     router, source = learner.load(load_router, config.router)
     try:
-        unknown = [name for name in upstreams if name not in router.experts]
-        if unknown:
-            raise ConfigurationError(f"{config.experts}: expert(s) {unknown} are not experts of the router; its "
-                                     f"experts are {', '.join(router.experts)}")
-        router.constraints.check_weights(config.weights)  # used as each request's default weights
-        if not hasattr(router.predictor, "head_") and not config.read_only:
-            raise ConfigurationError("this router cannot learn from feedback (it is not a trained perceptive "
-                                     "router); serve it with --read-only")
+        check_router(config, router, upstreams)
     except BaseException:
         learner.close()
         raise
     return Service(config, router, upstreams, learner), source
+
+
+def check_router(config: ServeConfig, router: Any, served: Iterable[str]) -> None:
+    """Refuse a router that lacks an expert of ``served``, the default weights, or (to learn) a head."""
+    unknown = [name for name in served if name not in router.experts]
+    if unknown:
+        raise ConfigurationError(f"{config.experts}: expert(s) {unknown} are not experts of the router; its "
+                                 f"experts are {', '.join(router.experts)}")
+    router.constraints.check_weights(config.weights)  # used as each request's default weights
+    if not hasattr(router.predictor, "head_") and not config.read_only:
+        raise ConfigurationError("this router cannot learn from feedback (it is not a trained perceptive "
+                                 "router); serve it with --read-only")
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -114,4 +119,4 @@ def run(config: ServeConfig, load_router: Callable[[], Any], *, out: TextIO = sy
     return 0
 
 
-__all__ = ["announce", "bind", "build_service", "configure_logging", "run"]
+__all__ = ["announce", "bind", "build_service", "check_router", "configure_logging", "run"]
