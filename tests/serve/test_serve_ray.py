@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from conftest import CLIENT_KEY, write_experts
+from serve_helpers import CLIENT_KEY, write_experts
 
 ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed (pip install 'tryage[ray]')")
 serve = pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'tryage[ray]')")
@@ -26,7 +27,7 @@ FEEDBACK_PROMPT = "Translate this sentence into German"
 
 
 def test_serve_ray_settings_map_to_ray_serve_options() -> None:
-    from tryage.errors import ServeConfigError
+    from tryage.errors import ConfigurationError
     from tryage.serve.config import ServeConfig
     from tryage.serve.on_ray import deployment_options
 
@@ -46,7 +47,7 @@ def test_serve_ray_settings_map_to_ray_serve_options() -> None:
              ({"replica_cpus": -1}, "replica_cpus must be a finite number >= 0"),
              ({"replicas": 0}, "replicas must be a whole number >= 1")]
     for given, message in cases:
-        with pytest.raises(ServeConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        with pytest.raises(ConfigurationError, match=message.replace("(", r"\(").replace(")", r"\)")):
             ServeConfig(router="r", experts="e", ray=True, **given)
 
 

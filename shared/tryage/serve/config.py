@@ -121,11 +121,11 @@ class ServeConfig:
         object.__setattr__(self, "weights", {str(k): check_scalar(v, f"weights.{k}", error=ConfigurationError)
                                              for k, v in self.weights.items()})
         object.__setattr__(self, "replica_cpus", check_scalar(self.replica_cpus, "replica_cpus", low=0, high=1024,
-                                                              error=ServeConfigError))
+                                                              error=ConfigurationError))
         if self.autoscale is not None:
             object.__setattr__(self, "autoscale", _autoscale(self.autoscale))
             if self.replicas != 1:
-                raise ServeConfigError(f"give replicas ({self.replicas}) or autoscale ({self.autoscale}), not both")
+                raise ConfigurationError(f"give replicas ({self.replicas}) or autoscale ({self.autoscale}), not both")
 
     def autoscaling_config(self) -> dict[str, Any] | None:
         """Ray Serve's ``autoscaling_config`` (``None``: a fixed number of replicas)."""
@@ -173,15 +173,15 @@ def _autoscale(value: Any) -> Mapping[str, Any]:
         table = {"min_replicas": low.strip(), "max_replicas": high.strip()}
         for key, number in table.items():
             if not number.isdigit():
-                raise ServeConfigError(f"autoscale must be MIN:MAX replicas (e.g. 1:4), got {value!r:.60}")
+                raise ConfigurationError(f"autoscale must be MIN:MAX replicas (e.g. 1:4), got {value!r:.60}")
             table[key] = int(number)
     else:
-        raise ServeConfigError(f"autoscale must be MIN:MAX replicas (e.g. 1:4) or a table of Ray Serve "
+        raise ConfigurationError(f"autoscale must be MIN:MAX replicas (e.g. 1:4) or a table of Ray Serve "
                                f"autoscaling_config keys, got {value!r:.60}")
     low = check_scalar(table.get("min_replicas", 1), "autoscale min_replicas", kind=int, low=0, high=1024,
-                       error=ServeConfigError)
+                       error=ConfigurationError)
     high = check_scalar(table.get("max_replicas", max(low, 1)), "autoscale max_replicas", kind=int,
-                        low=max(low, 1), high=1024, error=ServeConfigError)
+                        low=max(low, 1), high=1024, error=ConfigurationError)
     return {**table, "min_replicas": low, "max_replicas": high}
 
 
