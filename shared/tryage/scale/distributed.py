@@ -128,16 +128,25 @@ def stream(ds: ray.data.Dataset, **kwargs: Any) -> Iterator[Any]:
     try:
         yield from ds.iter_batches(**kwargs)
     except Exception as exc:
-        seen, pending = set(), [exc]
-        while pending:
-            error = pending.pop()
-            if error is None or id(error) in seen:
-                continue
-            seen.add(id(error))
-            if isinstance(error, TryageError) and not isinstance(error, type(exc)):
-                raise error from None
-            pending += [getattr(error, "cause", None), error.__cause__, error.__context__]
+        cause = tryage_cause(exc)
+        if cause is not None:
+            raise cause from None
         raise
+
+
+def tryage_cause(exc: BaseException) -> TryageError | None:
+    """The :class:`TryageError` a Ray worker raised, found in the ``RayTaskError`` chain that wraps it."""
+    seen, pending = set(), [exc]
+    while pending:
+        error = pending.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, TryageError) and not isinstance(error, type(exc)) \
+                and type(error).__module__.startswith("tryage"):
+            return error
+        pending += [getattr(error, "cause", None), error.__cause__, error.__context__]
+    return None
 
 
 def _pipeline(ds: ray.data.Dataset) -> ray.data.Dataset:

@@ -15,13 +15,15 @@ log holds every row acknowledged; a restart loads the router in force and learns
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
+import logging
 import json
 import shutil
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,4 +129,28 @@ class Learner:
                 shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["Learner"]
+async def learn_forever(learner: Learner, wake: asyncio.Event, interval: float,
+                        update: Callable[[], Awaitable[Mapping[str, Any] | None]]) -> None:
+    """Run ``update()`` (a new router put in force; its report, or ``None``) whenever ``wake`` is set or
+    ``interval`` seconds pass with feedback pending. A failed update leaves the router in force and the
+    feedback logged, and is tried again after a pause. One loop for the one-process server and for Ray's
+    learner actor."""
+    log = logging.getLogger("tryage.serve")
+    while True:
+        try:
+            await asyncio.wait_for(wake.wait(), interval)
+        except asyncio.TimeoutError:
+            pass
+        wake.clear()
+        if learner.pending == 0:
+            continue
+        try:
+            report = await update()
+        except Exception:  # noqa: BLE001 - the server keeps serving the router in force
+            log.exception("router update failed; the router in force stays, the feedback stays logged")
+            await asyncio.sleep(min(interval, 30.0))
+            continue
+        if report is not None:
+            log.info("router updated: version %s from %s feedback row(s)", report["version"], report["rows"])
+
+__all__ = ["Learner", "learn_forever"]

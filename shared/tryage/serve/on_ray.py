@@ -31,9 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from tryage.errors import TryageError
 from tryage.serve.config import ServeConfig
-from tryage.serve.learner import Learner
+from tryage.serve.learner import Learner, learn_forever
 from tryage.serve.routing import DecisionStore
 
 log = logging.getLogger("tryage.serve")
@@ -96,7 +95,8 @@ class FeedbackLearner:
         if not learner.read_only:
             if learner.due():
                 self._wake.set()
-            self._task = asyncio.get_running_loop().create_task(self._learn_loop())
+            self._task = asyncio.get_running_loop().create_task(
+                learn_forever(self.learner, self._wake, self.config.update_interval, self._learn))
 
     def _folder(self, version: int) -> Path:
         return Path(self.config.state_dir) / "routers" / f"v{version:06d}"
@@ -148,25 +148,8 @@ class FeedbackLearner:
             except asyncio.TimeoutError:
                 pass
 
-    async def _learn_loop(self) -> None:
-        assert self.learner is not None and self._wake is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.config.update_interval)
-            except asyncio.TimeoutError:
-                pass
-            self._wake.clear()
-            if self.learner.pending == 0:
-                continue
-            try:
-                result = await loop.run_in_executor(self._pool, self._update)
-            except Exception:
-                log.exception("router update failed; the router in force stays, the feedback stays logged")
-                await asyncio.sleep(min(self.config.update_interval, 30.0))
-                continue
-            if result is not None:
-                log.info("router updated: version %s from %s feedback row(s)", result["version"], result["rows"])
+    async def _learn(self) -> dict[str, Any] | None:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._update)
 
     def _update(self) -> dict[str, Any] | None:
         assert self.learner is not None
@@ -269,18 +252,14 @@ def deploy(config: ServeConfig, load_router: Callable[[], Any], *, keys: frozens
 
 def _unwrapped(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``call(...)``, re-raising a :class:`TryageError` raised inside Ray as itself (one line, no traceback)."""
+    from tryage.scale.distributed import tryage_cause
+
     try:
         return call(*args, **kwargs)
     except Exception as exc:
-        seen, pending = set(), [exc]
-        while pending:
-            error = pending.pop()
-            if error is None or id(error) in seen:
-                continue
-            seen.add(id(error))
-            if isinstance(error, TryageError) and type(error).__module__.startswith("tryage"):
-                raise error from None
-            pending += [getattr(error, "cause", None), error.__cause__, error.__context__]
+        cause = tryage_cause(exc)
+        if cause is not None:
+            raise cause from None
         raise
 
 

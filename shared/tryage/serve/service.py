@@ -22,7 +22,7 @@ from tryage.conversation import ThreadStore, blend_decisions, stick
 from tryage.errors import ServeRequestError, TryageError, UpstreamError
 from tryage.objective import RoutingDecision
 from tryage.serve.config import ServeConfig
-from tryage.serve.learner import Learner
+from tryage.serve.learner import Learner, learn_forever
 from tryage.serve.metrics import Metrics
 from tryage.serve.options import RouteOptions
 from tryage.serve.routing import DecisionStore, MicroBatcher, conversation_text, message_text, strip_messages
@@ -81,7 +81,8 @@ class Service:
         if self.learner.due():  # rows logged before a restart: learn them now
             self._wake.set()
         if not self.learner.read_only:
-            self._learning = asyncio.get_running_loop().create_task(self._learn_loop())
+            self._learning = asyncio.get_running_loop().create_task(
+                learn_forever(self.learner, self._wake, self.config.update_interval, self._update))
 
     async def stop(self) -> None:
         self.closing = True
@@ -229,30 +230,17 @@ class Service:
         if self.learner.due() and self._wake is not None:
             self._wake.set()
 
-    async def _learn_loop(self) -> None:
-        assert self._wake is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.config.update_interval)
-            except asyncio.TimeoutError:
-                pass
-            self._wake.clear()
-            if self.learner.pending == 0:
-                continue
-            router = self.router
-            try:
-                result = await loop.run_in_executor(
-                    self._learn_pool, self.learner.update, router,
-                    lambda prompts: self.batcher.call(lambda: router.predictor.encode(prompts)))
-            except Exception:  # noqa: BLE001 - the server keeps serving the router in force
-                log.exception("router update failed; the router in force stays, the feedback stays logged")
-                await asyncio.sleep(min(self.config.update_interval, 30.0))
-                continue
-            if result is not None:
-                self.router, report = result
-                self.metrics.updates.inc()
-                log.info("router updated: version %s from %s feedback row(s)", report["version"], report["rows"])
+    async def _update(self) -> Mapping[str, Any] | None:
+        """Train a copy of the router on the pending feedback (its encoder passes share the batcher's thread)."""
+        router = self.router
+        result = await asyncio.get_running_loop().run_in_executor(
+            self._learn_pool, self.learner.update, router,
+            lambda prompts: self.batcher.call(lambda: router.predictor.encode(prompts)))
+        if result is None:
+            return None
+        self.router, report = result
+        self.metrics.updates.inc()
+        return report
 
 
 class Relay:
