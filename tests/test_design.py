@@ -115,3 +115,18 @@ def test_the_default_router_pickles_and_routes_identically():
     for a, b in zip(router.route_batch(prompts), again.route_batch(prompts)):
         assert a.expert == b.expert and a.prompt == b.prompt
         np.testing.assert_allclose([s.predicted_loss for s in a.scores], [s.predicted_loss for s in b.scores])
+
+
+def test_the_core_keeps_its_sizes_a_newcomer_can_read():
+    """At most 16 modules at the top of the package, none over 500 lines, no function over 80 lines."""
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= 16, f"{len(top)} modules at the top of tryage: {top}"
+    too_long = []
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > 500:
+            too_long.append(f"{path.relative_to(PACKAGE)}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                too_long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}()")
+    assert not too_long, "over the size limits: " + "; ".join(too_long)
