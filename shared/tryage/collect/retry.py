@@ -38,15 +38,16 @@ def status_of(exc: BaseException) -> int | None:
 
 
 def retry_after(exc: BaseException) -> float | None:
-    """Seconds the server asked to wait before retrying, from the error's HTTP response: OpenAI's
-    ``retry-after-ms``, else ``Retry-After`` (seconds or an HTTP date); ``None`` when it did not say."""
+    """Seconds the server asked to wait before retrying, from the error's HTTP response (OpenAI's
+    ``retry-after-ms``, else ``Retry-After``: seconds or an HTTP date) or, for an error that keeps the
+    header itself (:class:`~tryage.errors.UpstreamError`), its ``retry_after``; ``None`` when it did not say."""
     headers = getattr(getattr(exc, "response", None), "headers", None)
-    if headers is None or not hasattr(headers, "get"):
-        return None
+    value = getattr(exc, "retry_after", None)
     try:
-        if headers.get("retry-after-ms") is not None:
-            return float(headers.get("retry-after-ms")) / 1000.0
-        value = headers.get("retry-after")
+        if value is None and headers is not None and hasattr(headers, "get"):
+            if headers.get("retry-after-ms") is not None:
+                return float(headers.get("retry-after-ms")) / 1000.0
+            value = headers.get("retry-after")
         if value is None:
             return None
         try:

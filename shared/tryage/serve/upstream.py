@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tryage.collect.backends import KEY_VARIABLES, TRANSPORT_KEYS, ExpertSpec
+from tryage.collect.retry import RetryPolicy
 from tryage.errors import ExpertSpecError, MissingCredentialsError, UpstreamError
 
 #: Providers that speak the OpenAI protocol, and where, when the entry gives no ``base_url``.
@@ -27,10 +28,8 @@ OPENAI_COMPATIBLE = {"openai": "https://api.openai.com/v1", "groq": "https://api
                      "together": "https://api.together.xyz/v1", "deepseek": "https://api.deepseek.com/v1",
                      "fireworks": "https://api.fireworks.ai/inference/v1", "xai": "https://api.x.ai/v1"}
 #: Statuses worth another attempt (then the next expert).
-RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 #: Statuses that blame the request itself: relayed to the client, no fallback.
 CLIENT_FAULT = frozenset({400, 413, 422})
-_MAX_RETRY_AFTER = 30.0
 
 
 @dataclass(frozen=True)
@@ -109,10 +108,6 @@ def _error_of(upstream: Upstream, status: int, raw: bytes, retry_after: str | No
                          body=body if status in CLIENT_FAULT and isinstance(body, dict) else None)
 
 
-def retryable(error: UpstreamError) -> bool:
-    return error.status is None or error.status in RETRY_STATUS
-
-
 def may_fall_back(error: UpstreamError) -> bool:
     """A failure the next expert may not share (not a request the client got wrong)."""
     return error.status not in CLIENT_FAULT
@@ -125,14 +120,14 @@ class Caller:
         client: The shared HTTP client (connection pooling).
         timeout: Seconds for an answer (a stream: for its first event, then between events).
         retries: Further attempts after a 429, 5xx, timeout or refused connection.
-        backoff: Seconds before the first retry, doubling after each.
+        backoff: Seconds before the first retry, doubling after each (with jitter; an expert's
+            ``Retry-After`` wins when longer): collect's one :class:`~tryage.collect.retry.RetryPolicy`.
     """
 
     def __init__(self, client: Any, *, timeout: float, retries: int, backoff: float) -> None:
         self.client = client
         self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
+        self.policy = RetryPolicy(retries, backoff, max_wait=30.0)
 
     async def complete(self, upstream: Upstream, body: Mapping[str, Any]) -> dict[str, Any]:
         """The expert's JSON answer to ``body`` (``stream`` off)."""
@@ -199,28 +194,16 @@ class Caller:
         return response
 
     async def _with_retries(self, upstream: Upstream, attempt: Any) -> Any:
+        """``attempt()`` under the retry policy: 429, 5xx, timeouts and broken connections are retried."""
         import httpx
 
-        for number in range(self.retries + 1):
-            try:
-                return await attempt()
-            except httpx.HTTPError as exc:  # a read that timed out or broke while reading the body
-                error = UpstreamError(upstream.name, f"broke off its answer ({type(exc).__name__})")
-            except UpstreamError as exc:
-                error = exc
-            if not retryable(error) or number == self.retries:
-                raise error
-            await asyncio.sleep(self._wait(number, error.retry_after))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _wait(self, number: int, retry_after: str | None) -> float:
-        try:
-            given = float(retry_after) if retry_after is not None else None
-        except ValueError:
-            given = None
-        if given is not None and 0 <= given <= _MAX_RETRY_AFTER:
-            return given
-        return self.backoff * (2 ** number)
+        async for retrying in self.policy.attempts():
+            with retrying:
+                try:
+                    return await attempt()
+                except httpx.HTTPError as exc:  # a read that timed out or broke while reading the body
+                    raise UpstreamError(upstream.name, f"broke off its answer ({type(exc).__name__})") from None
+        raise AssertionError("unreachable")  # pragma: no cover - the policy re-raises the last error
 
 
 async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
@@ -243,5 +226,5 @@ async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]
             yield event
 
 
-__all__ = ["CLIENT_FAULT", "OPENAI_COMPATIBLE", "RETRY_STATUS", "Caller", "Upstream", "may_fall_back", "retryable",
+__all__ = ["CLIENT_FAULT", "OPENAI_COMPATIBLE", "Caller", "Upstream", "may_fall_back",
            "sse_events"]
