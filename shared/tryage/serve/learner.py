@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
-import logging
 import json
+import logging
 import shutil
 import threading
 import time

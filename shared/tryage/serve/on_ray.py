@@ -21,6 +21,7 @@ Upstream API keys are read from each replica's environment (set them on every no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -166,10 +167,8 @@ class FeedbackLearner:
         """Stop learning (an update in progress finishes) and close the log."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         await asyncio.to_thread(self._pool.shutdown, wait=True)
         if self.learner is not None:
             self.learner.close()

@@ -9,6 +9,7 @@ into OpenAI-shaped errors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -88,10 +89,8 @@ class Service:
         self.closing = True
         if self._learning is not None:
             self._learning.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._learning
-            except asyncio.CancelledError:
-                pass
         self._learn_pool.shutdown(wait=True)  # an update in progress finishes (it is saved whole or not at all)
         await self.batcher.stop()
         if self.client is not None:
