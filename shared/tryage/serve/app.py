@@ -311,10 +311,11 @@ def _route_texts(body: Mapping[str, Any], service: Service) -> list[str]:
         if not isinstance(texts, list) or not 1 <= len(texts) <= _MAX_PROMPTS:
             raise ServeRequestError(400, f"'prompts' must be a list of 1 to {_MAX_PROMPTS} strings", param="prompts")
     else:
+        from tryage.conversation import EarlierTurns
         from tryage.serve.routing import conversation_text
 
         _check_chat({"model": "tryage", "messages": body["messages"]})
-        texts = [conversation_text(body["messages"], service.router.parse)[0]]
+        texts = [conversation_text(body["messages"], EarlierTurns(service.router.parse))[0]]
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise ServeRequestError(400, f"prompt {i} must be a string, got {type(text).__name__}", param="prompts")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tryage.constraints import Filter
+from tryage.conversation import EarlierTurns
 from tryage.errors import FlagError, ServeRequestError
 
 
@@ -35,38 +36,22 @@ def message_text(content: Any) -> str:
     return ""
 
 
-def conversation_text(messages: Sequence[Mapping[str, Any]], parse: Callable[[str], Any], *,
+def conversation_text(messages: Sequence[Mapping[str, Any]], turns: EarlierTurns, *,
                       max_chars: int = 4096) -> tuple[str, str]:
-    """``(last user turn, context)``: the context is the earlier user/assistant turns newest first, flags cut."""
+    """``(last user turn, context)``: the context is the earlier user/assistant turns newest first, flags cut
+    (:meth:`EarlierTurns.context`, as ``ChatTryage`` builds it)."""
     users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
     if not users:
         raise ServeRequestError(400, "messages hold no user message to route; add one with role 'user'",
                                 param="messages")
     last = users[-1]
-    text = message_text(messages[last].get("content"))
-    lines: list[str] = []
-    used = 0
-    for message in reversed(messages[:last]):
-        if message.get("role") not in ("user", "assistant"):
-            continue
-        turn = message_text(message.get("content"))
-        if message.get("role") == "user":
-            try:
-                turn = parse(turn).prompt
-            except (FlagError, ValueError):
-                continue
-        turn = " ".join(turn.split())
-        if not turn:
-            continue
-        if used + len(turn) > max_chars:
-            break
-        lines.append(turn)
-        used += len(turn) + 1
-    return text, "\n".join(lines)
+    earlier = [(message_text(m.get("content")), m.get("role") == "user") for m in messages[:last]
+               if m.get("role") in ("user", "assistant")]
+    return message_text(messages[last].get("content")), turns.context(earlier, max_chars=max_chars)
 
 
 def strip_messages(messages: Sequence[Mapping[str, Any]], routed: str | None,
-                   parse: Callable[[str], Any]) -> list[dict[str, Any]]:
+                   turns: EarlierTurns) -> list[dict[str, Any]]:
     """``messages`` with flags cut from every user turn; the last user turn becomes ``routed`` (the
     decision's clean prompt) when given. Content parts other than text are kept as they are."""
     users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
@@ -77,15 +62,15 @@ def strip_messages(messages: Sequence[Mapping[str, Any]], routed: str | None,
             if users and i == users[-1] and routed is not None and isinstance(message.get("content"), str):
                 message["content"] = routed
             else:
-                message["content"] = _strip_content(message.get("content"), parse)
+                message["content"] = _strip_content(message.get("content"), turns)
         out.append(message)
     return out
 
 
-def _strip_content(content: Any, parse: Callable[[str], Any]) -> Any:
+def _strip_content(content: Any, turns: EarlierTurns) -> Any:
     def cut(text: str) -> str:
         try:
-            return parse(text).prompt
+            return turns.without_flags(text)
         except (FlagError, ValueError):
             return text
 

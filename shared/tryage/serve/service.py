@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tryage.constraints import Filter
-from tryage.conversation import ThreadStore, blend_decisions, stick
+from tryage.conversation import EarlierTurns, ThreadStore, blend_decisions, stick
 from tryage.errors import ServeRequestError, TryageError, UpstreamError
 from tryage.objective import RoutingDecision
 from tryage.serve.config import ServeConfig
@@ -130,16 +130,16 @@ class Service:
     async def route_chat(self, body: Mapping[str, Any], options: RouteOptions, thread: str | None) -> Routed:
         """Route a chat request (``model: "tryage"``) or take the expert it names."""
         messages = body["messages"]
-        parse = self.router.parse
-        text, context = conversation_text(messages, parse)
+        turns = EarlierTurns(self.router.parse)  # each turn parsed once, for the context and the expert's input
+        text, context = conversation_text(messages, turns)
         model = body.get("model")
         if model != "tryage":
             if model not in self.upstreams:
                 raise ServeRequestError(404, f"model {model!r:.80} does not exist; this server offers 'tryage' and "
                                              f"{', '.join(map(repr, self.upstreams))}", param="model",
                                         code="model_not_found")
-            clean = _clean(parse, text)
-            routed = Routed(DecisionStore.new_id(), clean, [model], _stripped(messages, None, parse), thread)
+            clean = _clean(turns, text)
+            routed = Routed(DecisionStore.new_id(), clean, [model], _stripped(messages, None, turns), thread)
             return routed
         use_context = bool(context) and self.config.context_weight > 0
         decisions = await self.decide([text, context] if use_context else [text], options)
@@ -154,7 +154,7 @@ class Service:
         elif self.config.max_fallbacks is not None:
             rest = rest[: self.config.max_fallbacks]
         return Routed(DecisionStore.new_id(), decision.prompt, [decision.expert, *rest],
-                      _stripped(messages, decision.prompt, parse), thread)
+                      _stripped(messages, decision.prompt, turns), thread)
 
     # -- calling ----------------------------------------------------------------------------------
     async def complete(self, body: Mapping[str, Any], routed: Routed) -> dict[str, Any]:
@@ -290,16 +290,17 @@ def _bad_routing(error: BaseException, param: str) -> ServeRequestError:
     return ServeRequestError(500, "routing failed; see the server log", kind="server_error")
 
 
-def _clean(parse: Any, text: str) -> str:
+def _clean(turns: EarlierTurns, text: str) -> str:
     try:
-        return parse(text).prompt or text
+        return turns.without_flags(text) or text
     except (TryageError, ValueError):
         return text
 
 
-def _stripped(messages: list[dict[str, Any]], routed: str | None, parse: Any) -> list[dict[str, Any]] | None:
+def _stripped(messages: list[dict[str, Any]], routed: str | None,
+              turns: EarlierTurns) -> list[dict[str, Any]] | None:
     """The messages without flags, or ``None`` when they hold none (the body is then sent as is)."""
-    stripped = strip_messages(messages, routed, parse)
+    stripped = strip_messages(messages, routed, turns)
     if routed is not None:  # the routed turn keeps its own spacing unless it held flags
         last = max(i for i, m in enumerate(messages) if m.get("role") == "user")
         if message_text(messages[last].get("content")).strip() == routed:
