@@ -7,9 +7,59 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one file: equal once resolved (``..``, symlinks, even dangling ones), or
+    the same inode when both exist (a hard link, a bind mount)."""
+    try:
+        if os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b):
+            return True
+    except OSError:   # unreadable: fall back on the resolved names
+        pass
+    return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
+
+def check_distinct_files(written: Mapping[str, Any], read: Mapping[str, Any] | None = None, *,
+                         folders: Iterable[str] = ()) -> None:
+    """Refuse, before anything is written, a file argument that names the same file as another one.
+
+    ``written`` maps each argument's name (``"--out"``, ``"log"``) to the file it writes (``None``: not
+    given); ``read`` to the files it only reads. Each written file is compared with every other
+    argument by :func:`same_file` (same path, symlink, hard link); two read files may be one. A written
+    argument named in ``folders`` is a folder that is replaced whole: no other argument may lie inside it.
+
+    Raises:
+        ConfigurationError: In one line naming both arguments and the file.
+    """
+    from tryage.errors import ConfigurationError
+
+    given = [(name, os.fspath(path), name in written) for name, path in [*written.items(), *(read or {}).items()]
+             if path is not None]
+    whole = set(folders)
+    for i, (name, path, writes) in enumerate(given):
+        for other, other_path, other_writes in given[i + 1:]:
+            if not (writes or other_writes):
+                continue
+            target, kept = (name, other) if writes else (other, name)
+            if same_file(path, other_path):
+                shown = path if path == other_path else f"{path} and {other_path}"
+                raise ConfigurationError(f"{name} and {other} name the same file ({shown}): writing {target} would "
+                                         f"destroy {kept}; give each its own file")
+            for folder, folder_path, inner, inner_path in ((name, path, other, other_path),
+                                                           (other, other_path, name, path)):
+                if folder in whole and _inside(inner_path, folder_path):
+                    raise ConfigurationError(f"{inner} ({inner_path}) lies inside {folder} ({folder_path}), a folder "
+                                             f"that is replaced whole: writing {folder} would destroy {inner}; give "
+                                             f"{folder} a folder of its own")
+
+
+def _inside(path: str, folder: str) -> bool:
+    real, top = os.path.realpath(path), os.path.realpath(folder)
+    return real.startswith(top.rstrip(os.sep) + os.sep)
 
 
 def truncate_torn_tail(path: str | os.PathLike[str]) -> None:
@@ -77,11 +127,17 @@ class AppendLog:
         return self._handle is not None
 
     def open(self) -> AppendLog:
-        from tryage.errors import require
+        from tryage.errors import OutputWriteError, require
 
         filelock = require("filelock", "collect")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(str(self.path) + ".lock")
+        lock_path = str(self.path) + ".lock"
+        try:   # a folder no one can write (/proc, read-only) is its own error, not "locked by another run"
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o644))
+        except OSError as exc:
+            raise OutputWriteError(f"cannot write the {self.what} {self.path}: {exc.strerror or exc}",
+                                   errno=exc.errno, filename=str(exc.filename or self.path)) from None
+        lock = filelock.FileLock(lock_path)
         try:
             lock.acquire(timeout=0)
         except filelock.Timeout:
@@ -90,6 +146,10 @@ class AppendLog:
         try:
             truncate_torn_tail(self.path)
             self._handle = self.path.open("ab", buffering=0)  # unbuffered: a failed write is undone below
+        except OSError as exc:
+            lock.release()
+            raise OutputWriteError(f"cannot write the {self.what} {self.path}: {exc.strerror or exc}",
+                                   errno=exc.errno, filename=str(self.path)) from None
         except BaseException:
             lock.release()
             raise

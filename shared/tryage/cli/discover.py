@@ -16,6 +16,7 @@ import argparse
 import sys
 from typing import Any, TextIO
 
+from tryage._io import check_distinct_files
 from tryage.cli._common import format_table, print_json
 from tryage.errors import ConfigurationError
 from tryage.experts import Expert, format_size
@@ -75,6 +76,7 @@ def run_discover(args: argparse.Namespace, *, stdout: TextIO | None = None) -> i
                                  "or a search (tryage discover --search TEXT)")
     client = HubClient(endpoint=args.endpoint, cache_dir=args.cache_dir, ttl=args.ttl,
                        offline=True if args.offline else None, timeout=args.timeout)
+    check_distinct_files({"--out": args.out}, {"--overrides": args.overrides})
     user = load_overrides(args.overrides)
     if searching:
         library, records = search_library(args.search, author=args.author, pipeline_tag=args.pipeline_tag,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from tryage._io import check_distinct_files
 from tryage.cli._common import (ROUTER_HELP, format_cell, format_table, load_router, print_json,
                                 weights)
 from tryage.errors import ConfigurationError
@@ -14,6 +15,7 @@ from tryage.predictors.baselines import KNN_K
 def _table_and_predicted(args: argparse.Namespace):  # noqa: ANN202
     from tryage.qtable import QTable
 
+    check_distinct_files({"--out": args.out}, {"--qtable": args.qtable, "--experts": args.experts})
     router = load_router(args)
     table = QTable.from_file(args.qtable, on_invalid=getattr(args, "on_invalid", "raise"))
     missing = [e for e in router.experts if e not in table.experts]

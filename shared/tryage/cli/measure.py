@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from tryage._io import check_distinct_files
 from tryage.cli._common import add_ray_arguments, print_json, ray_options
 from tryage.errors import ConfigurationError
 
@@ -38,6 +39,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from tryage.measure import LossRecorder, assemble_qtable, load_passages, measure_losses
 
     options = ray_options(args)
+    check_distinct_files({"--out": args.out, "--qtable": args.qtable}, {"--passages": args.passages})
     models = _models(args.model)
     passages = load_passages(args.passages, splits=args.split or None)
     settings = {"task": args.task, "batch_size": args.batch_size, "max_length": args.max_length,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from tryage._io import check_distinct_files
 from tryage.cli._common import (ROUTER_HELP, add_ray_arguments, format_table, load_router, print_json,
                                 ray_options, weights)
 from tryage.errors import ConfigurationError
@@ -14,6 +15,7 @@ def cmd_route(args: argparse.Namespace) -> int:
     if bool(args.prompt) == bool(args.input) or bool(args.input) != bool(args.out):
         raise ConfigurationError("give prompts as arguments, or --input FILE with --out FILE, not both")
     if args.input:
+        check_distinct_files({"--out": args.out}, {"--input": args.input})
         from tryage.scale.bulk import route_file
 
         options = ray_options(args)

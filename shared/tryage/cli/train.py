@@ -9,6 +9,7 @@ from typing import Any
 
 from tryage.cli._common import (add_ray_arguments, print_json,
                                 ray_options)
+from tryage._io import check_distinct_files
 from tryage.errors import ConfigurationError
 
 
@@ -18,6 +19,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tryage.qtable import QTable
 
     ray = ray_options(args)
+    check_distinct_files({"--out": args.out}, {"--qtable": args.qtable, "--experts": args.experts}, folders=["--out"])
     if args.ray and args.mode != "head":
         raise ConfigurationError("--ray encodes the prompts on a Ray actor pool for --mode head; --mode finetune "
                                  "re-encodes every step and trains on this machine (leave out --ray)")

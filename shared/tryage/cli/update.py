@@ -15,6 +15,7 @@ import argparse
 import sys
 from typing import Any
 
+from tryage._io import check_distinct_files
 from tryage.cli._common import format_table, print_json
 from tryage.errors import ConfigurationError
 
@@ -51,6 +52,8 @@ def run_update(args: argparse.Namespace) -> int:
 
     if args.epochs < 1:
         raise ConfigurationError(f"--epochs must be a positive integer, got {args.epochs}")
+    check_distinct_files({"--out": args.out or args.router}, {"--feedback": args.feedback, "--reference": args.reference},
+                         folders=["--out"])
     rows = read_feedback(args.feedback)
     reference = None
     if args.reference:

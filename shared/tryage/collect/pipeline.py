@@ -18,19 +18,20 @@ import asyncio
 import json
 import os
 import threading
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tryage._io import atomic_write_text
+from tryage._io import atomic_write_text, check_distinct_files
 from tryage.collect.assemble import Logged, assemble, judge_of
 from tryage.collect.backends import ExpertSpec, build_backend, load_experts
 from tryage.collect.budget import Budget
-from tryage.collect.calllog import CallKey, CallLog, CallRecord
+from tryage.collect.calllog import CallKey, CallLog, CallRecord, logged, text_hash
 from tryage.collect.estimate import CostEstimator, PlannedCall
 from tryage.collect.judge import DEFAULT_RUBRIC, Judge, judge_log_path
 from tryage.collect.prompts import PromptRow, load_prompts, prompts_from_records
+from tryage.collect.retry import RetryPolicy
 from tryage.collect.runner import Runner, RunStats
 from tryage.collect.scorers import Scorer, get_scorer
 from tryage.errors import ConfigurationError, QTableError, ScorerError, TryageFileNotFoundError, check_scalar
@@ -109,7 +110,21 @@ def default_library_path(out: str | os.PathLike[str]) -> Path:
 def _rows(prompts: Any) -> list[PromptRow]:
     if isinstance(prompts, (str, os.PathLike)):
         return load_prompts(prompts)
+    if isinstance(prompts, (bytes, Mapping)) or not isinstance(prompts, Iterable):
+        raise ConfigurationError(f"prompts must be a .jsonl/.csv file or a list of rows (dicts or strings), "
+                                 f"got {type(prompts).__name__}")
     return prompts_from_records(prompts)
+
+
+def _check_files(*, out: Any, log: Any, log_written: bool, library_out: Any, judge: Judge | None, prompts: Any,
+                 experts: Any) -> None:
+    """No file argument names a file another one writes (same path, symlink or hard link): before any write."""
+    written = {"out": out, "library_out": None if out is None else
+               (library_out if library_out is not None else default_library_path(out)),
+               "the judge's log": None if judge is None else judge_log_path(Path(log))}
+    read = {name: path for name, path in (("prompts", prompts), ("experts", experts)) if isinstance(path, (str, os.PathLike))}
+    (written if log_written else read)["log"] = log
+    check_distinct_files(written, read)
 
 
 _LOOP: asyncio.AbstractEventLoop | None = None
@@ -207,9 +222,9 @@ async def acollect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, ou
                    num_cpus: int | None = None) -> CollectResult | DryRun:
     """The async form of :func:`collect` (same arguments): plan → call → score → write."""
     concurrency, timeout, retries = _check_numbers(budget=budget, concurrency=concurrency, timeout=timeout,
-                                                   retries=retries)
-    run = _plan(prompts, experts, scorer=scorer, out=out, log=log, budget=budget, pattern=pattern, judge=judge,
-                rubric=rubric, backend=backend, address=address, workers=workers, num_cpus=num_cpus)
+                                                   retries=retries, retry_base=retry_base)
+    run = _plan(prompts, experts, scorer=scorer, out=out, log=log, library_out=library_out, budget=budget,
+                pattern=pattern, judge=judge, rubric=rubric, backend=backend, address=address, workers=workers, num_cpus=num_cpus)
     if dry_run:
         return run.dry_run()
     settings = {"concurrency": concurrency, "timeout": timeout, "retries": retries, "retry_base": retry_base,
@@ -251,12 +266,11 @@ class _Plan:
     def pending(self, done: Mapping[CallKey, CallRecord]) -> list[tuple[PromptRow, ExpertSpec]]:
         """The calls whose answer is not in the log (``done``: its latest record of each key)."""
         return [(row, spec) for row in self.rows for spec in self.specs
-                if not (r := done.get((row.id, spec.name, spec.settings_hash()))) or not r.ok]
+                if not (r := logged(done, row, spec)) or not r.ok]
 
     def picked(self, latest: Mapping[CallKey, CallRecord]) -> dict[tuple[str, str], CallRecord | None]:
-        """The record of each (prompt id, expert) at the experts' current settings."""
-        return {(row.id, spec.name): latest.get((row.id, spec.name, spec.settings_hash()))
-                for row in self.rows for spec in self.specs}
+        """The record of each (prompt id, expert) at the experts' current settings and the prompt's current text."""
+        return {(row.id, spec.name): logged(latest, row, spec) for row in self.rows for spec in self.specs}
 
     def dry_run(self) -> DryRun:
         """The calls a run would make and what they would cost (the judge's too); calls nothing."""
@@ -269,7 +283,7 @@ class _Plan:
         return DryRun(calls, self.size - len(todo), sum(c.cost for c in calls) + judge_cost, judge_calls, judge_cost)
 
 
-def _plan(prompts: Any, experts: Any, *, scorer: Any, out: Any, log: Any, budget: float | None,
+def _plan(prompts: Any, experts: Any, *, scorer: Any, out: Any, log: Any, library_out: Any, budget: float | None,
           pattern: str | None, judge: Any, rubric: str, backend: str, address: str | None, workers: int,
           num_cpus: int | None) -> _Plan:
     """Check the arguments and load the prompts, experts and scorer: every refusal comes before any call."""
@@ -279,6 +293,9 @@ def _plan(prompts: Any, experts: Any, *, scorer: Any, out: Any, log: Any, budget
     if backend == "local" and (address is not None or workers != 1 or num_cpus is not None):
         raise ConfigurationError("address, workers and num_cpus apply with backend='ray' only")
     rows = _rows(prompts)
+    if isinstance(experts, (bytes, ExpertSpec)) or not isinstance(experts, (str, os.PathLike, Iterable)):
+        raise ConfigurationError(f"experts must be an experts JSON file, a list of entries or a mapping name -> "
+                                 f"entry or Python object, got {type(experts).__name__}")
     specs = load_experts(experts)
     if backend == "ray":
         from tryage.collect.on_ray import check_ray_experts
@@ -295,6 +312,8 @@ def _plan(prompts: Any, experts: Any, *, scorer: Any, out: Any, log: Any, budget
     chosen.check(rows)
     the_judge = judge_of(chosen)
     _check_priced(specs, the_judge, budget)
+    _check_files(out=out, log=log_path, log_written=True, library_out=library_out, judge=the_judge, prompts=prompts,
+                 experts=experts)
     return _Plan(rows, specs, log_path, chosen, the_judge, Budget(budget))
 
 
@@ -351,7 +370,7 @@ def score(log: str | os.PathLike[str], prompts: Any, *, scorer: str | Scorer | A
         progress: Show the judge's progress bar (``None``: when stderr is a terminal).
     """
     concurrency, timeout, retries = _check_numbers(budget=budget, concurrency=concurrency, timeout=timeout,
-                                                   retries=retries)
+                                                   retries=retries, retry_base=retry_base)
     return _run_sync(_ascore(log, prompts, scorer=scorer, out=out, experts=experts, library_out=library_out,
                              pattern=pattern, judge=judge, rubric=rubric, concurrency=concurrency, budget=budget,
                              timeout=timeout, retries=retries, retry_base=retry_base, progress=progress))
@@ -370,6 +389,8 @@ async def _ascore(log: Any, prompts: Any, *, scorer: Any, out: Any, experts: Any
         raise ConfigurationError(f"log={str(log)!r} is a folder; a call log is the JSONL file tryage collect wrote")
     if not call_log.path.is_file():
         raise TryageFileNotFoundError(f"call log not found: {call_log.path}")
+    _check_files(out=out, log=call_log.path, log_written=False, library_out=library_out, judge=the_judge,
+                 prompts=prompts, experts=experts)
     specs, picked = _logged_answers(call_log, rows, experts)
     ledger = Budget(budget)
     try:
@@ -390,13 +411,16 @@ def _logged_answers(call_log: CallLog, rows: Sequence[PromptRow], experts: Any,
     if experts is not None:
         specs = load_experts(experts)
         latest = call_log.latest()
-        return specs, {(row.id, s.name): latest.get((row.id, s.name, s.settings_hash())) for row in rows for s in specs}
+        return specs, {(row.id, s.name): logged(latest, row, s) for row in rows for s in specs}
+    texts = {row.id: (text_hash(row.prompt), text_hash(f"{row.prompt} {row.reference}")) for row in rows}
     records = call_log.records()
     names = sorted({r.expert for r in records})   # in name order: the log's order is whichever call ended first
     if not names:
         raise QTableError(f"the call log {call_log.path} holds no calls")
     last: dict[tuple[str, str], CallRecord] = {}
     for record in records:
+        if record.prompt_id in texts and not record.read(*texts[record.prompt_id]):
+            continue   # an answer to an earlier text of the prompt
         key = (record.prompt_id, record.expert)
         if record.ok or key not in last or not last[key].ok:
             last[key] = record
@@ -404,15 +428,16 @@ def _logged_answers(call_log: CallLog, rows: Sequence[PromptRow], experts: Any,
             {(row.id, n): last.get((row.id, n)) for row in rows for n in names})
 
 
-def _check_numbers(*, budget: float | None, concurrency: int, timeout: float | None,
-                   retries: int) -> tuple[int, float | None, int]:
-    """The run's numbers checked (``budget`` is checked again by its :class:`Budget`): concurrency,
-    timeout, retries as their kinds."""
+def _check_numbers(*, budget: float | None, concurrency: int, timeout: float | None, retries: int,
+                   retry_base: float) -> tuple[int, float | None, int]:
+    """The run's numbers checked (``budget`` is checked again by its :class:`Budget`, ``retries`` and
+    ``retry_base`` by the :class:`RetryPolicy` they make): concurrency, timeout, retries as their kinds."""
     if budget is not None:
         check_scalar(budget, "budget", low=0.0)
+    policy = RetryPolicy(retries, retry_base)
     return (int(check_scalar(concurrency, "concurrency", kind=int, low=1)),
             None if timeout is None else float(check_scalar(timeout, "timeout", low=0.0, low_open=True)),
-            int(check_scalar(retries, "retries", kind=int, low=0)))
+            policy.retries)
 
 
 def _observed(done: Mapping[CallKey, CallRecord]) -> dict[str, list[int]]:
