@@ -90,9 +90,8 @@ class MissingMetadataError(TryageError, ValueError):
 
     def __init__(self, constraint: str, experts: Iterable[str], field: str) -> None:
         self.constraint, self.experts, self.field = constraint, tuple(experts), field
-        super().__init__(f"constraint {constraint!r} needs {field!r}, which is unknown for: {_options(self.experts)}; "
-                         f"set it in the expert library, or give those experts a value with "
-                         f"Constraint(..., missing=<value in [0, 1]>)")
+        super().__init__(f"constraint {constraint!r} needs {field!r}, which is unknown for: {_options(self.experts)}; set it "
+                         "in the expert library, or give those experts a value with Constraint(..., missing=<value in [0, 1]>)")
 
     def __reduce__(self):  # noqa: ANN204 - pickles across processes (Ray workers report it to the driver)
         return (type(self), (self.constraint, self.experts, self.field))
@@ -196,9 +195,8 @@ class RouterMismatchError(TryageError, ValueError):
         self.router_experts, self.library_experts = tuple(router_experts), tuple(library_experts)
         missing = [e for e in self.router_experts if e not in self.library_experts]
         extra = [e for e in self.library_experts if e not in self.router_experts]
-        super().__init__("the router was trained for a different expert set than the library: "
-                         f"router-only experts: {_options(missing) or 'none'}; "
-                         f"library-only experts: {_options(extra) or 'none'}")
+        super().__init__("the router was trained for a different expert set than the library: router-only experts: "
+                         f"{_options(missing) or 'none'}; library-only experts: {_options(extra) or 'none'}")
 
 
 class ExpertMappingError(RouterMismatchError):
@@ -213,13 +211,9 @@ class ExpertMappingError(RouterMismatchError):
         self.router_experts, self.library_experts = tuple(router_experts), tuple(mapped_experts)
         unknown = [e for e in self.library_experts if e not in self.router_experts]
         missing = [e for e in self.router_experts if e not in self.library_experts]
-        ValueError.__init__(
-            self,
-            "the expert mapping does not match the router's experts: "
-            f"names the router does not know: {_options(unknown) or 'none'}; "
-            f"router experts with no runnable: {_options(missing) or 'none'}; "
-            f"the router's experts are: {_options(self.router_experts)}",
-        )
+        ValueError.__init__(self, "the expert mapping does not match the router's experts: names the router does not "
+                            f"know: {_options(unknown) or 'none'}; router experts with no runnable: "
+                            f"{_options(missing) or 'none'}; the router's experts are: {_options(self.router_experts)}")
 
 
 class MissingDependencyError(TryageError, ImportError):
@@ -336,8 +330,7 @@ class HubDiscoveryError(HubError):
         self.failures = dict(failures)
         summary = ", ".join(f"{repo_id!r} ({error.problem})" for repo_id, error in self.failures.items())
         lines = [f"  {repo_id}: {type(error).__name__}: {error}" for repo_id, error in self.failures.items()]
-        super().__init__(f"Hub metadata could not be obtained for {len(self.failures)} repositories: {summary}\n"
-                         + "\n".join(lines))
+        super().__init__(f"Hub metadata could not be obtained for {len(self.failures)} repositories: {summary}\n" + "\n".join(lines))
 
     @property
     def repo_ids(self) -> tuple[str, ...]:
@@ -348,12 +341,15 @@ class HubDiscoveryError(HubError):
         return (type(self), (self.failures,))
 
 
+class UnobservedExpertWarning(UserWarning):
+    """A Q-table names an expert without a value in any row: its column is left out."""
+
+
 class StaleMetadataWarning(UserWarning):
     """Cached Hub metadata older than its time-to-live was used (offline, or the Hub was unreachable)."""
 
 
-# collect ----------------------------------------------------------------------------------------
-# Errors of ``tryage collect`` / ``tryage score`` (tryage.collect).
+# collect: errors of ``tryage collect`` / ``tryage score`` (tryage.collect) --------------------------
 class PromptFileError(_FileLineError):
     """A prompts file (JSONL or CSV) is malformed: no ``prompt``, bad JSON, duplicate ids (``path``, ``line``)."""
 
@@ -372,8 +368,7 @@ class UnknownProviderError(ExpertSpecError):
 
     def __init__(self, expert: str, provider: str, detail: str = "") -> None:
         self.expert, self.provider, self.detail = expert, provider, detail
-        super().__init__(f"expert {expert!r}: unknown model provider {provider!r}"
-                         + (f" ({detail})" if detail else "")
+        super().__init__(f"expert {expert!r}: unknown model provider {provider!r}" + (f" ({detail})" if detail else "")
                          + "; write 'model' as '<provider>:<model id>', e.g. 'openai:gpt-4o-mini', "
                            "'anthropic:claude-3-5-haiku-latest', 'ollama:llama3'")
 
@@ -391,8 +386,8 @@ class MissingCredentialsError(TryageError, PermissionError):
 
     def __init__(self, expert: str, variable: str) -> None:
         self.expert, self.variable = expert, variable
-        super().__init__(f"expert {expert!r}: no API key; set the environment variable {variable} "
-                         "(keys are read from the environment only, never from the experts file)")
+        super().__init__(f"expert {expert!r}: no API key; set the environment variable {variable} (keys are read from the "
+                         "environment only, never from the experts file)")
 
     def __reduce__(self):  # noqa: ANN204 - a `collect --ray` worker reports it to the driver
         return (type(self), (self.expert, self.variable))
@@ -400,6 +395,10 @@ class MissingCredentialsError(TryageError, PermissionError):
 
 class ScorerError(TryageError, ValueError):
     """A scorer is unknown, or cannot score the input it was given (e.g. it needs a ``reference``)."""
+
+
+class ScorerTimeoutError(ScorerError, TimeoutError):
+    """A scorer's regular expression ran past its time limit on an answer (catastrophic backtracking)."""
 
 
 class JudgeCallError(ScorerError):
@@ -428,6 +427,10 @@ class JudgeParseError(ScorerError):
         shown = reply if len(reply) <= 80 else reply[:77] + "..."
         super().__init__(f"cannot read a score in [0, 1] from the judge's reply {shown!r}; "
                          "the rubric must make the judge end with 'SCORE: <number between 0 and 1>'")
+
+
+class ProviderUsageError(TryageError, ValueError):
+    """A provider's token counts (``usage``) are not whole numbers >= 0; nothing is billed from them."""
 
 
 class CallLogError(TryageError, ValueError):

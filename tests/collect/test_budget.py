@@ -102,17 +102,27 @@ def test_provider_usage_is_used_only_as_a_whole_number_of_tokens(usage: object, 
     assert usable_tokens(usage) == usable
 
 
-def test_negative_provider_usage_is_priced_from_the_estimate_not_below_zero(tmp_path: Path) -> None:
+def test_negative_provider_usage_is_a_provider_error_charged_its_estimate_never_below_zero() -> None:
     def liar(prompt: str) -> dict:
         return {"text": "abcdef", "input_tokens": -1_000_000, "output_tokens": -7}
 
     spec = ExpertSpec("liar", runnable=liar, input_price=1e6, output_price=1e6,   # 1 USD a token
                       expected_output_tokens=3)
-    result = collect(["hello"], [spec], scorer=lambda a, r: 1.0, log=tmp_path / "c.jsonl", budget=10.0, progress=False)
-    [record] = result.records
-    # "hello" is 5 bytes: 2 tokens estimated; "abcdef" is 6 bytes: 2 tokens
-    assert (record.input_tokens, record.output_tokens, record.cost) == (None, None, 4.0)
-    assert result.spent == 4.0
+    ledger = Budget(10.0)
+
+    async def once() -> object:
+        backend = build_backend(spec)
+        runner = Runner({"liar": spec}, {"liar": backend}, None, retries=0, budget=ledger)
+        try:
+            return await runner.call(PromptRow("p0", "hello"), spec, RunStats())
+        finally:
+            await backend.aclose()
+
+    record = asyncio.run(once())
+    # "hello" is 5 bytes: 2 input tokens estimated, 3 output tokens expected: 5 USD, what the provider may have billed
+    assert record.error.startswith("ProviderUsageError") and "'liar'" in record.error and "-1000000" in record.error
+    assert (record.answer, record.input_tokens, record.output_tokens, record.cost) == (None, None, None, 5.0)
+    assert ledger.spent == 5.0 and ledger.reserved == 0.0
 
 
 def test_a_timed_out_attempt_is_charged_its_estimate_to_the_shared_ledger() -> None:

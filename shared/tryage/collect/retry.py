@@ -6,6 +6,9 @@
   times a random factor in [0.5, 1)); a response's ``Retry-After`` (or OpenAI's ``retry-after-ms``)
   longer than that is waited out instead, up to ``max(max_wait, RETRY_AFTER_MAX)``.
 * **How often**: ``retries`` further attempts after the first.
+* **When not to wait**: a server that asks for a longer wait than that (a 429 with ``Retry-After: 3600``)
+  is not retried at all: the error is raised at once, and :meth:`RetryPolicy.explain` says how long
+  the server asked for (collect then stops that expert's calls; a rerun later resumes from the log).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from tryage.errors import require
+from tryage.errors import check_scalar, require
 
 TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
 AUTH_STATUS = frozenset({401, 403})
@@ -96,23 +99,49 @@ class RetryPolicy:
     base: float = 0.5
     max_wait: float = 30.0
 
+    def __post_init__(self) -> None:  # the one check of the policy's numbers: serve, collect and the judge build one
+        object.__setattr__(self, "retries", int(check_scalar(self.retries, "retries", kind=int, low=0)))
+        object.__setattr__(self, "base", float(check_scalar(self.base, "retry_base", low=0.0)))
+        object.__setattr__(self, "max_wait", float(check_scalar(self.max_wait, "retry_max", low=0.0)))
+
+    @property
+    def longest_wait(self) -> float:
+        """The longest ``Retry-After`` waited out (seconds); a server asking for more is not retried."""
+        return max(self.max_wait, RETRY_AFTER_MAX)
+
+    def refuses_wait(self, exc: BaseException) -> bool:
+        """Whether ``exc`` asks for a wait longer than :attr:`longest_wait` (then it is not retried)."""
+        asked = retry_after(exc)
+        return asked is not None and asked > self.longest_wait
+
+    def explain(self, exc: BaseException) -> str:
+        """:func:`describe` of ``exc``, plus the server's wait when it was too long to retry."""
+        if not self.refuses_wait(exc):
+            return describe(exc)
+        return (f"{describe(exc)[:300]}; the server asks to retry after {retry_after(exc):.0f} s, longer than the "
+                f"{self.longest_wait:.0f} s this run waits: not retried, rerun later")
+
+    def retries_on(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is retried: a transient error whose server does not ask for too long a wait."""
+        return is_transient(exc) and not self.refuses_wait(exc)
+
     def delay(self, attempt: int, exc: BaseException | None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based) that raised ``exc``."""
         delay = min(self.max_wait, self.base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
         asked = retry_after(exc) if exc is not None else None
         if asked is not None and asked > delay:   # the server knows its limits better
-            delay = min(asked, max(self.max_wait, RETRY_AFTER_MAX))
+            delay = min(asked, self.longest_wait)
         return delay
 
     def attempts(self) -> Any:
         """A tenacity ``AsyncRetrying``: ``async for attempt in policy.attempts(): with attempt: ...``.
 
-        A transient error is retried after :meth:`delay`; any other error, and the last attempt's,
-        is raised as it was.
+        A transient error is retried after :meth:`delay` (unless the server asks for a longer wait than
+        :attr:`longest_wait`); any other error, and the last attempt's, is raised as it was.
         """
         tenacity = require("tenacity", "collect")
         return tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(self.retries + 1), retry=tenacity.retry_if_exception(is_transient),
+            stop=tenacity.stop_after_attempt(self.retries + 1), retry=tenacity.retry_if_exception(self.retries_on),
             wait=lambda state: self.delay(state.attempt_number, state.outcome.exception()), reraise=True)
 
 

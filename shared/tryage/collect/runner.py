@@ -11,9 +11,13 @@
   (:class:`~tryage.collect.estimate.CostEstimator`) is reserved in the run's
   :class:`~tryage.collect.budget.Budget`, which holds the rule: a call that does not fit is not made,
   and no further call starts. A call that timed out is charged its estimate (the provider may have
-  billed it). A provider's ``usage`` that is not a whole number >= 0 is not used: that side of the
-  call is priced from its estimate (input: the prompt's bytes / 3; output: the answer's bytes / 3)
-  and the record keeps ``None`` for it.
+  billed it). A provider's ``usage`` is checked before it is billed: a count that is not a whole
+  number >= 0 (negative, fractional, NaN, text) makes the call a :class:`~tryage.errors.ProviderUsageError`
+  naming the expert, charged at its estimate (the provider may have billed it) and logged as an error;
+  a count the provider did not give is estimated (input: the prompt's bytes / 3; output: the answer's
+  bytes / 3) and the record keeps ``None`` for it.
+* A server whose 429 asks for a longer wait than the retry policy's (``Retry-After: 3600``) stops
+  that expert's calls at once, the server's time in the error (as after a 401/403): a rerun resumes.
 * Each finished call is appended to the :class:`~tryage.collect.calllog.CallLog` at once.
 * A progress bar (tqdm) shows calls done, errors, spend and ETA; it is off when stderr is not a
   terminal.
@@ -30,12 +34,11 @@ from typing import Any
 from tryage._io import progress_bar
 from tryage.collect.backends import Backend, ExpertSpec
 from tryage.collect.budget import Budget
-from tryage.collect.calllog import CallLog, CallRecord
+from tryage.collect.calllog import CallLog, CallRecord, input_hash
 from tryage.collect.estimate import (DEFAULT_OUTPUT_TOKENS, CostEstimator, PlannedCall, estimate_tokens, price,
                                      usable_tokens)
-from tryage.collect.retry import (AUTH_STATUS, RetryPolicy, describe, is_timeout, is_transient, retry_after,
-                                  status_of)
-from tryage.errors import BudgetReachedError
+from tryage.collect.retry import AUTH_STATUS, RetryPolicy, is_timeout, is_transient, retry_after, status_of
+from tryage.errors import BudgetReachedError, ProviderUsageError
 
 
 @dataclass
@@ -72,7 +75,7 @@ class _Attempts:
     number: int = 0
     latency: float = 0.0
     estimate: float = 0.0
-    timed_out: bool = False
+    billed: float = 0.0   #: what a failed attempt was charged (its estimate when the provider may have billed it)
 
 
 class Runner:
@@ -175,11 +178,11 @@ class Runner:
         except _Skipped:
             return None
         except Exception as exc:  # noqa: BLE001 - every failure is classified and logged
-            if status_of(exc) in AUTH_STATUS:
-                stats.skipped_experts.setdefault(spec.name, describe(exc))
-            return CallRecord(row.id, spec.name, spec.settings_hash(), latency_s=last.latency,
-                              cost=last.estimate if last.timed_out else 0.0, error=describe(exc),
-                              attempts=last.number)
+            error = self.retry.explain(exc)
+            if status_of(exc) in AUTH_STATUS or self.retry.refuses_wait(exc):  # every other call would fail so
+                stats.skipped_experts.setdefault(spec.name, error)
+            return CallRecord(row.id, spec.name, spec.settings_hash(), latency_s=last.latency, cost=last.billed,
+                              error=error, attempts=last.number, input_sha=input_hash(row, spec))
         return record
 
     async def _attempt(self, row: Any, spec: ExpertSpec, limiter: Any, stats: RunStats,
@@ -197,21 +200,41 @@ class Runner:
             start = time.perf_counter()
             answer = await asyncio.wait_for(self.backends[spec.name](row), self.timeout)
         except BaseException as exc:
-            last.latency, last.timed_out = time.perf_counter() - start, is_timeout(exc)
-            if last.timed_out:
-                stats.spent += self.budget.commit(reserved, last.estimate)  # it may have been billed
+            last.latency, last.billed = time.perf_counter() - start, 0.0
+            if is_timeout(exc):
+                last.billed = self.budget.commit(reserved, last.estimate)  # it may have been billed
+                stats.spent += last.billed
             else:
                 self.budget.release(reserved)
             raise
         latency = time.perf_counter() - start
-        tin, tout = usable_tokens(answer.input_tokens), usable_tokens(answer.output_tokens)
+        try:
+            tin, tout = checked_usage(spec, answer)
+        except ProviderUsageError:   # counts no one can bill from: the call is charged its estimate
+            last.latency, last.billed = latency, self.budget.commit(reserved, last.estimate)
+            stats.spent += last.billed
+            raise
         cost = price(spec, tin if tin is not None else self.estimator.input_tokens(row, spec),
                      tout if tout is not None else (estimate_tokens(answer.text) if answer.text else 0))
         stats.spent += self.budget.commit(reserved, cost)
         self.estimator.observe(spec.name, tout)
         return CallRecord(row.id, spec.name, spec.settings_hash(), answer=answer.text, loss=answer.loss,
-                          input_tokens=tin, output_tokens=tout, latency_s=latency, cost=cost, attempts=last.number)
+                          input_tokens=tin, output_tokens=tout, latency_s=latency, cost=cost, attempts=last.number,
+                          input_sha=input_hash(row, spec))
 
 
-__all__ = ["DEFAULT_OUTPUT_TOKENS", "PlannedCall", "RunStats", "Runner", "estimate_tokens", "is_transient",
+def checked_usage(spec: ExpertSpec, answer: Any) -> tuple[int | None, int | None]:
+    """The answer's (input, output) token counts, checked before they are billed: ``None`` where the
+    provider gave none; :class:`ProviderUsageError` naming the expert where a count is not a whole number >= 0."""
+    counts = []
+    for side, value in (("input_tokens", answer.input_tokens), ("output_tokens", answer.output_tokens)):
+        count = usable_tokens(value)
+        if value is not None and count is None:
+            raise ProviderUsageError(f"expert {spec.name!r} reported {side}={value!r:.40}; token counts must be whole "
+                                     "numbers >= 0, so its usage cannot be billed (the call is charged its estimate)")
+        counts.append(count)
+    return counts[0], counts[1]
+
+
+__all__ = ["DEFAULT_OUTPUT_TOKENS", "PlannedCall", "RunStats", "Runner", "checked_usage", "estimate_tokens", "is_transient",
            "price", "retry_after", "status_of"]
