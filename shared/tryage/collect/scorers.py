@@ -11,6 +11,9 @@ another scorer without calling any model (``tryage score``). Built-ins, by name:
   ``B``) is the reference letter (or the letter of the reference among ``choices``), else 0.
 * ``contains`` — 1 when the normalised reference occurs in the normalised answer, else 0.
 * ``regex`` — 1 when the pattern (``pattern=``, else the row's ``reference``) is found in the answer.
+  Patterns run on the ``regex`` package with a time limit (:data:`REGEX_TIMEOUT_S` per answer): a
+  pattern that backtracks catastrophically (``(a|aa)+$``) is a :class:`ScorerTimeoutError` naming
+  it and the prompt, never a hang. Every pattern is compiled before any call.
 * ``lm-loss`` — ``exp(-loss)`` of an ``hf`` expert's mean next-token NLL on prompt + reference: the
   geometric-mean probability of a token, in (0, 1]. Higher: the model finds the text likelier.
 * ``judge`` — an LLM judge (any LangChain chat model) reads the rubric, prompt, reference and
@@ -33,9 +36,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from tryage.collect.judge import DEFAULT_RUBRIC, Judge, parse_judge_score
-from tryage.errors import ScorerError
+from tryage.errors import ScorerError, ScorerTimeoutError, require
 
 ScoreFn = Callable[[Any, Any], "float | Awaitable[float]"]
+#: Seconds a ``regex`` scorer's pattern may run on one answer.
+REGEX_TIMEOUT_S = 1.0
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
@@ -119,6 +124,7 @@ class Scorer:
     needs_reference: bool = False
     reads: str = "answer"
     higher: str = ""
+    check_row: Callable[[Any], None] | None = None  #: raises :class:`ScorerError` for a row it cannot score
 
     async def score(self, record: Any, row: Any) -> float:
         """The score of one logged call on its prompt row."""
@@ -151,6 +157,34 @@ class Scorer:
                 where = f" (line {first.line})" if first.line else ""
                 raise ScorerError(f"scorer {self.name!r} needs a 'reference' for every prompt; {len(missing)} have none, "
                                   f"e.g. id {first.id!r}{where}")
+        if self.check_row is not None:
+            for row in rows:
+                self.check_row(row)
+
+
+def compile_pattern(pattern: Any, where: str) -> Any:
+    """``pattern`` compiled by the ``regex`` package; :class:`ScorerError` naming ``where`` if it is none."""
+    engine = require("regex", "collect")
+    if not isinstance(pattern, str):
+        raise ScorerError(f"regex scorer: {where} must be a regular expression (text), got {pattern!r:.60}")
+    try:
+        return engine.compile(pattern)
+    except (engine.error, ValueError, OverflowError, RecursionError) as exc:
+        raise ScorerError(f"regex scorer: {where} {pattern!r:.80} is not a valid regular expression ({exc})") from None
+
+
+def regex_score(compiled: Any, answer: str, row: Any) -> float:
+    """1.0 when ``compiled`` is found in ``answer``; :class:`ScorerTimeoutError` after :data:`REGEX_TIMEOUT_S`."""
+    try:
+        return float(compiled.search(answer, timeout=REGEX_TIMEOUT_S) is not None)
+    except TimeoutError:
+        raise ScorerTimeoutError(f"regex scorer: pattern {compiled.pattern!r:.80} ran past {REGEX_TIMEOUT_S:g} s on the "
+                                 f"answer to prompt {row.id!r} (catastrophic backtracking, e.g. a nested repeat "
+                                 "like (a|aa)+); simplify the pattern") from None
+
+
+def _reference_pattern(row: Any) -> Any:
+    return compile_pattern(row.reference, f"the reference of prompt {row.id!r}")
 
 
 def _lm_loss(loss: float, row: Any) -> float:
@@ -188,14 +222,12 @@ def get_scorer(scorer: str | Scorer | ScoreFn, *, pattern: str | None = None, ju
         return BUILTIN[scorer]
     if scorer == "regex":
         if pattern is not None:
-            try:
-                compiled = re.compile(pattern)
-            except re.error as exc:
-                raise ScorerError(f"regex scorer: pattern {pattern!r} is not a valid regular expression ({exc})") from None
-            return Scorer("regex", lambda a, r: float(compiled.search(a) is not None), False,
+            compiled = compile_pattern(pattern, "pattern")
+            return Scorer("regex", lambda a, r: regex_score(compiled, a, r), False,
                           higher=f"1 = the answer matches {pattern!r}, 0 = not")
-        return Scorer("regex", lambda a, r: float(re.search(r.reference, a) is not None), True,
-                      higher="1 = the answer matches the row's reference pattern, 0 = not")
+        return Scorer("regex", lambda a, r: regex_score(_reference_pattern(r), a, r), True,
+                      higher="1 = the answer matches the row's reference pattern, 0 = not",
+                      check_row=_reference_pattern)
     if scorer == "judge":
         if judge is None:
             raise ScorerError("scorer 'judge' needs a judge model: judge=<entry, 'provider:id' or chat model> "
@@ -204,4 +236,4 @@ def get_scorer(scorer: str | Scorer | ScoreFn, *, pattern: str | None = None, ju
     raise ScorerError(f"unknown scorer {scorer!r}; built-in scorers: {', '.join(NAMES)} (or pass a Python callable)")
 
 
-__all__ = ["DEFAULT_RUBRIC", "Judge", "NAMES", "Scorer", "choice_letter", "get_scorer", "normalize", "parse_judge_score"]
+__all__ = ["DEFAULT_RUBRIC", "Judge", "NAMES", "REGEX_TIMEOUT_S", "Scorer", "choice_letter", "get_scorer", "normalize", "parse_judge_score"]
