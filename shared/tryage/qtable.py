@@ -31,6 +31,7 @@ import csv
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from tryage._io import atomic_write_text, iter_jsonl
-from tryage.errors import ConfigurationError, QTableError, TryageFileNotFoundError, check_scalar
+from tryage.errors import (ConfigurationError, QTableError, TryageFileNotFoundError, UnobservedExpertWarning,
+                           check_scalar)
 
 
 @dataclass(frozen=True)
@@ -275,6 +277,7 @@ class _Builder:
         self.source = source
         self.kind: str | None = None
         self.inferred = False  # columns taken from the first valid row, not given by the caller
+        self.named: dict[str, None] = {}  # every expert a row names, with a value or null (in order)
 
     def build(self, rows: Iterable[tuple[int, Any]]) -> QTable:
         prompts: list[str] = []
@@ -298,6 +301,11 @@ class _Builder:
             raise QTableError("the Q-table has no valid rows" + (f" ({len(dropped)} dropped)" if dropped else ""),
                               path=self.source)
         experts = self.experts if self.experts is not None else tuple(dict.fromkeys(e for r in losses for e in r))
+        unseen = [e for e in self.named if e not in experts]
+        if unseen:   # a column of nulls only: no row can teach a router about it
+            warnings.warn(UnobservedExpertWarning(
+                f"{self.source or 'the Q-table'}: expert(s) {unseen} have no value in any row (only null or empty); "
+                "they are left out of the Q-table"), stacklevel=2)
         matrix = np.array([[r.get(e, np.nan) for e in experts] for r in losses], dtype=np.float64)
         return QTable(tuple(prompts), experts, matrix, tuple(extras), self.kind or "loss", tuple(dropped))
 
@@ -332,6 +340,8 @@ class _Builder:
                               else "'scores' must be a non-empty object expert -> number")
         row: dict[str, float] = {}
         for expert, raw in values.items():
+            if self.experts is None:
+                self.named[str(expert)] = None
             if raw is None or raw == "" or (self.experts is not None and expert not in self.experts):
                 continue  # unobserved (null, an empty CSV cell) or not asked for
             try:

@@ -35,6 +35,7 @@ import inspect
 import json
 import math
 import os
+import re
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -151,7 +152,7 @@ class ExpertSpec:
         if self.kind == "hf":
             return {"hf": self.hf, "gguf_file": self.gguf_file, "max_length": self.max_length}
         return {"python": getattr(self.runnable, "__qualname__", type(self.runnable).__qualname__),
-                **{k: v for k, v in sorted(self.model_kwargs.items())}}
+                "code": python_identity(self.runnable), **{k: v for k, v in sorted(self.model_kwargs.items())}}
 
     def settings_hash(self) -> str:
         """First 16 hex digits of the SHA-256 of :meth:`settings` as canonical JSON."""
@@ -177,6 +178,28 @@ class ExpertSpec:
             raise ExpertSpecError(f"expert {data.get('name')!r}: unknown field(s) {unknown}{hint}; "
                                   f"allowed: {', '.join(_FIELDS)}")
         return cls(**dict(data))
+
+
+def python_identity(obj: Any) -> str:
+    """What tells one Python expert from another of the same name, for the settings hash: a function's
+    module, name and code (its bytecode and constants, nested functions' too), a LangChain model's
+    identifying parameters (model, temperature, ...), else its class and its ``__call__``'s code.
+    Two lambdas, or a function edited between runs, get different hashes, so neither reuses the
+    other's logged answers. Values a closure captures are not seen: rename such a function when they change."""
+    def code_text(code: Any) -> str:
+        consts = [code_text(c) if hasattr(c, "co_code") else repr(c) for c in code.co_consts]
+        return f"{code.co_name}|{code.co_code.hex()}|{consts}|{code.co_names}"
+
+    fn = getattr(obj, "__func__", obj)
+    if hasattr(fn, "__code__"):
+        text = f"{getattr(fn, '__module__', '')}.{fn.__qualname__}|{code_text(fn.__code__)}|{getattr(fn, '__defaults__', None)!r}"
+    elif isinstance(getattr(obj, "_identifying_params", None), Mapping):
+        text = f"{type(obj).__qualname__}|{sorted((str(k), repr(v)) for k, v in obj._identifying_params.items())}"
+    else:
+        call = getattr(type(obj), "__call__", None)
+        text = f"{type(obj).__module__}.{type(obj).__qualname__}|" + (code_text(call.__code__) if hasattr(call, "__code__") else "")
+    text = re.sub(r" at 0x[0-9a-fA-F]+", "", text)   # an object's address differs from run to run
+    return hashlib.sha256(text.encode("utf-8", "backslashreplace")).hexdigest()[:16]
 
 
 def load_experts(experts: str | os.PathLike[str] | Iterable[Any] | Mapping[str, Any]) -> list[ExpertSpec]:
@@ -330,8 +353,9 @@ class RunnableBackend(Backend):
 class CallableBackend(Backend):
     """A plain callable ``f(prompt) -> str`` (or a dict ``{"text", "input_tokens", "output_tokens"}``)."""
 
-    def __init__(self, fn: Callable[[str], Any]) -> None:
+    def __init__(self, fn: Callable[[str], Any], name: str = "") -> None:
         self.fn = fn
+        self.name = name
 
     async def __call__(self, row: Any) -> Answer:
         if inspect.iscoroutinefunction(self.fn):
@@ -340,9 +364,14 @@ class CallableBackend(Backend):
             result = await asyncio.to_thread(self.fn, row.prompt)
             if inspect.isawaitable(result):
                 result = await result
+        text = result.get("text") if isinstance(result, Mapping) else result
+        if not isinstance(text, str):   # None is no answer: "None" would be scored as one
+            got = f"a dict whose 'text' is {text!r:.40}" if isinstance(result, Mapping) else f"{result!r:.40}"
+            raise ExpertSpecError(f"a Python expert must return text (or a dict with 'text'), but {self.name!r} "
+                                  f"returned {got}")
         if isinstance(result, Mapping):
-            return Answer(str(result.get("text", "")), result.get("input_tokens"), result.get("output_tokens"))
-        return Answer(str(result))
+            return Answer(text, result.get("input_tokens"), result.get("output_tokens"))
+        return Answer(text)
 
 
 class HFLossBackend(Backend):
@@ -445,9 +474,10 @@ def build_backend(spec: ExpertSpec) -> Backend:
     if hasattr(spec.runnable, "ainvoke"):
         return RunnableBackend(spec.runnable)
     if callable(spec.runnable):
-        return CallableBackend(spec.runnable)
+        return CallableBackend(spec.runnable, spec.name)
     raise ExpertSpecError(f"expert {spec.name!r}: a Python expert must be a LangChain runnable or a callable, "
                           f"got {type(spec.runnable).__name__}")
 
 
-__all__ = ["Answer", "Backend", "ExpertSpec", "build_backend", "build_chat_model", "build_chat_models", "load_experts"]
+__all__ = ["Answer", "Backend", "ExpertSpec", "build_backend", "build_chat_model", "build_chat_models", "load_experts",
+           "python_identity"]

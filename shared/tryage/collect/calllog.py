@@ -1,5 +1,9 @@
 """The append-only call log: one JSON line per finished call, keyed by (prompt id, expert, settings).
 
+A record also keeps ``input_sha``, the hash of the text the expert read (:func:`input_hash`): a prompt
+whose text was edited but whose id was kept is called again, not scored on the old text's answer.
+Records of older logs, without it, are still read and reused as they are.
+
 Every call that ends (an answer, or an error after the last retry) is appended and flushed at
 once, so a run killed at any moment (even ``kill -9``) loses at most the calls in flight, whose
 lines were never written. A partially written last line is cut off when the log is opened. A lock
@@ -13,6 +17,8 @@ every append-only log of a collection goes through this one locked writer and to
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -41,6 +47,8 @@ class CallRecord:
         cost: USD: tokens × the expert's prices per 1M tokens (0 when prices are unknown).
         error: ``"<Type>: <message>"`` when the call failed for good, else ``None``.
         attempts: Attempts made (1 + retries).
+        input_sha: First 16 hex digits of the SHA-256 of the text the expert read (:func:`input_hash`),
+            ``None`` in logs written before it was kept.
     """
 
     prompt_id: str
@@ -54,10 +62,16 @@ class CallRecord:
     cost: float = 0.0
     error: str | None = None
     attempts: int = 1
+    input_sha: str | None = None
 
     @property
     def key(self) -> CallKey:
         return (self.prompt_id, self.expert, self.settings)
+
+    def read(self, *hashes: str) -> bool:
+        """Whether this call read one of the texts of ``hashes`` (:func:`input_hash`); a record of an
+        older log, which kept no hash, is taken to have."""
+        return self.input_sha is None or self.input_sha in hashes
 
     @property
     def ok(self) -> bool:
@@ -69,13 +83,39 @@ class CallRecord:
 
     @classmethod
     def from_line(cls, data: Any) -> CallRecord:
-        """The record a log line holds; ``ValueError`` (saying why) when it holds none."""
+        """The record a log line holds; ``ValueError`` (saying which field and why) when it holds none."""
         if not isinstance(data, dict) or not {"prompt_id", "expert", "settings"} <= data.keys():
             raise ValueError("a call record needs 'prompt_id', 'expert' and 'settings'")
+        for name, (allowed, what) in _CHECKS.items():
+            if name in data and not allowed(data[name]):
+                raise ValueError(f"{name!r} must be {what}, got {data[name]!r:.60}; the line is not a call tryage logged")
         return cls.from_dict(data)
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
 _FIELDS = tuple(CallRecord.__dataclass_fields__)
+#: What each field of a log line may hold (token counts are only estimates' inputs: any value reads, as None).
+_CHECKS: dict[str, tuple[Any, str]] = {
+    **{k: (lambda v: isinstance(v, str), "text") for k in ("prompt_id", "expert", "settings")},
+    **{k: (lambda v: v is None or isinstance(v, str), "text or null") for k in ("answer", "error", "input_sha")},
+    "loss": (lambda v: v is None or (_number(v) or (isinstance(v, float) and math.isfinite(v))), "a finite number or null"),
+    **{k: (_number, "a finite number >= 0") for k in ("latency_s", "cost")},
+    "attempts": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a whole number >= 0"),
+}
+
+
+def input_hash(row: Any, spec: Any) -> str:
+    """First 16 hex digits of the SHA-256 of what ``spec`` reads of ``row``: the prompt (an ``hf``
+    expert: the prompt, a space and the reference, whose loss it measures)."""
+    return text_hash(row.prompt if spec.kind != "hf" or row.reference is None else f"{row.prompt} {row.reference}")
+
+
+def text_hash(text: str) -> str:
+    """First 16 hex digits of the SHA-256 of ``text`` (UTF-8)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 class CallLog:
@@ -150,4 +190,11 @@ class CallLog:
         self._writer.append([asdict(record)], hint="it keeps every call logged before, and a rerun resumes from them")
 
 
-__all__ = ["CallKey", "CallLog", "CallRecord"]
+def logged(done: Mapping[CallKey, Any], row: Any, spec: Any) -> Any:
+    """The record in ``done`` (a log's :meth:`CallLog.latest`) of calling ``spec`` on ``row`` at the
+    expert's current settings on the row's current text, or ``None``."""
+    record = done.get((row.id, spec.name, spec.settings_hash()))
+    return record if record is not None and record.read(input_hash(row, spec)) else None
+
+
+__all__ = ["CallKey", "CallLog", "CallRecord", "input_hash", "logged", "text_hash"]

@@ -21,7 +21,7 @@ from typing import Any
 
 from tryage.collect.backends import ExpertSpec, build_backend
 from tryage.collect.budget import Budget
-from tryage.collect.calllog import CallLog, CallRecord
+from tryage.collect.calllog import CallLog, CallRecord, logged
 from tryage.collect.estimate import CostEstimator, PlannedCall
 from tryage.collect.runner import Runner, RunStats
 from tryage.errors import JudgeCallError, JudgeParseError, ScorerError
@@ -202,7 +202,7 @@ class Judge:
         placeholders: list[str] = []
         for row in rows:
             for spec in specs:
-                record = done.get((row.id, spec.name, spec.settings_hash()))
+                record = logged(done, row, spec)
                 if record is not None and record.ok and record.answer is not None:
                     if not self.cached(record.answer, row):
                         asked.add(self.question(record.answer, row))

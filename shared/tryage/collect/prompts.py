@@ -54,6 +54,14 @@ def _row(record: Any, *, path: str | None, line: int | None) -> PromptRow:
     prompt = record["prompt"]
     if not isinstance(prompt, str) or not prompt.strip():
         raise PromptFileError(f"'prompt' must be non-empty text, got {prompt!r}", path=path, line=line)
+    for key, value in record.items():   # a lone surrogate ("\ud800" in JSON) can be sent to no expert, nor written
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+        try:
+            f"{key}{text}".encode("utf-8")
+        except UnicodeEncodeError:
+            raise PromptFileError(f"field {str(key).encode('utf-8', 'backslashreplace').decode()!r} holds a lone "
+                                  "surrogate (text that is not valid Unicode); prompts files must be valid Unicode "
+                                  "text", path=path, line=line) from None
     choices = record.get("choices") or ()
     if isinstance(choices, str):
         text = choices.strip()
