@@ -1,9 +1,10 @@
 """Soak: many concurrent routes and ``ainvoke`` calls give the serial answers, with memory flat.
 
     python benchmarks/soak.py [--routes 100000] [--threads 64] [--ainvoke 2000] [--fail-rate 0.05]
-                              [--perceptive-routes 2000] [--out benchmarks/results/soak.json]
+                              [--perceptive-routes 2000] [--collect-calls 5000] [--out benchmarks/results/soak.json]
 
-Three phases, each checked against a serial baseline computed in the same run:
+Four phases (a phase given 0 is skipped); the first three are checked against a serial baseline
+computed in the same run:
 
 1. **Routing core.** ``--routes`` routes from ``--threads`` threads through one shared
    :class:`tryage.TryageRouter` whose predictor is the oracle of LLMRouter's Q-table (9 LLMs with
@@ -17,6 +18,15 @@ Three phases, each checked against a serial baseline computed in the same run:
    experts that fail ``--fail-rate`` of their calls (deterministically, by prompt and expert). Each
    answer must come from the first expert of the serial ranking that does not fail; any exception
    reaching the caller is an unexpected error.
+
+4. **Collect.** ``--collect-calls`` calls of ``tryage collect`` (two experts) against a local
+   OpenAI-compatible server (tests/hostile/faulty_server.py, its own process) that injects 429s,
+   500s, truncated bodies and stalls. The collect process is SIGKILLed twice (at a third and at two
+   thirds of the calls logged) and resumed until every prompt is answered. Checked: nothing lost (the
+   final Q-table holds every prompt), no logged call paid twice (the server's count of answers for a
+   call logged before a run never grows in it), spend within the budget (each finished run's spend,
+   and a last run on a fresh log whose budget fits 40 % of the calls stops with its log's spend
+   under that budget). The baseline is the server's own bill.
 
 Prints JSON and writes it to ``--out``. RSS is read from /proc/self/statm (current) and
 ``resource.getrusage`` (peak).
@@ -231,6 +241,107 @@ def langchain_phase(args: argparse.Namespace) -> dict[str, Any]:
             "rss_mb_after": round(rss_mb(), 1)}
 
 
+def _collect_run(folder: Path, base_args: list[str], *, budget: float, kill_at: int | None = None,
+                 log: Path | None = None) -> dict[str, Any]:
+    """One ``tryage collect`` process; SIGKILLed once ``kill_at`` calls are in its log."""
+    import signal
+    import subprocess
+
+    log = log or folder / "q.calls.jsonl"
+    argv = [sys.executable, "-m", "tryage.cli", "collect", *base_args, "--log", str(log), "--budget", str(budget),
+            "--json"]
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = False
+    while proc.poll() is None:
+        if kill_at is not None and log.exists() and log.read_bytes().count(b"\n") >= kill_at:
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    summary = json.loads(out) if proc.returncode == 0 and out.strip() else None
+    return {"rc": proc.returncode, "killed": killed, "seconds": round(time.perf_counter() - start, 2),
+            "summary": summary, "error": err.strip().splitlines()[-1] if err.strip() and not summary else None}
+
+
+def _logged(log: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """The last record of each (prompt id, expert) in a call log (answers win over errors)."""
+    last: dict[tuple[str, str], dict[str, Any]] = {}
+    if log.exists():
+        for line in log.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            key = (record["prompt_id"], record["expert"])
+            if record.get("error") is None or key not in last or last[key].get("error") is not None:
+                last[key] = record
+    return last
+
+
+def collect_phase(args: argparse.Namespace) -> dict[str, Any]:
+    """Phase 4: see the module doc."""
+    import subprocess
+    import tempfile
+    import urllib.request
+
+    experts_n = 2
+    prompts_n = max(1, args.collect_calls // experts_n)
+    server = subprocess.Popen([sys.executable, str(REPO / "tests" / "hostile" / "faulty_server.py"), "--seed", "7",
+                               "--stall-s", "3"], stdout=subprocess.PIPE, text=True)
+    base_url = server.stdout.readline().strip()  # type: ignore[union-attr]
+
+    def billed() -> dict[str, int]:
+        with urllib.request.urlopen(base_url.removesuffix("/v1") + "/stats", timeout=30) as response:
+            return json.loads(response.read())["billed"]
+
+    os.environ.setdefault("OPENAI_API_KEY", "soak-key")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            (folder / "p.jsonl").write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"Soak prompt number {i}."})
+                                                    + "\n" for i in range(prompts_n)), encoding="utf-8")
+            (folder / "e.json").write_text(json.dumps([
+                {"name": f"faulty-{k}", "model": f"openai:faulty-{k}", "model_kwargs": {"base_url": base_url},
+                 "input_price": 1.0, "output_price": 1.0, "expected_output_tokens": 16, "concurrency": 8}
+                for k in range(experts_n)]), encoding="utf-8")
+            base = ["--prompts", str(folder / "p.jsonl"), "--experts", str(folder / "e.json"), "--scorer",
+                    "regex", "--pattern", "^ok: ", "--out", str(folder / "q.jsonl"), "--timeout", "1", "--retries", "4"]
+            budget = 1.0   # USD: far above the run's cost, which the checks below hold it to
+            runs, paid_twice_after_log = [], 0
+            total = prompts_n * experts_n
+            for kill_at in (total // 3, 2 * total // 3, None, None, None):
+                before, bill_before = _logged(folder / "q.calls.jsonl"), billed()
+                run = _collect_run(folder, base, budget=budget, kill_at=kill_at)
+                bill_after = billed()
+                answered_before = [f"{e}|Soak prompt number {p[1:]}." for (p, e), r in before.items()
+                                   if r.get("error") is None]
+                paid_twice_after_log += sum(bill_after.get(k, 0) > bill_before.get(k, 0) for k in answered_before)
+                runs.append(run)
+                if kill_at is None and run["rc"] == 0 and not run["summary"]["incomplete"]:
+                    break
+            final = _logged(folder / "q.calls.jsonl")
+            table_rows = sum(1 for _ in (folder / "q.jsonl").open()) if (folder / "q.jsonl").exists() else 0
+            bill = billed()
+            # a fresh log whose budget fits 40 % of the calls at their estimates: it must stop within it
+            estimate = total * (len("Soak prompt number 1000.".encode()) / 3 + 16) * 1e-6
+            tight = round(0.4 * estimate, 6)
+            tight_run = _collect_run(folder, base, budget=tight, log=folder / "tight.calls.jsonl")
+            tight_spent = sum(r.get("cost", 0.0) for r in _logged(folder / "tight.calls.jsonl").values())
+    finally:
+        server.kill()
+        server.wait()
+    return {"calls": total, "prompts": prompts_n, "experts": experts_n, "runs": [
+                {k: v for k, v in r.items() if k != "summary"} | ({"spent": r["summary"]["spent"], "errors":
+                 r["summary"]["errors"], "calls_made": r["summary"]["calls_made"]} if r["summary"] else {})
+                for r in runs],
+            "sigkills": sum(r["killed"] for r in runs), "qtable_rows": table_rows,
+            "nothing_lost": table_rows == prompts_n and len(final) == total,
+            "logged_calls_paid_again": paid_twice_after_log,
+            "server_answers": sum(bill.values()), "server_answers_paid_twice": sum(n > 1 for n in bill.values()),
+            "spend_within_budget": all(r["summary"]["spent"] <= budget for r in runs if r["summary"]),
+            "tight_budget": {"budget": tight, "rc": tight_run["rc"], "error": tight_run["error"],
+                             "logged_spend": round(tight_spent, 9), "within": tight_spent <= tight + 1e-12}}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--routes", type=int, default=100_000)
@@ -238,17 +349,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--perceptive-routes", type=int, default=2000)
     parser.add_argument("--ainvoke", type=int, default=2000)
     parser.add_argument("--fail-rate", type=float, default=0.05)
+    parser.add_argument("--collect-calls", type=int, default=5000, help="calls of the collect soak (0: skip it)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "soak.json"))
     args = parser.parse_args(argv)
-    if not (LLMROUTER / "train.jsonl").exists():
+    if (args.routes or args.perceptive_routes or args.ainvoke) and not (LLMROUTER / "train.jsonl").exists():
         sys.exit(f"soak needs ../shared/data/llmrouter beside the checkout (looked in {LLMROUTER})")
     result: dict[str, Any] = {"command": "python benchmarks/soak.py " + " ".join(argv or sys.argv[1:]),
                               "cpu_count": os.cpu_count()}
-    result["routing_core"] = routing_core(args)
+    if args.routes:
+        result["routing_core"] = routing_core(args)
     if args.perceptive_routes:
         result["perceptive_router"] = perceptive(args)
     if args.ainvoke:
         result["langchain_ainvoke"] = langchain_phase(args)
+    if args.collect_calls:
+        result["collect"] = collect_phase(args)
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     from tryage.evaluation import write_json
 

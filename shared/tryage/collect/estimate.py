@@ -21,7 +21,7 @@ def usable_tokens(value: Any) -> int | None:
     """A provider's token count if it is a whole number >= 0, else ``None`` (not usable: estimate it).
 
     Negative, fractional, non-finite or non-numeric ``usage`` never prices a call (it could lower
-    the run's spend); the call is then priced from the estimate of that side.
+    the run's spend): the runner makes such a call a ``ProviderUsageError`` charged at its estimate.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
