@@ -19,7 +19,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tryage.qtable import QTable
 
     ray = ray_options(args)
-    check_distinct_files({"--out": args.out}, {"--qtable": args.qtable, "--experts": args.experts}, folders=["--out"])
     if args.ray and args.mode != "head":
         raise ConfigurationError("--ray encodes the prompts on a Ray actor pool for --mode head; --mode finetune "
                                  "re-encodes every step and trains on this machine (leave out --ray)")
@@ -36,6 +35,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tryage.predictors._persistence import check_save_target
 
     check_save_target(args.out, overwrite=args.overwrite)  # refuse before training, not after
+    check_distinct_files({"--out": args.out}, {"--qtable": args.qtable, "--experts": args.experts}, folders=["--out"])
     Path(args.out).absolute().parent.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails now too
     options = {} if args.layers is None else {"layers": args.layers}
     router = PerceptivePredictor(args.encoder, mode=args.mode, seed=args.seed, epochs=args.epochs,
