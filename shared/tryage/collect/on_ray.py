@@ -37,7 +37,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tryage.collect.backends import _FIELDS, ExpertSpec, build_backend
+from tryage.collect.backends import ExpertSpec, build_backend
+from tryage.collect.entries import FIELDS
 from tryage.collect.budget import Budget
 from tryage.collect.calllog import CallLog, CallRecord
 from tryage.collect.estimate import CostEstimator
@@ -60,7 +61,7 @@ def check_ray_experts(specs: Sequence[ExpertSpec]) -> None:
 
 def spec_entry(spec: ExpertSpec) -> dict[str, Any]:
     """The plain experts-file entry of a ``model`` expert: what is shipped to its actors."""
-    return {name: getattr(spec, name) for name in _FIELDS}
+    return {name: getattr(spec, name) for name in FIELDS}
 
 
 class CollectWorker(AsyncWorker):
