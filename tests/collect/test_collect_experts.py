@@ -185,3 +185,34 @@ def test_unreachable_is_a_connection_error_that_pickles() -> None:
     error = pickle.loads(pickle.dumps(ExpertUnreachableError("small", "http://127.0.0.1:9/v1", "timeout", True)))
     assert isinstance(error, ConnectionError) and error.timed_out
     assert str(error) == "expert 'small' at http://127.0.0.1:9/v1 is unreachable: timeout"
+
+
+def test_discover_fills_what_an_entry_leaves_out_from_the_hub(server: OpenAIServer, tmp_path: Path) -> None:
+    from hub_fake_server import FakeHub
+    from tryage.collect.entries import discover_metadata
+    from tryage.hub.client import HubClient
+
+    mine = entry(server, "good", repo_id="HuggingFaceTB/SmolLM2-135M", discover=True, license="my-licence")
+    with FakeHub() as hub:
+        (spec,) = discover_metadata(load_experts([mine]), client=HubClient(endpoint=hub.url, cache_dir=tmp_path,
+                                                                            token=False))
+    assert 100_000_000 < spec.to_expert().parameters < 200_000_000 and spec.created_at is not None
+    assert spec.license == "my-licence" and not spec.discover          # the entry's own value wins
+    result = collect(sums(1), [spec], scorer="numeric", out=tmp_path / "q.jsonl", **FAST)
+    assert result.library["good"].parameters == spec.to_expert().parameters
+    assert result.library["good"].repo_id == "HuggingFaceTB/SmolLM2-135M"
+
+
+def test_scorer_map_and_row_scorers_from_the_command_line(server: OpenAIServer, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [{"id": "s", "prompt": "What is 2 plus 3?", "reference": "5", "task": "sum"},
+            {"id": "w", "prompt": "Spell abc backwards.", "reference": "cba", "task": "spell"},
+            {"id": "x", "prompt": "Spell xyz backwards.", "reference": "Backwards: zyx", "scorer": "exact"}]
+    experts = write_experts(tmp_path / "e.json", [entry(server, "sloppy")])
+    args = collect_args(tmp_path, experts, write_jsonl(tmp_path / "p.jsonl", rows), scorer="exact")
+    code, _, _ = run_cli(capsys, *args, "--scorer-map", '{"sum": "numeric", "spell": "contains"}')
+    assert code == 0
+    table = [json.loads(line) for line in (tmp_path / "q.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["scores"]["sloppy"]) for r in table] == [("s", 1.0), ("w", 1.0), ("x", 1.0)]
+    code, _, err = run_cli(capsys, *args, "--scorer-map", '{"sum": "rouge"}')
+    assert_one_line_error(code, err, "prompt 's' (task 'sum'): unknown scorer 'rouge'")

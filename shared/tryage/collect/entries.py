@@ -20,7 +20,8 @@ An experts file is a JSON list (or ``{"experts": [...]}``) of entries, one per e
   writes (so a collected router takes ``[Flag: smallest model]``, ``[Flag: newest]``, ...):
   ``parameters`` (``"135M"``, ``7e9``), ``created_at`` / ``last_modified`` (ISO 8601), ``license``,
   ``tags``, ``description`` and ``repo_id`` (its Hugging Face Hub id; with ``"discover": true``
-  ``collect`` fills the metadata the entry leaves out from the Hub, see :mod:`tryage.hub`).
+  ``collect`` fills the metadata the entry leaves out from the Hub before any call:
+  :func:`discover_metadata`).
 * ``system_prompt``: sent as a system message before every prompt (``collect``, ``serve`` and
   :func:`~tryage.collect.backends.build_chat_models`); experts that differ only by it are separate entries.
 * **Limits**: ``max_tokens`` in ``model_kwargs``. langchain-openai sends it as
@@ -286,6 +287,25 @@ def load_experts(experts: str | os.PathLike[str] | Iterable[Any] | Mapping[str, 
     return specs
 
 
+def discover_metadata(specs: Iterable[ExpertSpec], *, client: Any = None) -> list[ExpertSpec]:
+    """``specs`` with what the entries marked ``"discover": true`` leave out (``parameters``, dates,
+    ``license``) filled from the Hub's record of their ``repo_id`` (one fetch, cached; see
+    :class:`~tryage.hub.client.HubClient`, which ``client`` is, default: one with its default settings).
+    The entry's own values win. Hub failures are :class:`~tryage.errors.HubError` s, before any call."""
+    specs = list(specs)
+    wanted = [s for s in specs if s.discover]
+    if not wanted:
+        return specs
+    from tryage.hub.client import HubClient
+
+    records = (client or HubClient()).fetch([s.repo_id for s in wanted])  # type: ignore[misc]
+    found = {s.name: r.expert for s, r in zip(wanted, records)}
+    keys = ("parameters", "created_at", "last_modified", "license")
+    return [s if s.name not in found else dataclasses.replace(
+        s, discover=False, **{k: getattr(found[s.name], k) for k in keys if getattr(s, k) in (None, "")})
+        for s in specs]
+
+
 def _read_file(source: Path) -> list[Any]:
     if source.is_dir():
         raise ExpertSpecError(f"{source}: is a folder; an experts file is a UTF-8 JSON file")
@@ -308,4 +328,4 @@ def _read_file(source: Path) -> list[Any]:
 
 
 __all__ = ["FIELDS", "KEY_VARIABLES", "LIMIT_KEYS", "LOCAL_HOSTS", "SECRET_KEYS", "TRANSPORT_KEYS", "ExpertSpec",
-           "load_experts"]
+           "discover_metadata", "load_experts"]

@@ -28,6 +28,7 @@ from tryage.collect.assemble import Logged, assemble, judge_of
 from tryage.collect.backends import ExpertSpec, build_backend, load_experts
 from tryage.collect.budget import Budget
 from tryage.collect.calllog import CallKey, CallLog, CallRecord
+from tryage.collect.entries import discover_metadata
 from tryage.collect.estimate import CostEstimator, PlannedCall
 from tryage.collect.judge import DEFAULT_RUBRIC, Judge, judge_log_path
 from tryage.collect.prompts import PromptRow, load_prompts, prompts_from_records
@@ -284,7 +285,7 @@ def _plan(prompts: Any, experts: Any, *, scorer: Any, out: Any, log: Any, budget
     if backend == "local" and (address is not None or workers != 1 or num_cpus is not None):
         raise ConfigurationError("address, workers and num_cpus apply with backend='ray' only")
     rows = _rows(prompts)
-    specs = load_experts(experts)
+    specs = discover_metadata(load_experts(experts))
     if backend == "ray":
         from tryage.collect.on_ray import check_ray_experts
 
