@@ -74,3 +74,18 @@ def test_an_entry_for_a_local_server_needs_no_key_and_sends_its_limit_as_max_tok
     models = build_chat_models([{"name": "m", "model": "openai:m",
                                  "model_kwargs": {"base_url": "http://localhost:8080/v1", "max_tokens": 7}}])
     assert models["m"].extra_body == {"max_tokens": 7} and models["m"].max_tokens == 7
+
+
+def test_an_entry_with_a_system_prompt_sends_it_first_through_chat_tryage(upstream: Upstream,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UPSTREAM_KEY", KEY)
+    entries = [{"name": n, "model": f"openai:{n}-model", "system_prompt": f"You are the {n} expert.",
+                "api_key_env": "UPSTREAM_KEY", "model_kwargs": {"base_url": upstream.base_url, "max_retries": 0}}
+               for n in ("code", "legal", "general")]
+    router, _ = make_router()
+    chat = ChatTryage(router=router, experts=build_chat_models(entries))
+    assert chat.invoke("a court contract").content == "legal-model says: a court contract"
+    assert "".join(c.content for c in chat.stream("fix this python bug")) == "code-model says: fix this python bug"
+    assert [b["messages"][0] for b in upstream.bodies] == [{"role": "system", "content": "You are the legal expert."},
+                                                           {"role": "system", "content": "You are the code expert."}]
+    assert [b["messages"][-1]["content"] for b in upstream.bodies] == ["a court contract", "fix this python bug"]

@@ -101,7 +101,52 @@ def build_chat_models(experts: str | os.PathLike[str] | Iterable[Any] | Mapping[
             out[spec.name] = build_chat_model(spec)
         elif spec.kind == "python" and _is_chat_model(spec.runnable):
             out[spec.name] = spec.runnable
+        else:
+            continue
+        if spec.system_prompt is not None:
+            out[spec.name] = _system_prompted()(model=out[spec.name], system_prompt=spec.system_prompt)
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _system_prompted() -> type:
+    """The class of a chat model that sends an entry's ``system_prompt`` before every conversation
+    (built on first use: LangChain is imported only when a chat model is built)."""
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import SystemMessage
+    from langchain_core.runnables import RunnableLambda
+
+    class SystemPrompted(BaseChatModel):
+        """``model`` with ``system_prompt`` sent as the first message of every call (tools and streams too)."""
+
+        model: BaseChatModel
+        system_prompt: str
+
+        @property
+        def _llm_type(self) -> str:
+            return self.model._llm_type
+
+        def _first(self, messages: list[Any]) -> list[Any]:
+            return [SystemMessage(self.system_prompt), *messages]
+
+        def _generate(self, messages: list[Any], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
+            return self.model._generate(self._first(messages), stop=stop, **kwargs)
+
+        async def _agenerate(self, messages: list[Any], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
+            return await self.model._agenerate(self._first(messages), stop=stop, **kwargs)
+
+        def _stream(self, messages: list[Any], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
+            yield from self.model._stream(self._first(messages), stop=stop, **kwargs)
+
+        async def _astream(self, messages: list[Any], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
+            async for chunk in self.model._astream(self._first(messages), stop=stop, **kwargs):
+                yield chunk
+
+        def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+            first = RunnableLambda(lambda value: self._first(self._convert_input(value).to_messages()))
+            return first | self.model.bind_tools(tools, **kwargs)
+
+    return SystemPrompted
 
 
 def _is_chat_model(obj: Any) -> bool:
