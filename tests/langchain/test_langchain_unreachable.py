@@ -89,3 +89,17 @@ def test_an_entry_with_a_system_prompt_sends_it_first_through_chat_tryage(upstre
     assert [b["messages"][0] for b in upstream.bodies] == [{"role": "system", "content": "You are the legal expert."},
                                                            {"role": "system", "content": "You are the code expert."}]
     assert [b["messages"][-1]["content"] for b in upstream.bodies] == ["a court contract", "fix this python bug"]
+
+
+def test_an_expert_that_does_not_answer_in_time_is_named_with_its_url() -> None:
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    with Upstream(api_key=KEY, stall_seconds=3.0) as up:
+        models = {n: ChatOpenAI(model=f"{n}-model", base_url=up.base_url, api_key=KEY, max_retries=0, timeout=0.3)
+                  for n in ("code", "legal", "general")}
+        router, _ = make_router()
+        stall = SystemMessage('upstream-test: {"code-model": "stall"}')
+        with pytest.raises(ExpertUnreachableError) as raised:
+            ChatTryage(router=router, experts=models).invoke([stall, HumanMessage("fix this python bug")])
+    assert str(raised.value) == f"expert 'code' at {up.base_url} is unreachable: no answer in time (timeout)"
+    assert raised.value.timed_out

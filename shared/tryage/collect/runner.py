@@ -232,8 +232,7 @@ def check_limit(spec: ExpertSpec, output_tokens: int | None, stats: RunStats) ->
         where = f" at {spec.base_url}" if spec.base_url else ""
         warnings.warn(LimitIgnoredWarning(
             f"expert {spec.name!r}{where} answered with {output_tokens} output tokens though its max_tokens is "
-            f"{limit}: its server ignores the limit (for an OpenAI-compatible server, put it in "
-            f"model_kwargs.extra_body as {{\"max_tokens\": {limit}}}, or in the server's own settings); "
+            f"{limit}: its server ignores the limit (set one in the server itself, e.g. llama.cpp's --n-predict); "
             "its calls are now estimated at its longest answer"), stacklevel=2)
 
 
