@@ -106,8 +106,11 @@ def test_a_remote_server_still_needs_its_key(monkeypatch: pytest.MonkeyPatch, tm
 # -- one entry format -----------------------------------------------------------------------------
 def test_old_price_names_are_read_with_a_deprecation_warning(server: OpenAIServer, tmp_path: Path) -> None:
     old = {k: v for k, v in entry(server, "good").items() if k not in ("input_cost", "output_cost")}
-    with pytest.warns(DeprecationWarning, match="expert 'good': 'input_price' is deprecated; write 'input_cost'"):
+    with pytest.warns(DeprecationWarning) as caught:
         (spec,) = load_experts([{**old, "input_price": 1.0, "output_price": 2.0}])
+    assert [str(w.message) for w in caught] == [
+        "expert 'good': 'input_price' is deprecated; write 'input_cost' (USD per 1M tokens)",
+        "expert 'good': 'output_price' is deprecated; write 'output_cost' (USD per 1M tokens)"]
     assert (spec.input_cost, spec.output_cost) == (1.0, 2.0)
     with pytest.raises(ExpertSpecError, match="expert 'good': give 'input_cost' only"):
         load_experts([{**old, "input_price": 1.0, "input_cost": 1.0}])
@@ -216,3 +219,17 @@ def test_scorer_map_and_row_scorers_from_the_command_line(server: OpenAIServer, 
     assert [(r["id"], r["scores"]["sloppy"]) for r in table] == [("s", 1.0), ("w", 1.0), ("x", 1.0)]
     code, _, err = run_cli(capsys, *args, "--scorer-map", '{"sum": "rouge"}')
     assert_one_line_error(code, err, "prompt 's' (task 'sum'): unknown scorer 'rouge'")
+
+
+def test_one_experts_file_serves_collect_the_library_and_serve(server: OpenAIServer, tmp_path: Path) -> None:
+    from tryage import ExpertLibrary
+    from tryage.serve.upstream import Upstream
+
+    path = write_experts(tmp_path / "experts.json", [
+        entry(server, "good", parameters="1.7B", system_prompt="Be brief.", repo_id="HuggingFaceTB/SmolLM2-1.7B"),
+        {**limited(server, "sloppy", 8), "parameters": "135M", "requests_per_second": 5}])
+    assert [s.name for s in load_experts(path)] == ["good", "sloppy"]
+    library = ExpertLibrary.from_json(path)
+    assert [(e.name, e.parameters, e.input_cost, e.repo_id) for e in library] == [
+        ("good", 1_700_000_000, 1.0, "HuggingFaceTB/SmolLM2-1.7B"), ("sloppy", 135_000_000, 1.0, "openai:sloppy")]
+    assert [Upstream.from_spec(s).model for s in load_experts(path)] == ["good", "sloppy"]
