@@ -93,7 +93,7 @@ def run_collect(base_url: str, rows: list[dict], concurrency: int) -> float:
     from tryage.collect import collect
 
     experts = [{"name": m, "model": f"openai:{m}", "model_kwargs": {"base_url": base_url, "temperature": 0},
-                "input_price": 0.15, "output_price": 0.6} for m in MODELS]
+                "input_cost": 0.15, "output_cost": 0.6} for m in MODELS]
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         result = collect(rows, experts, scorer="numeric", out=Path(folder) / "q.jsonl", concurrency=concurrency,

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, NoReturn
 
 from langchain_tryage._inputs import context_text, read_input, strip_input
 from langchain_tryage._routing import (
@@ -93,6 +93,8 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from tryage.collect.backends import endpoint_of
+from tryage.collect.retry import unreachable
 from tryage.conversation import EarlierTurns, ThreadStore, check_fraction, check_margin, stick
 from tryage.errors import ConfigurationError
 from tryage.objective import RoutingDecision
@@ -334,6 +336,15 @@ class ChatTryage(BaseChatModel):
         decision, job.sticky = stick(decision, self._threads.get(job.thread), margin=self.stickiness_margin)
         return decision
 
+    def _raise_named(self, job: Job, exc: BaseException) -> NoReturn:
+        """Raise ``exc``, the first expert's error, or an ``ExpertUnreachableError`` naming the expert and
+        its URL when its server could not be reached (refused, unknown host, timeout)."""
+        name = job.queue[0] if job.queue else job.expert
+        named = unreachable(exc, name, endpoint_of(self.experts[name]))
+        if named is None:
+            raise exc
+        raise named from exc
+
     def _answered(self, job: Job) -> None:
         """Record the expert that answered ``job`` as its thread's expert."""
         if job.thread is not None:
@@ -397,7 +408,7 @@ class ChatTryage(BaseChatModel):
 
         ((_, out),) = yield from run_experts([job], call, (Exception,))
         if isinstance(out, BaseException):
-            raise out
+            self._raise_named(job, out)
         self._answered(job)
         return ChatResult(generations=[ChatGeneration(message=_annotate(out, job))])
 
@@ -410,7 +421,10 @@ class ChatTryage(BaseChatModel):
         def call(job: Job) -> tuple[Any, Any]:
             return stream_within(self.timeout, job.expert, *prepare(job), job.payload)
 
-        first, rest = yield from open_stream(job, call, (Exception,))
+        try:
+            first, rest = yield from open_stream(job, call, (Exception,))
+        except Exception as exc:  # noqa: BLE001 - raised again, naming the expert's server when it is down
+            self._raise_named(job, exc)
         self._answered(job)
         return job, first, rest
 

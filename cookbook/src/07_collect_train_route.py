@@ -54,8 +54,8 @@ rows += [{"id": f"spell-{w}", "prompt": f"Spell {w} backwards.", "reference": w[
 prompts = work / "prompts.jsonl"
 prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-def entry(name, input_price, output_price):
-    return {"name": name, "model": f"openai:{name}", "input_price": input_price, "output_price": output_price,
+def entry(name, input_cost, output_cost):
+    return {"name": name, "model": f"openai:{name}", "input_cost": input_cost, "output_cost": output_cost,
             "model_kwargs": {"base_url": server.base_url, "temperature": 0}}
 
 experts = work / "experts.json"
@@ -122,7 +122,7 @@ for task in ("sum", "spell"):
 # %%
 from tryage.collect import score  # noqa: E402
 
-judge = {"model": "openai:judge", "model_kwargs": {"base_url": server.base_url}, "input_price": 0.15, "output_price": 0.6}
+judge = {"model": "openai:judge", "model_kwargs": {"base_url": server.base_url}, "input_cost": 0.15, "output_cost": 0.6}
 judged = score(work / "q.calls.jsonl", prompts, scorer="judge", judge=judge, experts=experts, budget=0.05,
                out=work / "q_judged.jsonl")
 judge_calls = server.count("judge")

@@ -45,7 +45,7 @@ names = TryageRouter.default("open-llms").experts
 experts = work / "experts.json"
 experts.write_text(json.dumps([{"name": n, "model": f"openai:{n}", "api_key_env": "UPSTREAM_KEY",
                                 "model_kwargs": {"base_url": upstream.base_url},
-                                "input_price": 0.2, "output_price": 0.6} for n in names], indent=1))
+                                "input_cost": 0.2, "output_cost": 0.6} for n in names], indent=1))
 env = {**os.environ, "UPSTREAM_KEY": "upstream-key", "TRYAGE_API_KEYS": "my-client-key"}
 server = subprocess.Popen([sys.executable, "-m", "tryage.cli", "serve", "--router", "open-llms",
                            "--experts", str(experts), "--port", "0", "--state-dir", str(work / "state"),

@@ -359,12 +359,7 @@ class ExpertSpecError(TryageError, ValueError):
 
 
 class UnknownProviderError(ExpertSpecError):
-    """``"model": "<provider>:<id>"`` names a provider LangChain's ``init_chat_model`` does not know.
-
-    Attributes:
-        expert: The entry's name.
-        provider: The provider as written.
-    """
+    """``"model": "<provider>:<id>"`` names a provider ``init_chat_model`` does not know (``expert``, ``provider``)."""
 
     def __init__(self, expert: str, provider: str, detail: str = "") -> None:
         self.expert, self.provider, self.detail = expert, provider, detail
@@ -377,12 +372,7 @@ class UnknownProviderError(ExpertSpecError):
 
 
 class MissingCredentialsError(TryageError, PermissionError):
-    """A chat-model expert needs an API key that is not in the environment.
-
-    Attributes:
-        expert: The entry's name.
-        variable: The environment variable read.
-    """
+    """A chat-model expert needs an API key that is not in the environment (``expert``, ``variable`` read)."""
 
     def __init__(self, expert: str, variable: str) -> None:
         self.expert, self.variable = expert, variable
@@ -391,6 +381,21 @@ class MissingCredentialsError(TryageError, PermissionError):
 
     def __reduce__(self):  # noqa: ANN204 - a `collect --ray` worker reports it to the driver
         return (type(self), (self.expert, self.variable))
+
+
+class ExpertUnreachableError(TryageError, ConnectionError):
+    """A chat expert's server cannot be reached (refused, unknown host, timeout): ``expert``, ``url``, ``reason``."""
+
+    def __init__(self, expert: str, url: str | None, reason: str, timed_out: bool = False) -> None:
+        self.expert, self.url, self.reason, self.timed_out = expert, url, reason, timed_out
+        super().__init__(f"expert {expert!r}{f' at {url}' if url else ''} is unreachable: {reason}")
+
+    def __reduce__(self):  # noqa: ANN204 - a `collect --ray` worker reports it to the driver
+        return (type(self), (self.expert, self.url, self.reason, self.timed_out))
+
+
+class LimitIgnoredWarning(UserWarning):
+    """An expert answered with more output tokens than its ``max_tokens``: its server ignores the limit."""
 
 
 class ScorerError(TryageError, ValueError):
@@ -402,12 +407,8 @@ class ScorerTimeoutError(ScorerError, TimeoutError):
 
 
 class JudgeCallError(ScorerError):
-    """The judge's call failed for good (after its retries, or at once for a permanent error such as 401).
-
-    Attributes:
-        error: The last error, as the call log writes it.
-        attempts: Attempts made.
-    """
+    """The judge's call failed for good (after its retries, or at once for a permanent error such as 401):
+    ``error`` (the last, as the call log writes it) after ``attempts`` attempts."""
 
     def __init__(self, error: str | None, attempts: int) -> None:
         self.error, self.attempts = error, attempts
@@ -416,11 +417,7 @@ class JudgeCallError(ScorerError):
 
 
 class JudgeParseError(ScorerError):
-    """A judge model's reply holds no score in [0, 1].
-
-    Attributes:
-        reply: The judge's reply.
-    """
+    """A judge model's reply (``reply``) holds no score in [0, 1]."""
 
     def __init__(self, reply: str) -> None:
         self.reply = reply

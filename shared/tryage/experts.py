@@ -23,6 +23,10 @@ from tryage._io import atomic_write_text, dumps_strict
 from tryage.errors import ExpertLibraryError, ExpertNotFoundError, RouterMismatchError, TryageFileNotFoundError
 
 LIBRARY_FORMAT_VERSION = 1
+#: Fields of a ``tryage collect`` experts-file entry that say how to call a model, not what it is:
+#: an expert library read from that file skips them.
+CALLING_FIELDS = frozenset({"model_kwargs", "hf", "gguf_file", "system_prompt", "requests_per_second", "concurrency",
+                            "expected_output_tokens", "api_key_env", "max_length", "discover"})
 
 _SIZE_RE = re.compile(r"^\s*(?:(\d+)\s*[x×]\s*)?(\d+(?:\.\d+)?)\s*([KMBT]?)\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
@@ -209,11 +213,13 @@ class Expert:
 
         LLMRouter's keys are understood too: ``size`` (``"7B"``), ``input_price``,
         ``output_price``, ``feature`` (the description) and ``model`` (the serving id, kept as
-        ``repo_id``). Unknown keys are an error, so a typo never silently drops metadata.
+        ``repo_id`` unless the entry has one). An entry of ``tryage collect``'s experts file is read
+        too: the fields that say how to call the model (``model_kwargs``, ``system_prompt``, ...) are
+        skipped. Unknown keys are an error, so a typo never silently drops metadata.
         """
         aliases = {"size": "parameters", "input_price": "input_cost", "output_price": "output_cost",
                    "feature": "description", "model": "repo_id", "params": "parameters"}
-        ignored = {"service"}
+        ignored = {"service", *CALLING_FIELDS} | ({"model"} if isinstance(data, Mapping) and "repo_id" in data else set())
         if not isinstance(data, Mapping):
             raise ExpertLibraryError(f"an expert entry must be an object with 'name' and metadata, got {data!r:.80}")
         known = {f.name for f in dataclasses.fields(cls)}

@@ -16,7 +16,7 @@ def entry(server: OpenAIServer, model: str, **extra: Any) -> dict[str, Any]:
     """An experts-file entry for ``model`` on the local server (keys come from the environment)."""
     return {"name": model, "model": f"openai:{model}",
             "model_kwargs": {"base_url": server.base_url, "temperature": 0},
-            "input_price": 1.0, "output_price": 2.0, **extra}
+            "input_cost": 1.0, "output_cost": 2.0, **extra}
 
 
 def sums(n: int) -> list[dict[str, Any]]:

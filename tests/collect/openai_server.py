@@ -14,8 +14,11 @@ message. Models:
   ``SCORE: 0`` when not, and ``I cannot say.`` when the prompt contains "unparseable".
 * ``flaky-judge`` — like ``judge``, but the first request for each prompt gets HTTP 429.
 
-Requests need ``Authorization: Bearer <api_key>`` (HTTP 401 otherwise). ``usage`` counts
-whitespace-separated words. :attr:`OpenAIServer.requests` counts requests per (model, prompt), and
+Requests need ``Authorization: Bearer <api_key>`` (HTTP 401 otherwise; ``api_key=None``: a keyless
+server, which ignores the header). ``usage`` counts whitespace-separated words. An answer is cut to
+``max_tokens`` words when the request has that field (as llama.cpp reads it); ``max_completion_tokens``
+is ignored, as llama.cpp ignores it (``honour_max_tokens=False``: both are ignored). :attr:`OpenAIServer.bodies`
+holds every request body received. :attr:`OpenAIServer.requests` counts requests per (model, prompt), and
 :attr:`OpenAIServer.times` holds when each arrived (``time.monotonic()``).
 """
 
@@ -69,9 +72,11 @@ class OpenAIServer:
         retry_after: The ``Retry-After`` header (a string, as sent) of ``flaky``'s 429, or ``None`` for none.
     """
 
-    def __init__(self, *, api_key: str = "test-key", slow_seconds: float = 2.0, delay: float = 0.0,
-                 retry_after: str | None = None) -> None:
+    def __init__(self, *, api_key: str | None = "test-key", slow_seconds: float = 2.0, delay: float = 0.0,
+                 retry_after: str | None = None, honour_max_tokens: bool = True) -> None:
         self.api_key = api_key
+        self.honour_max_tokens = honour_max_tokens
+        self.bodies: list[dict[str, Any]] = []
         self.slow_seconds = slow_seconds
         self.delay = delay
         self.retry_after = retry_after
@@ -116,10 +121,12 @@ class OpenAIServer:
                 if isinstance(prompt, list):
                     prompt = " ".join(p.get("text", "") for p in prompt if isinstance(p, dict))
                 with server._lock:
+                    server.bodies.append(body)
                     server.requests[(model, prompt)] += 1
                     server.times.setdefault((model, prompt), []).append(time.monotonic())
                     count = server.requests[(model, prompt)]
-                if self.headers.get("Authorization") != f"Bearer {server.api_key}" or model == "locked":
+                keyed = server.api_key is None or self.headers.get("Authorization") == f"Bearer {server.api_key}"
+                if not keyed or model == "locked":
                     self._send(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
                                                "code": "invalid_api_key"}})
                     return
@@ -132,6 +139,8 @@ class OpenAIServer:
                 if server.delay:
                     time.sleep(server.delay)
                 text = answer_for(model, prompt)
+                if server.honour_max_tokens and isinstance(body.get("max_tokens"), int):
+                    text = " ".join(text.split()[:body["max_tokens"]])
                 usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())}
                 usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
                 self._send(200, {"id": f"chatcmpl-{count}", "object": "chat.completion", "created": 0, "model": model,

@@ -106,7 +106,7 @@ def test_negative_provider_usage_is_a_provider_error_charged_its_estimate_never_
     def liar(prompt: str) -> dict:
         return {"text": "abcdef", "input_tokens": -1_000_000, "output_tokens": -7}
 
-    spec = ExpertSpec("liar", runnable=liar, input_price=1e6, output_price=1e6,   # 1 USD a token
+    spec = ExpertSpec("liar", runnable=liar, input_cost=1e6, output_cost=1e6,   # 1 USD a token
                       expected_output_tokens=3)
     ledger = Budget(10.0)
 
@@ -130,7 +130,7 @@ def test_a_timed_out_attempt_is_charged_its_estimate_to_the_shared_ledger() -> N
         await asyncio.sleep(30)
         return "late"
 
-    spec = ExpertSpec("slow", runnable=hang, input_price=1e6, output_price=0.0, expected_output_tokens=5)
+    spec = ExpertSpec("slow", runnable=hang, input_cost=1e6, output_cost=0.0, expected_output_tokens=5)
     ledger = Budget(100.0)
     row = PromptRow("p0", "hello")                          # 2 input tokens estimated: 2 USD
 
@@ -149,7 +149,7 @@ def test_a_timed_out_attempt_is_charged_its_estimate_to_the_shared_ledger() -> N
 
 
 def test_cost_estimator_learns_the_mean_output_length_and_ignores_broken_counts() -> None:
-    spec = ExpertSpec("e", runnable=lambda p: p, input_price=1.0, output_price=1.0)
+    spec = ExpertSpec("e", runnable=lambda p: p, input_cost=1.0, output_cost=1.0)
     costs = CostEstimator({"e": [10, 20, -1000]})
     assert costs.expected_output_tokens(spec) == 15
     costs.observe("e", 60)

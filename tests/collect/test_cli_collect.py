@@ -49,8 +49,9 @@ def test_unknown_provider_is_one_line(server: OpenAIServer, tmp_path: Path, caps
 
 def test_missing_key_is_one_line(server: OpenAIServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OPENAI_API_KEY")
-    experts = write_experts(tmp_path / "e.json", [entry(server, "good")])
+    monkeypatch.delenv("OPENAI_API_KEY")   # a remote server needs a key (a local one does not: test_collect_limits)
+    remote = {**entry(server, "good"), "model_kwargs": {"base_url": "https://models.example.com/v1"}}
+    experts = write_experts(tmp_path / "e.json", [remote])
     code, _, err = run_cli(capsys, *collect_args(tmp_path, experts, write_jsonl(tmp_path / "p.jsonl", sums(2))))
     assert_one_line_error(code, err, "expert 'good': no API key; set the environment variable OPENAI_API_KEY")
     assert server.requests == {}
@@ -86,7 +87,7 @@ def test_unknown_scorer_lists_the_known_ones(server: OpenAIServer, tmp_path: Pat
     experts = write_experts(tmp_path / "e.json", [entry(server, "good")])
     code, _, err = run_cli(capsys, *collect_args(tmp_path, experts, write_jsonl(tmp_path / "p.jsonl", sums(1)),
                                                  scorer="bleu"))
-    assert_one_line_error(code, err, "unknown scorer 'bleu'; built-in scorers: exact, numeric, choice, contains, "
+    assert_one_line_error(code, err, "unknown scorer 'bleu'; built-in scorers: exact, numeric, choice, contains, contains-substring, yes-no, "
                                      "lm-loss, regex, judge")
 
 
@@ -102,7 +103,7 @@ def test_unparseable_judge_reply_is_one_line(server: OpenAIServer, tmp_path: Pat
 
 
 def test_budget_reached_is_one_line(server: OpenAIServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    experts = write_experts(tmp_path / "e.json", [entry(server, "good", output_price=100_000.0, expected_output_tokens=10)])
+    experts = write_experts(tmp_path / "e.json", [entry(server, "good", output_cost=100_000.0, expected_output_tokens=10)])
     code, _, err = run_cli(capsys, *collect_args(tmp_path, experts, write_jsonl(tmp_path / "p.jsonl", sums(5)),
                                                  "--budget", "2.5", "--concurrency", "1"))
     assert_one_line_error(code, err, "budget reached: spent $", "of $2.500000", "rerun with a higher --budget")

@@ -90,7 +90,7 @@ def test_timeout_is_retried_then_logged_as_an_error(server: OpenAIServer, tmp_pa
 
 def test_budget_stops_before_spend_would_pass_it(server: OpenAIServer, tmp_path: Path) -> None:
     # each call is estimated at 10 output tokens x 0.1 USD = 1 USD and really costs 4 x 0.1 = 0.4 USD
-    expensive = entry(server, "good", input_price=0.0, output_price=100_000.0, expected_output_tokens=10)
+    expensive = entry(server, "good", input_cost=0.0, output_cost=100_000.0, expected_output_tokens=10)
     with pytest.raises(BudgetReachedError, match=r"budget reached: spent \$1.600000 of \$2.500000; 4 call\(s\) not made") as caught:
         collect(sums(8), [expensive], scorer="numeric", out=tmp_path / "q.jsonl", budget=2.5, concurrency=1, **FAST)
     assert caught.value.spent <= caught.value.budget
@@ -102,7 +102,7 @@ def test_budget_stops_before_spend_would_pass_it(server: OpenAIServer, tmp_path:
 
 
 def test_budget_holds_with_concurrent_calls(server: OpenAIServer, tmp_path: Path) -> None:
-    expensive = entry(server, "good", input_price=0.0, output_price=100_000.0, expected_output_tokens=10)
+    expensive = entry(server, "good", input_cost=0.0, output_cost=100_000.0, expected_output_tokens=10)
     with pytest.raises(BudgetReachedError) as caught:
         collect(sums(12), [expensive], scorer="numeric", out=tmp_path / "q.jsonl", budget=3.0, concurrency=4, **FAST)
     assert caught.value.spent <= 3.0
@@ -244,12 +244,12 @@ def test_bad_entries_are_refused(server: OpenAIServer, tmp_path: Path) -> None:
         collect(sums(1), [entry(server, "good", name="x", requests_per_second=-1)], scorer="numeric", log=tmp_path / "c")
     # a NaN price would make every budget check pass (nothing compares greater than NaN)
     for price in (math.nan, math.inf):
-        with pytest.raises(ExpertSpecError, match=rf"expert 'x': output_price must be a finite number >= 0, got {price}"):
-            collect(sums(1), [entry(server, "good", name="x", output_price=price)], scorer="numeric",
+        with pytest.raises(ExpertSpecError, match=rf"expert 'x': output_cost must be a finite number >= 0, got {price}"):
+            collect(sums(1), [entry(server, "good", name="x", output_cost=price)], scorer="numeric",
                     log=tmp_path / "c", budget=1.0)
     experts = tmp_path / "nan.json"                       # JSON files may spell it NaN too
-    experts.write_text('[{"name": "x", "model": "openai:good", "input_price": NaN}]')
-    with pytest.raises(ExpertSpecError, match=r"input_price must be a finite number >= 0, got nan"):
+    experts.write_text('[{"name": "x", "model": "openai:good", "input_cost": NaN}]')
+    with pytest.raises(ExpertSpecError, match=r"input_cost must be a finite number >= 0, got nan"):
         collect(sums(1), experts, scorer="numeric", log=tmp_path / "c", budget=1.0)
     assert server.requests == {}
 
@@ -326,12 +326,12 @@ def test_retry_after_is_read_from_the_headers_a_provider_error_carries() -> None
 
 def judge_entry(server: OpenAIServer, model: str = "judge", **extra: object) -> dict:
     """The judge as an entry with its prices: 0.01 USD a token (the server counts words) in and out."""
-    return {**entry(server, model, input_price=10_000.0, output_price=10_000.0, expected_output_tokens=8), **extra}
+    return {**entry(server, model, input_cost=10_000.0, output_cost=10_000.0, expected_output_tokens=8), **extra}
 
 
 def test_budget_counts_the_judge_and_a_rerun_resumes_from_both_logs(server: OpenAIServer, tmp_path: Path) -> None:
-    free = [entry(server, "good", input_price=0.0, output_price=0.0),
-            entry(server, "sloppy", input_price=0.0, output_price=0.0)]
+    free = [entry(server, "good", input_cost=0.0, output_cost=0.0),
+            entry(server, "sloppy", input_cost=0.0, output_cost=0.0)]
     # a judge call is estimated at ~1.4 USD (its question is ~400 bytes) and really costs ~0.7 USD: at a
     # budget of 2 one call fits, the second would pass it
     with pytest.raises(BudgetReachedError, match=r"budget reached: spent \$0\.\d+ of \$2\.000000") as caught:
@@ -386,7 +386,7 @@ def test_a_budget_with_an_api_expert_of_unknown_price_is_refused_before_any_call
                                                                                   tmp_path: Path) -> None:
     from tryage.errors import ConfigurationError
 
-    unpriced = {k: v for k, v in entry(server, "sloppy").items() if k != "output_price"}
+    unpriced = {k: v for k, v in entry(server, "sloppy").items() if k != "output_cost"}
     with pytest.raises(ConfigurationError, match=r"a budget counts every call, but expert\(s\) 'sloppy' have no price"):
         collect(sums(2), [entry(server, "good"), unpriced], scorer="numeric", out=tmp_path / "q.jsonl", budget=5.0, **FAST)
     assert server.requests == {}

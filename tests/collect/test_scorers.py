@@ -29,6 +29,15 @@ def run(name: str, answer: str, reference: str | None, choices: tuple[str, ...] 
     ("numeric", "It is 12, not 13", "12", 0.0),
     ("contains", "I think it's PARIS!", "Paris", 1.0),
     ("contains", "London", "Paris", 0.0),
+    ("contains", "It is not raining.", "no", 0.0),            # whole words: "no" is not in "not"
+    ("contains", "No, it is not.", "no", 1.0),
+    ("contains", "the new york times", "New York", 1.0),
+    ("contains-substring", "It is not raining.", "no", 1.0),  # the old behaviour, by its own name
+    ("yes-no", "Yes, it is.", "yes", 1.0),
+    ("yes-no", "TRUE", "yes", 1.0),
+    ("yes-no", "No. Yes would be wrong.", "yes", 0.0),         # the first yes/no word is the answer
+    ("yes-no", "false", "No", 1.0),
+    ("yes-no", "I cannot tell.", "no", 0.0),
     ("regex", "order #A-123 shipped", r"#A-\d+", 1.0),
     ("regex", "order shipped", r"#A-\d+", 0.0),
 ])
@@ -215,3 +224,57 @@ def test_a_judge_log_keeps_the_line_format_earlier_versions_wrote_and_reads_it_b
     log.write_text(json.dumps({"key": line["key"], "prompt_id": "p0", "reply": "SCORE: 0.5", "input_tokens": None,
                                "output_tokens": None, "cost": 0.0}) + "\n", encoding="utf-8")
     assert asyncio.run(grade(Judge(model, log=log), "3")) == 0.5 and model.calls == 1
+
+
+def test_yes_no_needs_a_yes_no_reference() -> None:
+    with pytest.raises(ScorerError, match="scorer 'yes-no': prompt 'x' has reference 'maybe'; give yes, no, true or false"):
+        run("yes-no", "yes", "maybe")
+
+
+def _rows(*records: dict) -> list:
+    from tryage.collect.prompts import prompts_from_records
+
+    return prompts_from_records(records)
+
+
+def test_a_row_or_its_task_picks_its_own_scorer_before_the_run_default() -> None:
+    import asyncio
+
+    from tryage.collect.scorers import for_rows
+
+    rows = _rows({"id": "a", "prompt": "2+2?", "reference": "4", "task": "math"},
+                 {"id": "b", "prompt": "Is ice cold?", "reference": "yes", "task": "quiz"},
+                 {"id": "c", "prompt": "Is fire cold?", "reference": "no", "task": "quiz", "scorer": "contains"},
+                 {"id": "d", "prompt": "Capital?", "reference": "Paris"})
+    scorer = for_rows(get_scorer("exact"), rows, {"math": "numeric", "quiz": "yes-no"})
+    answers = {"a": "it is 4", "b": "Yes, very.", "c": "not at all", "d": "Paris"}
+    scores = [asyncio.run(scorer.score(CallRecord(r.id, "e", "s", answer=answers[r.id]), r)) for r in rows]
+    assert scores == [1.0, 1.0, 0.0, 1.0]          # numeric, yes-no, the row's contains, the default exact
+    assert for_rows(get_scorer("exact"), rows[3:], {"math": "numeric"}) is get_scorer("exact")
+
+
+@pytest.mark.parametrize(("records", "scorer_map", "message"), [
+    ([{"id": "a", "prompt": "q", "reference": "1", "scorer": "bleu"}], None,
+     r"prompt 'a' \(task None\): unknown scorer 'bleu'; built-in scorers: exact"),
+    ([{"id": "a", "prompt": "q", "reference": "1", "task": "t"}], {"t": "rouge"}, r"prompt 'a' \(task 't'\): unknown scorer 'rouge'"),
+    ([{"id": "a", "prompt": "q", "task": "t"}], {"t": "numeric"},
+     r"scorer 'numeric' needs a 'reference' for every prompt; 1 have none, e.g. id 'a'"),
+    ([{"id": "a", "prompt": "q", "reference": "1"}, {"id": "b", "prompt": "r", "reference": "1", "scorer": "lm-loss"}],
+     None, r"the prompts' scorers \['exact', 'lm-loss'\] cannot score one run together"),
+    ([{"id": "a", "prompt": "q", "reference": "1"}], ["numeric"], r"the scorer map must be an object of task -> scorer name"),
+])
+def test_per_row_scorers_are_checked_before_any_call(records: list, scorer_map: object, message: str) -> None:
+    from tryage.collect.scorers import for_rows
+
+    with pytest.raises(ScorerError, match=message):
+        rows = _rows(*records)
+        for_rows(get_scorer("exact"), rows, scorer_map).check(rows)
+
+
+def test_a_row_scorer_must_be_a_name() -> None:
+    from tryage.errors import PromptFileError
+
+    with pytest.raises(PromptFileError, match=r"line 1: 'scorer' must be a scorer name, got 3"):
+        from tryage.collect.prompts import prompts_from_records
+
+        prompts_from_records([{"prompt": "q", "scorer": 3}], source="p.jsonl")

@@ -25,7 +25,7 @@ def write_experts(path: Path, base_url: str) -> Path:
     """Every expert of the embedded ``open-llms`` router at the local upstream (model id = its name)."""
     path.write_text(json.dumps([{"name": n, "model": f"openai:{n}",
                                  "model_kwargs": {"base_url": base_url}, "api_key_env": "UPSTREAM_KEY",
-                                 "input_price": 0.2, "output_price": 0.6} for n in OPEN_LLMS]))
+                                 "input_cost": 0.2, "output_cost": 0.6} for n in OPEN_LLMS]))
     return path
 
 

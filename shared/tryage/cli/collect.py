@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from pathlib import Path
 from typing import Any
 
 from tryage.cli._common import add_ray_arguments, format_table, print_json, ray_options
@@ -67,6 +68,9 @@ def register(subparsers: Any) -> None:
 
 def _scorer_options(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("scorer options")
+    group.add_argument("--scorer-map", metavar="JSON", help="task -> scorer name, as a JSON object or a JSON file, "
+                       "e.g. '{\"math\": \"numeric\", \"quiz\": \"yes-no\"}'; a prompt's own \"scorer\" field wins, "
+                       "--scorer scores the rest")
     group.add_argument("--pattern", help="regular expression of --scorer regex (default: each prompt's reference)")
     group.add_argument("--judge-model", metavar="PROVIDER:ID", help="chat model of --scorer judge, e.g. openai:gpt-4o-mini")
     group.add_argument("--judge-kwargs", metavar="JSON", default="{}", help="init_chat_model keyword arguments of the judge")
@@ -89,9 +93,30 @@ def _scorer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             raise ConfigurationError(f"--judge-kwargs must be a JSON object, got {args.judge_kwargs!r} ({exc.msg})") from None
         if not isinstance(kwargs, dict):
             raise ConfigurationError(f"--judge-kwargs must be a JSON object, got {args.judge_kwargs!r}")
-        judge = ExpertSpec("judge", model=args.judge_model, model_kwargs=kwargs, input_price=args.judge_input_price,
-                           output_price=args.judge_output_price)
-    return {"pattern": args.pattern, "judge": judge, "rubric": args.rubric or DEFAULT_RUBRIC}
+        judge = ExpertSpec("judge", model=args.judge_model, model_kwargs=kwargs, input_cost=args.judge_input_price,
+                           output_cost=args.judge_output_price)
+    return {"pattern": args.pattern, "judge": judge, "rubric": args.rubric or DEFAULT_RUBRIC,
+            "scorer_map": _scorer_map(args.scorer_map)}
+
+
+def _scorer_map(value: str | None) -> dict[str, str] | None:
+    """``--scorer-map``: a JSON object, or the path of a JSON file holding one."""
+    if value is None:
+        return None
+    text = value
+    if not value.lstrip().startswith("{"):
+        try:
+            text = Path(value).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(f"--scorer-map: {value!r} is neither a JSON object nor a readable JSON file "
+                                     f"({type(exc).__name__})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"--scorer-map must be a JSON object of task -> scorer name ({exc.msg})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ConfigurationError(f"--scorer-map must be a JSON object of task -> scorer name, got {text.strip()[:80]!r}")
+    return data
 
 
 def _summary(result: Any) -> dict[str, Any]:

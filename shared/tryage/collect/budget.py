@@ -27,6 +27,11 @@ class Budget:
     asks :meth:`admit` for the largest estimate of the run after each batch: the same rule, for the
     costliest call that could start next.
 
+    **A call may cost more than its estimate** (a server that ignores ``max_tokens``): the largest
+    amount by which a committed call passed its reservation is kept as ``overrun``, and every later
+    reservation holds that much more, so the calls in flight can pass their estimates by as much again
+    without taking the spend past the limit.
+
     **Spend never goes down.** A cost that is negative, NaN or infinite (a provider's broken
     ``usage``) is counted as the call's reserved estimate instead (0 when nothing was reserved).
     An attempt that timed out is committed at its estimate: the provider may have billed it.
@@ -41,6 +46,7 @@ class Budget:
         spent: USD counted so far.
         reserved: USD held by calls in flight.
         closed: Whether a call was refused (then every later :meth:`reserve` is refused too).
+        overrun: The most USD a call has cost beyond what it reserved (held extra by each reservation).
     """
 
     def __init__(self, limit: float | None = None) -> None:
@@ -48,12 +54,13 @@ class Budget:
         self.spent = 0.0
         self.reserved = 0.0
         self.closed = False
+        self.overrun = 0.0
 
     def fits(self, estimate: float) -> bool:
         """Whether a call estimated at ``estimate`` USD may start now (no side effect)."""
         if self.closed:
             return False
-        return self.limit is None or self.spent + self.reserved + estimate <= self.limit + SLACK
+        return self.limit is None or self.spent + self.reserved + estimate + self.overrun <= self.limit + SLACK
 
     def reserve(self, estimate: float) -> float:
         """Hold ``estimate`` USD for a call about to start; returns it, to :meth:`commit` or :meth:`release`.
@@ -65,8 +72,9 @@ class Budget:
         if not self.fits(estimate):
             self.closed = True
             self.check(remaining_calls=1)
-        self.reserved += estimate
-        return estimate
+        held = estimate + self.overrun
+        self.reserved += held
+        return held
 
     def admit(self, estimate: float) -> None:
         """Raise :class:`BudgetReachedError` (closing the ledger) unless a call of ``estimate`` USD fits now."""
@@ -79,11 +87,14 @@ class Budget:
     def commit(self, reserved: float, cost: float) -> float:
         """End a reservation and count ``cost`` USD as spent; returns what was counted.
 
-        A ``cost`` that is negative or not finite is counted as ``reserved`` (see the class doc).
+        A ``cost`` that is negative or not finite is counted as ``reserved`` (see the class doc); a cost
+        beyond ``reserved`` raises ``overrun``.
         """
         self.release(reserved)
         counted = cost if isinstance(cost, (int, float)) and math.isfinite(cost) and cost >= 0 else reserved
         self.spent += counted
+        if reserved > 0:   # a cost counted without a reservation (the Ray driver's) says nothing of estimates
+            self.overrun = max(self.overrun, counted - reserved)
         return counted
 
     def check(self, remaining_calls: int) -> None:
@@ -92,7 +103,8 @@ class Budget:
             raise BudgetReachedError(float(self.limit or 0.0), self.spent, remaining_calls)
 
     def __repr__(self) -> str:
-        return f"Budget(limit={self.limit!r}, spent={self.spent!r}, reserved={self.reserved!r}, closed={self.closed})"
+        return (f"Budget(limit={self.limit!r}, spent={self.spent!r}, reserved={self.reserved!r}, "
+                f"overrun={self.overrun!r}, closed={self.closed})")
 
 
 __all__ = ["SLACK", "Budget"]

@@ -32,7 +32,7 @@ def usable_tokens(value: Any) -> int | None:
 
 def price(spec: ExpertSpec, input_tokens: int, output_tokens: int) -> float:
     """USD of a call: tokens × the entry's prices per 1M tokens (unknown prices count as 0)."""
-    return (input_tokens * (spec.input_price or 0.0) + output_tokens * (spec.output_price or 0.0)) / 1e6
+    return (input_tokens * (spec.input_cost or 0.0) + output_tokens * (spec.output_cost or 0.0)) / 1e6
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,8 @@ class PlannedCall:
 
 class CostEstimator:
     """Estimated tokens and USD of a call: input tokens ≈ UTF-8 bytes / 3; output tokens = the entry's
-    ``expected_output_tokens``, else its ``max_tokens`` (or an alias), else the mean of its answers so
+    ``expected_output_tokens``, else its ``max_tokens`` (or an alias) — unless an answer so far was
+    longer (its server ignores the limit): then its longest answer —, else the mean of its answers so
     far, else :data:`DEFAULT_OUTPUT_TOKENS`; ``hf`` experts generate nothing.
 
     Args:
@@ -74,9 +75,10 @@ class CostEstimator:
         """Count one answer's output tokens into ``name``'s estimate of its next calls."""
         count = usable_tokens(output_tokens)
         if count is not None:
-            seen = self._observed.setdefault(name, [0, 0])
+            seen = self._observed.setdefault(name, [0, 0, 0])
             seen[0] += count
             seen[1] += 1
+            seen[2] = max(seen[2], count)
 
     def expected_output_tokens(self, spec: ExpertSpec) -> int:
         """Output tokens assumed for ``spec``'s next call."""
@@ -84,11 +86,9 @@ class CostEstimator:
             return 0
         if spec.expected_output_tokens is not None:
             return spec.expected_output_tokens
-        for key in ("max_tokens", "max_completion_tokens", "max_new_tokens", "num_predict"):
-            value = spec.model_kwargs.get(key)
-            if isinstance(value, int) and value > 0:
-                return value
-        total, count = self._observed.get(spec.name, (0, 0))
+        total, count, longest = self._observed.get(spec.name, (0, 0, 0))
+        if spec.max_tokens is not None:
+            return max(spec.max_tokens, longest)
         return math.ceil(total / count) if count else DEFAULT_OUTPUT_TOKENS
 
     def input_tokens(self, row: Any, spec: ExpertSpec) -> int:

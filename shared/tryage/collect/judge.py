@@ -92,10 +92,10 @@ class Judge:
 
     Args:
         model: The judge: an expert entry with its prices (an :class:`ExpertSpec` or a dict such as
-            ``{"name": "judge", "model": "openai:gpt-4o-mini", "input_price": 0.15, "output_price": 0.6}``),
+            ``{"name": "judge", "model": "openai:gpt-4o-mini", "input_cost": 0.15, "output_cost": 0.6}``),
             a ``"<provider>:<model id>"`` string, or any LangChain chat model, runnable or callable taking a
             string (those three: prices unknown, so a run with a budget refuses them; give an entry instead,
-            e.g. ``ExpertSpec("judge", runnable=model, input_price=..., output_price=...)``).
+            e.g. ``ExpertSpec("judge", runnable=model, input_cost=..., output_cost=...)``).
         rubric: Instructions; the reply must end with ``SCORE: <0..1>``.
         log: The JSONL log of the judge's replies: a reply found there is reused, not paid for again
             (``collect`` and ``score`` keep it beside the call log as ``<log>.judge.jsonl``). It is open
@@ -128,7 +128,7 @@ class Judge:
     @property
     def priced(self) -> bool:
         """Whether both prices of the judge are known (a run with a budget needs them)."""
-        return self.spec.input_price is not None and self.spec.output_price is not None
+        return self.spec.input_cost is not None and self.spec.output_cost is not None
 
     @property
     def spent(self) -> float:

@@ -37,12 +37,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tryage.collect.backends import _FIELDS, ExpertSpec, build_backend
+from tryage.collect.backends import ExpertSpec, build_backend
+from tryage.collect.entries import FIELDS
 from tryage.collect.budget import Budget
 from tryage.collect.calllog import CallLog, CallRecord
 from tryage.collect.estimate import CostEstimator
 from tryage.collect.prompts import PromptRow
-from tryage.collect.runner import Runner, RunStats
+from tryage.collect.runner import Runner, RunStats, check_limit
 from tryage.errors import BudgetReachedError, ConfigurationError, TryageError, check_scalar
 from tryage.scale.distributed import AsyncWorker
 
@@ -60,7 +61,7 @@ def check_ray_experts(specs: Sequence[ExpertSpec]) -> None:
 
 def spec_entry(spec: ExpertSpec) -> dict[str, Any]:
     """The plain experts-file entry of a ``model`` expert: what is shipped to its actors."""
-    return {name: getattr(spec, name) for name in _FIELDS}
+    return {name: getattr(spec, name) for name in FIELDS}
 
 
 class CollectWorker(AsyncWorker):
@@ -100,8 +101,9 @@ class _LogRecorder:
     and commits their cost to the run's budget, which stops the stream (:class:`BudgetReachedError`) when
     the largest call of the run would no longer fit."""
 
-    def __init__(self, log: CallLog, stats: RunStats, budget: Budget, largest: float) -> None:
-        self.log, self.stats, self.budget, self.largest = log, stats, budget, largest
+    def __init__(self, log: CallLog, stats: RunStats, budget: Budget, largest: float,
+                 specs: Mapping[str, ExpertSpec]) -> None:
+        self.log, self.stats, self.budget, self.largest, self.specs = log, stats, budget, largest, specs
 
     def done(self) -> set[tuple[str, str]]:
         return set()  # the driver sends only the calls the log lacks (keyed with the settings hash)
@@ -118,6 +120,7 @@ class _LogRecorder:
             self.stats.made += 1
             self.stats.errors += 0 if record.ok else 1
             self.stats.spent += self.budget.commit(0.0, record.cost)
+            check_limit(self.specs[record.expert], record.output_tokens, self.stats)   # warned by the driver
             written += 1
         self.budget.admit(self.largest)
         return written
@@ -140,7 +143,7 @@ def run_on_ray(todo: Sequence[tuple[PromptRow, ExpertSpec]], log: CallLog, *, co
     ledger = budget if isinstance(budget, Budget) else Budget(budget)
     costs = CostEstimator(observed)
     largest = max((costs.plan(row, spec).cost for row, spec in todo), default=0.0)
-    recorder = _LogRecorder(log, stats, ledger, largest)
+    recorder = _LogRecorder(log, stats, ledger, largest, specs)
     try:
         if todo:
             ledger.admit(largest)   # not even one call fits: make none, as the local run does

@@ -28,12 +28,13 @@ from tryage.collect.assemble import Logged, assemble, judge_of
 from tryage.collect.backends import ExpertSpec, build_backend, load_experts
 from tryage.collect.budget import Budget
 from tryage.collect.calllog import CallKey, CallLog, CallRecord, logged, text_hash
+from tryage.collect.entries import discover_metadata
 from tryage.collect.estimate import CostEstimator, PlannedCall
 from tryage.collect.judge import DEFAULT_RUBRIC, Judge, judge_log_path
 from tryage.collect.prompts import PromptRow, load_prompts, prompts_from_records
 from tryage.collect.retry import RetryPolicy
 from tryage.collect.runner import Runner, RunStats
-from tryage.collect.scorers import Scorer, get_scorer
+from tryage.collect.scorers import Scorer, for_rows, get_scorer
 from tryage.errors import ConfigurationError, QTableError, ScorerError, TryageFileNotFoundError, check_scalar
 from tryage.experts import ExpertLibrary
 from tryage.qtable import QTable
@@ -111,17 +112,15 @@ def _rows(prompts: Any) -> list[PromptRow]:
     if isinstance(prompts, (str, os.PathLike)):
         return load_prompts(prompts)
     if isinstance(prompts, (bytes, Mapping)) or not isinstance(prompts, Iterable):
-        raise ConfigurationError(f"prompts must be a .jsonl/.csv file or a list of rows (dicts or strings), "
-                                 f"got {type(prompts).__name__}")
+        raise ConfigurationError(f"prompts must be a .jsonl/.csv file or a list of rows (dicts or strings), got {type(prompts).__name__}")
     return prompts_from_records(prompts)
 
 
 def _check_files(*, out: Any, log: Any, log_written: bool, library_out: Any, judge: Judge | None, prompts: Any,
                  experts: Any) -> None:
     """No file argument names a file another one writes (same path, symlink or hard link): before any write."""
-    written = {"out": out, "library_out": None if out is None else
-               (library_out if library_out is not None else default_library_path(out)),
-               "the judge's log": None if judge is None else judge_log_path(Path(log))}
+    library = None if out is None else library_out if library_out is not None else default_library_path(out)
+    written = {"out": out, "library_out": library, "the judge's log": None if judge is None else judge_log_path(Path(log))}
     read = {name: path for name, path in (("prompts", prompts), ("experts", experts)) if isinstance(path, (str, os.PathLike))}
     (written if log_written else read)["log"] = log
     check_distinct_files(written, read)
@@ -157,7 +156,7 @@ def _check_scorer_fits(scorer: Scorer, specs: Sequence[ExpertSpec]) -> None:
         wrong = [s.name for s in specs if s.kind != "hf"]
         if wrong:
             raise ScorerError(f"scorer {scorer.name!r} reads the LM loss of 'hf' experts; {wrong} generate text: "
-                              "score them with exact, numeric, choice, contains, regex or judge")
+                              "score them with exact, numeric, choice, contains, yes-no, regex or judge")
     else:
         wrong = [s.name for s in specs if s.kind == "hf"]
         if wrong:
@@ -170,15 +169,19 @@ def collect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, out: str 
             budget: float | None = None, dry_run: bool = False, concurrency: int = 4, timeout: float | None = 60.0,
             retries: int = 3, progress: bool | None = None, pattern: str | None = None, judge: Any = None,
             rubric: str = DEFAULT_RUBRIC, retry_base: float = 0.5, backend: str = "local", address: str | None = None,
-            workers: int = 1, num_cpus: int | None = None) -> CollectResult | DryRun:
+            workers: int = 1, num_cpus: int | None = None, scorer_map: Mapping[str, str] | None = None,
+            ) -> CollectResult | DryRun:
     """Call every expert on every prompt, score the answers and write a Q-table.
 
     Args:
         prompts: A ``.jsonl``/``.csv`` file (see :mod:`tryage.collect.prompts`) or rows (dicts or strings).
         experts: An experts JSON file, a list of entries, or a mapping name → entry or Python object
             (see :mod:`tryage.collect.backends`).
-        scorer: A scorer name (``exact``, ``numeric``, ``choice``, ``contains``, ``regex``,
-            ``lm-loss``, ``judge``), a :class:`Scorer` or a callable ``f(answer, row) -> float``.
+        scorer: A scorer name (``exact``, ``numeric``, ``choice``, ``contains``, ``yes-no``, ``regex``,
+            ``lm-loss``, ``judge``, ...), a :class:`Scorer` or a callable ``f(answer, row) -> float``: the
+            scorer of the prompts that name none (a row's ``"scorer"`` field, or its task in ``scorer_map``).
+        scorer_map: ``{task: scorer name}``: the scorer of each task's prompts (see
+            :func:`~tryage.collect.scorers.for_rows`).
         out: The Q-table JSONL to write (``None``: return it only; then ``log`` is required).
         log: The call log (default: ``<out>.calls.jsonl``); calls in it are not made again.
         library_out: The expert library JSON (default: ``<out>.experts.json``).
@@ -194,7 +197,7 @@ def collect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, out: str 
         progress: Show a progress bar (``None``: when stderr is a terminal).
         pattern: The pattern of the ``regex`` scorer.
         judge: The ``judge`` scorer's model: an expert entry with its prices (``{"name": "judge",
-            "model": "openai:gpt-4o-mini", "input_price": 0.15, "output_price": 0.6}`` or an
+            "model": "openai:gpt-4o-mini", "input_cost": 0.15, "output_cost": 0.6}`` or an
             :class:`ExpertSpec`), or a chat model / runnable (prices unknown). Its calls get this run's
             timeout, retries and budget.
         rubric: The judge's instructions.
@@ -210,7 +213,7 @@ def collect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, out: str 
                               budget=budget, dry_run=dry_run, concurrency=concurrency, timeout=timeout,
                               retries=retries, progress=progress, pattern=pattern, judge=judge, rubric=rubric,
                               retry_base=retry_base, backend=backend, address=address, workers=workers,
-                              num_cpus=num_cpus))
+                              num_cpus=num_cpus, scorer_map=scorer_map))
 
 
 async def acollect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, out: str | os.PathLike[str] | None = None,
@@ -219,12 +222,13 @@ async def acollect(prompts: Any, experts: Any, *, scorer: str | Scorer | Any, ou
                    timeout: float | None = 60.0, retries: int = 3, progress: bool | None = None,
                    pattern: str | None = None, judge: Any = None, rubric: str = DEFAULT_RUBRIC,
                    retry_base: float = 0.5, backend: str = "local", address: str | None = None, workers: int = 1,
-                   num_cpus: int | None = None) -> CollectResult | DryRun:
+                   num_cpus: int | None = None, scorer_map: Mapping[str, str] | None = None) -> CollectResult | DryRun:
     """The async form of :func:`collect` (same arguments): plan → call → score → write."""
     concurrency, timeout, retries = _check_numbers(budget=budget, concurrency=concurrency, timeout=timeout,
                                                    retries=retries, retry_base=retry_base)
     run = _plan(prompts, experts, scorer=scorer, out=out, log=log, library_out=library_out, budget=budget,
-                pattern=pattern, judge=judge, rubric=rubric, backend=backend, address=address, workers=workers, num_cpus=num_cpus)
+                pattern=pattern, judge=judge, rubric=rubric, backend=backend, address=address, workers=workers,
+                num_cpus=num_cpus, scorer_map=scorer_map)
     if dry_run:
         return run.dry_run()
     settings = {"concurrency": concurrency, "timeout": timeout, "retries": retries, "retry_base": retry_base,
@@ -285,7 +289,7 @@ class _Plan:
 
 def _plan(prompts: Any, experts: Any, *, scorer: Any, out: Any, log: Any, library_out: Any, budget: float | None,
           pattern: str | None, judge: Any, rubric: str, backend: str, address: str | None, workers: int,
-          num_cpus: int | None) -> _Plan:
+          num_cpus: int | None, scorer_map: Mapping[str, str] | None) -> _Plan:
     """Check the arguments and load the prompts, experts and scorer: every refusal comes before any call."""
     if backend not in ("local", "ray"):
         raise ConfigurationError(f"backend must be 'local' or 'ray', got {backend!r}")
@@ -294,9 +298,9 @@ def _plan(prompts: Any, experts: Any, *, scorer: Any, out: Any, log: Any, librar
         raise ConfigurationError("address, workers and num_cpus apply with backend='ray' only")
     rows = _rows(prompts)
     if isinstance(experts, (bytes, ExpertSpec)) or not isinstance(experts, (str, os.PathLike, Iterable)):
-        raise ConfigurationError(f"experts must be an experts JSON file, a list of entries or a mapping name -> "
-                                 f"entry or Python object, got {type(experts).__name__}")
-    specs = load_experts(experts)
+        raise ConfigurationError("experts must be an experts JSON file, a list of entries or a mapping name -> entry or "
+                                 f"Python object, got {type(experts).__name__}")
+    specs = discover_metadata(load_experts(experts))
     if backend == "ray":
         from tryage.collect.on_ray import check_ray_experts
 
@@ -307,13 +311,13 @@ def _plan(prompts: Any, experts: Any, *, scorer: Any, out: Any, log: Any, librar
         if path is not None and Path(path).is_dir():  # found before any paid call, not after
             raise ConfigurationError(f"{what}={str(path)!r} is a folder; {what} is a JSONL file to write")
     log_path = Path(log) if log is not None else default_log_path(out)
-    chosen = get_scorer(scorer, pattern=pattern, judge=judge, rubric=rubric, judge_log=judge_log_path(log_path))
+    options = {"pattern": pattern, "judge": judge, "rubric": rubric, "judge_log": judge_log_path(log_path)}
+    chosen = for_rows(get_scorer(scorer, **options), rows, scorer_map, **options)
     _check_scorer_fits(chosen, specs)
     chosen.check(rows)
     the_judge = judge_of(chosen)
     _check_priced(specs, the_judge, budget)
-    _check_files(out=out, log=log_path, log_written=True, library_out=library_out, judge=the_judge, prompts=prompts,
-                 experts=experts)
+    _check_files(out=out, log=log_path, log_written=True, library_out=library_out, judge=the_judge, prompts=prompts, experts=experts)
     return _Plan(rows, specs, log_path, chosen, the_judge, Budget(budget))
 
 
@@ -347,13 +351,14 @@ def score(log: str | os.PathLike[str], prompts: Any, *, scorer: str | Scorer | A
           library_out: str | os.PathLike[str] | None = None, pattern: str | None = None, judge: Any = None,
           rubric: str = DEFAULT_RUBRIC, concurrency: int = 4, budget: float | None = None,
           timeout: float | None = 60.0, retries: int = 3, retry_base: float = 0.5,
-          progress: bool | None = None) -> CollectResult:
+          progress: bool | None = None, scorer_map: Mapping[str, str] | None = None) -> CollectResult:
     """Re-score the answers in a call log and write a Q-table, calling no expert model.
 
     Args:
         log: The call log of an earlier :func:`collect`.
         prompts: The prompts (file or rows); their references are what is scored against.
         scorer: As in :func:`collect`.
+        scorer_map: As in :func:`collect`.
         out: The Q-table JSONL to write (``None``: return it only).
         experts: The experts file/entries: keeps their columns, in their order, at their current
             settings. Without it, every expert in the log, in name order, with its latest answer per prompt.
@@ -373,14 +378,17 @@ def score(log: str | os.PathLike[str], prompts: Any, *, scorer: str | Scorer | A
                                                    retries=retries, retry_base=retry_base)
     return _run_sync(_ascore(log, prompts, scorer=scorer, out=out, experts=experts, library_out=library_out,
                              pattern=pattern, judge=judge, rubric=rubric, concurrency=concurrency, budget=budget,
-                             timeout=timeout, retries=retries, retry_base=retry_base, progress=progress))
+                             timeout=timeout, retries=retries, retry_base=retry_base, progress=progress,
+                             scorer_map=scorer_map))
 
 
 async def _ascore(log: Any, prompts: Any, *, scorer: Any, out: Any, experts: Any, library_out: Any,
                   pattern: str | None, judge: Any, rubric: str, concurrency: int, budget: float | None,
-                  timeout: float | None, retries: int, retry_base: float, progress: bool | None) -> CollectResult:
+                  timeout: float | None, retries: int, retry_base: float, progress: bool | None,
+                  scorer_map: Mapping[str, str] | None) -> CollectResult:
     rows = _rows(prompts)
-    chosen = get_scorer(scorer, pattern=pattern, judge=judge, rubric=rubric, judge_log=judge_log_path(Path(log)))
+    options = {"pattern": pattern, "judge": judge, "rubric": rubric, "judge_log": judge_log_path(Path(log))}
+    chosen = for_rows(get_scorer(scorer, **options), rows, scorer_map, **options)
     chosen.check(rows)
     the_judge = judge_of(chosen)
     _check_priced((), the_judge, budget)
@@ -389,8 +397,7 @@ async def _ascore(log: Any, prompts: Any, *, scorer: Any, out: Any, experts: Any
         raise ConfigurationError(f"log={str(log)!r} is a folder; a call log is the JSONL file tryage collect wrote")
     if not call_log.path.is_file():
         raise TryageFileNotFoundError(f"call log not found: {call_log.path}")
-    _check_files(out=out, log=call_log.path, log_written=False, library_out=library_out, judge=the_judge,
-                 prompts=prompts, experts=experts)
+    _check_files(out=out, log=call_log.path, log_written=False, library_out=library_out, judge=the_judge, prompts=prompts, experts=experts)
     specs, picked = _logged_answers(call_log, rows, experts)
     ledger = Budget(budget)
     try:
@@ -469,15 +476,15 @@ def _check_priced(specs: Sequence[ExpertSpec], judge: Judge | None, budget: floa
     if budget is None:
         return
     unpriced = [s.name for s in specs if (s.kind == "chat" or hasattr(s.runnable, "ainvoke"))
-                and (s.input_price is None or s.output_price is None)]
+                and (s.input_cost is None or s.output_cost is None)]
     if unpriced:
         raise ConfigurationError(f"a budget counts every call, but expert(s) {', '.join(map(repr, unpriced))} have no "
-                                 "price: give their input_price and output_price (USD per 1M tokens, 0 for a free "
+                                 "price: give their input_cost and output_cost (USD per 1M tokens, 0 for a free "
                                  "local model)")
     if judge is not None and not judge.priced:
         raise ConfigurationError("a budget counts the judge's calls too, but the judge's prices are unknown: give them "
                                  "(--judge-input-price/--judge-output-price, USD per 1M tokens, 0 for a free local judge; "
-                                 "in Python judge={'name': 'judge', 'model': ..., 'input_price': ..., 'output_price': ...})")
+                                 "in Python judge={'name': 'judge', 'model': ..., 'input_cost': ..., 'output_cost': ...})")
 
 
 def _write(result: CollectResult, records: Sequence[Mapping[str, Any]], out: Any, library_out: Any) -> CollectResult:

@@ -1,8 +1,9 @@
 """Prompt files for :func:`tryage.collect.collect`: JSONL or CSV rows with a ``prompt``.
 
 Each row has ``prompt`` (required) and optionally ``id``, ``reference`` (the gold answer),
-``choices`` (a list, or in CSV a JSON list or ``|``-separated text) and ``task``; any other field is
-kept and written into the Q-table. A row without ``id`` gets the first 16 hex digits of the SHA-256
+``choices`` (a list, or in CSV a JSON list or ``|``-separated text), ``task`` and ``scorer`` (this
+prompt's own scorer, see :func:`tryage.collect.scorers.for_rows`); any other field is kept and written
+into the Q-table (``scorer`` too). A row without ``id`` gets the first 16 hex digits of the SHA-256
 of its prompt, so the same prompt keeps its id across runs and its cached calls are found again.
 """
 
@@ -80,6 +81,9 @@ def _row(record: Any, *, path: str | None, line: int | None) -> PromptRow:
     if reference == "":
         reference = None
     task = record.get("task")
+    own = record.get("scorer")   # this prompt's own scorer (see tryage.collect.scorers.for_rows)
+    if own is not None and (not isinstance(own, str) or not own.strip()):
+        raise PromptFileError(f"'scorer' must be a scorer name, got {own!r:.60}", path=path, line=line)
     raw_id = record.get("id")
     return PromptRow(id=str(raw_id) if raw_id not in (None, "") else passage_id(prompt), prompt=prompt,
                      reference=reference, choices=tuple(str(c) for c in choices),

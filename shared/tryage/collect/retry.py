@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import random
+import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from tryage.errors import check_scalar, require
+from tryage.errors import ExpertUnreachableError, check_scalar, require
 
 TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
 AUTH_STATUS = frozenset({401, 403})
@@ -64,7 +65,8 @@ def retry_after(exc: BaseException) -> float | None:
 
 def is_timeout(exc: BaseException) -> bool:
     """Whether ``exc`` is a timeout (the provider may have billed the attempt)."""
-    return isinstance(exc, (TimeoutError, asyncio.TimeoutError)) or "Timeout" in type(exc).__name__
+    return (isinstance(exc, (TimeoutError, asyncio.TimeoutError)) or "Timeout" in type(exc).__name__
+            or getattr(exc, "timed_out", False) is True)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -83,6 +85,39 @@ def describe(exc: BaseException) -> str:
     status = status_of(exc)
     head = type(exc).__name__ + (f" ({status})" if status else "")
     return f"{head}: {text[:300]}" if text else head
+
+
+_DNS_WORDS = ("name or service not known", "nodename nor servname", "getaddrinfo", "name resolution",
+              "no address associated", "name does not resolve")
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what caused it (``__cause__``, else ``__context__``), outermost first."""
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain and len(chain) < 10:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return chain
+
+
+def unreachable(exc: BaseException, expert: str, url: str | None) -> ExpertUnreachableError | None:
+    """An :class:`~tryage.errors.ExpertUnreachableError` naming ``expert`` and ``url`` when ``exc``
+    means its server could not be reached (refused, unknown host, timeout), else ``None``."""
+    if isinstance(exc, ExpertUnreachableError) or status_of(exc) is not None:
+        return None
+    chain = _causes(exc)
+    names = {c.__name__ for e in chain for c in type(e).__mro__}
+    text = " ".join(str(e) for e in chain).lower()
+    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "connection refused" in text \
+            or "connect call failed" in text:
+        return ExpertUnreachableError(expert, url, "connection refused (is its server running?)")
+    if any(isinstance(e, socket.gaierror) for e in chain) or any(w in text for w in _DNS_WORDS):
+        return ExpertUnreachableError(expert, url, "its host name does not resolve (DNS)")
+    if names & {"APITimeoutError", "TimeoutException", "ConnectTimeout", "ReadTimeout", "PoolTimeout"}:
+        return ExpertUnreachableError(expert, url, "no answer in time (timeout)", True)
+    if names & {"APIConnectionError", "ConnectError", "ConnectionError"}:
+        return ExpertUnreachableError(expert, url, f"connection failed ({type(chain[-1]).__name__}: {str(chain[-1])[:120]})")
+    return None
 
 
 @dataclass(frozen=True)
@@ -146,4 +181,4 @@ class RetryPolicy:
 
 
 __all__ = ["AUTH_STATUS", "RETRY_AFTER_MAX", "TRANSIENT_STATUS", "RetryPolicy", "describe", "is_timeout",
-           "is_transient", "retry_after", "status_of"]
+           "is_transient", "retry_after", "status_of", "unreachable"]

@@ -18,6 +18,10 @@
   bytes / 3) and the record keeps ``None`` for it.
 * A server whose 429 asks for a longer wait than the retry policy's (``Retry-After: 3600``) stops
   that expert's calls at once, the server's time in the error (as after a 401/403): a rerun resumes.
+* **Limits**: every answer's output tokens are checked against the expert's ``max_tokens``; an
+  expert whose server ignores it is warned about once (:class:`~tryage.errors.LimitIgnoredWarning`),
+  its next calls are estimated at its longest answer, and the budget holds the excess of each call
+  past its estimate (:class:`~tryage.collect.budget.Budget`'s ``overrun``).
 * Each finished call is appended to the :class:`~tryage.collect.calllog.CallLog` at once.
 * A progress bar (tqdm) shows calls done, errors, spend and ETA; it is off when stderr is not a
   terminal.
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +43,7 @@ from tryage.collect.calllog import CallLog, CallRecord, input_hash
 from tryage.collect.estimate import (DEFAULT_OUTPUT_TOKENS, CostEstimator, PlannedCall, estimate_tokens, price,
                                      usable_tokens)
 from tryage.collect.retry import AUTH_STATUS, RetryPolicy, is_timeout, is_transient, retry_after, status_of
-from tryage.errors import BudgetReachedError, ProviderUsageError
+from tryage.errors import BudgetReachedError, LimitIgnoredWarning, ProviderUsageError
 
 
 @dataclass
@@ -52,6 +57,7 @@ class RunStats:
         budget_reached: A call was held back because it would pass the budget.
         not_made: Calls not made (budget, or an expert skipped after a 401/403).
         skipped_experts: Experts whose calls stopped after an authentication error, with the error.
+        limits_ignored: Experts that answered past their ``max_tokens``, with their longest answer (tokens).
         records: The records logged now.
     """
 
@@ -61,6 +67,7 @@ class RunStats:
     budget_reached: bool = False
     not_made: int = 0
     skipped_experts: dict[str, str] = field(default_factory=dict)
+    limits_ignored: dict[str, int] = field(default_factory=dict)
     records: list[CallRecord] = field(default_factory=list)
 
 
@@ -218,6 +225,7 @@ class Runner:
                      tout if tout is not None else (estimate_tokens(answer.text) if answer.text else 0))
         stats.spent += self.budget.commit(reserved, cost)
         self.estimator.observe(spec.name, tout)
+        check_limit(spec, tout, stats)
         return CallRecord(row.id, spec.name, spec.settings_hash(), answer=answer.text, loss=answer.loss,
                           input_tokens=tin, output_tokens=tout, latency_s=latency, cost=cost, attempts=last.number,
                           input_sha=input_hash(row, spec))
@@ -236,5 +244,20 @@ def checked_usage(spec: ExpertSpec, answer: Any) -> tuple[int | None, int | None
     return counts[0], counts[1]
 
 
-__all__ = ["DEFAULT_OUTPUT_TOKENS", "PlannedCall", "RunStats", "Runner", "checked_usage", "estimate_tokens", "is_transient",
-           "price", "retry_after", "status_of"]
+def check_limit(spec: ExpertSpec, output_tokens: int | None, stats: RunStats) -> None:
+    """Warn, once per expert, when an answer has more output tokens than the expert's ``max_tokens``."""
+    limit = spec.max_tokens
+    if limit is None or output_tokens is None or output_tokens <= limit:
+        return
+    first = spec.name not in stats.limits_ignored
+    stats.limits_ignored[spec.name] = max(output_tokens, stats.limits_ignored.get(spec.name, 0))
+    if first:
+        where = f" at {spec.base_url}" if spec.base_url else ""
+        warnings.warn(LimitIgnoredWarning(
+            f"expert {spec.name!r}{where} answered with {output_tokens} output tokens though its max_tokens is "
+            f"{limit}: its server ignores the limit (set one in the server itself, e.g. llama.cpp's --n-predict); "
+            "its calls are now estimated at its longest answer"), stacklevel=2)
+
+
+__all__ = ["DEFAULT_OUTPUT_TOKENS", "PlannedCall", "RunStats", "Runner", "check_limit", "checked_usage", "estimate_tokens",
+           "is_transient", "price", "retry_after", "status_of"]

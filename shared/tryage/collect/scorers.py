@@ -9,7 +9,10 @@ another scorer without calling any model (``tryage score``). Built-ins, by name:
   (GSM8K-style; commas and ``$`` ignored, relative tolerance 1e-6), else 0.
 * ``choice`` — 1 when the multiple-choice letter in the answer (``"(B)"``, ``"Answer: B"``, a lone
   ``B``) is the reference letter (or the letter of the reference among ``choices``), else 0.
-* ``contains`` — 1 when the normalised reference occurs in the normalised answer, else 0.
+* ``contains`` — 1 when the normalised reference occurs in the normalised answer as whole words
+  (``"no"`` is not found in ``"not"``), else 0. ``contains-substring``: anywhere, even inside a word.
+* ``yes-no`` — 1 when the first yes/no word of the answer (``yes``/``true`` or ``no``/``false``) is
+  the reference's, else 0 (an answer with none scores 0).
 * ``regex`` — 1 when the pattern (``pattern=``, else the row's ``reference``) is found in the answer.
   Patterns run on the ``regex`` package with a time limit (:data:`REGEX_TIMEOUT_S` per answer): a
   pattern that backtracks catastrophically (``(a|aa)+$``) is a :class:`ScorerTimeoutError` naming
@@ -22,6 +25,10 @@ another scorer without calling any model (``tryage score``). Built-ins, by name:
 
 Any callable ``f(answer, row) -> float`` (sync or async) is a scorer too; its docstring should say
 what higher means.
+
+**A scorer per prompt**: a prompt row's own ``"scorer"`` field wins, then its task's scorer in a map
+``{task: scorer name}`` (``collect(..., scorer_map=...)``, ``--scorer-map``), then the run's
+``scorer`` (:func:`for_rows`). Every name is checked before any call.
 """
 
 from __future__ import annotations
@@ -31,8 +38,8 @@ import math
 import os
 import re
 import string
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from tryage.collect.judge import DEFAULT_RUBRIC, Judge, parse_judge_score
@@ -103,8 +110,28 @@ def choice(answer: str, row: Any) -> float:
 
 
 def contains(answer: str, row: Any) -> float:
-    """1.0 when the normalised reference occurs in the normalised answer."""
+    """1.0 when the normalised reference occurs in the normalised answer as whole words."""
+    return float(f" {normalize(row.reference)} " in f" {normalize(answer)} ")
+
+
+def contains_substring(answer: str, row: Any) -> float:
+    """1.0 when the normalised reference occurs anywhere in the normalised answer."""
     return float(normalize(row.reference) in normalize(answer))
+
+
+_YES_NO = {"yes": "yes", "true": "yes", "no": "no", "false": "no"}
+
+
+def _yes_no(text: str) -> str | None:
+    return next((_YES_NO[w] for w in normalize(text).split() if w in _YES_NO), None)
+
+
+def yes_no(answer: str, row: Any) -> float:
+    """1.0 when the answer's first yes/no word (yes, true / no, false) is the reference's."""
+    want = _yes_no(row.reference)
+    if want is None:
+        raise ScorerError(f"scorer 'yes-no': prompt {row.id!r} has reference {row.reference!r}; give yes, no, true or false")
+    return float(_yes_no(answer) == want)
 
 
 @dataclass(frozen=True)
@@ -195,7 +222,10 @@ BUILTIN = {
     "exact": Scorer("exact", exact, True, higher="1 = the answer equals the reference (normalised), 0 = not"),
     "numeric": Scorer("numeric", numeric, True, higher="1 = the last number equals the reference number, 0 = not"),
     "choice": Scorer("choice", choice, True, higher="1 = the chosen letter is the right one, 0 = not"),
-    "contains": Scorer("contains", contains, True, higher="1 = the answer contains the reference, 0 = not"),
+    "contains": Scorer("contains", contains, True, higher="1 = the answer contains the reference's words, 0 = not"),
+    "contains-substring": Scorer("contains-substring", contains_substring, True,
+                                 higher="1 = the reference occurs in the answer (inside words too), 0 = not"),
+    "yes-no": Scorer("yes-no", yes_no, True, higher="1 = the answer's yes/no is the reference's, 0 = not"),
     "lm-loss": Scorer("lm-loss", _lm_loss, False, reads="loss",
                       higher="exp(-loss): geometric-mean token probability of prompt + reference, in (0, 1]"),
 }
@@ -236,4 +266,57 @@ def get_scorer(scorer: str | Scorer | ScoreFn, *, pattern: str | None = None, ju
     raise ScorerError(f"unknown scorer {scorer!r}; built-in scorers: {', '.join(NAMES)} (or pass a Python callable)")
 
 
-__all__ = ["DEFAULT_RUBRIC", "Judge", "NAMES", "REGEX_TIMEOUT_S", "Scorer", "choice_letter", "get_scorer", "normalize", "parse_judge_score"]
+def for_rows(default: Scorer, rows: Sequence[Any], scorer_map: Mapping[str, str] | None = None,
+             **options: Any) -> Scorer:
+    """The scorer of a run whose prompts may name their own: a row's ``"scorer"`` field, else its
+    task's in ``scorer_map`` ({task: name}), else ``default``. ``options`` are :func:`get_scorer`'s.
+
+    Returns ``default`` itself when every row uses it. Refused before any call (:class:`ScorerError`):
+    an unknown name, ``judge`` beside other scorers (it scores a whole run), scorers of one run that
+    read different things (answers and ``hf`` losses), a row without the ``reference`` its scorer needs.
+    """
+    if scorer_map is not None and (not isinstance(scorer_map, Mapping)
+                                   or not all(isinstance(k, str) and isinstance(v, str) for k, v in scorer_map.items())):
+        raise ScorerError(f"the scorer map must be an object of task -> scorer name, got {scorer_map!r:.80}")
+    by_name: dict[str, Scorer] = {default.name: default}
+    by_row: dict[str, Scorer] = {}
+    for row in rows:
+        name = row.extras.get("scorer") or (scorer_map or {}).get(row.task or "")
+        if name is None:
+            by_row[row.id] = default
+            continue
+        if not isinstance(name, str):
+            raise ScorerError(f"prompt {row.id!r}: 'scorer' must be a scorer name, got {name!r:.60}")
+        if name not in by_name:
+            try:
+                by_name[name] = get_scorer(name, **options)
+            except ScorerError as exc:
+                raise ScorerError(f"prompt {row.id!r} (task {row.task!r}): {exc}") from None
+        by_row[row.id] = by_name[name]
+    used = {id(s): s for s in by_row.values()}
+    if len(used) <= 1:
+        return next(iter(used.values()), default)
+    names = sorted({s.name for s in used.values()})
+    if "judge" in names or {s.reads for s in used.values()} != {default.reads}:
+        raise ScorerError(f"the prompts' scorers {names} cannot score one run together: 'judge' scores a whole run, "
+                          "and 'lm-loss' reads 'hf' experts only; collect those prompts in a separate run")
+    return _RowScorer(f"per-row ({', '.join(names)})", lambda value, row: by_row[row.id].fn(value, row),
+                      reads=default.reads, higher="as each prompt's own scorer says", by_row=by_row)
+
+
+@dataclass(frozen=True)
+class _RowScorer(Scorer):
+    """Scores each prompt with its own scorer (see :func:`for_rows`)."""
+
+    by_row: Mapping[str, Scorer] = field(default_factory=dict)
+
+    def check(self, rows: Any) -> None:
+        groups: dict[int, tuple[Scorer, list[Any]]] = {}
+        for row in rows:
+            scorer = self.by_row[row.id]
+            groups.setdefault(id(scorer), (scorer, []))[1].append(row)
+        for scorer, mine in groups.values():
+            scorer.check(mine)
+
+
+__all__ = ["DEFAULT_RUBRIC", "Judge", "NAMES", "REGEX_TIMEOUT_S", "Scorer", "choice_letter", "for_rows", "get_scorer", "normalize", "parse_judge_score"]

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tryage.collect.backends import KEY_VARIABLES, TRANSPORT_KEYS, ExpertSpec
+from tryage.collect.entries import KEY_VARIABLES, TRANSPORT_KEYS, ExpertSpec
 from tryage.collect.retry import RetryPolicy
 from tryage.errors import ExpertSpecError, MissingCredentialsError, UpstreamError
 
@@ -42,9 +42,10 @@ class Upstream:
         model: The model id sent upstream.
         defaults: Generation settings from the entry, used where the request sets none.
         concurrency: Calls in flight at once (``None``: the server's default).
-        input_price: USD per 1M input tokens, or ``None``.
-        output_price: USD per 1M output tokens, or ``None``.
+        input_cost: USD per 1M input tokens, or ``None``.
+        output_cost: USD per 1M output tokens, or ``None``.
         timeout: The entry's own timeout in seconds, or ``None`` (the server's).
+        system_prompt: The entry's system message, put before the client's messages, or ``None``.
     """
 
     name: str
@@ -52,9 +53,10 @@ class Upstream:
     model: str
     defaults: Mapping[str, Any] = field(default_factory=dict)
     concurrency: int | None = None
-    input_price: float | None = None
-    output_price: float | None = None
+    input_cost: float | None = None
+    output_cost: float | None = None
     timeout: float | None = None
+    system_prompt: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -69,21 +71,25 @@ class Upstream:
         base_url = str(base_url or OPENAI_COMPATIBLE[spec.provider or ""]).rstrip("/")
         variable = spec.api_key_env or KEY_VARIABLES.get(spec.provider or "")
         key = os.environ.get(variable) if variable else None
-        if not key and (spec.api_key_env or "base_url" not in kwargs and "openai_api_base" not in kwargs):
+        if not key and (spec.api_key_env or spec.base_url is None):
             raise MissingCredentialsError(spec.name, variable or "OPENAI_API_KEY")  # a local server may need none
         headers = {str(k): str(v) for k, v in (kwargs.get("default_headers") or {}).items()}
         if key:
             headers["Authorization"] = f"Bearer {key}"
         timeout = kwargs.get("timeout", kwargs.get("request_timeout"))
+        defaults = {k: v for k, v in kwargs.items() if k not in TRANSPORT_KEYS and k not in ("model_name", "extra_body")}
+        defaults.update(kwargs.get("extra_body") or {})   # LangChain's extra fields are the body's own fields here
         return cls(spec.name, f"{base_url}/chat/completions", spec.model.split(":", 1)[1],  # type: ignore[union-attr]
-                   {k: v for k, v in kwargs.items() if k not in TRANSPORT_KEYS and k != "model_name"},
-                   spec.concurrency, spec.input_price, spec.output_price,
-                   float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else None, headers)
+                   defaults, spec.concurrency, spec.input_cost, spec.output_cost,
+                   float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else None, spec.system_prompt,
+                   headers)
 
     def body(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """What this expert receives: the client's body with its own ``model``, defaults where unset."""
         out = {**self.defaults, **{k: v for k, v in request.items() if k != "tryage"}}
         out["model"] = self.model
+        if self.system_prompt is not None and isinstance(out.get("messages"), list):
+            out["messages"] = [{"role": "system", "content": self.system_prompt}, *out["messages"]]
         return out
 
     def cost(self, usage: Mapping[str, Any] | None) -> tuple[int, int, float]:
@@ -91,7 +97,7 @@ class Upstream:
         usage = usage if isinstance(usage, Mapping) else {}
         tokens_in = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else 0
         tokens_out = usage.get("completion_tokens") if isinstance(usage.get("completion_tokens"), int) else 0
-        usd = (tokens_in * (self.input_price or 0.0) + tokens_out * (self.output_price or 0.0)) / 1e6
+        usd = (tokens_in * (self.input_cost or 0.0) + tokens_out * (self.output_cost or 0.0)) / 1e6
         return tokens_in, tokens_out, usd
 
 
