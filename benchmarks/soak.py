@@ -301,7 +301,7 @@ def collect_phase(args: argparse.Namespace) -> dict[str, Any]:
                                                     + "\n" for i in range(prompts_n)), encoding="utf-8")
             (folder / "e.json").write_text(json.dumps([
                 {"name": f"faulty-{k}", "model": f"openai:faulty-{k}", "model_kwargs": {"base_url": base_url},
-                 "input_price": 1.0, "output_price": 1.0, "expected_output_tokens": 16, "concurrency": 8}
+                 "input_cost": 1.0, "output_cost": 1.0, "expected_output_tokens": 16, "concurrency": 8}
                 for k in range(experts_n)]), encoding="utf-8")
             base = ["--prompts", str(folder / "p.jsonl"), "--experts", str(folder / "e.json"), "--scorer",
                     "regex", "--pattern", "^ok: ", "--out", str(folder / "q.jsonl"), "--timeout", "2", "--retries", "4"]

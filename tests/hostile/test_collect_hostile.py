@@ -45,7 +45,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def entry(base_url: str, model: str = "plain", **extra: Any) -> dict[str, Any]:
     return {"name": model.split("=")[0], "model": f"openai:{model}", "model_kwargs": {"base_url": base_url},
-            "input_price": 1.0, "output_price": 2.0, **extra}
+            "input_cost": 1.0, "output_cost": 2.0, **extra}
 
 
 def write(path: Path, text: str) -> Path:
@@ -179,7 +179,7 @@ def test_a_budget_that_fits_two_calls_never_lets_more_through_whatever_usage_the
         return {"text": "fine", "input_tokens": 1, "output_tokens": 1, side: usage}
 
     # 1 USD a token; each call is estimated at 1 input token ("p0") + 4 output tokens = 5 USD: 2 fit in 11
-    spec = ExpertSpec("liar", runnable=liar, input_price=1e6, output_price=1e6, expected_output_tokens=4)
+    spec = ExpertSpec("liar", runnable=liar, input_cost=1e6, output_cost=1e6, expected_output_tokens=4)
     with tempfile.TemporaryDirectory() as folder:
         with pytest.raises(BudgetReachedError) as caught:
             collect([f"p{i}" for i in range(6)], [spec], scorer=lambda a, r: 1.0, log=Path(folder) / "c.jsonl",
@@ -192,7 +192,7 @@ def test_a_budget_that_fits_two_calls_never_lets_more_through_whatever_usage_the
 
 def test_negative_usage_from_a_real_server_is_an_error_naming_the_expert_and_the_budget_holds(
         server: FaultyServer, tmp_path: Path) -> None:
-    spec = entry(server.base_url, "usage=-1000", expected_output_tokens=4, input_price=1e6, output_price=1e6)
+    spec = entry(server.base_url, "usage=-1000", expected_output_tokens=4, input_cost=1e6, output_cost=1e6)
     prompts = [{"id": f"p{i}", "prompt": f"p{i}"} for i in range(6)]
     with pytest.raises(BudgetReachedError) as caught:
         collect(prompts, [spec], scorer=lambda a, r: 1.0, log=tmp_path / "c.jsonl",
