@@ -240,3 +240,12 @@ def test_failing_tryage_command_fails_the_example(tmp_path: Path, monkeypatch: p
     example = Example(tmp_path / "page.md", 1, "bash", "tryage route 'hi' --router no-such-router [--json]\n")
     with pytest.raises(AssertionError, match="exited 2: tryage: error: "):
         _run_shell(example, PageState(tmp_path), example.code)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 23: the default router's experts have no prices, so [Flag: cheapest] "
+                                       "is an error there; remove this mark when it routes")
+def test_cheapest_flag_on_the_default_router(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's route example as a newcomer types it first, without --router."""
+    monkeypatch.chdir(tmp_path)
+    example = Example(tmp_path / "page.md", 1, "bash", 'tryage route "Prove that sqrt(2) is irrational [Flag: cheapest]"\n')
+    _run_shell(example, PageState(tmp_path), example.code)
