@@ -16,7 +16,6 @@ import sys
 from typing import Any
 
 from tryage.cli._common import format_table, print_json
-from tryage.errors import ConfigurationError
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -43,21 +42,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_update(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from tryage.errors import TryageFileNotFoundError
-    from tryage.feedback import read_feedback
+    from tryage.feedback import read_feedback, read_prompt_lines
     from tryage.router import TryageRouter
 
-    if args.epochs < 1:
-        raise ConfigurationError(f"--epochs must be a positive integer, got {args.epochs}")
     rows = read_feedback(args.feedback)
-    reference = None
-    if args.reference:
-        path = Path(args.reference)
-        if not path.exists():
-            raise TryageFileNotFoundError(f"reference prompts file not found: {path}")
-        reference = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    reference = read_prompt_lines(args.reference) if args.reference else None
     router = TryageRouter.from_pretrained(args.router)
     report = router.update(rows, regularization=args.regularization, reference_prompts=reference,
                            epochs=args.epochs, seed=args.seed)
