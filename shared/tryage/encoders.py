@@ -268,7 +268,6 @@ def check_runtime(runtime: str, device: str | None = None) -> str:
     """``runtime`` if it is one of :data:`RUNTIMES` and can run on ``device``; else a :class:`ConfigurationError`."""
     if not isinstance(runtime, str) or runtime not in RUNTIMES:
         raise ConfigurationError(f"runtime must be one of {', '.join(map(repr, RUNTIMES))}, got {runtime!r:.60}")
-    check_device(device)
     if runtime == "onnx":
         if device not in (None, "cpu"):
             raise ConfigurationError(f"runtime='onnx' runs on the CPU; got device={device!r} (use runtime='torch' "
@@ -276,6 +275,7 @@ def check_runtime(runtime: str, device: str | None = None) -> str:
         for module in ("onnxruntime", "onnx"):
             if importlib.util.find_spec(module) is None:
                 raise MissingDependencyError(module, "onnx")
+    check_device(device)
     return runtime
 
 
