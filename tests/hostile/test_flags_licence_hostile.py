@@ -20,7 +20,7 @@ def _parser() -> FlagParser:
     return FlagParser(("size", "recency", "cost", "latency")).register("legal only", weights={"latency": 2.0})
 
 
-def test_license_then_cheapest_applies_both(router) -> None:  # noqa: ANN001
+def test_license_then_cheapest_applies_both(router) -> None:
     parsed = router.parse("hi [Flag: license mit, cheapest]")
     assert parsed.flags == ("license mit", "cheapest")
     assert dict(parsed.weights) == {"cost": STRONG_WEIGHT}
@@ -34,7 +34,7 @@ def test_license_then_cheapest_applies_both(router) -> None:  # noqa: ANN001
 @given(licences=st.lists(st.sampled_from(["mit", "apache-2.0", "llama3", "cc-by-4.0"]), min_size=1, max_size=3,
                          unique=True),
        others=st.lists(st.sampled_from(OTHERS), max_size=3, unique=True), at=st.integers(0, 3))
-def test_a_licence_list_anywhere_in_a_bracket_asks_for_the_same(licences, others, at) -> None:  # noqa: ANN001
+def test_a_licence_list_anywhere_in_a_bracket_asks_for_the_same(licences, others, at) -> None:
     parser = _parser()
     licence = "license " + ", ".join(licences)
     at = min(at, len(others))

@@ -45,7 +45,7 @@ def _free_port() -> int:
     (["--workers", "0"], "--workers must be a whole number >= 1, got 0"),
     (["--num-cpus", "0"], "--num-cpus must be a whole number >= 1, got 0"),
 ])
-def test_ray_settings_out_of_range_are_one_line_before_ray_starts(qtable: Path, capsys, options, shown) -> None:  # noqa: ANN001
+def test_ray_settings_out_of_range_are_one_line_before_ray_starts(qtable: Path, capsys, options, shown) -> None:
     assert main(_train(qtable, *options)) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"tryage: error: {shown}"
@@ -53,7 +53,7 @@ def test_ray_settings_out_of_range_are_one_line_before_ray_starts(qtable: Path, 
 
 
 @pytest.mark.timeout(30)  # ray.init alone would wait for minutes
-def test_an_address_where_nothing_listens_is_refused_before_ray_init(qtable: Path, capsys) -> None:  # noqa: ANN001
+def test_an_address_where_nothing_listens_is_refused_before_ray_init(qtable: Path, capsys) -> None:
     if ray.is_initialized():
         ray.shutdown()
     address = f"127.0.0.1:{_free_port()}"
@@ -66,7 +66,7 @@ def test_an_address_where_nothing_listens_is_refused_before_ray_init(qtable: Pat
 
 
 @pytest.fixture()
-def no_gpu_cluster():  # noqa: ANN201
+def no_gpu_cluster():
     """A local Ray instance with one CPU and no GPU, whatever the machine has."""
     if ray.is_initialized():
         ray.shutdown()
@@ -76,7 +76,7 @@ def no_gpu_cluster():  # noqa: ANN201
 
 
 @pytest.mark.timeout(120)  # starting Ray on a loaded 2-core machine
-def test_gpus_no_node_has_are_refused_before_an_actor_waits_for_them(no_gpu_cluster, qtable: Path, capsys) -> None:  # noqa: ANN001
+def test_gpus_no_node_has_are_refused_before_an_actor_waits_for_them(no_gpu_cluster, qtable: Path, capsys) -> None:
     assert main(_train(qtable, "--num-gpus", "1")) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("tryage: error: num_gpus=1: each actor would reserve 1 GPU(s), but no node of the Ray "

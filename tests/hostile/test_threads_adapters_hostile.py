@@ -20,7 +20,7 @@ HASHABLE_IDS = st.one_of(st.booleans(), st.integers(-3, 3), st.floats(-3, 3), st
 
 @settings(max_examples=200, deadline=None, database=None)
 @given(first=HASHABLE_IDS, second=HASHABLE_IDS)
-def test_thread_ids_of_different_type_or_value_are_different_threads(first, second) -> None:  # noqa: ANN001
+def test_thread_ids_of_different_type_or_value_are_different_threads(first, second) -> None:
     store = ThreadStore()
     store.set(first, "a")
     store.set(second, "b")
@@ -40,7 +40,7 @@ def test_a_thread_id_that_cannot_be_hashed_is_one_line(thread: object) -> None:
 
 
 @pytest.fixture()
-def chat(router):  # noqa: ANN001, ANN201
+def chat(router):
     pytest.importorskip("langchain_core")
     from langchain_core.language_models import FakeListChatModel
 
@@ -50,7 +50,7 @@ def chat(router):  # noqa: ANN001, ANN201
     return lambda **options: ChatTryage(router=router, experts=experts, **options)
 
 
-def test_chat_tryage_keeps_true_and_1_on_threads_of_their_own(chat) -> None:  # noqa: ANN001
+def test_chat_tryage_keeps_true_and_1_on_threads_of_their_own(chat) -> None:
     model = chat(sticky=True)
     for thread in (True, 1, 1.0, "1"):
         assert model.invoke("hi", tryage_thread=thread).response_metadata["tryage_sticky"] == "new"
@@ -58,20 +58,20 @@ def test_chat_tryage_keeps_true_and_1_on_threads_of_their_own(chat) -> None:  # 
 
 
 @pytest.mark.parametrize("thread", [["x"], ("x", ["y"]), {"id": 1}])
-def test_chat_tryage_refuses_an_unhashable_thread_id_before_routing(chat, thread: object) -> None:  # noqa: ANN001
+def test_chat_tryage_refuses_an_unhashable_thread_id_before_routing(chat, thread: object) -> None:
     with pytest.raises(ConfigurationError, match="a conversation thread id must be hashable"):
         chat(sticky=True).invoke("hi", config={"configurable": {"thread_id": thread}})
 
 
 @pytest.mark.parametrize("name", ["sticky", "fallback", "streaming"])
 @pytest.mark.parametrize("value", ["yes", "no", 1, None])
-def test_chat_tryage_switches_take_a_bool_only(chat, name: str, value: object) -> None:  # noqa: ANN001
+def test_chat_tryage_switches_take_a_bool_only(chat, name: str, value: object) -> None:
     with pytest.raises(ConfigurationError, match=f"{name} must be True or False, got {value!r}"):
         chat(**{name: value})
 
 
 @pytest.mark.parametrize("value", [None, 42, 4.5, [None], [42], {"role": "user"}])
-def test_chat_tryage_invoke_of_a_non_input_is_tryages_configuration_error(chat, value: object) -> None:  # noqa: ANN001
+def test_chat_tryage_invoke_of_a_non_input_is_tryages_configuration_error(chat, value: object) -> None:
     model = chat()
     for call in (model.invoke, lambda v: model.batch([v, "hi"])[0], lambda v: list(model.stream(v))):
         with pytest.raises(ConfigurationError) as info:
@@ -88,7 +88,7 @@ def test_chat_tryage_invoke_of_a_non_input_is_tryages_configuration_error(chat, 
     (["a", "b"], None, "query must be a string or a QueryBundle, got NoneType"),
     (["a", "b"], 42, "query must be a string or a QueryBundle, got int"),
 ])
-def test_tryage_selector_select_of_a_non_input_is_tryages_configuration_error(router, choices, query, shown) -> None:  # noqa: ANN001
+def test_tryage_selector_select_of_a_non_input_is_tryages_configuration_error(router, choices, query, shown) -> None:
     pytest.importorskip("llama_index.core")
     import asyncio
 

@@ -69,8 +69,8 @@ OPTIONS = st.one_of(
 @pytest.mark.timeout(240)  # 40 updates of a tiny head on a loaded machine
 @settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(option=OPTIONS, regularization=st.sampled_from(["l2", "replay", "none"]))
-def test_update_trains_to_finite_weights_or_refuses_and_keeps_the_router(trained, embedded, option,  # noqa: ANN001
-                                                                          regularization) -> None:  # noqa: ANN001
+def test_update_trains_to_finite_weights_or_refuses_and_keeps_the_router(trained, embedded, option,
+                                                                          regularization) -> None:
     name, value = option
     predictor = copy.deepcopy(trained)
     before = _weights(predictor)
@@ -98,7 +98,7 @@ def test_update_trains_to_finite_weights_or_refuses_and_keeps_the_router(trained
     ("seed", "x", "seed must be a whole number >= 0 and <= 4294967295, got 'x'"),
     ("seed", 2**70, "seed must be a whole number >= 0 and <= 4294967295, got 1180591620717411303424"),
 ])
-def test_update_refuses_each_reported_hyperparameter_before_training(trained, name, value, shown) -> None:  # noqa: ANN001
+def test_update_refuses_each_reported_hyperparameter_before_training(trained, name, value, shown) -> None:
     predictor = copy.deepcopy(trained)
     with pytest.raises(ConfigurationError) as info:
         predictor.partial_fit(FEEDBACK, regularization="replay" if name == "replay_weight" else "l2", **{name: value})
@@ -106,7 +106,7 @@ def test_update_refuses_each_reported_hyperparameter_before_training(trained, na
     assert not hasattr(predictor, "last_update_")
 
 
-def test_a_diverging_update_is_refused_and_the_router_routes_as_before(trained) -> None:  # noqa: ANN001
+def test_a_diverging_update_is_refused_and_the_router_routes_as_before(trained) -> None:
     router = TryageRouter(copy.deepcopy(trained))
     before = router.predict_losses([CODE, LAW])
     with pytest.raises(TrainingDivergedError, match=r"diverged.*keeps its weights.*learning_rate=1e\+06") as info:
@@ -127,7 +127,7 @@ def test_fit_refuses_bad_hyperparameters_in_one_line(tiny_encoder: Path, domain_
 
 
 # -- non-finite weights are never saved nor loaded -----------------------------------------------------
-def test_save_refuses_non_finite_weights_and_load_refuses_a_file_holding_them(trained, tmp_path: Path) -> None:  # noqa: ANN001
+def test_save_refuses_non_finite_weights_and_load_refuses_a_file_holding_them(trained, tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
     predictor = copy.deepcopy(trained)
@@ -148,7 +148,7 @@ def test_save_refuses_non_finite_weights_and_load_refuses_a_file_holding_them(tr
 
 
 @pytest.mark.parametrize("folder", ["x" * 300, None, 5, "a\0b", b"a\0b"])
-def test_save_to_an_impossible_folder_is_one_line_and_writes_nothing(trained, tmp_path: Path, monkeypatch,  # noqa: ANN001
+def test_save_to_an_impossible_folder_is_one_line_and_writes_nothing(trained, tmp_path: Path, monkeypatch,
                                                                      folder: object) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigurationError, match="the folder to save a router to") as info:
@@ -173,7 +173,7 @@ def test_default_router_refuses_a_device_or_name_it_cannot_use() -> None:
 
 # -- tryage update on files that are not what they claim -------------------------------------------------
 @pytest.fixture()
-def saved(trained, tmp_path: Path) -> Path:  # noqa: ANN001
+def saved(trained, tmp_path: Path) -> Path:
     trained.save_pretrained(tmp_path / "router")
     (tmp_path / "feedback.jsonl").write_text("".join(json.dumps(r) + "\n" for r in FEEDBACK), encoding="utf-8")
     (tmp_path / "binary.jsonl").write_bytes(bytes(range(256)) * 8)
@@ -190,7 +190,7 @@ def saved(trained, tmp_path: Path) -> Path:  # noqa: ANN001
     (["--feedback", "feedback.jsonl", "--seed", str(2**70)], "seed must be a whole number >= 0 and <= 4294967295"),
     (["--feedback", "feedback.jsonl", "--epochs", "0"], "epochs must be a whole number >= 1, got 0"),
 ])
-def test_cli_update_on_a_bad_file_or_seed_is_one_line_and_leaves_the_router(saved: Path, capsys, monkeypatch,  # noqa: ANN001
+def test_cli_update_on_a_bad_file_or_seed_is_one_line_and_leaves_the_router(saved: Path, capsys, monkeypatch,
                                                                             extra: list[str], shown: str) -> None:
     monkeypatch.chdir(saved)
     weights = (saved / "router" / "model.safetensors").read_bytes()
@@ -200,7 +200,7 @@ def test_cli_update_on_a_bad_file_or_seed_is_one_line_and_leaves_the_router(save
     assert (saved / "router" / "model.safetensors").read_bytes() == weights
 
 
-def test_cli_update_of_sound_feedback_saves_a_loadable_router(saved: Path, capsys) -> None:  # noqa: ANN001
+def test_cli_update_of_sound_feedback_saves_a_loadable_router(saved: Path, capsys) -> None:
     assert main(["update", "--router", str(saved / "router"), "--feedback", str(saved / "feedback.jsonl"),
                  "--out", str(saved / "v2"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
