@@ -99,3 +99,16 @@ def test_tryage_selector_select_of_a_non_input_is_tryages_configuration_error(ro
         with pytest.raises(ConfigurationError) as info:
             call(choices, query)
         assert type(info.value) is ConfigurationError and str(info.value).startswith(shown)
+
+
+@pytest.mark.parametrize("value", [None, 42, [None], [42]])
+def test_router_chain_refuses_a_non_input_in_one_line(router, value: object) -> None:
+    pytest.importorskip("langchain_core")
+    from langchain_core.runnables import RunnableLambda
+
+    from langchain_tryage import TryageRouterChain
+
+    chain = TryageRouterChain(router=router, experts={n: RunnableLambda(lambda x, n=n: n) for n in ("a", "b", "c")})
+    with pytest.raises(ConfigurationError) as info:
+        chain.invoke(value)
+    assert "\n" not in str(info.value) and "accepted: a string, a list of messages" in str(info.value)
