@@ -121,7 +121,8 @@ def read_input(input: Any, *, input_key: str, window: int) -> RoutableInput:  # 
         try:
             value = convert_to_messages(value)
         except (ValueError, TypeError, NotImplementedError) as exc:
-            raise ConfigurationError(f"cannot read the input as messages ({exc}); accepted: {_ACCEPTED}") from exc
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__  # LangChain adds a help link line
+            raise ConfigurationError(f"cannot read the input as messages ({first}); accepted: {_ACCEPTED}") from exc
         text, routed = _conversation_text(value, window)
     else:
         where = f" under key {key!r}" if key is not None else ""

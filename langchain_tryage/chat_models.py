@@ -43,7 +43,7 @@ router on the outcomes), and with ``sticky=True`` on a thread ``tryage_sticky``:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, NoReturn
 
@@ -82,6 +82,7 @@ from langchain_core.callbacks import (  # noqa: I001 - after the dependency chec
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.prompt_values import PromptValue
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import (
@@ -96,7 +97,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from tryage.collect.backends import endpoint_of
 from tryage.collect.retry import unreachable
 from tryage.conversation import EarlierTurns, ThreadStore, check_fraction, check_margin, stick
-from tryage.errors import ConfigurationError
+from tryage.errors import ConfigurationError, TryageError
 from tryage.objective import RoutingDecision
 from tryage.router import BatchRouter, ExpertMap, TryageRouter
 
@@ -205,6 +206,9 @@ class ChatTryage(BaseChatModel):
                 "use TryageRouterChain to route between other runnables")
         names = map_experts(router, tuple(experts), kwargs.get("expert_map"))
         check_window(kwargs.get("window", 1))
+        for name in ("sticky", "fallback", "streaming"):  # pydantic would read "yes" or "no" as True
+            if name in kwargs and not isinstance(kwargs[name], bool):
+                raise ConfigurationError(f"{name} must be True or False, got {kwargs[name]!r:.60}")
         if kwargs.get("weights") is not None:
             kwargs["weights"] = check_weights(router, kwargs["weights"], "weights")
         if "context_weight" in kwargs:
@@ -215,6 +219,17 @@ class ChatTryage(BaseChatModel):
         super().__init__(**kwargs)
         self._names = names
         self._threads = threads
+
+    def _convert_input(self, model_input: LanguageModelInput) -> PromptValue:
+        """LangChain's reading of the input, its refusal of ``None``, a number or a list of those as Tryage's
+        one-line :class:`~tryage.errors.ConfigurationError` (as every other input Tryage refuses)."""
+        try:
+            return super()._convert_input(model_input)
+        except (ValueError, TypeError, NotImplementedError) as exc:
+            if isinstance(exc, TryageError):
+                raise
+            raise ConfigurationError(f"ChatTryage takes a string, a list of messages or a PromptValue; got "
+                                     f"{type(model_input).__name__}: {model_input!r:.60}") from None
 
     # -- chat model identity ---------------------------------------------------------------------
     @property
@@ -316,9 +331,8 @@ class ChatTryage(BaseChatModel):
         if self.context_weight > 0.0:
             context = context_text(routable, self.window, turns, max_chars=self._context_chars())
         thread = kwargs.get("tryage_thread") if self.sticky else None
-        if thread is not None and not isinstance(thread, Hashable):
-            raise ConfigurationError(f"a conversation thread id must be hashable (a string, a UUID); "
-                                     f"got {type(thread).__name__}")
+        if thread is not None:
+            ThreadStore.key(thread)  # an id that cannot be hashed fails here, before routing
         return Job(index, routable.text, options, manager, routable, context=context,
                    context_weight=self.context_weight, thread=thread)
 

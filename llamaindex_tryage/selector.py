@@ -59,6 +59,18 @@ _OVERRIDES: ContextVar[Mapping[int, tuple[Mapping[str, float], tuple[Filter, ...
 _PLAN_CACHE_SIZE = 64
 
 
+def _check_selection(choices: object, query: object) -> None:
+    """What LlamaIndex's ``select`` would refuse with its own ``TypeError``/``ValueError``, as Tryage's one line."""
+    if isinstance(choices, (str, bytes)) or not isinstance(choices, Sequence):
+        raise ConfigurationError(f"choices must be a list of ToolMetadata or strings, got {type(choices).__name__}: "
+                                 f"{choices!r:.60}")
+    if (bad := next((i for i, c in enumerate(choices) if not isinstance(c, (ToolMetadata, str))), None)) is not None:
+        raise ConfigurationError(f"choice {bad} is {type(choices[bad]).__name__}: {choices[bad]!r:.60}; each choice "
+                                 "is a ToolMetadata or a string")
+    if not isinstance(query, (str, QueryBundle)):
+        raise ConfigurationError(f"query must be a string or a QueryBundle, got {type(query).__name__}: {query!r:.60}")
+
+
 class UnknownChoiceError(ExpertNotFoundError):
     """A choice offered to the selector names no expert of the router.
 
@@ -212,6 +224,7 @@ class TryageSelector(BaseSelector):
     def select(self, choices: Sequence[MetadataType], query: QueryType, *,
                weights: Mapping[str, float] | None = None, filters: Sequence[Filter] = ()) -> SelectorResult:
         """Select among ``choices`` for ``query``; ``weights``/``filters`` apply to this call only."""
+        _check_selection(choices, query)
         with self.using(weights=weights, filters=filters):
             return super().select(choices, query)
 
@@ -219,6 +232,7 @@ class TryageSelector(BaseSelector):
                       weights: Mapping[str, float] | None = None,
                       filters: Sequence[Filter] = ()) -> SelectorResult:
         """Async :meth:`select`."""
+        _check_selection(choices, query)
         with self.using(weights=weights, filters=filters):
             return await super().aselect(choices, query)
 

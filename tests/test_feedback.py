@@ -172,7 +172,7 @@ def test_partial_fit_returns_the_predictor_and_keeps_its_report(trained):
     ({"epochs": True}, "epochs must be a whole number >= 1, got True"),
     ({"epochs": 0}, "epochs must be a whole number >= 1, got 0"),
     ({"batch_size": 2.5}, "batch_size must be a whole number >= 1, got 2.5"),
-    ({"seed": "1"}, "seed must be a whole number, got '1'"),
+    ({"seed": "1"}, "seed must be a whole number >= 0 and <= 4294967295, got '1'"),
 ])
 def test_partial_fit_refuses_bad_scalars_in_one_line_and_changes_nothing(trained, options, message):
     router, _ = trained

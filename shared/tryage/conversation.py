@@ -169,6 +169,9 @@ def stick(decision: RoutingDecision, previous: str | None, *, margin: float) -> 
 class ThreadStore:
     """The last expert of each conversation thread: a bounded LRU map, safe to share across threads.
 
+    A thread id is any hashable value; ids are told apart by type and value (:meth:`key`), so ``True``,
+    ``1`` and ``1.0`` are three threads, not one.
+
     Args:
         max_threads: Threads remembered; past it, the least recently used thread is forgotten (its
             next turn routes as a new thread).
@@ -178,37 +181,52 @@ class ThreadStore:
         if isinstance(max_threads, bool) or not isinstance(max_threads, int) or max_threads < 1:
             raise ConfigurationError(f"max_threads must be a positive integer; got {max_threads!r}")
         self.max_threads = max_threads
-        self._experts: OrderedDict[Hashable, str] = OrderedDict()
+        self._experts: OrderedDict[tuple[type, Hashable], str] = OrderedDict()
         self._lock = threading.Lock()
+
+    @staticmethod
+    def key(thread: object) -> tuple[type, Hashable]:
+        """``(type, thread)``: the key a thread is kept under; a :class:`ConfigurationError` for an id that
+        cannot be hashed (a list, a dict, a tuple holding one)."""
+        try:
+            hash(thread)
+        except TypeError:
+            raise ConfigurationError(f"a conversation thread id must be hashable (a string, a number, a UUID); "
+                                     f"got {type(thread).__name__}: {thread!r:.60}") from None
+        return type(thread), thread  # type: ignore[return-value]
 
     def get(self, thread: Hashable) -> str | None:
         """The thread's last expert (marking the thread recently used), or ``None``."""
+        key = self.key(thread)
         with self._lock:
-            expert = self._experts.get(thread)
+            expert = self._experts.get(key)
             if expert is not None:
-                self._experts.move_to_end(thread)
+                self._experts.move_to_end(key)
             return expert
 
     def set(self, thread: Hashable, expert: str) -> None:
         """Record that ``thread`` used ``expert``; forget the least recently used thread when full."""
+        key = self.key(thread)
         with self._lock:
-            self._experts[thread] = expert
-            self._experts.move_to_end(thread)
+            self._experts[key] = expert
+            self._experts.move_to_end(key)
             while len(self._experts) > self.max_threads:
                 self._experts.popitem(last=False)
 
     def forget(self, thread: Hashable) -> None:
         """Drop ``thread`` (its next turn routes as a new thread)."""
+        key = self.key(thread)
         with self._lock:
-            self._experts.pop(thread, None)
+            self._experts.pop(key, None)
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._experts)
 
     def __contains__(self, thread: object) -> bool:
+        key = self.key(thread)
         with self._lock:
-            return thread in self._experts
+            return key in self._experts
 
     def __repr__(self) -> str:
         return f"ThreadStore(max_threads={self.max_threads}, threads={len(self)})"

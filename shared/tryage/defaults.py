@@ -20,8 +20,8 @@ EMBEDDED_ROUTERS = {"paper-domains": "router", "open-llms": "open-llms"}
 def default_router_path(name: str | None = None) -> Path:
     """Folder of an embedded router: ``name`` is one of :data:`EMBEDDED_ROUTERS` (default: the paper's)."""
     name = DEFAULT_ROUTER if name is None else name
-    if name not in EMBEDDED_ROUTERS:
-        raise ConfigurationError(f"unknown embedded router {name!r}; the embedded routers are "
+    if not isinstance(name, str) or name not in EMBEDDED_ROUTERS:
+        raise ConfigurationError(f"unknown embedded router {name!r:.60}; the embedded routers are "
                                  f"{', '.join(EMBEDDED_ROUTERS)} (or pass a saved router folder)")
     path = DEFAULT_DIR / EMBEDDED_ROUTERS[name]
     if not (path / "config.json").exists():

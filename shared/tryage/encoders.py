@@ -266,7 +266,7 @@ class TextEncoder:
 
 def check_runtime(runtime: str, device: str | None = None) -> str:
     """``runtime`` if it is one of :data:`RUNTIMES` and can run on ``device``; else a :class:`ConfigurationError`."""
-    if runtime not in RUNTIMES:
+    if not isinstance(runtime, str) or runtime not in RUNTIMES:
         raise ConfigurationError(f"runtime must be one of {', '.join(map(repr, RUNTIMES))}, got {runtime!r:.60}")
     if runtime == "onnx":
         if device not in (None, "cpu"):
@@ -275,7 +275,34 @@ def check_runtime(runtime: str, device: str | None = None) -> str:
         for module in ("onnxruntime", "onnx"):
             if importlib.util.find_spec(module) is None:
                 raise MissingDependencyError(module, "onnx")
+    check_device(device)
     return runtime
+
+
+def check_device(device: object) -> str:
+    """``device`` (``None``: ``"cpu"``) if torch can run on it here: a torch device string whose kind is
+    available (``"cuda"`` needs a CUDA GPU, ``"cuda:1"`` two); else a one-line :class:`ConfigurationError`."""
+    if device is None:
+        return "cpu"
+    allowed = "a torch device such as 'cpu', 'cuda', 'cuda:1' or 'mps'"
+    if not isinstance(device, str):
+        raise ConfigurationError(f"device must be {allowed}, got {type(device).__name__}: {device!r:.60}")
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigurationError(f"device must be {allowed}, got {device!r:.60}") from None
+    if parsed.type == "cpu":
+        return device
+    backend = getattr(torch.backends, parsed.type, None) if parsed.type == "mps" else getattr(torch, parsed.type, None)
+    count = 0
+    if backend is not None and getattr(backend, "is_available", lambda: False)():
+        count = getattr(backend, "device_count", lambda: 1)()
+    if count <= (parsed.index or 0):
+        raise ConfigurationError(f"device={device!r}: torch sees {count} {parsed.type} device(s) on this machine; "
+                                 f"use device='cpu'{' or a lower index' if count else ''}")
+    return device
 
 
 def _export_onnx(model: Any, tokenizer: Any, *, all_layers: bool) -> Any:

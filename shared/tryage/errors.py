@@ -7,6 +7,8 @@ value as an attribute, not only in its text.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from collections.abc import Iterable
 
@@ -40,9 +42,6 @@ def check_scalar(value: object, name: str, *, kind: type = float, low: float | N
     bound out) is returned as ``kind``; anything else (``bool``, NaN, strings, out of range) raises ``error``
     (default :class:`ConfigurationError`) in one line naming ``name``, the value and what is allowed.
     """
-    import math
-    import numbers
-
     try:
         number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
     except OverflowError:  # an int too large for a float
@@ -51,8 +50,8 @@ def check_scalar(value: object, name: str, *, kind: type = float, low: float | N
             and (low is None or (number > low if low_open else number >= low))
             and (high is None or (number < high if high_open else number <= high))):
         return int(value) if kind is int else number  # type: ignore[call-overload]
-    bounds = [f"{'>' if o else '>='} {b:g}" for b, o in ((low, low_open),) if b is not None]
-    bounds += [f"{'<' if o else '<='} {b:g}" for b, o in ((high, high_open),) if b is not None]
+    bounds = [f"{sign[o]} {int(b) if float(b).is_integer() and abs(b) < 1e16 else format(b, 'g')}"  # not 4.29497e+09
+              for b, o, sign in ((low, low_open, (">=", ">")), (high, high_open, ("<=", "<"))) if b is not None]
     allowed = ("a whole number" if kind is int else "a finite number") + "".join(
         f"{' and' if k else ''} {b}" for k, b in enumerate(bounds))
     raise (error or ConfigurationError)(f"{name} must be {allowed}, got {value!r:.60}")
@@ -165,6 +164,12 @@ class NotFittedError(TryageError, ValueError):
 
 class RouterFormatError(TryageError, ValueError):
     """A saved router folder is missing files, has an unknown format version or does not match."""
+
+
+class TrainingDivergedError(TryageError, FloatingPointError):
+    """Training diverged: the loss or the weights became NaN or infinite, or the loss grew by a large factor
+    (a learning rate or ``l2`` too large); an update keeps the weights it started from. Non-finite weights
+    are never saved."""
 
 
 class TargetExistsError(TryageError, FileExistsError):
@@ -283,9 +288,6 @@ class HubError(TryageError, OSError):
     def __init__(self, message: str, *, repo_id: str | None = None) -> None:
         self.repo_id = repo_id
         super().__init__(message)
-
-    def __str__(self) -> str:  # OSError with one argument already does this; keep it explicit
-        return str(self.args[0]) if self.args else ""
 
     def __reduce__(self):  # noqa: ANN204 - keep keyword attributes through pickling
         return (_rebuild_hub_error, (type(self), str(self), self.repo_id))

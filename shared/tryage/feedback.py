@@ -28,11 +28,12 @@ Exploration, which makes feedback cover more than the current favourite, is part
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,7 +98,7 @@ def read_feedback(path: str | os.PathLike[str]) -> list[Feedback]:
     if suffix not in (".jsonl", ".ndjson", ".json", ".csv"):
         raise QTableError(f"unsupported feedback format {suffix!r}; use .jsonl or .csv", path=str(source))
     rows: list[Feedback] = []
-    with source.open(encoding="utf-8", newline="") as handle:
+    with _text_errors(source, "feedback file"), source.open(encoding="utf-8", newline="") as handle:
         numbered: Iterable[tuple[int, Any]]
         if suffix == ".csv":
             numbered = enumerate(csv.DictReader(handle), start=2)
@@ -114,6 +115,36 @@ def read_feedback(path: str | os.PathLike[str]) -> list[Feedback]:
     if not rows:
         raise QTableError("the feedback file has no rows", path=str(source))
     return rows
+
+
+def read_prompt_lines(path: str | os.PathLike[str]) -> list[str]:
+    """Prompts from a UTF-8 text file, one a line (blank lines skipped): the reference prompts of an update."""
+    source = Path(path)
+    if not source.is_file():
+        raise TryageFileNotFoundError(f"reference prompts file not found: {source}" + (
+            " (it is a folder)" if source.is_dir() else ""))
+    with _text_errors(source, "reference prompts file"):
+        text = source.read_text(encoding="utf-8")
+    if "\0" in text:
+        raise QTableError("holds NUL bytes: a reference prompts file is UTF-8 text, one prompt a line",
+                          path=str(source))
+    return [line for line in text.splitlines() if line.strip()]
+
+
+@contextlib.contextmanager
+def _text_errors(source: Path, what: str) -> Iterator[None]:
+    """A file that is not UTF-8 text (a binary file), or one that cannot be read, as one line naming it."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise QTableError(f"is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at offset {exc.start}); "
+                          f"a {what} is UTF-8 text: re-save it as UTF-8", path=str(source)) from None
+    except csv.Error as exc:
+        raise QTableError(f"is not a readable CSV file ({exc})", path=str(source)) from None
+    except OSError as exc:
+        if isinstance(exc, TryageFileNotFoundError):
+            raise
+        raise QTableError(f"cannot be read ({exc.strerror or exc})", path=str(source)) from None
 
 
 def feedback_table(rows: Iterable[Feedback | Mapping[str, Any]] | QTable, experts: Sequence[str]) -> QTable:
@@ -204,4 +235,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'tryage.feedback' has no attribute {name!r}")
 
 
-__all__ = ["REGULARIZATIONS", "Feedback", "UpdateReport", "feedback_table", "read_feedback", "update_predictor"]
+__all__ = ["REGULARIZATIONS", "Feedback", "UpdateReport", "feedback_table", "read_feedback", "read_prompt_lines",
+           "update_predictor"]

@@ -14,7 +14,7 @@ Built-in flags:
 ``cheapest``                cost weight +STRONG
 ``<constraint>=<number>``   set that constraint's weight, e.g. ``size=0.4``
 ``max size 8B``             filter: at most 8B parameters (also ``min size 1B``)
-``license mit, apache-2.0`` filter: licence allow-list (write it as the last flag of a bracket)
+``license mit, apache-2.0`` filter: licence allow-list (it ends at the next flag: ``license mit, cheapest``)
 ``newer than 2024-01-01``   filter: created after that date
 ``expert NAME``             filter: only that expert
 ==========================  =================================================================
@@ -148,15 +148,26 @@ class FlagParser:
         """The prompt without its flags (flags are still validated)."""
         return self.parse(prompt).prompt
 
-    @staticmethod
-    def _split(body: str) -> list[str]:
-        # "license mit, apache-2.0" keeps its commas: a licence list runs to the end of the bracket.
+    def _split(self, body: str) -> list[str]:
+        # "license mit, apache-2.0" keeps its commas: a licence list runs on to the next piece that is a flag
+        # of its own, so "license mit, cheapest" is two flags, as "cheapest, license mit" is.
         parts: list[str] = []
         for chunk in body.split(";"):
             chunk = " ".join(chunk.split())  # one space per run first: the patterns below never backtrack far
-            pieces = [chunk] if _LICENSE_RE.match(chunk) else chunk.split(",")
-            parts.extend(p.strip() for p in pieces)
+            licence = False
+            for piece in (p.strip() for p in chunk.split(",")):
+                if licence and not self._is_flag(piece):
+                    parts[-1] += ", " + piece
+                    continue
+                licence = bool(_LICENSE_RE.match(piece))
+                parts.append(piece)
         return parts
+
+    def _is_flag(self, text: str) -> bool:
+        """Whether ``text`` reads as a flag (its value may still be wrong): it starts a new one after a licence."""
+        key = text.lower()
+        return key in _PRESETS or key in self._custom or any(
+            pattern.match(text) for pattern in (_WEIGHT_RE, _SIZE_FILTER_RE, _LICENSE_RE, _NEWER_RE, _EXPERT_RE))
 
     def _interpret(self, text: str) -> tuple[dict[str, float], list[Filter]]:
         key = text.lower()

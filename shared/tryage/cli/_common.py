@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from tryage.errors import ConfigurationError
+from tryage.errors import ConfigurationError, check_scalar
 
 ROUTER_HELP = "saved router folder, or an embedded router: paper-domains (default) or open-llms"
 
@@ -96,10 +96,9 @@ def ray_options(args: argparse.Namespace) -> dict[str, Any]:
              if getattr(args, n) is not None]
     if given and not args.ray:
         raise ConfigurationError(f"{', '.join(given)} only apply with --ray")
-    if args.workers is not None and args.workers < 1:
-        raise ConfigurationError(f"--workers must be >= 1, got {args.workers}")
-    if args.num_gpus is not None and args.num_gpus < 0:
-        raise ConfigurationError(f"--num-gpus must be >= 0, got {args.num_gpus}")
+    for name, kind, low in (("workers", int, 1), ("num_cpus", int, 1), ("num_gpus", float, 0)):
+        if getattr(args, name) is not None:  # --num-gpus nan is a float to argparse
+            check_scalar(getattr(args, name), f"--{name.replace('_', '-')}", kind=kind, low=low)
     if args.ray:  # the CLI shows its own progress; Ray Data's per-operator INFO lines would drown it
         import logging
 

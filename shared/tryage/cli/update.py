@@ -17,7 +17,6 @@ from typing import Any
 
 from tryage._io import check_distinct_files
 from tryage.cli._common import format_table, print_json
-from tryage.errors import ConfigurationError
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -44,23 +43,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_update(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from tryage.errors import TryageFileNotFoundError
-    from tryage.feedback import read_feedback
+    from tryage.feedback import read_feedback, read_prompt_lines
     from tryage.router import TryageRouter
 
-    if args.epochs < 1:
-        raise ConfigurationError(f"--epochs must be a positive integer, got {args.epochs}")
     check_distinct_files({"--out": args.out or args.router}, {"--feedback": args.feedback, "--reference": args.reference},
                          folders=["--out"])
     rows = read_feedback(args.feedback)
-    reference = None
-    if args.reference:
-        path = Path(args.reference)
-        if not path.exists():
-            raise TryageFileNotFoundError(f"reference prompts file not found: {path}")
-        reference = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    reference = read_prompt_lines(args.reference) if args.reference else None
     router = TryageRouter.from_pretrained(args.router)
     report = router.update(rows, regularization=args.regularization, reference_prompts=reference,
                            epochs=args.epochs, seed=args.seed)

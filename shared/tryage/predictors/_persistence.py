@@ -7,6 +7,7 @@ output-length predictor's, ``config.json`` and ``model.safetensors``. No pickle.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import json
@@ -23,8 +24,8 @@ import numpy as np
 
 from tryage.encoders import EncoderSpec
 from tryage._io import dumps_strict
-from tryage.errors import (OutputWriteError, RouterFormatError, TargetExistsError, TryageError,
-                           TryageFileNotFoundError)
+from tryage.errors import (ConfigurationError, OutputWriteError, RouterFormatError, TargetExistsError,
+                           TrainingDivergedError, TryageError, TryageFileNotFoundError)
 from tryage.experts import ExpertLibrary
 
 FORMAT_VERSION = 1
@@ -109,7 +110,7 @@ def check_save_target(folder: str | os.PathLike[str], *, overwrite: bool = False
     """Raise :class:`~tryage.errors.TargetExistsError` unless ``folder`` is free, an empty folder or a saved
     folder of this ``kind`` (or ``overwrite``): what :func:`write_folder` checks, for callers that check
     before long work."""
-    target = Path(folder)
+    target = check_folder_path(folder, what)
     if overwrite or not (target.exists() or target.is_symlink()):
         return
     if target.is_dir() and not target.is_symlink():
@@ -127,6 +128,31 @@ def check_save_target(folder: str | os.PathLike[str], *, overwrite: bool = False
                  else "not a folder")
     raise TargetExistsError(f"refusing to save {what} to {target}: it is {found}; choose another path, "
                             "or pass overwrite=True (tryage train --overwrite) to replace it")
+
+
+def check_folder_path(folder: object, what: str = "a router") -> Path:
+    """``folder`` as a :class:`~pathlib.Path` if it can name a save folder: a ``str`` or ``os.PathLike`` with no
+    NUL byte, whose last name leaves room for the staging folder beside it; else a one-line
+    :class:`~tryage.errors.ConfigurationError`."""
+    if not isinstance(folder, (str, os.PathLike)):
+        raise ConfigurationError(f"the folder to save {what} to must be a path (str or os.PathLike), got "
+                                 f"{type(folder).__name__}: {folder!r:.60}")
+    text = os.fsdecode(os.fspath(folder))
+    if "\0" in text:
+        raise ConfigurationError(f"the folder to save {what} to holds a NUL byte, which no file name may: {text!r:.80}")
+    target = Path(text)
+    name_max = 255  # NAME_MAX of Linux, macOS and Windows file systems; the parent's file system says where it can
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        name_max = os.pathconf(target.absolute().parent, "PC_NAME_MAX")
+    room = name_max - len(f".{_STAGING}{2**22}-xxxxxxxx")  # the staging folder's name adds to the target's
+    for part in target.parts:
+        size = len(os.fsencode(part))
+        if size > (room if part == target.name else name_max):
+            raise ConfigurationError(
+                f"the folder to save {what} to has a name of {size} bytes ({part[:40]!r}...); a name may have at "
+                f"most {room if part == target.name else name_max} bytes here (the file system allows {name_max}, "
+                "and a save writes beside it under a longer name first)")
+    return target
 
 
 def _pid_alive(pid: int) -> bool:
@@ -257,7 +283,10 @@ def save_folder(folder: str | os.PathLike[str], config: PerceptiveConfig, state:
     """
     from safetensors.torch import save_file
 
-    target = Path(folder)
+    target = check_folder_path(folder)
+    if bad := [name for name, value in state.items() if value.is_floating_point() and not bool(value.isfinite().all())]:
+        raise TrainingDivergedError(f"refusing to save the router to {target}: weights {', '.join(bad[:4])} hold NaN or "
+                                    "infinite values (training diverged); nothing was written")
 
     def write(staging: Path) -> None:
         config_text = dumps_strict(config.to_dict(), what=f"router config {target}") + "\n"
@@ -321,4 +350,7 @@ def read_folder(folder: str | os.PathLike[str]) -> tuple[PerceptiveConfig, dict[
             raise
         raise RouterFormatError(f"{weights} is not a complete safetensors file ({exc}); save the router "
                                 "again") from None
+    if bad := [name for name, value in state.items() if value.is_floating_point() and not bool(value.isfinite().all())]:
+        raise RouterFormatError(f"{weights}: weights {', '.join(bad[:4])} hold NaN or infinite values (a diverged "
+                                "training); train or update the router again")
     return config, state, library.reorder(config.experts)

@@ -9,10 +9,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tryage.errors import TrainingDivergedError
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 LossFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+
+#: An update diverged when its loss on the feedback ends this many times higher than it began (and higher by
+#: at least :data:`DIVERGENCE_FLOOR`): a sound update lowers that loss, a learning rate far too large sends it
+#: up by orders of magnitude (3.8 to 2e14 at ``learning_rate=1e6``).
+DIVERGENCE_FACTOR = 100.0
+DIVERGENCE_FLOOR = 1.0
+#: The seeds every generator here accepts (``np.random.seed`` takes at most 2**32 - 1).
+SEED_MAX = 2**32 - 1
 
 
 def seed_everything(seed: int) -> None:
@@ -23,6 +33,21 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def non_finite(module: torch.nn.Module) -> list[str]:
+    """The names of ``module``'s weights that hold NaN or an infinity."""
+    import torch
+
+    return [name for name, value in module.state_dict().items()
+            if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+
+
+def check_finite(module: torch.nn.Module, hint: str) -> None:
+    """A :class:`~tryage.errors.TrainingDivergedError` naming the weights of ``module`` that are not finite."""
+    if bad := non_finite(module):
+        raise TrainingDivergedError(f"training diverged: weights {', '.join(bad[:4])} hold NaN or infinite values; "
+                                    + hint)
 
 
 def make_head(input_dim: int, hidden_dim: int, output_dim: int, dropout: float) -> torch.nn.Module:
@@ -171,19 +196,51 @@ def update_head(head: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, replay_
     ``replay_weight``, spread so one epoch covers both; ``l2`` (if given) pulls the weights toward their
     values before the update. No early stopping (feedback has no validation set to trust). Returns the
     loss on ``(x, y)`` before and after.
+
+    Raises:
+        TrainingDivergedError: a batch loss or a weight became non-finite, or the loss on ``(x, y)`` ended
+            :data:`DIVERGENCE_FACTOR` times higher; ``head`` is given back its weights from before the call.
     """
     import torch
 
     head.eval()
     with torch.no_grad():
         loss_before = float(loss_fn(head(x), y))
+    saved = {k: v.detach().clone() for k, v in head.state_dict().items()}
+    settings = f"learning_rate={learning_rate:g}" + ("" if l2 is None else f", l2={l2:g}")
+    try:
+        _update_epochs(head, x, y, replay_x, replay_y, loss_fn=loss_fn, epochs=epochs, batch_size=batch_size,
+                       learning_rate=learning_rate, seed=seed, replay_weight=replay_weight, l2=l2)
+        head.eval()
+        with torch.no_grad():
+            loss_after = float(loss_fn(head(x), y))
+        hint = f"the router keeps its weights from before the update; lower learning_rate ({settings})"
+        check_finite(head, hint)
+        if not math.isfinite(loss_after) or (loss_after > DIVERGENCE_FACTOR * loss_before
+                                             and loss_after > loss_before + DIVERGENCE_FLOOR):
+            raise TrainingDivergedError(f"the update diverged: its loss on the feedback went from {loss_before:.4g} "
+                                        f"to {loss_after:.4g}; {hint}")
+    except TrainingDivergedError:
+        head.load_state_dict(saved)
+        head.eval()
+        raise
+    return loss_before, loss_after
+
+
+def _update_epochs(head: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, replay_x: torch.Tensor,
+                   replay_y: torch.Tensor, *, loss_fn: LossFn, epochs: int, batch_size: int, learning_rate: float,
+                   seed: int, replay_weight: float, l2: float | None) -> None:
+    """The steps of :func:`update_head`; a non-finite batch loss stops them with a
+    :class:`~tryage.errors.TrainingDivergedError`."""
+    import torch
+
     anchor = [p.detach().clone() for p in head.parameters()] if l2 is not None else []
     generator = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(head.parameters(), lr=learning_rate, weight_decay=0.0)
     n, n_replay = len(x), len(replay_x)
     steps = max(1, math.ceil(n / batch_size))
     replay_batch = max(1, math.ceil(n_replay / steps)) if n_replay else 0
-    for _ in range(epochs):
+    for epoch in range(epochs):
         head.train()
         perm = torch.randperm(n, generator=generator)
         replay_perm = torch.randperm(n_replay, generator=generator) if n_replay else None
@@ -198,8 +255,9 @@ def update_head(head: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, replay_
                     loss = loss + replay_weight * loss_fn(head(replay_x[r]), replay_y[r])
             if l2 is not None:
                 loss = loss + l2 * sum(((p - p0) ** 2).sum() for p, p0 in zip(head.parameters(), anchor))
-            _step(opt, loss)
-    head.eval()
-    with torch.no_grad():
-        loss_after = float(loss_fn(head(x), y))
-    return loss_before, loss_after
+            value = _step(opt, loss)
+            if not math.isfinite(value):
+                raise TrainingDivergedError(
+                    f"the update diverged: the loss became {value} in epoch {epoch + 1}; the router keeps its "
+                    f"weights from before the update; lower learning_rate (learning_rate={learning_rate:g}"
+                    + ("" if l2 is None else f", l2={l2:g}") + ")")

@@ -134,22 +134,22 @@ class PerceptivePredictor:
             raise ConfigurationError(f"{what} supports head-mode routers; this one was trained with mode={self.mode!r}")
 
     def _validate_params(self) -> None:
+        """Every setting checked once, finite and in range, before training (:func:`~tryage.errors.check_scalar`)."""
         if self.mode not in _MODES:
             raise ConfigurationError(f"mode must be one of {_MODES}, got {self.mode!r}")
-        if not 0.0 <= self.validation_fraction < 0.5:
-            raise ConfigurationError(f"validation_fraction must be in [0, 0.5), got {self.validation_fraction!r}")
-        if self.target_smoothing is not None and (not isinstance(self.target_smoothing, int)
-                                                  or self.target_smoothing < 0):
-            raise ConfigurationError(f"target_smoothing must be None or an integer >= 0, got {self.target_smoothing!r}")
-        for name in ("epochs", "batch_size", "patience"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
         if self.objective not in ("auto", "mse", "bce"):
             raise ConfigurationError(f"objective must be 'auto', 'mse' or 'bce', got {self.objective!r}")
+        check_scalar(self.validation_fraction, "validation_fraction", low=0.0, high=0.5, high_open=True)
+        whole = {"epochs": 1, "batch_size": 1, "patience": 1, "target_smoothing": 0, "hidden_dim": 0, "max_length": 8}
+        for name, low in whole.items():  # stored as int (3.0 or numpy's 3 become 3): loops count with them
+            if getattr(self, name) is not None or name in ("hidden_dim", "max_length"):
+                setattr(self, name, check_scalar(getattr(self, name), name, kind=int, low=low))
+        self.seed = check_scalar(self.seed, "seed", kind=int, low=0, high=_training.SEED_MAX)
+        check_scalar(self.dropout, "dropout", low=0.0, high=1.0, high_open=True)
+        for name in ("learning_rate", "encoder_learning_rate"):
+            check_scalar(getattr(self, name), name, low=0.0, low_open=True)
+        check_scalar(self.weight_decay, "weight_decay", low=0.0)
         check_runtime(self.runtime, self.device)
-        if not isinstance(self.max_length, int) or self.max_length < 8:
-            raise ConfigurationError(f"max_length must be an integer >= 8, got {self.max_length!r}")
 
     def _ensure_encoder(self) -> None:
         spec = EncoderSpec.resolve(self.encoder, max_length=self.max_length, layers=self.layers)
@@ -233,6 +233,7 @@ class PerceptivePredictor:
                 batch_size=self.batch_size or 16, encoder_learning_rate=self.encoder_learning_rate, **common)
         self.head_.eval()
         self.text_encoder_.model.eval()
+        _training.check_finite(self.head_, f"lower learning_rate (learning_rate={self.learning_rate:g})")
         return self
 
     # -- learning after fit (head mode) --------------------------------------------------------
@@ -268,7 +269,7 @@ class PerceptivePredictor:
         l2 = check_scalar(l2, "l2", low=0.0)
         learning_rate = self.learning_rate if learning_rate is None else check_scalar(
             learning_rate, "learning_rate", low=0.0, low_open=True)
-        seed = self.seed if seed is None else check_scalar(seed, "seed", kind=int)
+        seed = self.seed if seed is None else check_scalar(seed, "seed", kind=int, low=0, high=_training.SEED_MAX)
         table = feedback_table(feedback, self.experts_)
         losses = table.losses.astype(np.float32)
         if self.objective_ == "bce" and (np.nanmin(losses) < 0 or np.nanmax(losses) > 1):

@@ -82,7 +82,7 @@ def _route_on_ray(router: TryageRouter, source: Path, handle: IO[str], *, weight
                   num_cpus: int | None) -> int:
     from tryage.scale import distributed
 
-    distributed.init(address, num_cpus=num_cpus)
+    distributed.init(address, num_cpus=num_cpus, num_gpus=num_gpus)
     import ray.data
 
     # Reading takes no CPU slot: the routing actors may hold every CPU of the cluster, and a read task

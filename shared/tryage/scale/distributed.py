@@ -97,26 +97,57 @@ class PoolSpec:
     num_gpus: float = 0.0
 
 
-def init(address: str | None = None, *, num_cpus: int | None = None) -> None:
-    """Join the Ray cluster at ``address`` or, without one, start a local instance with ``num_cpus``.
+CONNECT_TIMEOUT_S = 10.0  #: for a TCP connection to ``address`` (``ray.init`` alone would retry for minutes)
 
-    Does nothing when Ray is already initialised in this process (a notebook, a test fixture).
-    """
+
+def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: float = 0.0) -> None:
+    """Join the Ray cluster at ``address`` or, without one, start a local instance with ``num_cpus``
+    (reused when Ray is already initialised in this process), then check that some node has the
+    ``num_gpus`` an actor will reserve (:class:`ConfigurationError`: Ray would wait forever). An ``address``
+    that takes no TCP connection within :data:`CONNECT_TIMEOUT_S` is a :class:`ClusterConnectionError`."""
     ray = require("ray", "ray", "ray[data]")
-    if ray.is_initialized():
-        return
-    if num_cpus is not None and num_cpus < 1:
-        raise ConfigurationError(f"num_cpus must be a positive integer, got {num_cpus!r}")
-    import logging
+    if num_cpus is not None:
+        check_scalar(num_cpus, "num_cpus", kind=int, low=1)
+    num_gpus = check_scalar(num_gpus, "num_gpus", low=0.0)
+    if not ray.is_initialized():
+        import logging
 
+        try:
+            if address:
+                _check_reachable(address)
+                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            else:
+                ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
+                         log_to_driver=False)
+        except ClusterConnectionError:
+            raise
+        except (ConnectionError, TimeoutError, ValueError) as exc:
+            raise ClusterConnectionError(address or "a local Ray instance", str(exc).splitlines()[0]) from None
+        ray.data.DataContext.get_current().enable_progress_bars = False
+    if num_gpus:
+        nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+        most = max((float(r.get("GPU", 0.0)) for r in nodes), default=0.0)
+        if most < num_gpus:
+            raise ConfigurationError(
+                f"num_gpus={num_gpus:g}: each actor would reserve {num_gpus:g} GPU(s), but no node of the Ray "
+                f"cluster has that many (the most on one node: {most:g}), so Ray would wait for them forever; "
+                "leave --num-gpus out (or 0) where there is no GPU")
+
+
+def _check_reachable(address: str) -> None:
+    """A :class:`ClusterConnectionError` unless ``host:port`` of ``address`` (``ray://`` or a GCS address)
+    accepts a TCP connection within :data:`CONNECT_TIMEOUT_S`; other forms (``"auto"``) are Ray's to read."""
+    import socket
+
+    host, sep, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
     try:
-        if address:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-        else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-    except (ConnectionError, TimeoutError, ValueError) as exc:
-        raise ClusterConnectionError(address or "a local Ray instance", str(exc).splitlines()[0]) from None
-    ray.data.DataContext.get_current().enable_progress_bars = False
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except (OSError, ValueError) as exc:  # refused, unreachable, unknown host, timed out; a port past 65535
+        detail = "no answer" if isinstance(exc, TimeoutError) else getattr(exc, "strerror", None) or str(exc)
+        raise ClusterConnectionError(address, f"nothing accepts a connection at {host}:{port} within "
+                                              f"{CONNECT_TIMEOUT_S:g} s ({detail})") from None
 
 
 def stream(ds: ray.data.Dataset, **kwargs: Any) -> Iterator[Any]:
@@ -187,7 +218,7 @@ def run_pools(pools: Sequence[PoolSpec], recorder: Recorder, *, address: str | N
     total = sum(len(v) for v in todo.values())
     if not total:
         return 0
-    init(address, num_cpus=num_cpus)
+    init(address, num_cpus=num_cpus, num_gpus=max(p.num_gpus for p in pools))
     ray = require("ray", "ray", "ray[data]")
     branches = []
     for pool in pools:
@@ -342,7 +373,7 @@ def embed_dataset(router: PerceptivePredictor, prompts: Sequence[str], *, worker
     if spec.source == "saved":
         raise ConfigurationError("embed_dataset needs an encoder the workers can load (bundled, a folder or a Hub "
                                  "id), not one fine-tuned inside a router folder")
-    init(address, num_cpus=num_cpus)
+    init(address, num_cpus=num_cpus, num_gpus=num_gpus)
     ray = require("ray", "ray", "ray[data]")
     ds = ray.data.from_items([{"index": i, "prompt": p} for i, p in enumerate(prompts)],
                              override_num_blocks=max(1, min(len(prompts) // batch_size, 200)))
