@@ -39,6 +39,7 @@ import tryage.predictors._outputs as _outputs
 import tryage.predictors._training as _training
 from tryage.predictors._base import neighbour_mean
 from tryage.predictors._persistence import FORMAT_VERSION, PerceptiveConfig, read_folder, save_folder
+from tryage.predictors.calibration import ScoreCalibration, held_out_calibration
 from tryage.qtable import QTable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -87,6 +88,7 @@ class PerceptivePredictor:
         history_: Per-epoch training and validation loss.
         last_update_: The :class:`~tryage.feedback.UpdateReport` of the latest :meth:`partial_fit`.
         expert_fits_: The :class:`~tryage.predictors._outputs.ExpertFit` of each expert added by :meth:`add_output`.
+        calibration_: :class:`~tryage.predictors.calibration.ScoreCalibration` fitted on the held-out rows (0/1 scores).
     """
 
     def __init__(self, encoder: str | os.PathLike[str] | None = None, *, mode: str = "head",
@@ -233,6 +235,7 @@ class PerceptivePredictor:
                 batch_size=self.batch_size or 16, encoder_learning_rate=self.encoder_learning_rate, **common)
         self.head_.eval()
         self.text_encoder_.model.eval()
+        self.calibration_ = held_out_calibration(self, qtable, val_idx, x if self.mode == "head" else None)
         return self
 
     # -- learning after fit (head mode) --------------------------------------------------------
@@ -345,6 +348,7 @@ class PerceptivePredictor:
         self.library_ = self.library_.subset(self.experts_)
         if hasattr(self, "expert_fits_"):
             self.expert_fits_ = {k: v for k, v in self.expert_fits_.items() if k != name}
+        self.calibration_ = getattr(self, "calibration_", None) and self.calibration_.without(name)
         return self
 
     # -- inference ---------------------------------------------------------------------------
@@ -439,7 +443,8 @@ class PerceptivePredictor:
             target_std=tuple(float(v) for v in self.target_std_),
             training={"seed": self.seed, "target_smoothing": getattr(self, "smoothing_", 0),
                       "epochs_run": len(history),
-                      "best_val_loss": min((h["val_loss"] for h in history if "val_loss" in h), default=None)})
+                      "best_val_loss": min((h["val_loss"] for h in history if "val_loss" in h), default=None)},
+            calibration=None if getattr(self, "calibration_", None) is None else self.calibration_.to_dict())
 
     def save_pretrained(self, folder: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the predictor to ``folder``: created, or replaced whole if it holds a saved router; never
@@ -478,6 +483,7 @@ class PerceptivePredictor:
         predictor.library_ = library
         predictor.target_mean_, predictor.target_std_ = config.targets()
         predictor.objective_ = config.objective
+        predictor.calibration_ = config.calibration and ScoreCalibration.from_dict(config.calibration, source=str(source))
         return predictor
 
 
