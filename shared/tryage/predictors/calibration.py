@@ -3,11 +3,13 @@
 A predictor trained on scores in [0, 1] (0/1 correctness, or graded scores) predicts a loss that reads as
 the probability the expert fails; ``1 − loss`` is its predicted score. Heads trained with early stopping
 and target smoothing are not calibrated: among prompts predicted at 0.9, far fewer or more than 90% may be
-answered well. :class:`ScoreCalibration` fixes that per expert with scikit-learn's
-:class:`~sklearn.isotonic.IsotonicRegression` (a monotone map from predicted to observed score) fitted on
-held-out rows at training time, and stores the map as plain numbers in the router's ``config.json`` (no
-pickle); applying it is a linear interpolation (NumPy only), the same as the isotonic model's ``predict``
-with ``out_of_bounds="clip"``.
+answered well. :class:`ScoreCalibration` fixes that per expert, fitted on held-out rows at training time:
+Platt scaling (the default: scikit-learn's :class:`~sklearn.linear_model.LogisticRegression` on the logit of
+the predicted score; two numbers per expert, steady on a few hundred rows) or
+:class:`~sklearn.isotonic.IsotonicRegression` (any monotone map; it needs more rows: on 384 held-out rows
+per expert of the LLMRouter table it overfits, see benchmarks/README.md). The map is stored as plain
+numbers in the router's ``config.json`` (no pickle, no scikit-learn at load time) and applied by linear
+interpolation (NumPy only).
 
 :func:`expected_calibration_error` and :func:`reliability` measure how far predicted probabilities are
 from observed frequencies (equal-width bins, as in Guo et al. 2017).
@@ -28,6 +30,10 @@ from tryage.errors import ConfigurationError, RouterFormatError
 MIN_CALIBRATION_ROWS = 30
 #: Bins of :func:`expected_calibration_error` and :func:`reliability`.
 ECE_BINS = 10
+#: Calibration methods.
+METHODS = ("platt", "isotonic")
+#: Points a Platt map is stored at (linear interpolation between them).
+GRID = 101
 
 
 @dataclass(frozen=True)
@@ -35,22 +41,23 @@ class ScoreCalibration:
     """Per-expert monotone maps from predicted score (``1 − predicted loss``) to P(correct).
 
     Attributes:
-        maps: Expert name → ``(x, y)``: the isotonic fit's thresholds (increasing ``x``, non-decreasing ``y``
-            in [0, 1]). An expert without a map keeps its uncalibrated score.
+        maps: Expert name → ``(x, y)``: points of the map (increasing ``x``, non-decreasing ``y`` in [0, 1]):
+            the isotonic fit's thresholds, or the Platt curve on a grid of :data:`GRID` points. An expert without
+            a map keeps its uncalibrated score.
         rows: Expert name → held-out rows its map was fitted on.
-        method: ``"isotonic"``.
+        method: ``"platt"`` or ``"isotonic"``.
     """
 
     maps: Mapping[str, tuple[tuple[float, ...], tuple[float, ...]]] = field(default_factory=dict)
     rows: Mapping[str, int] = field(default_factory=dict)
-    method: str = "isotonic"
+    method: str = "platt"
 
     @classmethod
     def fit(cls, experts: Sequence[str], predicted_losses: np.ndarray, observed_losses: np.ndarray, *,
-            min_rows: int = MIN_CALIBRATION_ROWS) -> ScoreCalibration:
-        """Fit one isotonic map per expert on held-out rows (NaN observed losses are skipped)."""
-        from sklearn.isotonic import IsotonicRegression
-
+            method: str = "platt", min_rows: int = MIN_CALIBRATION_ROWS) -> ScoreCalibration:
+        """Fit one map per expert on held-out rows (NaN observed losses are skipped); ``method`` as in the class."""
+        if method not in METHODS:
+            raise ConfigurationError(f"calibration method must be one of {METHODS}, got {method!r}")
         predicted = np.asarray(predicted_losses, dtype=np.float64)
         observed = np.asarray(observed_losses, dtype=np.float64)
         if predicted.shape != observed.shape or predicted.ndim != 2 or predicted.shape[1] != len(experts):
@@ -61,11 +68,10 @@ class ScoreCalibration:
             seen = ~np.isnan(observed[:, j])
             if seen.sum() < min_rows:
                 continue
-            iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
-            iso.fit(1.0 - predicted[seen, j], 1.0 - observed[seen, j])
-            maps[name] = (tuple(float(v) for v in iso.X_thresholds_), tuple(float(v) for v in iso.y_thresholds_))
+            x, y = (_platt if method == "platt" else _isotonic)(1.0 - predicted[seen, j], 1.0 - observed[seen, j])
+            maps[name] = (tuple(float(v) for v in x), tuple(float(v) for v in y))
             rows[name] = int(seen.sum())
-        return cls(MappingProxyType(maps), MappingProxyType(rows))
+        return cls(MappingProxyType(maps), MappingProxyType(rows), method)
 
     def probabilities(self, experts: Sequence[str], predicted_losses: np.ndarray) -> np.ndarray:
         """Calibrated P(correct) per prompt and expert, shape ``(n, k)``; ``1 − loss`` (clipped) without a map."""
@@ -90,8 +96,8 @@ class ScoreCalibration:
     def from_dict(cls, data: Any, *, source: str = "config.json") -> ScoreCalibration:
         """Read :meth:`to_dict` output; anything malformed is a :class:`RouterFormatError` naming ``source``."""
         try:
-            if data.get("method") != "isotonic":
-                raise ValueError(f"method {data.get('method')!r} (only 'isotonic' is read)")
+            if data.get("method") not in METHODS:
+                raise ValueError(f"method {data.get('method')!r} (one of {METHODS} is read)")
             maps, rows = {}, {}
             for name, entry in data["experts"].items():
                 x = tuple(float(v) for v in entry["x"])
@@ -101,7 +107,35 @@ class ScoreCalibration:
                 maps[str(name)], rows[str(name)] = (x, y), int(entry.get("rows", 0))
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise RouterFormatError(f"{source}: calibration is malformed ({exc}); train the router again") from None
-        return cls(MappingProxyType(maps), MappingProxyType(rows))
+        return cls(MappingProxyType(maps), MappingProxyType(rows), data["method"])
+
+
+def _isotonic(scores: np.ndarray, outcomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(scores, outcomes)
+    return iso.X_thresholds_, iso.y_thresholds_
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+def _platt(scores: np.ndarray, outcomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Platt scaling: P(correct) = σ(a·logit(score) + b), fitted by logistic regression; graded outcomes
+    in [0, 1] enter as a weighted positive and negative row each. Returned sampled on :data:`GRID` points."""
+    from sklearn.linear_model import LogisticRegression
+
+    n = len(scores)
+    x = np.concatenate([_logit(scores), _logit(scores)])[:, None]
+    y = np.concatenate([np.ones(n), np.zeros(n)])
+    weight = np.concatenate([outcomes, 1.0 - outcomes])
+    if weight[:n].sum() == 0 or weight[n:].sum() == 0:  # one outcome only: the map is that constant
+        return np.array([0.0, 1.0]), np.full(2, float(outcomes.mean()))
+    model = LogisticRegression(C=1e4).fit(x, y, sample_weight=weight)
+    grid = np.linspace(0.0, 1.0, GRID)
+    return grid, np.maximum.accumulate(model.predict_proba(_logit(grid)[:, None])[:, 1])
 
 
 def held_out_calibration(predictor: Any, qtable: Any, held_out: np.ndarray, embeddings: Any = None,
