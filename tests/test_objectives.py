@@ -261,3 +261,19 @@ def test_expert_metrics_round_trip_and_merge():
     assert set(merged["a"].metrics) == {"verbosity", "safety"}
     with pytest.raises(TryageError, match="metrics"):
         Expert("c", metrics={"verbosity": {"mean": "long"}})
+
+
+def test_evaluate_reports_calibration_error_and_plots_reliability(calibrated_router: Path, tmp_path: Path, capsys):
+    table = tmp_path / "test.jsonl"
+    words = ["python code function", "court law contract", "gene protein cell"]
+    table.write_text("".join(json.dumps({"prompt": f"{words[i % 3]} t{i}", "scores": {"a": float(i % 3 == 0),
+                                                                                       "b": float(i % 3 != 0)}}) + "\n"
+                             for i in range(30)))
+    png = tmp_path / "reliability.png"
+    assert _cli("evaluate", "--router", str(calibrated_router), "--qtable", str(table), "--knn-k", "5",
+                "--plot", str(png), "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    calibration = report["calibration"]
+    assert calibration["calibrated"] is True and 0.0 <= calibration["ece"] <= 1.0
+    assert sum(b["count"] for b in calibration["reliability"]) == 60
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
