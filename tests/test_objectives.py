@@ -263,12 +263,28 @@ def test_expert_metrics_round_trip_and_merge():
         Expert("c", metrics={"verbosity": {"mean": "long"}})
 
 
-def test_evaluate_reports_calibration_error_and_plots_reliability(calibrated_router: Path, tmp_path: Path, capsys):
+def _test_table(tmp_path: Path) -> Path:
     table = tmp_path / "test.jsonl"
     words = ["python code function", "court law contract", "gene protein cell"]
     table.write_text("".join(json.dumps({"prompt": f"{words[i % 3]} t{i}", "scores": {"a": float(i % 3 == 0),
                                                                                        "b": float(i % 3 != 0)}}) + "\n"
                              for i in range(30)))
+    return table
+
+
+def test_pareto_traces_an_answer_metric(calibrated_router: Path, tmp_path: Path, capsys):
+    library = tmp_path / "lib.json"
+    ExpertLibrary([Expert("a", metrics={"verbosity": {"mean": 40, "count": 9}}),
+                   Expert("b", metrics={"verbosity": {"mean": 400, "count": 9}})]).to_json(library)
+    assert _cli("pareto", "--router", str(calibrated_router), "--experts", str(library), "--qtable",
+                str(_test_table(tmp_path)), "--constraint", "verbosity", "--json") == 0
+    front = json.loads(capsys.readouterr().out)["router"]
+    assert front[-1]["mean_constraint"] == 40.0  # the strongest weight sends every prompt to the shortest
+    assert max(p["mean_constraint"] for p in front) > 40.0
+
+
+def test_evaluate_reports_calibration_error_and_plots_reliability(calibrated_router: Path, tmp_path: Path, capsys):
+    table = _test_table(tmp_path)
     png = tmp_path / "reliability.png"
     assert _cli("evaluate", "--router", str(calibrated_router), "--qtable", str(table), "--knn-k", "5",
                 "--plot", str(png), "--json") == 0
