@@ -293,3 +293,20 @@ def test_evaluate_reports_calibration_error_and_plots_reliability(calibrated_rou
     assert calibration["calibrated"] is True and 0.0 <= calibration["ece"] <= 1.0
     assert sum(b["count"] for b in calibration["reliability"]) == 60
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_score_measures_metrics_when_asked(tmp_path: Path, capsys):
+    log = _log(tmp_path / "q.calls.jsonl")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"Capital of France? ({i})", "reference": "Paris"})
+                               + "\n" for i in range(6)))
+    out = tmp_path / "q.jsonl"
+    assert _cli("score", "--log", str(log), "--prompts", str(prompts), "--scorer", "contains", "--out", str(out),
+                "--metrics", "politeness") == 2
+    assert "unknown metric 'politeness'" in capsys.readouterr().err and not out.exists()
+    assert _cli("score", "--log", str(log), "--prompts", str(prompts), "--scorer", "contains", "--out", str(out),
+                "--metrics", "verbosity,readability", "--json") == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert {r["expert"] for r in summary["metrics"]} == set(ANSWERS)
+    library = ExpertLibrary.from_json(tmp_path / "q.experts.json")
+    assert library["terse"].metric("verbosity") == 2.0 and library["terse"].metrics["readability"].count == 6
