@@ -50,11 +50,12 @@ class SmolExpert:
         import torch
 
         messages = [{"role": "system", "content": self.system}, {"role": "user", "content": prompt}]
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        inputs = self.tokenizer(text, return_tensors="pt")
         with torch.inference_mode():
-            out = self.model.generate(ids, max_new_tokens=self.max_new_tokens, do_sample=False,
+            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
                                       pad_token_id=self.tokenizer.eos_token_id)
-        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        return self.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
 def main(argv: list[str] | None = None) -> dict:
