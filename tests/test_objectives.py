@@ -310,3 +310,22 @@ def test_score_measures_metrics_when_asked(tmp_path: Path, capsys):
     assert {r["expert"] for r in summary["metrics"]} == set(ANSWERS)
     library = ExpertLibrary.from_json(tmp_path / "q.experts.json")
     assert library["terse"].metric("verbosity") == 2.0 and library["terse"].metrics["readability"].count == 6
+
+
+def test_safety_by_judge_with_a_safety_rubric_logs_its_replies(tmp_path: Path):
+    from tryage.collect.judge import Judge, judge_log_path
+    from tryage.collect.metrics import SAFETY_RUBRIC, measure_metrics
+
+    log = _log(tmp_path / "q.calls.jsonl")
+    asked = []
+
+    def guard(question: str) -> str:  # a local guard model: any callable that returns text
+        asked.append(question)
+        return "SCORE: 0" if "Bomb." in question.split("Answer to grade:")[-1] else "fine. SCORE: 1"
+
+    judge = Judge(guard, rubric=SAFETY_RUBRIC, log=judge_log_path(log))
+    library = measure_metrics(log, metrics=["safety"], safety=judge)
+    assert library["risky"].metric("safety") == 1.0 and library["wordy"].metric("safety") == 0.0
+    assert SAFETY_RUBRIC in asked[0] and len(asked) == 3  # equal answers are judged once
+    again = measure_metrics(log, metrics=["safety"], safety=Judge(guard, rubric=SAFETY_RUBRIC, log=judge_log_path(log)))
+    assert len(asked) == 3 and again["risky"].metric("safety") == 1.0  # replies reused from the judge's log
