@@ -40,7 +40,8 @@ def test_user_defined_constraint_is_scaled_and_usable_by_name():
     lib = ExpertLibrary([Expert("a", tags=("legal",)), Expert("b")])
     cs = ConstraintSet().with_constraint(domain)
     assert list(cs["not_legal"].penalties(lib)) == [0.0, 1.0]
-    with pytest.raises(UnknownConstraintError, match="known constraints: 'size', 'recency', 'cost', 'latency', 'not_legal'"):
+    with pytest.raises(UnknownConstraintError, match="known constraints: 'size', 'recency', 'cost', 'latency', "
+                       "'verbosity', 'readability', 'safety', 'hallucination', 'not_legal'"):
         cs.check_weights({"legality": 1.0})
 
 

@@ -12,10 +12,16 @@ against it. Built-ins:
 * ``cost`` — mean of input and output price per 1M tokens, min-max scaled.
 * ``latency`` — mean seconds per call measured by ``tryage collect`` (``measured_latency_s``),
   min-max scaled (fastest = 0).
+* ``verbosity``, ``readability``, ``safety``, ``hallucination`` — answer metrics measured from an
+  expert's answers by ``tryage metrics`` (:attr:`Expert.metrics`): mean output tokens, mean reading
+  grade (textstat), share of answers flagged unsafe, share judged unsupported; each min-max scaled
+  (shortest, easiest, safest, most faithful = 0). An expert with fewer than
+  :data:`~tryage.experts.MIN_METRIC_ANSWERS` measured answers has no value (missing).
 
 A negative weight turns a penalty into a reward (``size=-1`` prefers large models).
 
-A :class:`Filter` removes experts outright (max parameters, licence allow-list, newer-than date).
+A :class:`Filter` removes experts outright (max parameters, licence allow-list, newer-than date, an answer
+metric's ceiling such as at most 1% unsafe answers).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from datetime import datetime
 import numpy as np
 
 from tryage.errors import ConfigurationError, ExpertLibraryError, MissingMetadataError, UnknownConstraintError
-from tryage.experts import Expert, ExpertLibrary, format_size, parse_datetime, parse_size
+from tryage.experts import METRICS, Expert, ExpertLibrary, format_size, parse_datetime, parse_size
 
 ValueFn = Callable[[Expert], "float | None"]
 
@@ -166,9 +172,47 @@ def Latency(*, missing: float | None = None) -> Constraint:  # noqa: N802
                       description="measured mean seconds per call, fastest = 0", readable=_latency)
 
 
+def _metric(expert: Expert, *, name: str) -> float | None:
+    return expert.metric(name)
+
+
+_METRIC_TEXT = {"verbosity": "mean output tokens per answer, shortest = 0",
+                "readability": "mean reading grade of answers (textstat), easiest = 0",
+                "safety": "share of answers flagged unsafe, safest = 0",
+                "hallucination": "share of answers judged unsupported by the context, most faithful = 0"}
+
+
+def _metric_constraint(name: str, missing: float | None) -> Constraint:
+    value = functools.partial(_metric, name=name)
+    return Constraint(name, value, field=f"metrics.{name} (tryage metrics)", missing=missing,
+                      description=_METRIC_TEXT[name], readable=value)
+
+
+def Verbosity(*, missing: float | None = None) -> Constraint:  # noqa: N802
+    """Mean output tokens of the expert's measured answers, scaled over the library (shortest = 0)."""
+    return _metric_constraint("verbosity", missing)
+
+
+def Readability(*, missing: float | None = None) -> Constraint:  # noqa: N802
+    """Mean reading grade of the expert's answers (lower reads easier), scaled over the library (easiest = 0)."""
+    return _metric_constraint("readability", missing)
+
+
+def Safety(*, missing: float | None = None) -> Constraint:  # noqa: N802
+    """Share of the expert's answers flagged unsafe, scaled over the library (safest = 0)."""
+    return _metric_constraint("safety", missing)
+
+
+def Hallucination(*, missing: float | None = None) -> Constraint:  # noqa: N802
+    """Share of the expert's answers judged unsupported by their context, scaled over the library (fewest = 0)."""
+    return _metric_constraint("hallucination", missing)
+
+
 def default_constraints() -> dict[str, Constraint]:
-    """The built-in constraints, keyed by name: ``size``, ``recency``, ``cost``, ``latency``."""
-    return {c.name: c for c in (Size(), Recency(), Cost(), Latency())}
+    """The built-in constraints, keyed by name: ``size``, ``recency``, ``cost``, ``latency`` and the answer
+    metrics ``verbosity``, ``readability``, ``safety``, ``hallucination``."""
+    return {c.name: c for c in (Size(), Recency(), Cost(), Latency(), Verbosity(), Readability(), Safety(),
+                                Hallucination())}
 
 
 class ConstraintSet(Mapping[str, Constraint]):
@@ -255,6 +299,8 @@ class Filter:
         newer_than: Only experts created (``date_field``) after this moment.
         date_field: Which date ``newer_than`` reads.
         experts: Only these experts by name.
+        max_metrics: ``(metric, ceiling)`` pairs: the expert's measured answer metric must not exceed the
+            ceiling (``(("safety", 0.01),)``: at most 1% unsafe answers).
 
     An expert whose metadata a rule needs is unknown is excluded, and the decision says why.
     """
@@ -265,6 +311,7 @@ class Filter:
     newer_than: datetime | None = None
     date_field: str = "created_at"
     experts: tuple[str, ...] | None = None
+    max_metrics: tuple[tuple[str, float], ...] | None = None
     source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -286,6 +333,16 @@ class Filter:
             object.__setattr__(self, "experts", _names("experts", self.experts))
         if self.date_field not in ("created_at", "last_modified"):
             raise ConfigurationError(f"date_field must be 'created_at' or 'last_modified', got {self.date_field!r}")
+        if self.max_metrics is not None:
+            pairs = self.max_metrics.items() if isinstance(self.max_metrics, Mapping) else self.max_metrics
+            try:
+                clean = tuple((str(m), float(v)) for m, v in pairs)
+            except (TypeError, ValueError):
+                clean = ()
+            if not clean or any(m not in METRICS or not math.isfinite(v) for m, v in clean):
+                raise ConfigurationError(f"Filter max_metrics must map metrics among {list(METRICS)} to finite "
+                                         f"numbers, e.g. {{'safety': 0.01}}; got {self.max_metrics!r:.80}")
+            object.__setattr__(self, "max_metrics", clean)
 
     def reason_excluded(self, expert: Expert) -> str | None:
         """Why ``expert`` fails this filter, or ``None`` when it passes."""
@@ -309,7 +366,14 @@ class Filter:
                 return f"{self.date_field} unknown"
             if when <= self.newer_than:
                 return f"{self.date_field} {when.date()} not after {self.newer_than.date()}"
+        for metric, ceiling in self.max_metrics or ():
+            value = expert.metric(metric)
+            if value is None:
+                return f"{metric} not measured (tryage metrics)"
+            if value > ceiling:
+                return f"{metric} {value:.4g} > max {ceiling:.4g}"
         return None
 
 
-__all__ = ["Constraint", "ConstraintSet", "Cost", "Filter", "Latency", "Recency", "Size", "default_constraints"]
+__all__ = ["Constraint", "ConstraintSet", "Cost", "Filter", "Hallucination", "Latency", "Readability", "Recency",
+           "Safety", "Size", "Verbosity", "default_constraints"]

@@ -13,6 +13,9 @@ Metrics, for a choice of one expert per prompt:
 * **gap_closed** — ``(best_single − router) / (best_single − oracle)`` in loss: 0 is no better than
   always using the best single expert, 1 is the oracle.
 
+* **expected calibration error** — for a router of scores in [0, 1]: how far its P(correct) is from the
+  observed share correct (:func:`calibration_report`, :func:`plot_reliability`).
+
 On a partial table (NaN where an expert was not observed) every metric uses observed entries only:
 a prompt whose chosen expert has no value is left out of that choice's value and regret, the oracle
 is the best observed expert, and reports say how many entries were missing.
@@ -23,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ from tryage.errors import ConfigurationError
 from tryage.experts import ExpertLibrary
 from tryage.objective import decide
 from tryage.predictors.baselines import KNN_K, KNNPredictor, knn_leave_one_out
+from tryage.predictors.calibration import expected_calibration_error, quality_of, reliability
 from tryage.qtable import QTable
 
 TIE_TOLERANCE = 1e-9
@@ -93,6 +97,7 @@ class EvaluationReport:
     choices: Mapping[str, int] = field(default_factory=dict)
     missing_entries: int = 0
     unscored_choices: int = 0
+    calibration: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -110,6 +115,7 @@ class EvaluationReport:
                                                    "select_best_accuracy": self.knn.select_best_accuracy},
             "choices": dict(self.choices),
             "per_group": {k: dict(v) for k, v in self.per_group.items()},
+            "calibration": None if self.calibration is None else dict(self.calibration),
         }
 
 
@@ -200,10 +206,47 @@ def evaluate_router(router: Any, test: QTable, *, train: QTable | None = None, g
         test_emb = encode(test.prompts) if test_emb is None else test_emb
         knn_predicted = (KNNPredictor(encode, k=knn_k).fit(train).predict_from_embeddings(test_emb)
                          if train is not None else knn_leave_one_out(test_emb, test.losses, k=knn_k))
-    return evaluate_predictions(predicted, test, train=train, knn_predicted=knn_predicted, group_by=group_by,
-                                library=getattr(router, "library", None),
-                                constraints=getattr(router, "constraints", None),
-                                weights={**getattr(router, "weights", {}), **(weights or {})})
+    report = evaluate_predictions(predicted, test, train=train, knn_predicted=knn_predicted, group_by=group_by,
+                                  library=getattr(router, "library", None),
+                                  constraints=getattr(router, "constraints", None),
+                                  weights={**getattr(router, "weights", {}), **(weights or {})})
+    return replace(report, calibration=calibration_report(predictor, predicted, test))
+
+
+def calibration_report(predictor: Any, predicted: np.ndarray, test: QTable) -> dict[str, Any] | None:
+    """Expected calibration error of ``predictor``'s P(correct) on ``test`` (every observed prompt × expert),
+    with and without its calibration, and the reliability table; ``None`` for losses that are no probabilities."""
+    try:
+        quality, calibrated = quality_of(predictor, predicted)
+    except ConfigurationError:
+        return None
+    observed = 1.0 - test.losses
+    raw = np.clip(1.0 - np.asarray(predicted, dtype=np.float64), 0.0, 1.0)
+    return {"calibrated": calibrated, "ece": expected_calibration_error(quality, observed),
+            "ece_uncalibrated": expected_calibration_error(raw, observed),
+            "reliability": reliability(quality, observed)}
+
+
+def plot_reliability(report: Mapping[str, Any], path: str | os.PathLike[str], *, title: str = "Reliability") -> Path:
+    """A reliability diagram of a :func:`calibration_report` as a PNG: observed share correct against
+    predicted P(correct) per bin, the diagonal being perfect calibration."""
+    from tryage._io import pyplot, save_png
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    bins = report["reliability"]
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+    ax.plot([b["predicted"] for b in bins], [b["observed"] for b in bins], marker="o",
+            label=f"router (ECE {report['ece']:.3f})")
+    ax.set_xlabel("predicted P(correct)")
+    ax.set_ylabel("observed share correct")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_png(fig, path)
 
 
 # -- Pareto front ----------------------------------------------------------------------------------
@@ -303,5 +346,5 @@ def write_json(data: Any, path: str | os.PathLike[str]) -> Path:
 
 
 __all__ = ["ChoiceMetrics", "EvaluationReport", "ParetoPoint",
-           "choice_metrics", "evaluate_predictions", "evaluate_router", "pareto_sweep", "plot_pareto",
-           "smallest_matching"]
+           "calibration_report", "choice_metrics", "evaluate_predictions", "evaluate_router", "pareto_sweep",
+           "plot_pareto", "plot_reliability", "smallest_matching"]

@@ -14,7 +14,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, overload
@@ -33,6 +33,57 @@ _SIZE_UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
 
 
 MAX_PARAMETERS = 10**15  #: the largest parameter count accepted ("1000T"); more is a typo
+
+#: The answer metrics ``tryage metrics`` measures from a call log (each lower-is-better; see :mod:`tryage.constraints`).
+METRICS = ("verbosity", "readability", "safety", "hallucination")
+#: Fewest measured answers for an expert's metric to count; fewer reads as missing (``None``).
+MIN_METRIC_ANSWERS = 5
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """One answer metric of one expert, measured over its answers.
+
+    Attributes:
+        mean: Mean over the measured answers (tokens, grade level, or a share in [0, 1]).
+        count: How many answers were measured.
+        stderr: Standard error of the mean (``None`` below two answers).
+    """
+
+    mean: float
+    count: int
+    stderr: float | None = None
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> MetricSummary:
+        """The summary of measured values (at least one)."""
+        n = len(values)
+        mean = math.fsum(values) / n
+        var = math.fsum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else None
+        return cls(mean, n, None if var is None else math.sqrt(var / n))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "count": self.count, "stderr": self.stderr}
+
+
+def _metrics(name: str, value: Any) -> dict[str, MetricSummary]:
+    if not isinstance(value, Mapping):
+        raise ExpertLibraryError(f"expert {name!r}: metrics must be an object of metric -> "
+                                 f"{{mean, count, stderr}}, got {value!r:.60}")
+    out: dict[str, MetricSummary] = {}
+    for metric, entry in value.items():
+        if isinstance(entry, MetricSummary):
+            entry = entry.to_dict()
+        if not isinstance(metric, str) or not metric.isidentifier() or not isinstance(entry, Mapping):
+            raise ExpertLibraryError(f"expert {name!r}: metrics[{metric!r}] must be {{mean, count, stderr}}, "
+                                     f"got {entry!r:.60}")
+        mean = entry.get("mean")
+        if isinstance(mean, bool) or not isinstance(mean, (int, float)) or not math.isfinite(mean):
+            raise ExpertLibraryError(f"expert {name!r}: metrics[{metric!r}].mean must be a finite number, got {mean!r:.60}")
+        count = _optional_int(name, f"metrics[{metric!r}].count", entry.get("count"))
+        stderr = _optional_float(name, f"metrics[{metric!r}].stderr", entry.get("stderr"))
+        out[metric] = MetricSummary(float(mean), count or 0, stderr)
+    return out
 
 
 def parse_size(value: str | int | float | None) -> int | None:
@@ -137,6 +188,7 @@ class Expert:
         gated: Whether the Hub repository is gated, or ``None`` when unknown.
         measured_cost: Mean USD per call measured by ``tryage collect``, or ``None``.
         measured_latency_s: Mean seconds per call measured by ``tryage collect``, or ``None``.
+        metrics: Answer metrics measured from its answers (``tryage metrics``), by name (see :data:`METRICS`).
     """
 
     name: str
@@ -156,6 +208,7 @@ class Expert:
     gated: bool | None = None
     measured_cost: float | None = None
     measured_latency_s: float | None = None
+    metrics: Mapping[str, MetricSummary] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -174,6 +227,7 @@ class Expert:
             object.__setattr__(self, key, _optional_float(self.name, key, getattr(self, key)))
         for key in ("downloads", "likes"):
             object.__setattr__(self, key, _optional_int(self.name, key, getattr(self, key)))
+        object.__setattr__(self, "metrics", _metrics(self.name, {} if self.metrics is None else self.metrics))
         for key in ("license", "repo_id", "pipeline_tag", "library_name"):
             value = getattr(self, key)
             if value is not None and not isinstance(value, str):
@@ -198,9 +252,16 @@ class Expert:
         known = [c for c in (self.input_cost, self.output_cost) if c is not None]
         return sum(known) / len(known) if known else None
 
+    def metric(self, name: str, *, min_count: int = MIN_METRIC_ANSWERS) -> float | None:
+        """The mean of answer metric ``name``, ``None`` when unmeasured or measured on fewer than ``min_count`` answers."""
+        summary = self.metrics.get(name)
+        return None if summary is None or summary.count < min_count else summary.mean
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; dates as ISO 8601 strings, unknown values as ``None``."""
-        data = dataclasses.asdict(self)
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "metrics"}
+        if self.metrics:
+            data["metrics"] = {k: v.to_dict() for k, v in sorted(self.metrics.items())}
         for key in ("created_at", "last_modified"):
             if data[key] is not None:
                 data[key] = data[key].isoformat().replace("+00:00", "Z")
@@ -339,7 +400,7 @@ class ExpertLibrary(Sequence[Expert]):
             values = {}
             for f in dataclasses.fields(Expert):
                 a, b = getattr(first, f.name), getattr(second, f.name)
-                values[f.name] = a if a not in (None, "", ()) else b
+                values[f.name] = {**b, **a} if f.name == "metrics" else (a if a not in (None, "", ()) else b)
             merged.append(Expert(**values))
         merged.extend(others.values())
         return ExpertLibrary(merged)
@@ -418,4 +479,5 @@ class ExpertLibrary(Sequence[Expert]):
         return cls(Expert(name=n) for n in names)
 
 
-__all__ = ["Expert", "ExpertLibrary", "format_size", "parse_datetime", "parse_size"]
+__all__ = ["METRICS", "MIN_METRIC_ANSWERS", "Expert", "ExpertLibrary", "MetricSummary", "format_size",
+           "parse_datetime", "parse_size"]

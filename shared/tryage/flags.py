@@ -11,7 +11,18 @@ Built-in flags:
                             sizes, the lowest predicted loss)
 ``largest model``           size weight −STRONG
 ``most recent``             recency weight +STRONG
-``cheapest``                cost weight +STRONG
+``cheapest``                cost weight +STRONG (price decides, whatever the predicted quality)
+``cheapest that answers``   cost weight +STRONG under the quality floor :data:`DEFAULT_MIN_QUALITY`:
+                            the cheapest expert whose P(correct) reaches it
+``min quality 0.8``         quality floor (also ``min quality 80%``): among the experts whose
+                            calibrated P(correct) reaches it, the weights decide; none does → the
+                            best predicted expert, and the decision says so
+``shortest answer``         verbosity weight +STRONG (fewest output tokens measured)
+``most readable``           readability weight +STRONG (lowest reading grade measured)
+``safest``                  safety weight +STRONG (smallest share of answers flagged unsafe)
+``fewest hallucinations``   hallucination weight +STRONG
+``max unsafe 1%``           filter: at most that share of answers flagged unsafe (also ``max
+                            hallucinations 5%``, ``max verbosity 200``, ``max readability 8``)
 ``<constraint>=<number>``   set that constraint's weight, e.g. ``size=0.4``
 ``max size 8B``             filter: at most 8B parameters (also ``min size 1B``)
 ``license mit, apache-2.0`` filter: licence allow-list (it ends at the next flag: ``license mit, cheapest``)
@@ -36,12 +47,26 @@ from tryage.errors import ConfigurationError, ExpertLibraryError, FlagError
 from tryage.experts import parse_datetime, parse_size
 
 STRONG_WEIGHT = 1000.0
+#: The quality floor of ``[Flag: cheapest that answers]``: P(correct) of at least 0.8.
+DEFAULT_MIN_QUALITY = 0.8
 
 _WEIGHT_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(\S+)$")
 _SIZE_FILTER_RE = re.compile(r"^(max|min)(?:imum)?\s+(?:size|params|parameters)\s*(?:[:=<>]\s*)?(.+)$", re.I)
 _LICENSE_RE = re.compile(r"^licen[sc]e\s*[:=]?\s*(.+)$", re.I)
 _NEWER_RE = re.compile(r"^newer\s+than\s+(.+)$", re.I)
 _EXPERT_RE = re.compile(r"^(?:expert|model)\s*[:=]?\s+(.+)$", re.I)
+_FLOOR_RE = re.compile(r"^min(?:imum)?\s+quality\s*[:=]?\s*(\S+?)\s*(%?)$", re.I)
+_METRIC_FILTER_RE = re.compile(
+    r"^max(?:imum)?\s+(unsafe|safety|hallucinations?|hallucination|verbosity|tokens|readability|grade)"
+    r"\s*[:=]?\s*(\S+?)\s*(%?)$", re.I)
+_METRIC_WORDS = {"unsafe": "safety", "safety": "safety", "hallucination": "hallucination",
+                 "hallucinations": "hallucination", "verbosity": "verbosity", "tokens": "verbosity",
+                 "readability": "readability", "grade": "readability"}
+#: Phrases that set a quality floor besides their weights.
+_FLOOR_PRESETS: dict[str, tuple[dict[str, float], float]] = {
+    "cheapest that answers": ({"cost": STRONG_WEIGHT}, DEFAULT_MIN_QUALITY),
+    "cheapest that still answers": ({"cost": STRONG_WEIGHT}, DEFAULT_MIN_QUALITY),
+}
 
 _PRESETS: dict[str, dict[str, float]] = {
     "smallest model": {"size": STRONG_WEIGHT},
@@ -53,6 +78,11 @@ _PRESETS: dict[str, dict[str, float]] = {
     "newest": {"recency": STRONG_WEIGHT},
     "cheapest": {"cost": STRONG_WEIGHT},
     "cheapest model": {"cost": STRONG_WEIGHT},
+    "shortest answer": {"verbosity": STRONG_WEIGHT},
+    "shortest": {"verbosity": STRONG_WEIGHT},
+    "most readable": {"readability": STRONG_WEIGHT},
+    "safest": {"safety": STRONG_WEIGHT},
+    "fewest hallucinations": {"hallucination": STRONG_WEIGHT},
 }
 
 
@@ -68,6 +98,7 @@ class ParsedFlags:
         spans: ``(start, end)`` of each ``[Flag: ...]`` bracket in the original prompt, in order
             (``original[start:end]`` is the whole bracket); one span per bracket, even when a bracket
             holds several flags.
+        min_quality: The quality floor the flags set (the last one wins), ``None`` when none did.
     """
 
     prompt: str
@@ -75,7 +106,7 @@ class ParsedFlags:
     weights: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     filters: tuple[Filter, ...] = ()
     spans: tuple[tuple[int, int], ...] = ()
-
+    min_quality: float | None = None
 
 
 class FlagParser:
@@ -99,7 +130,7 @@ class FlagParser:
         key = " ".join(str(phrase).lower().split())
         if not key or "[" in key or "]" in key or "," in key or ";" in key:
             raise FlagError(str(phrase), "a flag phrase must be non-empty text without [ ] , ;", self.valid_flags())
-        if key in _PRESETS:
+        if key in _PRESETS or key in _FLOOR_PRESETS:
             raise FlagError(str(phrase), "that phrase is a built-in flag", self.valid_flags())
         self._custom[key] = (dict(weights or {}), tuple(filters), description)
         return self
@@ -107,9 +138,10 @@ class FlagParser:
     def valid_flags(self) -> list[str]:
         """One line per understood flag, for error messages and ``--help``."""
         names = "|".join(self.constraint_names) if self.constraint_names else "<constraint>"
-        out = sorted(_PRESETS) + [
+        out = sorted([*_PRESETS, *_FLOOR_PRESETS]) + [
             f"{names}=<number>", "max size <N like 8B>", "min size <N>", "license <id>[, <id>...]",
-            "newer than <YYYY-MM-DD>", "expert <name>",
+            "newer than <YYYY-MM-DD>", "expert <name>", "min quality <0..1 or N%>",
+            "max unsafe|hallucinations|verbosity|readability <number or N%>",
         ]
         out += [k + (f" ({d})" if d else "") for k, (_, _, d) in self._custom.items()]
         return out
@@ -129,10 +161,12 @@ class FlagParser:
         flags: list[str] = []
         weights: dict[str, float] = {}
         filters: list[Filter] = []
+        floor: float | None = None
         spans = _find_flags(prompt, self.valid_flags)
         for start, end, body in spans:
             for part in self._split(body):
                 w, f = self._interpret(part)
+                floor = self._floor(part, floor)
                 flags.append(part)
                 weights.update(w)
                 filters.extend(f)
@@ -142,7 +176,7 @@ class FlagParser:
             # it, so that stripping is idempotent and no flag reaches an expert.
             _find_flags(cleaned, self.valid_flags, nested=True)
         return ParsedFlags(cleaned, tuple(flags), MappingProxyType(weights), tuple(filters),
-                           tuple((s, e) for s, e, _ in spans))
+                           tuple((s, e) for s, e, _ in spans), floor)
 
     def strip(self, prompt: str) -> str:
         """The prompt without its flags (flags are still validated)."""
@@ -166,8 +200,28 @@ class FlagParser:
     def _is_flag(self, text: str) -> bool:
         """Whether ``text`` reads as a flag (its value may still be wrong): it starts a new one after a licence."""
         key = text.lower()
-        return key in _PRESETS or key in self._custom or any(
-            pattern.match(text) for pattern in (_WEIGHT_RE, _SIZE_FILTER_RE, _LICENSE_RE, _NEWER_RE, _EXPERT_RE))
+        return key in _PRESETS or key in _FLOOR_PRESETS or key in self._custom or any(
+            pattern.match(text) for pattern in (_WEIGHT_RE, _SIZE_FILTER_RE, _LICENSE_RE, _NEWER_RE, _EXPERT_RE,
+                                                _FLOOR_RE, _METRIC_FILTER_RE))
+
+    def _floor(self, text: str, floor: float | None) -> float | None:
+        """The quality floor after flag ``text`` (already interpreted): its own, or ``floor`` unchanged."""
+        if text.lower() in _FLOOR_PRESETS:
+            return _FLOOR_PRESETS[text.lower()][1]
+        if m := _FLOOR_RE.match(text):
+            return self._fraction(text, m.group(1), m.group(2), unit=True)
+        return floor
+
+    def _fraction(self, text: str, raw: str, percent: str, *, unit: bool) -> float:
+        """``raw`` as a number (``percent``: divided by 100); ``unit`` requires it to lie in [0, 1]."""
+        try:
+            value = float(raw) / (100.0 if percent else 1.0)
+        except ValueError:
+            raise FlagError(text, f"{raw!r:.40} is not a number", self.valid_flags()) from None
+        if not math.isfinite(value) or (unit and not 0.0 <= value <= 1.0):
+            allowed = "a probability in [0, 1] or a percentage in [0%, 100%]" if unit else "a finite number"
+            raise FlagError(text, f"{raw}{percent} is not {allowed}", self.valid_flags())
+        return value
 
     def _interpret(self, text: str) -> tuple[dict[str, float], list[Filter]]:
         key = text.lower()
@@ -175,6 +229,15 @@ class FlagParser:
             raise FlagError(text, "empty flag", self.valid_flags())
         if key in _PRESETS:
             return dict(_PRESETS[key]), []
+        if key in _FLOOR_PRESETS:
+            return dict(_FLOOR_PRESETS[key][0]), []
+        if m := _FLOOR_RE.match(text):
+            self._fraction(text, m.group(1), m.group(2), unit=True)
+            return {}, []
+        if m := _METRIC_FILTER_RE.match(text):
+            metric = _METRIC_WORDS[m.group(1).lower()]
+            ceiling = self._fraction(text, m.group(2), m.group(3), unit=metric in ("safety", "hallucination"))
+            return {}, [Filter(max_metrics=((metric, ceiling),), source=text)]
         if key in self._custom:
             weights, filters, _ = self._custom[key]
             return dict(weights), list(filters)
@@ -305,4 +368,4 @@ def strip_flags(prompt: str) -> str:
     return FlagParser().strip(prompt)
 
 
-__all__ = ["STRONG_WEIGHT", "FlagParser", "ParsedFlags", "remove_spans", "strip_flags"]
+__all__ = ["DEFAULT_MIN_QUALITY", "STRONG_WEIGHT", "FlagParser", "ParsedFlags", "remove_spans", "strip_flags"]

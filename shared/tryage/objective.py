@@ -5,6 +5,12 @@ For each prompt, Tryage chooses
     argmin_i  predicted_loss_i + Σ_j λ_j · C_j(expert_i)
 
 over the experts that pass every hard filter, ties going to the first expert in library order.
+
+A *quality floor* (``min_quality=0.8``, ``[Flag: min quality 0.8]``, ``[Flag: cheapest that answers]``)
+narrows the choice first: among the eligible experts whose probability of a correct answer (the router's
+calibrated P(correct), see :mod:`tryage.predictors.calibration`) is at least the floor, the objective
+decides; when none reaches it, the expert with the lowest predicted loss is chosen and the decision says
+so (:attr:`RoutingDecision.floor_met` is ``False``).
 :func:`decide` does this for a whole batch at once; :class:`RoutingDecision` records everything
 behind one choice so that traces, logs and selectors explain it without recomputing anything.
 
@@ -40,6 +46,7 @@ class ExpertScore:
         total: ``predicted_loss + Σ penalties``; the quantity minimised.
         eligible: ``False`` when a hard filter excluded the expert.
         excluded_because: Why it was excluded, or ``None``.
+        quality: Probability of a correct answer under a quality floor (``None`` without one).
     """
 
     expert: str
@@ -48,10 +55,12 @@ class ExpertScore:
     total: float
     eligible: bool = True
     excluded_because: str | None = None
+    quality: float | None = None
 
     def explain(self) -> str:
         """``'name': predicted loss L; <constraint> penalty +P; ...; total T``."""
         parts = [f"{self.expert!r}: predicted loss {self.predicted_loss:.4g}"]
+        parts += [] if self.quality is None else [f"P(correct) {self.quality:.3g}"]
         parts += [f"{name} penalty {value:+.4g}" for name, value in self.penalties.items()]
         parts.append(f"total {self.total:.4g}")
         return "; ".join(parts)
@@ -59,7 +68,8 @@ class ExpertScore:
     def to_dict(self) -> dict[str, Any]:
         return {"expert": self.expert, "predicted_loss": self.predicted_loss,
                 "penalties": dict(self.penalties), "total": self.total,
-                "eligible": self.eligible, "excluded_because": self.excluded_because}
+                "eligible": self.eligible, "excluded_because": self.excluded_because,
+                **({} if self.quality is None else {"quality": self.quality})}
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,10 @@ class RoutingDecision:
         scores: One :class:`ExpertScore` per expert, in library order.
         explored: ``True`` when exploration chose an expert other than the best-scoring one.
         exploration: The exploration policy in force (e.g. ``"epsilon=0.1"``), ``None`` when off.
+        min_quality: The quality floor in force, ``None`` when none.
+        floor_met: Under a floor: ``True`` when an eligible expert reached it, ``False`` when none did and the
+            best predicted expert was chosen instead; ``None`` without a floor.
+        calibrated: Under a floor: whether the probabilities behind it are calibrated; ``None`` without one.
     """
 
     expert: str
@@ -85,6 +99,9 @@ class RoutingDecision:
     scores: tuple[ExpertScore, ...]
     explored: bool = False
     exploration: str | None = None
+    min_quality: float | None = None
+    floor_met: bool | None = None
+    calibrated: bool | None = None
 
     @property
     def chosen(self) -> ExpertScore:
@@ -93,9 +110,15 @@ class RoutingDecision:
 
     @property
     def ranking(self) -> tuple[str, ...]:
-        """Eligible experts from best (lowest total) to worst; ties keep library order."""
+        """Eligible experts from best (lowest total) to worst, those reaching a quality floor first; ties keep
+        library order."""
         eligible = [s for s in self.scores if s.eligible]
-        return tuple(s.expert for s in sorted(eligible, key=lambda s: s.total))
+        floor = self.min_quality
+
+        def key(s: ExpertScore) -> tuple[bool, float]:
+            return (floor is not None and s.quality is not None and s.quality < floor, s.total)
+
+        return tuple(s.expert for s in sorted(eligible, key=key))
 
     @property
     def predicted_losses(self) -> dict[str, float]:
@@ -105,13 +128,18 @@ class RoutingDecision:
         """One line: the choice, its predicted loss and the penalties behind it."""
         text = "chose " + self.chosen.explain()
         text += "; flags: " + ", ".join(self.flags) if self.flags else ""
+        if self.floor_met is not None:
+            text += (f"; quality floor {self.min_quality:g} met" if self.floor_met else
+                     f"; no expert reaches the quality floor {self.min_quality:g}: chose the best predicted")
         return text + (f"; explored ({self.exploration})" if self.explored else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {"expert": self.expert, "prompt": self.prompt, "original_prompt": self.original_prompt,
                 "flags": list(self.flags), "weights": dict(self.weights),
                 "scores": [s.to_dict() for s in self.scores],
-                "explored": self.explored, "exploration": self.exploration}
+                "explored": self.explored, "exploration": self.exploration,
+                **({} if self.min_quality is None else {"min_quality": self.min_quality, "floor_met": self.floor_met,
+                                                        "calibrated": self.calibrated})}
 
 
 @dataclass(frozen=True)
@@ -123,12 +151,14 @@ class BatchDecision:
         totals: Objective per prompt and expert (``inf`` where excluded), shape ``(n, k)``.
         penalties: Weighted penalty per constraint, each of shape ``(k,)``.
         eligible: Mask of experts passing the filters, shape ``(n, k)``.
+        floor_met: Under a quality floor, whether some eligible expert reached it, shape ``(n,)``; else ``None``.
     """
 
     choice: np.ndarray
     totals: np.ndarray
     penalties: Mapping[str, np.ndarray] = field(default_factory=dict)
     eligible: np.ndarray | None = None
+    floor_met: np.ndarray | None = None
 
 
 def weighted_penalties(library: ExpertLibrary, constraints: ConstraintSet,
@@ -202,13 +232,21 @@ def resolve_policy(library: ExpertLibrary, constraints: ConstraintSet, weights: 
     return Policy(MappingProxyType(weights), MappingProxyType(penalties), mask, tuple(reasons))
 
 
+def check_min_quality(value: object, name: str = "min_quality") -> float | None:
+    """A quality floor: ``None`` (none) or a number in [0, 1]; anything else is a one-line error."""
+    return None if value is None else check_scalar(value, name, low=0.0, high=1.0)
+
+
 def decide(predicted: np.ndarray, library: ExpertLibrary, constraints: ConstraintSet,
            weights: Mapping[str, float] | None = None, filters: Sequence[Filter] = (), *,
-           policy: Policy | None = None, prompts: Sequence[str] | None = None) -> BatchDecision:
+           policy: Policy | None = None, prompts: Sequence[str] | None = None,
+           quality: np.ndarray | None = None, min_quality: float | None = None) -> BatchDecision:
     """Choose an expert for every row of ``predicted`` (shape ``(n, k)``) under one set of weights.
 
     Filters are absolute: an excluded expert is never chosen, even when the weighted totals of the
     eligible experts overflow to ``inf``. ``prompts`` (one per row) only name the rows in errors.
+    With ``min_quality``, ``quality`` (P(correct), shape ``(n, k)``) narrows each row to the eligible
+    experts reaching the floor; a row where none does gets its lowest predicted loss (see the module doc).
 
     Raises:
         NonFinitePredictionError: ``predicted`` holds NaN or an infinity.
@@ -230,6 +268,9 @@ def decide(predicted: np.ndarray, library: ExpertLibrary, constraints: Constrain
             totals += p[None, :]
     eligible = np.broadcast_to(policy.eligible, totals.shape)
     totals = np.where(eligible, totals, np.inf)
+    floor_met = None
+    if min_quality is not None:
+        return _decide_with_floor(predicted, totals, eligible, policy, quality, check_min_quality(min_quality))
     # Huge weights can overflow an eligible total to inf (or inf - inf to NaN). Rank NaN last among
     # the eligible, and never let an excluded expert win a tie at inf.
     ranked = np.where(np.isnan(totals), np.inf, totals)
@@ -237,28 +278,54 @@ def decide(predicted: np.ndarray, library: ExpertLibrary, constraints: Constrain
     lost = ~eligible[np.arange(len(choice)), choice]
     if lost.any():
         choice[lost] = np.argmax(eligible[lost], axis=1)  # the first eligible expert
-    return BatchDecision(choice, totals, policy.penalties, eligible)
+    return BatchDecision(choice, totals, policy.penalties, eligible, floor_met)
+
+
+def _decide_with_floor(predicted: np.ndarray, totals: np.ndarray, eligible: np.ndarray, policy: Policy,
+                       quality: np.ndarray | None, floor: float) -> BatchDecision:
+    if quality is None or np.shape(quality) != predicted.shape:
+        raise ConfigurationError(f"a quality floor needs P(correct) of shape {predicted.shape}, "
+                                 f"got {None if quality is None else np.shape(quality)}")
+    reaches = eligible & (np.asarray(quality, dtype=np.float64) >= floor)
+    floor_met = reaches.any(axis=1)
+    ranked = np.where(np.isnan(totals), np.inf, totals)
+    # Within the floor the objective decides (the first reaching expert when every total overflows);
+    # below it, the lowest predicted loss among the eligible.
+    within = np.where(reaches, ranked, np.inf)
+    choice = np.where(floor_met, np.argmin(within, axis=1), np.argmin(np.where(eligible, predicted, np.inf), axis=1))
+    lost = floor_met & ~reaches[np.arange(len(choice)), choice]
+    if lost.any():
+        choice[lost] = np.argmax(reaches[lost], axis=1)
+    return BatchDecision(choice, totals, policy.penalties, eligible, floor_met)
 
 
 def build_decision(row: np.ndarray, library: ExpertLibrary, constraints: ConstraintSet, *,
                    original_prompt: str, prompt: str, flags: Sequence[str] = (),
                    weights: Mapping[str, float] | None = None, filters: Sequence[Filter] = (),
-                   policy: Policy | None = None) -> RoutingDecision:
+                   policy: Policy | None = None, quality: np.ndarray | None = None,
+                   min_quality: float | None = None, calibrated: bool | None = None) -> RoutingDecision:
     """The full :class:`RoutingDecision` for one prompt's predicted losses ``row`` (shape ``(k,)``).
 
-    Pass a ``policy`` from :func:`resolve_policy` to reuse one set of weights and filters across prompts.
+    Pass a ``policy`` from :func:`resolve_policy` to reuse one set of weights and filters across prompts;
+    ``quality`` (P(correct), shape ``(k,)``) with ``min_quality`` sets a quality floor (``calibrated`` is recorded).
     """
     policy = policy or resolve_policy(library, constraints, weights, filters)
     row = np.asarray(row, dtype=np.float64)
-    choice = int(decide(row[None, :], library, constraints, policy=policy, prompts=[original_prompt]).choice[0])
+    q = None if min_quality is None or quality is None else np.asarray(quality, dtype=np.float64).reshape(1, -1)
+    batch = decide(row[None, :], library, constraints, policy=policy, prompts=[original_prompt],
+                   quality=q, min_quality=min_quality)
+    choice = int(batch.choice[0])
     scores = []
     for i, expert in enumerate(library):
         pen = MappingProxyType({n: float(p[i]) for n, p in policy.penalties.items()})
         loss = float(row[i])
         scores.append(ExpertScore(expert.name, loss, pen, loss + sum(pen.values()),
-                                  policy.reasons[i] is None, policy.reasons[i]))
+                                  policy.reasons[i] is None, policy.reasons[i],
+                                  None if q is None else float(q[0, i])))
+    floor = {} if batch.floor_met is None else {"min_quality": float(min_quality), "calibrated": calibrated,
+                                                "floor_met": bool(batch.floor_met[0])}
     return RoutingDecision(library[choice].name, prompt, original_prompt, tuple(flags),
-                           policy.weights, tuple(scores))
+                           policy.weights, tuple(scores), **floor)
 
 
 EXPLORATION_KINDS = ("epsilon", "thompson")
@@ -313,4 +380,4 @@ class Exploration:
 
 
 __all__ = ["EXPLORATION_KINDS", "BatchDecision", "Exploration", "ExpertScore", "Policy", "RoutingDecision",
-           "build_decision", "check_filters", "decide", "resolve_policy"]
+           "build_decision", "check_filters", "check_min_quality", "decide", "resolve_policy"]

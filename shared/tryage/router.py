@@ -31,8 +31,10 @@ from tryage.errors import (
 )
 from tryage.experts import Expert, ExpertLibrary
 from tryage.flags import FlagParser, ParsedFlags
-from tryage.objective import Exploration, Policy, RoutingDecision, build_decision, check_filters, resolve_policy
+from tryage.objective import (Exploration, Policy, RoutingDecision, build_decision, check_filters, check_min_quality,
+                              resolve_policy)
 from tryage.predictors import LossPredictor
+from tryage.predictors.calibration import quality_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from tryage.feedback import Feedback, UpdateReport
@@ -57,13 +59,17 @@ class TryageRouter:
         exploration: Opt-in :class:`tryage.objective.Exploration` (off by default): sometimes route to
             an eligible expert other than the best-scoring one so feedback covers more than the
             favourite; decisions record it. The router draws from one stream seeded by it.
+        min_quality: Default quality floor in [0, 1] (``None``: none): among the experts whose predicted
+            probability of a correct answer reaches it, the constraints decide (see :mod:`tryage.objective`).
+            The probabilities are the predictor's calibrated ones (:mod:`tryage.predictors.calibration`);
+            a call's ``min_quality`` and a ``[Flag: min quality 0.9]`` override it.
     """
 
     def __init__(self, predictor: LossPredictor, library: ExpertLibrary | None = None, *,
                  constraints: ConstraintSet | Sequence[Constraint] | None = None,
                  weights: Mapping[str, float] | None = None, filters: Sequence[Filter] = (),
                  flag_parser: FlagParser | None = None, output_lengths: object | None = None,
-                 exploration: Exploration | None = None) -> None:
+                 exploration: Exploration | None = None, min_quality: float | None = None) -> None:
         if not isinstance(predictor, LossPredictor):
             raise ConfigurationError(
                 f"predictor must have an 'experts' tuple and a 'predict_losses' method; got {type(predictor).__name__}")
@@ -93,6 +99,7 @@ class TryageRouter:
             raise ConfigurationError("exploration must be None or a tryage.objective.Exploration, "
                                      f"got {type(exploration).__name__}")
         self.exploration = exploration
+        self.min_quality = check_min_quality(min_quality)
         self._exploration_rng = exploration.generator() if exploration is not None else None
 
     @property
@@ -133,23 +140,26 @@ class TryageRouter:
         return self.flag_parser.parse(prompt)
 
     def route(self, prompt: str, *, weights: Mapping[str, float] | None = None,
-              filters: Sequence[Filter] = ()) -> RoutingDecision:
-        """Choose the expert for one prompt. Flags in the prompt override ``weights``."""
-        return self.route_batch([prompt], weights=weights, filters=filters)[0]
+              filters: Sequence[Filter] = (), min_quality: float | None = None) -> RoutingDecision:
+        """Choose the expert for one prompt. Flags in the prompt override ``weights`` and ``min_quality``."""
+        return self.route_batch([prompt], weights=weights, filters=filters, min_quality=min_quality)[0]
 
     def route_batch(self, prompts: Iterable[str], *, weights: Mapping[str, float] | None = None,
-                    filters: Sequence[Filter] = (),
+                    filters: Sequence[Filter] = (), min_quality: float | None = None,
                     return_exceptions: bool = False) -> list[RoutingDecision | TryageError]:
         """Route many prompts with one pass of the predictor.
 
         ``prompts`` is any iterable of strings (read once). With ``return_exceptions=True`` a prompt
         that fails on its own (a bad flag: :class:`~tryage.FlagError`; nothing left after its flags
         or not a string: :class:`~tryage.errors.ConfigurationError`) gives that exception at its
-        position instead of raising, and the predictor runs once over the other prompts.
+        position instead of raising, and the predictor runs once over the other prompts. ``min_quality``
+        (this call's quality floor) overrides the router's; a prompt's ``[Flag: min quality ...]`` overrides both.
         """
         if isinstance(prompts, str):
             raise ConfigurationError("route_batch takes a list of prompts; use route() for a single string")
         filters = check_filters(filters)  # before they are hashed into a policy key
+        call_floor = check_min_quality(min_quality)
+        call_floor = self.min_quality if call_floor is None else call_floor
         prompts = list(prompts)
         base = {**self.weights, **self.constraints.check_weights(weights or {})}
         out: list[RoutingDecision | TryageError] = []
@@ -170,6 +180,9 @@ class TryageRouter:
         policies: dict[tuple, Policy] = {}  # prompts without flags share one policy
         parsed_prompts = [p.prompt for p in parsed.values()]
         costs = self._prompt_costs(parsed_prompts, [{**base, **p.weights} for p in parsed.values()])
+        floors = [call_floor if p.min_quality is None else p.min_quality for p in parsed.values()]
+        quality, calibrated = (quality_of(self.predictor, predicted) if any(f is not None for f in floors)
+                               else (None, None))
         for j, ((i, p), row) in enumerate(zip(parsed.items(), predicted)):
             weights_p = {**base, **p.weights}
             filters_p = (*self.filters, *filters, *p.filters)
@@ -182,7 +195,9 @@ class TryageRouter:
                     policy = replace(policy, penalties=MappingProxyType(
                         {**policy.penalties, "cost": weights_p["cost"] * costs[j]}))
                 decision = build_decision(row, self.library, self.constraints, original_prompt=prompts[i],
-                                          prompt=p.prompt, flags=p.flags, policy=policy)
+                                          prompt=p.prompt, flags=p.flags, policy=policy,
+                                          quality=None if quality is None else quality[j],
+                                          min_quality=floors[j], calibrated=calibrated)
                 if self.exploration is not None:
                     decision = self.exploration.apply(decision, self._exploration_rng)
                 out[i] = decision

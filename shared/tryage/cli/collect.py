@@ -45,6 +45,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds per attempt (default: 60)")
     p.add_argument("--retries", type=int, default=3, metavar="N", help="retries of a transient error (default: 3)")
     _scorer_options(p)
+    _metric_options(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary")
 
     add_ray_arguments(p)  # --ray: one Ray actor pool of --workers actors per expert; this process logs
@@ -61,6 +62,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--experts", help="experts JSON: keep these experts at their current settings (default: all in the log)")
     p.add_argument("--library-out", help="expert library JSON (default: <out stem>.experts.json)")
     _scorer_options(p)
+    _metric_options(p)
     p.add_argument("--budget", type=float, metavar="USD", help="stop before the judge's spend would pass this many USD")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=run_score)
@@ -78,6 +80,36 @@ def _scorer_options(p: argparse.ArgumentParser) -> None:
                        help="the judge's price per 1M input tokens (with --budget, both prices are needed: judge calls count)")
     group.add_argument("--judge-output-price", type=float, metavar="USD", help="the judge's price per 1M output tokens")
     group.add_argument("--rubric", help="the judge's instructions (default: a correctness rubric ending in 'SCORE: <0..1>')")
+
+
+def _metric_options(p: argparse.ArgumentParser) -> None:
+    from tryage.cli.metrics import add_check_arguments
+
+    p.add_argument("--metrics", metavar="NAME,NAME", help="also measure these answer metrics into the expert library "
+                                                          "(verbosity, readability, safety, hallucination; see tryage metrics)")
+    add_check_arguments(p)
+
+
+def _check_metric_names(args: argparse.Namespace) -> None:
+    """Refuse an unknown --metrics name before any expert is called."""
+    if args.metrics:
+        from tryage.collect.metrics import check_metrics
+
+        check_metrics(args.metrics)
+
+
+def _measure(args: argparse.Namespace, result: Any, summary: dict[str, Any]) -> None:
+    """With --metrics: the answer metrics of the run's log, merged into the library it wrote."""
+    if not args.metrics:
+        return
+    from tryage.cli.metrics import checks, summary as metric_rows
+    from tryage.collect.metrics import check_metrics, measure_metrics
+
+    names = check_metrics(args.metrics)
+    args.log = str(result.log)
+    library = measure_metrics(result.log, prompts=args.prompts, metrics=names, out=result.library_path,
+                              budget=args.budget, **checks(args))
+    summary["metrics"] = metric_rows(library, names)
 
 
 def _scorer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -153,12 +185,17 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
               f"e.g. {summary['incomplete'][0]!r}")
     for name, error in summary["skipped_experts"].items():
         print(f"expert {name!r} stopped after an authentication error: {error}")
+    if summary.get("metrics"):
+        from tryage.cli.metrics import print_summary
+
+        print_summary(summary["metrics"], tuple(k for k in summary["metrics"][0] if k != "expert"), summary["library"])
 
 
 def run_collect(args: argparse.Namespace) -> int:
     from tryage.collect import collect
     from tryage.collect.pipeline import DryRun
 
+    _check_metric_names(args)
     ray = ray_options(args)
     if ray["num_gpus"]:
         raise ConfigurationError(f"--num-gpus does not apply to collect (its Ray actors call APIs), got {args.num_gpus}")
@@ -181,17 +218,22 @@ def run_collect(args: argparse.Namespace) -> int:
         print(f"{len(result.calls)} call(s) to make, {result.cached} in the log already{judged}; "
               f"estimated cost ${result.estimated_cost:.6f}" + (f" (budget ${args.budget:.6f})" if args.budget is not None else ""))
         return 0
-    _print(_summary(result), args.json)
+    summary = _summary(result)
+    _measure(args, result, summary)
+    _print(summary, args.json)
     return 0
 
 
 def run_score(args: argparse.Namespace) -> int:
     from tryage.collect import score
 
+    _check_metric_names(args)
     result = score(args.log, args.prompts, scorer=args.scorer, out=args.out, experts=args.experts,
                    library_out=args.library_out, budget=args.budget, progress=None if not args.json else False,
                    **_scorer_kwargs(args))
-    _print(_summary(result), args.json)
+    summary = _summary(result)
+    _measure(args, result, summary)
+    _print(summary, args.json)
     return 0
 
 

@@ -52,6 +52,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report["knn"]["fit_on"] = knn_fit
     report["knn"]["k"] = args.knn_k
     report["best_single"]["chosen_on"] = "train table" if train else "the test table itself"
+    if args.plot:
+        if report["calibration"] is None:
+            raise ConfigurationError("--plot draws the reliability of P(correct): it needs a router of scores in "
+                                     "[0, 1]; this router predicts other losses")
+        from tryage.evaluation import plot_reliability
+
+        report["calibration"]["png"] = str(plot_reliability(report["calibration"], args.plot))
     if args.json:
         print_json(report)
         return 0
@@ -66,6 +73,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             ["oracle", report["oracle"], 1.0]]
     print(format_table(rows, ["router", f"mean {unit}", "picks best"]))
     print(f"gap closed (best single -> oracle): {format_cell(report['gap_closed'])}")
+    if (cal := report["calibration"]) is not None:
+        how = "calibrated" if cal["calibrated"] else "not calibrated (a router folder from before calibration)"
+        print(f"expected calibration error of P(correct): {cal['ece']:.4f} ({how}; 1 - loss: "
+              f"{cal['ece_uncalibrated']:.4f})" + (f"; reliability plot: {cal['png']}" if "png" in cal else ""))
     if report["missing_entries"]:
         print(f"partial table: {report['missing_entries']} missing entries; {report['unscored_choices']} router "
               "choice(s) had no observed value and are left out of its score")
@@ -126,6 +137,7 @@ def register(sub: Any) -> None:
             p.add_argument("--group-by", help="extra field for per-group results (default: task or domain)")
             p.add_argument("--knn-k", type=int, default=KNN_K, help=f"neighbours of the kNN baseline (default: {KNN_K})")
             p.add_argument("--weight", action="append", metavar="NAME=NUMBER")
+            p.add_argument("--plot", metavar="PNG", help="write the reliability diagram of P(correct) here")
         else:
             p.add_argument("--constraint", default="size", help="constraint to sweep (size, cost, recency, ...)")
             p.add_argument("--out", help="write the front as a PNG here")

@@ -18,6 +18,9 @@ def cmd_route(args: argparse.Namespace) -> int:
         check_distinct_files({"--out": args.out}, {"--input": args.input})
         from tryage.scale.bulk import route_file
 
+        if args.min_quality is not None:
+            raise ConfigurationError("--min-quality applies to prompts given as arguments; in an --input file, "
+                                     "write [Flag: min quality 0.8] into the prompts")
         options = ray_options(args)
         written = route_file(load_router(args), args.input, args.out, weights=weights(args.weight),
                              column=args.column, backend="ray" if args.ray else "local", workers=options["workers"],
@@ -29,7 +32,7 @@ def cmd_route(args: argparse.Namespace) -> int:
         return 0
     router = load_router(args)
     prompts = args.prompt
-    decisions = router.route_batch(prompts, weights=weights(args.weight))
+    decisions = router.route_batch(prompts, weights=weights(args.weight), min_quality=args.min_quality)
     if args.json:
         print_json([d.to_dict() for d in decisions] if len(decisions) > 1 else decisions[0].to_dict())
         return 0
@@ -38,11 +41,16 @@ def cmd_route(args: argparse.Namespace) -> int:
         if decision.flags:
             print(f"flags:   {', '.join(decision.flags)}")
         print(f"expert:  {decision.expert}")
+        if decision.floor_met is not None:
+            print(f"floor:   P(correct) >= {decision.min_quality:g} " + (
+                "met" if decision.floor_met else "reached by no expert: the best predicted was chosen"))
         names = sorted({n for s in decision.scores for n in s.penalties})
+        floor = decision.floor_met is not None
         rows = [[s.expert + (" *" if s.expert == decision.expert else ""), s.predicted_loss,
-                 *[s.penalties.get(n, 0.0) for n in names], s.total if s.eligible else None,
-                 s.excluded_because or ""] for s in decision.scores]
-        print(format_table(rows, ["expert", "predicted loss", *[f"{n} penalty" for n in names], "total", "excluded"]))
+                 *([s.quality] if floor else []), *[s.penalties.get(n, 0.0) for n in names],
+                 s.total if s.eligible else None, s.excluded_because or ""] for s in decision.scores]
+        print(format_table(rows, ["expert", "predicted loss", *(["P(correct)"] if floor else []),
+                                  *[f"{n} penalty" for n in names], "total", "excluded"]))
         print()
     return 0
 
@@ -53,6 +61,8 @@ def register(sub: Any) -> None:
     p.add_argument("--router", help=ROUTER_HELP)
     p.add_argument("--experts", help="expert library JSON whose metadata overrides the router's")
     p.add_argument("--weight", action="append", metavar="NAME=NUMBER", help="constraint weight, e.g. size=0.5")
+    p.add_argument("--min-quality", type=float, metavar="P",
+                   help="quality floor in [0, 1]: among experts whose P(correct) reaches it, the weights decide")
     p.add_argument("--input", help="JSONL of prompts ({\"prompt\", \"id\"?} per line) to route in bulk")
     p.add_argument("--column", default="prompt", help="field of --input holding the prompt")
     p.add_argument("--out", help="JSONL of decisions for --input, one per line in input order")

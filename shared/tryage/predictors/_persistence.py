@@ -47,6 +47,7 @@ class PerceptiveConfig:
     target_mean: tuple[float, ...]
     target_std: tuple[float, ...]
     training: Mapping[str, Any] = field(default_factory=dict)
+    calibration: Mapping[str, Any] | None = None  # ScoreCalibration.to_dict(); absent in older folders
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +61,7 @@ class PerceptiveConfig:
                      "output_dim": len(self.experts), "dropout": self.dropout},
             "targets": {"mean": list(self.target_mean), "std": list(self.target_std)},
             "training": dict(self.training),
+            **({"calibration": dict(self.calibration)} if self.calibration is not None else {}),
         }
 
     @classmethod
@@ -78,7 +80,7 @@ class PerceptiveConfig:
                 dropout=float(head.get("dropout", 0.0)),
                 target_mean=tuple(float(v) for v in data["targets"]["mean"]),
                 target_std=tuple(float(v) for v in data["targets"]["std"]),
-                training=dict(data.get("training", {})))
+                training=dict(data.get("training", {})), calibration=data.get("calibration"))
         except KeyError as exc:
             raise RouterFormatError(f"{source} lacks a required field: {exc}") from None
         except (TypeError, ValueError, AttributeError) as exc:

@@ -10,8 +10,7 @@ Two training modes:
   bundled MiniLM or a Hub id.
 * ``"finetune"``: encoder and head are trained together; the encoder's weights are saved too.
 
-Targets are standardised per expert for training and mapped back, so predictions are in the units
-of the Q-table. Validation split, early stopping on validation loss, seeded, progress bars.
+Targets are standardised per expert and mapped back (predictions are in the Q-table's units); seeded.
 
 Learning after :meth:`~PerceptivePredictor.fit` is the predictor's own (head mode), as in scikit-learn:
 :meth:`~PerceptivePredictor.partial_fit` warm-starts it on production feedback (see :mod:`tryage.feedback`),
@@ -39,6 +38,7 @@ import tryage.predictors._outputs as _outputs
 import tryage.predictors._training as _training
 from tryage.predictors._base import neighbour_mean
 from tryage.predictors._persistence import FORMAT_VERSION, PerceptiveConfig, read_folder, save_folder
+from tryage.predictors.calibration import ScoreCalibration, held_out_calibration
 from tryage.qtable import QTable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -87,6 +87,7 @@ class PerceptivePredictor:
         history_: Per-epoch training and validation loss.
         last_update_: The :class:`~tryage.feedback.UpdateReport` of the latest :meth:`partial_fit`.
         expert_fits_: The :class:`~tryage.predictors._outputs.ExpertFit` of each expert added by :meth:`add_output`.
+        calibration_: :class:`~tryage.predictors.calibration.ScoreCalibration` fitted on the held-out rows (0/1 scores).
     """
 
     def __init__(self, encoder: str | os.PathLike[str] | None = None, *, mode: str = "head",
@@ -234,6 +235,7 @@ class PerceptivePredictor:
         self.head_.eval()
         self.text_encoder_.model.eval()
         _training.check_finite(self.head_, f"lower learning_rate (learning_rate={self.learning_rate:g})")
+        self.calibration_ = held_out_calibration(self, qtable, val_idx, x if self.mode == "head" else None)
         return self
 
     # -- learning after fit (head mode) --------------------------------------------------------
@@ -346,6 +348,7 @@ class PerceptivePredictor:
         self.library_ = self.library_.subset(self.experts_)
         if hasattr(self, "expert_fits_"):
             self.expert_fits_ = {k: v for k, v in self.expert_fits_.items() if k != name}
+        self.calibration_ = getattr(self, "calibration_", None) and self.calibration_.without(name)
         return self
 
     # -- inference ---------------------------------------------------------------------------
@@ -440,7 +443,8 @@ class PerceptivePredictor:
             target_std=tuple(float(v) for v in self.target_std_),
             training={"seed": self.seed, "target_smoothing": getattr(self, "smoothing_", 0),
                       "epochs_run": len(history),
-                      "best_val_loss": min((h["val_loss"] for h in history if "val_loss" in h), default=None)})
+                      "best_val_loss": min((h["val_loss"] for h in history if "val_loss" in h), default=None)},
+            calibration=None if getattr(self, "calibration_", None) is None else self.calibration_.to_dict())
 
     def save_pretrained(self, folder: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the predictor to ``folder``: created, or replaced whole if it holds a saved router; never
@@ -479,6 +483,7 @@ class PerceptivePredictor:
         predictor.library_ = library
         predictor.target_mean_, predictor.target_std_ = config.targets()
         predictor.objective_ = config.objective
+        predictor.calibration_ = config.calibration and ScoreCalibration.from_dict(config.calibration, source=str(source))
         return predictor
 
 
