@@ -25,7 +25,8 @@ def cmd_joint(args: argparse.Namespace) -> int:
 
     plan = JointPlan(args.base, args.experts, args.rounds, task=args.task, steps_per_round=args.steps_per_round,
                      seed=args.seed, rank=args.rank, learning_rate=args.learning_rate, batch_size=args.batch_size,
-                     max_length=args.max_length, capacity=args.capacity, dtype=args.dtype, encoder=args.encoder)
+                     max_length=args.max_length, capacity=args.capacity, dtype=args.dtype, encoder=args.encoder,
+                     router_epochs=args.router_epochs)
     passages = load_passages(args.passages, splits=args.split or None)
     if args.dry_run:
         summary = {"plan": dataclasses.asdict(plan), "cost": plan.cost(len(passages)), "out": str(args.out),
@@ -73,6 +74,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="load balance: each expert takes at most ceil(capacity*n/K) passages a round (>= 1)")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--encoder", help="the router's encoder (default: Tryage's MiniLM)")
+    p.add_argument("--router-epochs", type=int, help="the router's maximum training epochs (default: its own)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its cost; load and write nothing")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_joint)

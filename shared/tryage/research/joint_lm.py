@@ -65,6 +65,7 @@ class JointPlan:
         capacity: Each expert takes at most ``ceil(capacity * n / K)`` passages per round (1 = equal shares).
         dtype: The base's dtype.
         encoder: The router's encoder (``None``: Tryage's default).
+        router_epochs: The router's maximum training epochs (``None``: the predictor's default).
     """
 
     base: str
@@ -80,6 +81,7 @@ class JointPlan:
     capacity: float = 1.0
     dtype: str = "float32"
     encoder: str | None = None
+    router_epochs: int | None = None
 
     def __post_init__(self) -> None:
         check_scalar(self.experts, "experts", kind=int, low=2)
@@ -167,7 +169,7 @@ def _library(plan: JointPlan, lora: LoraExperts, r: int) -> ExpertLibrary:
 
 
 def _new_router(plan: JointPlan) -> PerceptivePredictor:
-    return PerceptivePredictor(plan.encoder, seed=plan.seed, progress=False)
+    return PerceptivePredictor(plan.encoder, epochs=plan.router_epochs, seed=plan.seed, progress=False)
 
 
 def _save_round(out: Path, r: int, plan: JointPlan, lora: LoraExperts, table: QTable, router: PerceptivePredictor,
@@ -204,15 +206,19 @@ def _record(r: int, table: QTable, predicted: np.ndarray, names: Sequence[str], 
 
 
 def joint_train_lm(plan: JointPlan, passages: Sequence[Passage], out: str | os.PathLike[str], *,
-                   progress: bool = True) -> list[dict[str, Any]]:
-    """Run (or resume) ``plan`` on ``passages`` into ``out``; returns each round's record (see the module doc)."""
+                   progress: bool = True, loaded: LoraExperts | None = None) -> list[dict[str, Any]]:
+    """Run (or resume) ``plan`` on ``passages`` into ``out``; returns each round's record (see the module doc).
+
+    ``loaded``: the experts already loaded (``plan.lora().load()``), to keep using them afterwards.
+    """
     if len(passages) < plan.experts:
         raise MeasureError(f"need at least as many passages as experts ({plan.experts}), got {len(passages)}")
     target = Path(out)
     _check_out(target, plan)
     atomic_write_text(target / _PLAN_FILE, dumps_strict(dataclasses.asdict(plan), what="joint plan") + "\n")
     done = completed_rounds(target)
-    lora = plan.lora().load([_round_dir(target, done - 1) / "experts" / n for n in plan.names] if done else None)
+    saved = [_round_dir(target, done - 1) / "experts" / n for n in plan.names] if done else None
+    lora = plan.lora().load(saved) if loaded is None else (loaded.load_weights(saved) if saved else loaded)
     prompts = [p.text for p in passages]
     router = _new_router(plan)
     embeddings = router.encode(prompts)

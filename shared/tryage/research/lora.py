@@ -101,6 +101,25 @@ class LoraExperts:
         self.model_.eval()
         return self
 
+    def add_adapters(self, names: Sequence[str]) -> LoraExperts:
+        """Add fresh adapters named ``names`` beside the experts (a baseline trained on the same base)."""
+        peft = require("peft", "joint")
+        config = peft.LoraConfig(r=self.rank, lora_alpha=2 * self.rank, lora_dropout=0.0,
+                                 target_modules=_targets(peft, self.model_.get_base_model()))
+        for name in names:
+            self.model_.add_adapter(name, config)
+        return self
+
+    def load_weights(self, folders: Sequence[str | os.PathLike[str]]) -> LoraExperts:
+        """Set each expert's adapter to the weights saved in ``folders`` (one per name, in order)."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        for name, folder in zip(self.names, folders, strict=True):
+            set_peft_model_state_dict(self.model_, load_file(str(Path(folder) / "adapter_model.safetensors")),
+                                      adapter_name=name)
+        return self
+
     def adapter_parameters(self, name: str) -> int:
         """Parameters of adapter ``name``."""
         return int(sum(p.numel() for n, p in self.model_.named_parameters() if f".{name}." in n))
