@@ -17,7 +17,8 @@ Each round is one folder ``rounds/round-RRR`` (``config.json``, ``losses.jsonl``
 and the router's ``config.json``, ``model.safetensors`` and ``experts.json`` at the top of the output, so the
 output folder is a normal router folder whose experts' ``tags`` name their adapter folder
 (``adapter=experts/<name>``) and base. A killed run resumes after its last whole round; a larger
-``rounds`` continues a finished one.
+``rounds`` continues a finished one. Every round starts each adapter's optimiser afresh and seeds its
+batches by round and expert, so a resumed run trains exactly as one that was never stopped.
 """
 
 from __future__ import annotations
@@ -215,10 +216,12 @@ def joint_train_lm(plan: JointPlan, passages: Sequence[Passage], out: str | os.P
         raise MeasureError(f"need at least as many passages as experts ({plan.experts}), got {len(passages)}")
     target = Path(out)
     _check_out(target, plan)
-    atomic_write_text(target / _PLAN_FILE, dumps_strict(dataclasses.asdict(plan), what="joint plan") + "\n")
     done = completed_rounds(target)
     saved = [_round_dir(target, done - 1) / "experts" / n for n in plan.names] if done else None
     lora = plan.lora().load(saved) if loaded is None else (loaded.load_weights(saved) if saved else loaded)
+    atomic_write_text(target / _PLAN_FILE, dumps_strict(dataclasses.asdict(plan), what="joint plan") + "\n")
+    if done > plan.rounds:  # nothing left to train: a publish the kill cut short is redone
+        _publish(target, done - 1, plan)
     prompts = [p.text for p in passages]
     router = _new_router(plan)
     embeddings = router.encode(prompts)

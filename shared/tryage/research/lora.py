@@ -42,7 +42,10 @@ def resolve_base(base: str | os.PathLike[str]) -> tuple[Path, str | None]:
     if path.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
         return path, None  # load_expert says what is wrong with a path
     hub = require("huggingface_hub", "hub")
-    return Path(hub.snapshot_download(text)), None
+    try:
+        return Path(hub.snapshot_download(text)), None
+    except Exception as exc:  # offline, unknown repository, gated: the Hub's own error classes
+        raise ExpertModelNotFoundError(text, f"not a local folder, and not fetched from the Hub: {type(exc).__name__}") from None
 
 
 class LoraExperts:
