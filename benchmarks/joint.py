@@ -79,6 +79,8 @@ def main() -> None:  # noqa: PLR0915 - one benchmark, read top to bottom
     parser.add_argument("--work", type=Path, default=None, help="output folder of the joint run (resumable)")
     parser.add_argument("--baselines-only", action="store_true",
                         help="train and measure (b) and (c) only, into WORK/baselines.json (a second process)")
+    parser.add_argument("--wait-baselines", type=float, default=0,
+                        help="seconds to wait for a --baselines-only process before training them here")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "joint.json")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -131,6 +133,9 @@ def main() -> None:  # noqa: PLR0915 - one benchmark, read top to bottom
     base_loss = rounds[0]["heldout_routed_loss"]
 
     total_steps = plan.rounds * plan.experts * plan.steps_per_round
+    deadline = time.monotonic() + args.wait_baselines
+    while not (work / "baselines.json").exists() and time.monotonic() < deadline:
+        time.sleep(5)  # a --baselines-only process is training them
     _baselines(lora, plan, train, test, domains, work)
     cached = json.loads((work / "baselines.json").read_text(encoding="utf-8"))
     one, supervised, arms_s = np.asarray(cached["one_lora"]), np.asarray(cached["supervised"]), cached["seconds"]
@@ -162,7 +167,8 @@ def main() -> None:  # noqa: PLR0915 - one benchmark, read top to bottom
         "seconds": {"load_base": round(load_s, 1), "joint": round(joint_s, 1), "baselines_b_c": arms_s},
         "threads": torch.get_num_threads(), "work": str(work),
         "command": "nice -n 10 python benchmarks/joint.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("work", "out")),
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+            if k not in ("work", "out", "baselines_only", "wait_baselines")),
     }
     print(json.dumps(out, indent=2))
     write_json(out, args.out)
