@@ -25,7 +25,8 @@ def passages_file(tmp_path: Path) -> Path:
 
 def _joint(base: Path, passages_file: Path, out: Path, encoder: Path, *extra: str) -> int:
     return main(["joint", "--base", str(base), "--experts", "2", "--passages", str(passages_file), "--out", str(out),
-                 "--steps-per-round", "3", "--batch-size", "4", "--learning-rate", "0.05", "--encoder", str(encoder), "--router-epochs", "20",
+                 "--steps-per-round", "3", "--batch-size", "4", "--learning-rate", "0.05", "--encoder", str(encoder),
+                 "--router-epochs", "20",
                  "--json", *extra])
 
 

@@ -198,7 +198,8 @@ def _publish(out: Path, r: int, plan: JointPlan) -> None:
         atomic_write_bytes(out / file, (source / "router" / file).read_bytes())
 
 
-def _record(r: int, table: QTable, predicted: np.ndarray, names: Sequence[str], train: dict[str, Any]) -> dict[str, Any]:
+def _record(r: int, table: QTable, predicted: np.ndarray, names: Sequence[str],
+            train: dict[str, Any]) -> dict[str, Any]:
     choice = np.argmin(predicted, axis=1)
     n = len(table)
     return {"round": r, "routed_loss": float(table.losses[np.arange(n), choice].mean()),

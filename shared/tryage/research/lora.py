@@ -45,7 +45,8 @@ def resolve_base(base: str | os.PathLike[str]) -> tuple[Path, str | None]:
     try:
         return Path(hub.snapshot_download(text)), None
     except Exception as exc:  # offline, unknown repository, gated: the Hub's own error classes
-        raise ExpertModelNotFoundError(text, f"not a local folder, and not fetched from the Hub: {type(exc).__name__}") from None
+        raise ExpertModelNotFoundError(text, "not a local folder, and not fetched from the Hub: "
+                                       f"{type(exc).__name__}") from None
 
 
 class LoraExperts:
@@ -192,7 +193,8 @@ class LoraExperts:
         from safetensors.torch import save_file
 
         target = Path(folder)
-        state = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(self.model_, adapter_name=name).items()}
+        saved = get_peft_model_state_dict(self.model_, adapter_name=name)
+        state = {k: v.detach().contiguous() for k, v in saved.items()}
         config = self.model_.peft_config[name]
         config.base_model_name_or_path = self.base
         config.save_pretrained(str(target))
