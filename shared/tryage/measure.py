@@ -244,8 +244,16 @@ def load_expert(model: str | os.PathLike[str], *, task: str = "causal", gguf_fil
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
     auto = transformers.AutoModelForCausalLM if task == "causal" else transformers.AutoModelForMaskedLM
+    try:
+        net, info = auto.from_pretrained(str(folder), dtype=torch_dtype, output_loading_info=True, **kwargs)
+    except ValueError as exc:  # transformers: "Unrecognized configuration class ... for this kind of AutoModel"
+        if "configuration class" not in str(exc):
+            raise
+        raise MeasureError(f"{folder} is not a {task} language model: its architecture has no {task}-LM head") from None
+    head = sorted(k for k in info["missing_keys"] if not k.startswith(f"{net.base_model_prefix}."))
+    if head:  # an encoder saved without its head would score random losses
+        raise MeasureError(f"{folder} is not a {task} language model: its weights lack the LM head ({head[0]})")
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), **kwargs)
-    net = auto.from_pretrained(str(folder), dtype=torch_dtype, **kwargs)
     net.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -350,7 +358,7 @@ def measure_batch(net: Any, tokenizer: Any, batch: Sequence[Passage], *, expert:
             logits = net(input_ids=ids, attention_mask=attn).logits
             losses, counts = causal_losses(logits, ids, attn)
         else:
-            losses, counts = _masked(net, tokenizer, batch, ids, attn, seed, mask_fraction)
+            losses, counts = masked_losses(net, tokenizer, batch, ids, attn, seed, mask_fraction)
     rows = [{"id": p.id, "expert": expert, "task": task, "loss": float(loss), "tokens": int(n),
              "domain": p.domain, "split": p.split} for p, loss, n in zip(batch, losses, counts)]
     bad = [r["id"] for r in rows if not np.isfinite(r["loss"])]
@@ -360,8 +368,9 @@ def measure_batch(net: Any, tokenizer: Any, batch: Sequence[Passage], *, expert:
     return rows
 
 
-def _masked(net: Any, tokenizer: Any, batch: Sequence[Passage], ids: Any, attn: Any, seed: int,
-            fraction: float) -> tuple[Any, Any]:
+def masked_losses(net: Any, tokenizer: Any, batch: Sequence[Passage], ids: Any, attn: Any, seed: int,
+                  fraction: float) -> tuple[Any, Any]:
+    """Mean NLL of the masked tokens per row (``fraction`` of each passage, :func:`mask_positions`) and their count."""
     import torch
     special = set(tokenizer.all_special_ids)
     masked = ids.clone()
@@ -445,5 +454,5 @@ def assemble_qtable(rows: str | os.PathLike[str] | Iterable[Mapping[str, Any]], 
 
 
 __all__ = ["ExpertModelNotFoundError", "LossRecorder", "MeasureError", "Passage", "assemble_qtable", "bf16_supported",
-           "causal_losses", "load_expert", "load_passages", "mask_positions", "measure_batch", "measure_losses",
-           "passage_id", "resolve_dtype", "wide_rows"]
+           "causal_losses", "load_expert", "load_passages", "mask_positions", "masked_losses", "measure_batch",
+           "measure_losses", "passage_id", "resolve_dtype", "wide_rows"]

@@ -17,7 +17,8 @@ from tryage.cli._common import EXIT_USAGE
 from tryage.errors import TryageError
 
 #: The sub-command modules of this package, in the order ``tryage --help`` lists them.
-COMMANDS = ("train", "route", "evaluate", "measure", "demo", "discover", "collect", "metrics", "update", "serve")
+COMMANDS = ("train", "route", "evaluate", "measure", "demo", "discover", "collect", "metrics", "update", "serve",
+            "joint")
 
 
 def build_parser() -> argparse.ArgumentParser:
