@@ -8,7 +8,7 @@ value as an attribute, not only in its text.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 def _options(values: Iterable[object]) -> str:
@@ -51,8 +51,8 @@ def check_scalar(value: object, name: str, *, kind: type = float, low: float | N
             and (low is None or (number > low if low_open else number >= low))
             and (high is None or (number < high if high_open else number <= high))):
         return int(value) if kind is int else number  # type: ignore[call-overload]
-    bounds = [f"{'>' if o else '>='} {b:g}" for b, o in ((low, low_open),) if b is not None]
-    bounds += [f"{'<' if o else '<='} {b:g}" for b, o in ((high, high_open),) if b is not None]
+    bounds = [f"{s}{'' if o else '='} {b:g}" for s, b, o in ((">", low, low_open), ("<", high, high_open))
+              if b is not None]
     allowed = ("a whole number" if kind is int else "a finite number") + "".join(
         f"{' and' if k else ''} {b}" for k, b in enumerate(bounds))
     raise (error or ConfigurationError)(f"{name} must be {allowed}, got {value!r:.60}")
@@ -86,16 +86,19 @@ class MissingMetadataError(TryageError, ValueError):
     Attributes:
         constraint: The constraint's name.
         experts: The experts whose metadata is missing.
+        supported: The flags the router supports instead, when no expert has the metadata (else ``None``).
     """
 
-    def __init__(self, constraint: str, experts: Iterable[str], field: str) -> None:
-        self.constraint, self.experts, self.field = constraint, tuple(experts), field
-        super().__init__(f"constraint {constraint!r} needs {field!r}, which is unknown for: {_options(self.experts)}; "
-                         f"set it in the expert library, or give those experts a value with "
-                         f"Constraint(..., missing=<value in [0, 1]>)")
+    def __init__(self, constraint: str, experts: Iterable[str], field: str, supported: Sequence[str] | None = None) -> None:
+        self.constraint, self.experts, self.field, self.supported = (
+            constraint, tuple(experts), field, None if supported is None else tuple(supported))
+        super().__init__(f"constraint {constraint!r} needs {field!r}, which is unknown for: " + (
+            f"{_options(self.experts)}; set it in the expert library, or give those experts a value with Constraint("
+            "..., missing=<value in [0, 1]>)" if supported is None else f"all {len(self.experts)} experts of this "
+            f"router; the flags it supports: {'; '.join(self.supported)} (or give its experts {field!r}: --experts FILE)"))
 
     def __reduce__(self):  # noqa: ANN204 - pickles across processes (Ray workers report it to the driver)
-        return (type(self), (self.constraint, self.experts, self.field))
+        return (type(self), (self.constraint, self.experts, self.field, self.supported))
 
 
 class UnknownConstraintError(_NameNotFoundError):

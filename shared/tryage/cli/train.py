@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tryage.cli._common import (add_ray_arguments, print_json,
-                                ray_options)
+from tryage.cli._common import add_ray_arguments, existing_file, print_json, ray_options, stdin_file
 from tryage.errors import ConfigurationError
 
 
@@ -17,11 +16,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tryage.predictors import PerceptivePredictor
     from tryage.qtable import QTable
 
+    existing_file(args.qtable, "Q-table")
+    existing_file(args.experts, "expert library")
+    if args.epochs is not None and args.epochs < 1:
+        raise ConfigurationError(f"--epochs must be a positive integer, got {args.epochs}")
     ray = ray_options(args)
     if args.ray and args.mode != "head":
         raise ConfigurationError("--ray encodes the prompts on a Ray actor pool for --mode head; --mode finetune "
                                  "re-encodes every step and trains on this machine (leave out --ray)")
-    qtable = QTable.from_file(args.qtable, on_invalid=args.on_invalid)
+    qtable = QTable.from_file(stdin_file(args.qtable), on_invalid=args.on_invalid)
     if qtable.dropped:
         print(f"dropped {len(qtable.dropped)} invalid row(s), e.g. line {qtable.dropped[0].line}: "
               f"{qtable.dropped[0].reason}", file=sys.stderr)
@@ -60,19 +63,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("train", help="train a perceptive predictor (the router's Q-function) on a Q-table")
-    p.add_argument("--qtable", required=True, help="JSONL or CSV of prompts and per-expert losses or scores")
+    p.add_argument("--qtable", required=True, help="JSONL or CSV of prompts and per-expert losses or scores "
+                                                   "('-': JSONL from stdin)")
     p.add_argument("--experts", help="expert library JSON (metadata for constraints)")
     p.add_argument("--out", required=True, help="folder to save the router in (a new or empty folder, or a router)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --out even if it is a file or a folder that is not a saved router")
     p.add_argument("--encoder", help="encoder folder or Hub id (default: bundled all-MiniLM-L6-v2)")
-    p.add_argument("--mode", choices=("head", "finetune"), default="head")
+    p.add_argument("--mode", choices=("head", "finetune"), default="head",
+                   help="head: train a head on the frozen encoder (default); finetune: the encoder too")
     p.add_argument("--layers", choices=("last", "all"), default=None,
                    help="encoder pooling: last layer, or every layer concatenated (default: the router's default)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, help="maximum epochs (default: 300 head / 4 finetune, early stopped)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and shuffling (default: 0)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default: 300 head / 4 finetune, early stopped; "
+                                              "fixed and fewer on a small table)")
     p.add_argument("--on-invalid", choices=("raise", "drop"), default="raise",
                    help="what to do with malformed Q-table rows")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
     add_ray_arguments(p)   # --ray: the prompts are encoded by a Ray actor pool, the head trains here
     p.set_defaults(func=cmd_train)

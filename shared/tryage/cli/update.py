@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import Any
 
-from tryage.cli._common import format_table, print_json
+from tryage.cli._common import existing_file, format_table, print_json
 from tryage.errors import ConfigurationError
 
 
@@ -37,7 +37,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--reference", help="text file of reference prompts (one a line) to replay as well")
     parser.add_argument("--epochs", type=int, default=3, help="passes over the feedback (default: 3)")
     parser.add_argument("--seed", type=int, default=None, help="shuffling seed (default: the router's)")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the update report as JSON")
     parser.set_defaults(func=run_update)
     return parser
 
@@ -51,6 +51,9 @@ def run_update(args: argparse.Namespace) -> int:
 
     if args.epochs < 1:
         raise ConfigurationError(f"--epochs must be a positive integer, got {args.epochs}")
+    if not Path(args.router).is_dir():
+        raise TryageFileNotFoundError(f"router folder not found: {args.router}")
+    existing_file(args.feedback, "feedback file")
     rows = read_feedback(args.feedback)
     reference = None
     if args.reference:
