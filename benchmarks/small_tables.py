@@ -9,7 +9,7 @@ rows (mean score, higher is better):
 
 * ``router_default``: ``PerceptivePredictor`` with its large-table settings (``small_table=False``);
 * ``router``: ``PerceptivePredictor`` defaults (on fewer than ``SMALL_TABLE_ROWS`` rows: a smaller,
-  more regularised head, fixed epochs, no validation split: see ``tryage.predictors.perceptive``);
+  more regularised head, fixed epochs, no validation split: see ``tryage.predictors._training.table_settings``);
 * ``ridge``: a ridge regression per expert on the frozen embeddings (alpha by leave-one-out, RidgeCV);
 * ``knn``: the kNN baseline at ``tryage evaluate``'s default k (``min(KNN_K, rows - 1)``);
 * ``best_single``: the expert with the best mean score on the training folds; ``oracle``: the best
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from tryage import QTable
     from tryage.predictors import PerceptivePredictor
-    from tryage.predictors.perceptive import SMALL_TABLE_ROWS
+    from tryage.predictors._training import SMALL_TABLE, SMALL_TABLE_ROWS
 
     table = QTable.from_file(args.data / "train.jsonl")
     if args.embeddings is not None:
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
         embeddings = PerceptivePredictor(progress=True).encode(table.prompts)
     started = time.perf_counter()
     results: dict = {"data": str(args.data / "train.jsonl"), "rows_available": len(table), "experts": list(table.experts),
-                     "folds": args.folds, "repeats": args.repeats, "small_table_rows": SMALL_TABLE_ROWS,
+                     "folds": args.folds, "repeats": args.repeats, "small_table_rows": SMALL_TABLE_ROWS, "small_table_settings": SMALL_TABLE,
                      "units": "mean score (share correct), higher is better", "sizes": {}}
     for size in args.sizes:
         folds_values: list[dict] = []

@@ -209,7 +209,7 @@ def check_route_arguments(args: argparse.Namespace, prompts: Sequence[str] = ())
 # -- one config file for every command -----------------------------------------------------------
 #: Config keys whose values name files, read relative to the config file's folder (as serve does).
 PATH_KEYS = frozenset({"router", "experts", "qtable", "train", "prompts", "input", "out", "log", "library_out",
-                       "feedback", "passages", "reference", "encoder", "overrides", "cache_dir"})
+                       "feedback", "passages", "reference", "encoder", "overrides", "cache_dir", "out_dir"})
 _NOT_KEYS = frozenset({"help", "config", "func", "version", "command"})
 
 
