@@ -1,6 +1,6 @@
 """Routers trained on small tables (40-200 rows): do they beat the best single expert?
 
-    python benchmarks/small_tables.py [--sizes 40 100 200] [--repeats 3] [--folds 5] \
+    python benchmarks/small_tables.py [--sizes 40 100 200] [--repeats 5] [--folds 5] \
         [--embeddings /work/cache/llmrouter_minilm.npy]
 
 Subsamples of the LLMRouter score matrix (../shared/data/llmrouter, 0/1 scores of nine LLMs), each
@@ -43,7 +43,8 @@ def _ridge(train_x: np.ndarray, train_losses: np.ndarray, test_x: np.ndarray) ->
     return model.predict(test_x)
 
 
-def _fold_values(table, embeddings: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray, seed: int) -> dict:
+def _fold_values(table, embeddings: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray, seed: int,
+                 encoder) -> dict:
     import torch
 
     from tryage.evaluation import choice_metrics
@@ -56,6 +57,7 @@ def _fold_values(table, embeddings: np.ndarray, train_idx: np.ndarray, test_idx:
     predicted = {}
     for name, options in (("router", {}), ("router_default", {"small_table": False})):
         router = PerceptivePredictor(seed=seed, progress=False, **options)
+        router.text_encoder_ = encoder  # loaded once; fit reuses it
         router.fit(train, embeddings=x_train)
         predicted[name] = router.predict_from_embeddings(x_test)
     predicted["ridge"] = _ridge(x_train, train.losses, x_test)
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--sizes", type=int, nargs="+", default=[40, 100, 200])
-    parser.add_argument("--repeats", type=int, default=3, help="subsamples per size")
+    parser.add_argument("--repeats", type=int, default=5, help="subsamples per size")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--embeddings", type=Path, help="cached encoder embeddings of train.jsonl (.npy)")
@@ -84,12 +86,14 @@ def main(argv: list[str] | None = None) -> dict:
     from tryage.predictors._training import SMALL_TABLE, SMALL_TABLE_ROWS
 
     table = QTable.from_file(args.data / "train.jsonl")
+    encoder = PerceptivePredictor(progress=False)
+    encoder._ensure_encoder()
     if args.embeddings is not None:
         embeddings = np.load(args.embeddings)
         if len(embeddings) != len(table):
             sys.exit(f"--embeddings {args.embeddings} has {len(embeddings)} rows; train.jsonl has {len(table)}")
     else:
-        embeddings = PerceptivePredictor(progress=True).encode(table.prompts)
+        embeddings = encoder.encode(table.prompts)
     started = time.perf_counter()
     results: dict = {"data": str(args.data / "train.jsonl"), "rows_available": len(table), "experts": list(table.experts),
                      "folds": args.folds, "repeats": args.repeats, "small_table_rows": SMALL_TABLE_ROWS, "small_table_settings": SMALL_TABLE,
@@ -103,7 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
             parts = np.array_split(rng.permutation(size), args.folds)
             for i, test_idx in enumerate(parts):
                 train_idx = np.concatenate(parts[:i] + parts[i + 1:])
-                folds_values.append(_fold_values(sub, sub_x, train_idx, test_idx, seed=args.seed + i))
+                folds_values.append(_fold_values(sub, sub_x, train_idx, test_idx, seed=args.seed + i,
+                                                 encoder=encoder.text_encoder_))
         mean = {m: float(np.mean([v[m] for v in folds_values])) for m in METHODS}
         beats = {m: float(np.mean([v[m] > v["best_single"] for v in folds_values])) for m in METHODS[:4]}
         results["sizes"][str(size)] = {"mean": mean, "share_of_folds_beating_best_single": beats,

@@ -46,9 +46,9 @@ def test_version_prints_the_version(capsys):
     (["route", "hi", "--weight", "speed=1"], "unknown constraint 'speed'"),
     (["route", "hi", "--experts", "missing.json"], "expert library not found: missing.json"),
     (["route", "--input", "missing.jsonl", "--out", "d.jsonl"], "prompts file not found: missing.jsonl"),
-    (["evaluate", "--qtable", "missing.jsonl"], "Q-table not found: missing.jsonl"),
-    (["train", "--qtable", "missing.jsonl", "--out", "r"], "Q-table not found: missing.jsonl"),
-    (["cv", "--qtable", "missing.jsonl"], "Q-table not found: missing.jsonl"),
+    (["evaluate", "--qtable", "missing.jsonl"], "Q-table file not found: missing.jsonl"),
+    (["train", "--qtable", "missing.jsonl", "--out", "r"], "Q-table file not found: missing.jsonl"),
+    (["cv", "--qtable", "missing.jsonl"], "Q-table file not found: missing.jsonl"),
     (["update", "--router", "no-router", "--feedback", "f.jsonl"], "router folder not found: no-router"),
 ])
 def test_bad_input_is_reported_before_any_model_loads(argv, message, tmp_path):

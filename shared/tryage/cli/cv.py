@@ -23,7 +23,7 @@ from tryage.errors import ConfigurationError
 def cmd_cv(args: argparse.Namespace) -> int:
     from tryage.cli.split import stratify_field
 
-    existing_file(args.qtable, "Q-table")
+    existing_file(args.qtable, "Q-table file")
     existing_file(args.experts, "expert library")
     if args.folds < 2:
         raise ConfigurationError(f"--folds must be at least 2, got {args.folds}")

@@ -14,7 +14,7 @@ from tryage.predictors.baselines import KNN_K, default_knn_k
 def _table_and_predicted(args: argparse.Namespace):  # noqa: ANN202
     from tryage.qtable import QTable
 
-    existing_file(args.qtable, "Q-table")
+    existing_file(args.qtable, "Q-table file")
     check_route_arguments(args)
     table = QTable.from_file(stdin_file(args.qtable), on_invalid=getattr(args, "on_invalid", "raise"))
     router = load_router(args)
@@ -32,8 +32,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from tryage.evaluation import evaluate_router
     from tryage.qtable import QTable
 
-    existing_file(args.qtable, "Q-table")
-    existing_file(args.train, "training Q-table")
+    existing_file(args.qtable, "Q-table file")
+    existing_file(args.train, "training Q-table file")
     given = check_route_arguments(args)  # --router, --experts, --weight: before the router loads
     table = QTable.from_file(stdin_file(args.qtable), on_invalid=getattr(args, "on_invalid", "raise"))
     train = QTable.from_file(args.train) if args.train else None

@@ -33,7 +33,7 @@ def cmd_split(args: argparse.Namespace) -> int:
     from tryage.evaluation import fold_indices, split_indices, strata
     from tryage.qtable import QTable
 
-    existing_file(args.qtable, "Q-table")
+    existing_file(args.qtable, "Q-table file")
     out = Path(args.out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigurationError(f"--out-dir {out} is a file, not a folder")

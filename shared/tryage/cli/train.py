@@ -16,7 +16,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tryage.predictors import PerceptivePredictor
     from tryage.qtable import QTable
 
-    existing_file(args.qtable, "Q-table")
+    existing_file(args.qtable, "Q-table file")
     existing_file(args.experts, "expert library")
     if args.epochs is not None and args.epochs < 1:
         raise ConfigurationError(f"--epochs must be a positive integer, got {args.epochs}")
