@@ -230,3 +230,15 @@ def test_small_tables_train_the_small_head_unless_told_otherwise(tiny_encoder, d
     assert mine.settings_["hidden_dim"] == 32 and mine.settings_["dropout"] == SMALL_TABLE["dropout"]
     large = PerceptivePredictor(tiny_encoder, small_table=False, epochs=5, progress=False).fit(table)
     assert large.settings_["hidden_dim"] == 256 and large.settings_["validation_fraction"] == 0.1
+
+
+def test_train_on_a_small_table_says_whether_the_router_beats_the_best_single_expert(tmp_path, tiny_encoder,
+                                                                                   domain_qtable_path, capsys):
+    assert main(["train", "--qtable", str(domain_qtable_path), "--out", str(tmp_path / "r"), "--encoder",
+                 str(tiny_encoder), "--epochs", "60"]) == 0
+    out = capsys.readouterr().out
+    assert "small table: 5-fold mean loss on these 36 rows: router " in out and ", best single (" in out
+    assert "The router beats the best single expert." in out  # each domain has its own expert
+    assert main(["train", "--qtable", str(domain_qtable_path), "--out", str(tmp_path / "r2"), "--encoder",
+                 str(tiny_encoder), "--epochs", "60", "--no-check", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["small_table_check"] is None

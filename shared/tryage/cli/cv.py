@@ -29,7 +29,6 @@ def cmd_cv(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"--folds must be at least 2, got {args.folds}")
     if args.knn_k is not None and args.knn_k < 1:
         raise ConfigurationError(f"--knn-k must be a positive integer, got {args.knn_k}")
-    from tryage.evaluation import cross_validate
     from tryage.experts import ExpertLibrary
     from tryage.predictors import PerceptivePredictor
     from tryage.qtable import QTable
@@ -38,24 +37,16 @@ def cmd_cv(args: argparse.Namespace) -> int:
     if args.folds > len(table):
         raise ConfigurationError(f"--folds {args.folds} is more than the table's {len(table)} rows")
     library = ExpertLibrary.from_json(args.experts) if args.experts else None
-    encoder = PerceptivePredictor(args.encoder, seed=args.seed, progress=not args.json)
-    embeddings = encoder.encode(table.prompts)
-    options = {} if args.epochs is None else {"epochs": args.epochs}
-
-    def fit_predict(train_rows: Any, test_rows: Any) -> Any:
-        router = PerceptivePredictor(args.encoder, seed=args.seed, progress=False, **options)
-        router.text_encoder_ = encoder.text_encoder_  # one encoder for every fold
-        router.fit(table.subset(train_rows), library, embeddings=embeddings[train_rows])
-        return router.predict_from_embeddings(embeddings[test_rows])
-
-    by = stratify_field(table, args.by)
     fields = sorted({k for e in table.extras for k in e})
     group_by = args.group_by or next((g for g in ("task", "domain") if g in fields), None)
     if group_by is not None and group_by not in fields:
         raise ConfigurationError(f"--group-by {group_by!r} is not a field of {args.qtable}; its fields: "
                                  f"{', '.join(fields) or 'none'}")
-    report = cross_validate(table, fit_predict, embeddings, folds=args.folds, by=by, group_by=group_by,
-                            knn_k=args.knn_k, seed=args.seed)
+    encoder = PerceptivePredictor(args.encoder, seed=args.seed, progress=not args.json)
+    embeddings = encoder.encode(table.prompts)
+    options = {} if args.epochs is None else {"epochs": args.epochs}
+    report = cross_validate_predictor(table, library, encoder, embeddings, options, folds=args.folds,
+                                      by=stratify_field(table, args.by), group_by=group_by, knn_k=args.knn_k)
     if args.json:
         print_json(report)
         return 0
@@ -69,11 +60,31 @@ def cmd_cv(args: argparse.Namespace) -> int:
             ["random", report["random"], None], ["oracle", report["oracle"], 1.0]]
     print(format_table(rows, ["router", f"mean {unit}", "picks best"]))
     print(f"gap closed (best single -> oracle): {format_cell(report['gap_closed'])}")
-    better = (report["router"] > report["best_single"]["value"]) == (unit == "score")
-    if not better:
+    if not beats_best_single(report):
         print(f"the router does not beat the best single expert on {report['n']} rows; collect more rows, or "
               f"route everything to {report['best_single']['expert']}", file=sys.stderr)
     return 0
+
+
+def cross_validate_predictor(table: Any, library: Any, encoder: Any, embeddings: Any, options: dict[str, Any], *,
+                             folds: int, by: str | None, group_by: str | None = None,
+                             knn_k: int | None = None) -> dict[str, Any]:
+    """:func:`tryage.evaluation.cross_validate` of ``PerceptivePredictor(**options)`` sharing ``encoder``'s model."""
+    from tryage.evaluation import cross_validate
+    from tryage.predictors import PerceptivePredictor
+
+    def fit_predict(train_rows: Any, test_rows: Any) -> Any:
+        router = PerceptivePredictor(encoder.encoder, seed=encoder.seed, progress=False, **options)
+        router.text_encoder_ = encoder.text_encoder_  # one encoder for every fold
+        router.fit(table.subset(train_rows), library, embeddings=embeddings[train_rows])
+        return router.predict_from_embeddings(embeddings[test_rows])
+
+    return cross_validate(table, fit_predict, embeddings, folds=folds, by=by, group_by=group_by, knn_k=knn_k,
+                          seed=encoder.seed)
+
+
+def beats_best_single(report: dict[str, Any]) -> bool:
+    return (report["router"] > report["best_single"]["value"]) == (report["units"] == "score")
 
 
 def register(sub: Any) -> None:
@@ -94,4 +105,4 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_cv)
 
 
-__all__ = ["cmd_cv", "register"]
+__all__ = ["beats_best_single", "cmd_cv", "cross_validate_predictor", "register"]
