@@ -242,3 +242,15 @@ def test_train_on_a_small_table_says_whether_the_router_beats_the_best_single_ex
     assert main(["train", "--qtable", str(domain_qtable_path), "--out", str(tmp_path / "r2"), "--encoder",
                  str(tiny_encoder), "--epochs", "60", "--no-check", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["small_table_check"] is None
+
+
+def test_a_serve_only_config_file_still_works_for_serve_and_other_commands(tmp_path, domain_qtable_path, capsys):
+    from tryage.cli._common import apply_config
+    from tryage.serve.config import ServeConfig
+
+    config = tmp_path / "serve.yaml"
+    config.write_text("router: open-llms\nexperts: experts.json\nweights: {cost: 0.5}\nport: 9002\n")
+    argv, elsewhere = apply_config(_commands(build_parser()), ["serve", "--config", str(config)])
+    assert dict(ServeConfig.build({}, config, elsewhere=elsewhere).weights) == {"cost": 0.5}
+    argv, _ = apply_config(_commands(build_parser()), ["split", "--config", str(config), "--qtable", "q"])
+    assert argv == ["split", "--config", str(config), "--qtable", "q"]  # serve's keys are left to serve

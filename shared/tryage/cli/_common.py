@@ -237,6 +237,7 @@ def apply_config(commands: dict[str, argparse.ArgumentParser], argv: list[str]) 
     returned beside ``argv`` are the keys it leaves to the other commands.
     """
     from tryage._io import read_settings
+    from tryage.serve.config import ServeConfig
 
     path = _config_argument(argv)
     command = next((t for t in argv if t in commands), None)
@@ -246,7 +247,7 @@ def apply_config(commands: dict[str, argparse.ArgumentParser], argv: list[str]) 
     keys = {name: config_keys(p) for name, p in commands.items()}
     every = sorted(set().union(*keys.values()))
     top = {k: v for k, v in data.items() if k not in commands}
-    unknown = sorted(set(top) - set(every) - {"serve"})
+    unknown = sorted(set(top) - set(every) - set(ServeConfig.keys()))
     if unknown:
         raise ConfigurationError(f"{path}: unknown key(s) {unknown}; allowed at the top: the options of any command "
                                  f"({', '.join(every)}) or a table per command ({', '.join(commands)})")
