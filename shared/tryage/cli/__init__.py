@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from tryage._version import __version__
-from tryage.cli._common import EXIT_USAGE, apply_config, config_keys
+from tryage.cli._common import EXIT_USAGE, apply_config
 from tryage.errors import TryageError
 
 #: The sub-command modules of this package, in the order ``tryage --help`` lists them.
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         importlib.import_module(f"tryage.cli.{name}").register(sub)
     for command in sub.choices.values():
-        if "config" not in config_keys(command) and not any(a.dest == "config" for a in command._actions):
+        if not any(a.dest == "config" for a in command._actions):  # serve has its own
             command.add_argument("--config", metavar="FILE",
                                  help="TOML (or YAML) settings: top-level keys and a table per command; flags win")
     return parser
