@@ -115,9 +115,9 @@ def main(argv: list[str] | None = None) -> dict:
                                        "minus_best_single": {m: mean[m] - mean["best_single"] for m in METHODS},
                                        "folds": folds_values}
         print(f"{size} rows: " + ", ".join(f"{m} {mean[m]:.3f}" for m in METHODS), file=sys.stderr, flush=True)
-    results["seconds"] = time.perf_counter() - started
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        results["seconds"] = time.perf_counter() - started
+        args.out.parent.mkdir(parents=True, exist_ok=True)  # after each size: a long run keeps what it measured
+        args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(json.dumps({k: v for k, v in results.items() if k != "sizes"} |
                      {"sizes": {s: {k: v for k, v in r.items() if k != "folds"} for s, r in results["sizes"].items()}},
                      indent=2))
