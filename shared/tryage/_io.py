@@ -259,11 +259,49 @@ def dumps_strict(data: object, *, what: str, indent: int | None = 2) -> str:
 
 def progress_bar(total: int, desc: str, *, enabled: bool | None = True, unit: str = "it") -> Any:
     """The one progress bar (tqdm: a rate and an ETA); ``enabled=None`` shows it only on a terminal."""
+    terminal = sys.stderr.isatty()
     if enabled is None:
-        enabled = sys.stderr.isatty()
+        enabled = terminal
     from tqdm.auto import tqdm
 
+    if not terminal:  # a log file: the first and the last state on one line, no line per update
+        return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, mininterval=float("inf"),
+                    maxinterval=float("inf"), ncols=80)
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True)
+
+
+def read_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The top-level table of a TOML (:mod:`tomllib`) or YAML (PyYAML) settings file; errors as one line."""
+    from tryage.errors import ConfigurationError, TryageFileNotFoundError
+
+    source = Path(path)
+    if not source.is_file():
+        raise TryageFileNotFoundError(f"config file not found: {source}")
+    suffix = source.suffix.lower()
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            data: Any = tomllib.loads(source.read_text(encoding="utf-8"))
+        elif suffix in (".yaml", ".yml"):
+            from tryage.errors import require
+
+            data = require("yaml", "serve", "pyyaml").safe_load(source.read_text(encoding="utf-8")) or {}
+        else:
+            raise ConfigurationError(f"{source}: a config file is .toml, .yaml or .yml, got {suffix or 'no suffix'!r}")
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{source}: is not UTF-8 text") from None
+    except ValueError as exc:  # tomllib.TOMLDecodeError is a ValueError
+        if isinstance(exc, ConfigurationError):
+            raise
+        raise ConfigurationError(f"{source}: not valid {suffix[1:].upper()} ({str(exc).splitlines()[0]})") from None
+    except Exception as exc:  # yaml.YAMLError
+        if type(exc).__module__.startswith("yaml"):
+            raise ConfigurationError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{source}: expected a table of settings at the top, got {type(data).__name__}")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
 def pyplot() -> Any:

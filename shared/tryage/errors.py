@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 def _options(values: Iterable[object]) -> str:
@@ -85,15 +85,19 @@ class MissingMetadataError(TryageError, ValueError):
     Attributes:
         constraint: The constraint's name.
         experts: The experts whose metadata is missing.
+        supported: The flags the router supports instead, when no expert has the metadata (else ``None``).
     """
 
-    def __init__(self, constraint: str, experts: Iterable[str], field: str) -> None:
-        self.constraint, self.experts, self.field = constraint, tuple(experts), field
-        super().__init__(f"constraint {constraint!r} needs {field!r}, which is unknown for: {_options(self.experts)}; set it "
-                         "in the expert library, or give those experts a value with Constraint(..., missing=<value in [0, 1]>)")
+    def __init__(self, constraint: str, experts: Iterable[str], field: str, supported: Sequence[str] | None = None) -> None:
+        self.constraint, self.experts, self.field, self.supported = (
+            constraint, tuple(experts), field, None if supported is None else tuple(supported))
+        super().__init__(f"constraint {constraint!r} needs {field!r}, which is unknown for: " + (
+            f"{_options(self.experts)}; set it in the expert library, or give those experts a value with Constraint("
+            "..., missing=<value in [0, 1]>)" if supported is None else f"all {len(self.experts)} experts of this "
+            f"router; the flags it supports: {'; '.join(self.supported)} (or give its experts {field!r}: --experts FILE)"))
 
     def __reduce__(self):  # noqa: ANN204 - pickles across processes (Ray workers report it to the driver)
-        return (type(self), (self.constraint, self.experts, self.field))
+        return (type(self), (self.constraint, self.experts, self.field, self.supported))
 
 
 class UnknownConstraintError(_NameNotFoundError):

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from tryage.constraints import ConstraintSet
-from tryage.errors import ConfigurationError
+from tryage.errors import ConfigurationError, check_scalar
 from tryage.experts import ExpertLibrary
 from tryage.objective import decide
 from tryage.predictors.baselines import KNN_K, KNNPredictor, knn_leave_one_out
@@ -247,6 +247,115 @@ def plot_reliability(report: Mapping[str, Any], path: str | os.PathLike[str], *,
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save_png(fig, path)
+
+
+# -- splits and cross-validation -----------------------------------------------------------------
+
+def strata(table: QTable, by: str | None, *, smallest: int) -> np.ndarray | None:
+    """Each row's value of field ``by`` for stratifying (``None``: not stratified).
+
+    Values with fewer than ``smallest`` rows share one stratum; when that one is still too small the
+    split is not stratified, as scikit-learn needs ``smallest`` rows of every stratum.
+    """
+    if by is None:
+        return None
+    fields = sorted({k for e in table.extras for k in e})
+    if by not in fields:
+        raise ConfigurationError(f"cannot stratify by {by!r}: not a field of the table; its fields: "
+                                 f"{', '.join(fields) or 'none (rows have only prompt and losses)'}")
+    labels = np.array([str(v) for v in table.column(by)], dtype=object)
+    values, counts = np.unique(labels, return_counts=True)
+    rare = set(values[counts < smallest])
+    labels = np.array(["\0rare" if v in rare else v for v in labels], dtype=object)
+    if len(rare) and (labels == "\0rare").sum() < smallest or len(set(labels)) < 2:
+        return None
+    return labels
+
+
+def split_indices(table: QTable, *, test: float, validation: float = 0.0, by: str | None = None,
+                  seed: int = 0) -> dict[str, np.ndarray]:
+    """Row indices of a train / (validation) / test split, stratified by field ``by`` (scikit-learn)."""
+    from sklearn.model_selection import train_test_split
+
+    test = check_scalar(test, "test fraction", low=0, high=1, low_open=True, high_open=True)
+    validation = check_scalar(validation, "validation fraction", low=0, high=1, high_open=True)
+    if test + validation >= 1:
+        raise ConfigurationError(f"the test ({test}) and validation ({validation}) fractions leave no training rows")
+    held = test + validation
+    n_held = int(round(len(table) * held))
+    if n_held < (2 if validation else 1) or len(table) - n_held < 1:
+        raise ConfigurationError(f"a table of {len(table)} rows cannot be split into train, "
+                                 f"{'validation, ' if validation else ''}test with those fractions")
+    rows = np.arange(len(table))
+    labels = strata(table, by, smallest=2)
+    train, rest = train_test_split(rows, test_size=n_held, random_state=seed, stratify=_fits(labels, n_held))
+    out = {"train": np.sort(train)}
+    if validation:
+        n_test = max(1, int(round(len(rest) * test / held)))
+        sub = None if labels is None else labels[rest]
+        val, tst = train_test_split(rest, test_size=n_test, random_state=seed, stratify=_fits(sub, min(n_test, len(rest) - n_test)))
+        out["validation"] = np.sort(val)
+        out["test"] = np.sort(tst)
+    else:
+        out["test"] = np.sort(rest)
+    return out
+
+
+def _fits(labels: np.ndarray | None, n_smaller: int) -> np.ndarray | None:
+    """``labels`` when scikit-learn can stratify with them (each stratum twice, the smaller part >= strata)."""
+    if labels is None:
+        return None
+    values, counts = np.unique(labels, return_counts=True)
+    return labels if counts.min() >= 2 and n_smaller >= len(values) else None
+
+
+def fold_indices(table: QTable, k: int, *, by: str | None = None, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``k`` (train rows, test rows) cross-validation folds, stratified by field ``by`` when it can be."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    k = check_scalar(k, f"folds (of a table of {len(table)} rows)", kind=int, low=2, high=len(table))
+    labels = strata(table, by, smallest=k)
+    rows = np.arange(len(table))
+    if labels is None:
+        return list(KFold(k, shuffle=True, random_state=seed).split(rows))
+    return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(rows, labels))
+
+
+def cross_validate(table: QTable, fit_predict: Any, embeddings: np.ndarray, *, folds: int = 5, by: str | None = None,
+                   group_by: str | None = None, knn_k: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """``folds``-fold cross-validation of a router; the report has :meth:`EvaluationReport.to_dict`'s keys.
+
+    ``fit_predict(train_rows, test_rows)`` trains a router on the rows ``train_rows`` of ``table`` and
+    returns its predicted losses for ``test_rows``. Every baseline is measured on the same held-out
+    rows: kNN on ``embeddings`` fit on the training folds, the best single expert chosen on the
+    training folds (``best_single.expert``: the one chosen most often), random and the oracle.
+    """
+    from tryage.predictors.baselines import default_knn_k
+    from tryage.predictors._base import neighbour_mean
+
+    parts = fold_indices(table, folds, by=by, seed=seed)
+    router = np.empty_like(table.losses)
+    knn = np.empty_like(table.losses)
+    single = np.empty(len(table), dtype=int)
+    for train_rows, test_rows in parts:
+        train = table.subset(train_rows)
+        router[test_rows] = fit_predict(train_rows, test_rows)
+        k = knn_k if knn_k is not None else default_knn_k(len(train))
+        knn[test_rows] = neighbour_mean(embeddings[train_rows], train.losses, min(k, len(train)),
+                                        queries=embeddings[test_rows])
+        single[test_rows] = int(np.argmin(np.nanmean(train.losses, axis=0)))
+    report = evaluate_predictions(router, table, knn_predicted=knn, group_by=group_by).to_dict()
+    chosen = np.bincount(single, minlength=len(table.experts))
+    metrics = choice_metrics(single, table)
+    single_loss = float(np.nanmean(table.losses[np.arange(len(table)), single]))
+    router_loss = float(np.nanmean(table.losses[np.arange(len(table)), np.argmin(router, axis=1)]))
+    report["best_single"] = {"expert": table.experts[int(np.argmax(chosen))], "value": metrics.value,
+                             "select_best_accuracy": metrics.select_best_accuracy, "chosen_on": "training folds"}
+    report["gap_closed"] = _gap_closed(router_loss, single_loss, float(np.nanmin(table.losses, axis=1).mean()))
+    report["knn"].update({"k": knn_k if knn_k is not None else "min(20, training rows - 1)", "fit_on": "training folds"})
+    report["folds"] = folds
+    report["stratified_by"] = by if strata(table, by, smallest=folds) is not None else None
+    return report
 
 
 # -- Pareto front ----------------------------------------------------------------------------------

@@ -135,14 +135,26 @@ class FlagParser:
         self._custom[key] = (dict(weights or {}), tuple(filters), description)
         return self
 
-    def valid_flags(self) -> list[str]:
-        """One line per understood flag, for error messages and ``--help``."""
-        names = "|".join(self.constraint_names) if self.constraint_names else "<constraint>"
-        out = sorted([*_PRESETS, *_FLOOR_PRESETS]) + [
-            f"{names}=<number>", "max size <N like 8B>", "min size <N>", "license <id>[, <id>...]",
-            "newer than <YYYY-MM-DD>", "expert <name>", "min quality <0..1 or N%>",
-            "max unsafe|hallucinations|verbosity|readability <number or N%>",
-        ]
+    def valid_flags(self, usable: Iterable[str] | None = None) -> list[str]:
+        """One line per understood flag, for error messages and ``--help``.
+
+        ``usable``: only the constraint flags of these constraints (those the experts have values for).
+        """
+        usable = None if usable is None else set(usable)
+        if self.constraint_names is None and usable is None:
+            names = "<constraint>"
+        else:
+            names = "|".join(n for n in self.constraint_names or sorted(usable or ()) if usable is None or n in usable)
+
+        def can(name: str) -> bool:
+            return usable is None or name in usable
+
+        out = sorted([*(p for p, w in _PRESETS.items() if all(can(n) for n in w)),
+                      *(p for p, (w, _) in _FLOOR_PRESETS.items() if all(can(n) for n in w))])
+        out += [f"{names}=<number>"] if names else []
+        out += ["max size <N like 8B>", "min size <N>"] if can("size") else []
+        out += ["license <id>[, <id>...]"] + (["newer than <YYYY-MM-DD>"] if can("recency") else []) + ["expert <name>"]
+        out += ["min quality <0..1 or N%>", "max unsafe|hallucinations|verbosity|readability <number or N%>"]
         out += [k + (f" ({d})" if d else "") for k, (_, _, d) in self._custom.items()]
         return out
 

@@ -26,6 +26,7 @@ from tryage.errors import (
     ExpertMappingError,
     ExpertNotFoundError,
     FlagError,
+    MissingMetadataError,
     RouterMismatchError,
     TryageError,
 )
@@ -189,7 +190,7 @@ class TryageRouter:
             key = (tuple(sorted(weights_p.items())), filters_p)
             try:
                 if key not in policies:
-                    policies[key] = resolve_policy(self.library, self.constraints, weights_p, filters_p)
+                    policies[key] = policy_for(self.library, self.constraints, self.flag_parser, weights_p, filters_p)
                 policy = policies[key]
                 if costs is not None and weights_p.get("cost", 0.0) != 0.0:
                     policy = replace(policy, penalties=MappingProxyType(
@@ -262,6 +263,50 @@ class TryageRouter:
 
 
 # -- the adapters' contract ----------------------------------------------------------------------
+def policy_for(library: ExpertLibrary, constraints: ConstraintSet, flag_parser: FlagParser,
+               weights: Mapping[str, float], filters: Sequence[Filter] = ()) -> Policy:
+    """:func:`~tryage.objective.resolve_policy`; a constraint no expert has values for names the flags that work."""
+    try:
+        return resolve_policy(library, constraints, weights, filters)
+    except MissingMetadataError as exc:
+        if exc.supported is not None or set(exc.experts) != set(library.names):
+            raise
+        raise MissingMetadataError(exc.constraint, exc.experts, exc.field,
+                                   supported=flag_parser.valid_flags(usable_constraints(library, constraints))) from None
+
+
+def usable_constraints(library: ExpertLibrary, constraints: ConstraintSet) -> list[str]:
+    """The constraints whose values every expert of ``library`` has (or that give unknown ones a value)."""
+    usable = []
+    for name, constraint in constraints.items():
+        try:
+            constraint.penalties(library)
+        except MissingMetadataError:
+            continue
+        usable.append(name)
+    return usable
+
+
+def check_prompts(prompts: Sequence[str], library: ExpertLibrary, *, constraints: ConstraintSet | None = None,
+                  weights: Mapping[str, float] | None = None) -> None:
+    """Raise what :meth:`TryageRouter.route_batch` would for ``prompts`` (flags, weights, metadata), loading no model.
+
+    The CLI calls it with a router folder's ``experts.json`` before the encoder loads.
+    """
+    constraints = ConstraintSet() if constraints is None else constraints
+    parser = FlagParser(tuple(constraints))
+    base = constraints.check_weights(weights or {})
+    seen = set()
+    for prompt in prompts:
+        parsed = parser.parse(prompt)
+        if not parsed.prompt.strip():
+            raise ConfigurationError(f"cannot route an empty prompt (after removing flags), got {prompt!r:.80}")
+        key = (tuple(sorted({**base, **parsed.weights}.items())), parsed.filters)
+        if key not in seen:
+            seen.add(key)
+            policy_for(library, constraints, parser, dict(key[0]), parsed.filters)
+
+
 @runtime_checkable
 class BatchRouter(Protocol):
     """The least a LangChain component needs of a router: ``route_batch`` alone.

@@ -134,7 +134,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "route min size 400 digits": (["route", "x [Flag: min size " + "9" * 400 + "]", "--router", "{w}/router"],
                                   ["cannot read size '9999"]),
     # evaluate
-    "evaluate knn-k over rows": (["evaluate", "--router", "{w}/router", "--qtable", "{w}/t.jsonl"],
+    "evaluate knn-k over rows": (["evaluate", "--router", "{w}/router", "--qtable", "{w}/t.jsonl", "--knn-k", "20"],
                                  ["--knn-k 20", "{w}/t.jsonl", "4 rows", "[1, 3]"]),
     "evaluate knn-k 0": (["evaluate", "--router", "{w}/router", "--qtable", "{w}/t.jsonl", "--knn-k", "0"],
                          ["--knn-k 0"]),

@@ -13,12 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from tryage._version import __version__
-from tryage.cli._common import EXIT_USAGE
+from tryage.cli._common import EXIT_USAGE, apply_config
 from tryage.errors import TryageError
 
 #: The sub-command modules of this package, in the order ``tryage --help`` lists them.
-COMMANDS = ("train", "route", "evaluate", "measure", "demo", "discover", "collect", "metrics", "update", "serve",
-            "joint")
+COMMANDS = ("train", "route", "evaluate", "cv", "split", "measure", "demo", "discover", "collect", "metrics",
+            "update", "serve", "joint")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"tryage.cli.{name}").register(sub)
+    for command in sub.choices.values():
+        if not any(a.dest == "config" for a in command._actions):  # serve has its own
+            command.add_argument("--config", metavar="FILE",
+                                 help="TOML (or YAML) settings: top-level keys and a table per command; flags win")
     return parser
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
 
 
 def _quiet_model_loading() -> None:
@@ -47,7 +55,13 @@ def _quiet_model_loading() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv, elsewhere = apply_config(_commands(parser), argv)
+    except TryageError as exc:
+        parser.exit(EXIT_USAGE, f"tryage: error: {str(exc).splitlines()[0]}\n")
     args = parser.parse_args(argv)
+    args.config_elsewhere = elsewhere
     _quiet_model_loading()
     try:
         return int(args.func(args) or 0)

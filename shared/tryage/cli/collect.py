@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from tryage.cli._common import add_ray_arguments, format_table, print_json, ray_options
+from tryage.cli._common import add_ray_arguments, existing_file, format_table, print_json, ray_options, stdin_file
 from tryage.errors import ConfigurationError
 
 
@@ -33,7 +33,8 @@ def register(subparsers: Any) -> None:
                     "within --budget), log every call, score the answers and write a Q-table that `tryage train` "
                     "reads. A killed run resumes from the call log without repeating a logged call. API keys are "
                     "read from the environment only.")
-    p.add_argument("--prompts", required=True, help="JSONL or CSV with 'prompt' and optional id, reference, choices, task")
+    p.add_argument("--prompts", required=True, help="JSONL or CSV with 'prompt' and optional id, reference, choices, "
+                                                    "task ('-': JSONL from stdin)")
     p.add_argument("--experts", required=True, help="experts JSON: entries with 'model' (provider:id) or 'hf' (folder)")
     p.add_argument("--scorer", required=True, metavar="NAME", help=f"one of: {', '.join(NAMES)}")
     p.add_argument("--out", required=True, help="the Q-table JSONL to write")
@@ -56,7 +57,7 @@ def register(subparsers: Any) -> None:
         description="Score the answers logged by `tryage collect` again (another scorer, fixed references) "
                     "and write a Q-table; no expert model is called.")
     p.add_argument("--log", required=True, help="the call log of an earlier `tryage collect`")
-    p.add_argument("--prompts", required=True, help="the prompts file (its references are scored against)")
+    p.add_argument("--prompts", required=True, help="the prompts file (its references are scored against; '-': stdin)")
     p.add_argument("--scorer", required=True, metavar="NAME", help=f"one of: {', '.join(NAMES)}")
     p.add_argument("--out", required=True, help="the Q-table JSONL to write")
     p.add_argument("--experts", help="experts JSON: keep these experts at their current settings (default: all in the log)")
@@ -195,6 +196,9 @@ def run_collect(args: argparse.Namespace) -> int:
     from tryage.collect import collect
     from tryage.collect.pipeline import DryRun
 
+    existing_file(args.experts, "experts file")
+    existing_file(args.prompts, "prompts file")
+    args.prompts = stdin_file(args.prompts, suffix=".jsonl")
     _check_metric_names(args)
     ray = ray_options(args)
     if ray["num_gpus"]:
@@ -227,6 +231,10 @@ def run_collect(args: argparse.Namespace) -> int:
 def run_score(args: argparse.Namespace) -> int:
     from tryage.collect import score
 
+    existing_file(args.log, "call log")
+    existing_file(args.prompts, "prompts file")
+    existing_file(args.experts, "experts file")
+    args.prompts = stdin_file(args.prompts, suffix=".jsonl")
     _check_metric_names(args)
     result = score(args.log, args.prompts, scorer=args.scorer, out=args.out, experts=args.experts,
                    library_out=args.library_out, budget=args.budget, progress=None if not args.json else False,

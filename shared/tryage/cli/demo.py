@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from tryage.cli._common import format_table, print_json
+from tryage.cli._common import P_CORRECT, PREDICTED_LOSS, format_table, print_json
 from tryage.defaults import DEFAULT_DIR
+from tryage.errors import ConfigurationError
 
 SAMPLE_PROMPTS = (
     ("code", "def merge_sorted(a, b):\n    out = []\n    while a and b:\n        out.append(a.pop(0) if a[0] < b[0] else b.pop(0))"),
@@ -112,7 +113,7 @@ def run_demo(out_dir: Path, *, json_output: bool = False, router: str = "paper-d
         f = r["with_flag"]
         table_rows.append([r["domain"], text if len(text) <= 45 else text[:44] + "…", r["expert"],
                            f"{r['predicted_loss']:.2f}", f["expert"], format_size(f["parameters"])])
-    print(format_table(table_rows, ["domain", "prompt", "chosen expert", "loss",
+    print(format_table(table_rows, ["domain", "prompt", "chosen expert", PREDICTED_LOSS,
                                     "with [Flag: smallest model]", "size"]))
     best = min(fronts["perceptive router"], key=lambda p: p.value)
     print(f"\nPareto front over {len(table)} test passages written to {png} "
@@ -136,7 +137,8 @@ def _run_llm_demo(out: Path, *, json_output: bool) -> dict[str, Any]:
 
     def choice(decision: Any) -> dict[str, Any]:
         expert = router.library[decision.expert]
-        return {"expert": decision.expert, "p_correct": 1.0 - decision.chosen.predicted_loss,
+        return {"expert": decision.expert, "predicted_loss": decision.chosen.predicted_loss,
+                "p_correct": 1.0 - decision.chosen.predicted_loss,
                 "parameters": expert.parameters, "price_per_1m_tokens": expert.cost}
 
     rows = [{"task": task, "prompt": text, **{name: choice(d[i]) for name, d in runs.items()}}
@@ -155,9 +157,9 @@ def _run_llm_demo(out: Path, *, json_output: bool) -> dict[str, Any]:
         for name in runs:
             c = r[name]
             cells.append(f"{c['expert']} ({format_size(c['parameters'])}, ${c['price_per_1m_tokens']:.2f}, "
-                         f"p={c['p_correct']:.2f})")
+                         f"loss {c['predicted_loss']:.2f}, P {c['p_correct']:.2f})")
         table_rows.append(cells)
-    print(format_table(table_rows, ["task", "chosen (size, $/1M tokens, P(correct))",
+    print(format_table(table_rows, ["task", f"chosen (size, $/1M tokens, {PREDICTED_LOSS}, {P_CORRECT})",
                                     *[f"with {n}" for n in list(runs)[1:]]]))
     score = result["measured"].get("mean_score", {})
     if score:
@@ -173,7 +175,17 @@ def _run_llm_demo(out: Path, *, json_output: bool) -> dict[str, Any]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    run_demo(Path(args.out), json_output=args.json, router=args.router)
+    if args.out is None:  # never write into the current folder unasked
+        import tempfile
+
+        out = Path(tempfile.mkdtemp(prefix="tryage-demo-"))
+    else:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ConfigurationError(f"--out {out} is a file, not a folder")
+    run_demo(out, json_output=args.json, router=args.router)
+    if not args.json:
+        print(f"demo files (demo.json{'' if args.router == 'open-llms' else ', pareto.png'}) in {out}")
     return 0
 
 
@@ -181,8 +193,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="route sample prompts with the embedded default and draw its Pareto front")
     p.add_argument("--router", choices=("paper-domains", "open-llms"), default="paper-domains",
                    help="embedded router to demonstrate (default: paper-domains)")
-    p.add_argument("--out", default="tryage-demo", help="folder for the demo's PNG and JSON")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", help="folder for the demo's PNG and JSON (default: a new temporary folder, printed)")
+    p.add_argument("--json", action="store_true", help="print the demo's results as JSON")
     p.set_defaults(func=cmd_demo)
 
 

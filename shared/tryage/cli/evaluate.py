@@ -6,18 +6,20 @@ import argparse
 from typing import Any
 
 from tryage._io import check_distinct_files
-from tryage.cli._common import (ROUTER_HELP, format_cell, format_table, load_router, print_json,
-                                weights)
+from tryage.cli._common import (ROUTER_HELP, check_route_arguments, existing_file, format_cell, format_table,
+                                load_router, print_json, stdin_file)
 from tryage.errors import ConfigurationError
-from tryage.predictors.baselines import KNN_K
+from tryage.predictors.baselines import KNN_K, default_knn_k
 
 
 def _table_and_predicted(args: argparse.Namespace):  # noqa: ANN202
     from tryage.qtable import QTable
 
     check_distinct_files({"--out": args.out}, {"--qtable": args.qtable, "--experts": args.experts})
+    existing_file(args.qtable, "Q-table file")
+    check_route_arguments(args)
+    table = QTable.from_file(stdin_file(args.qtable), on_invalid=getattr(args, "on_invalid", "raise"))
     router = load_router(args)
-    table = QTable.from_file(args.qtable, on_invalid=getattr(args, "on_invalid", "raise"))
     missing = [e for e in router.experts if e not in table.experts]
     if missing:
         raise ConfigurationError(f"the Q-table has no column for the router's expert(s) {missing}; "
@@ -32,11 +34,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from tryage.evaluation import evaluate_router
     from tryage.qtable import QTable
 
-    router = load_router(args)
-    table = QTable.from_file(args.qtable, on_invalid=getattr(args, "on_invalid", "raise"))
+    existing_file(args.qtable, "Q-table file")
+    existing_file(args.train, "training Q-table file")
+    given = check_route_arguments(args)  # --router, --experts, --weight: before the router loads
+    table = QTable.from_file(stdin_file(args.qtable), on_invalid=getattr(args, "on_invalid", "raise"))
     train = QTable.from_file(args.train) if args.train else None
     knn_fit = "train table" if train else "leave-one-out on the test table"
     most = len(train) if train else len(table) - 1  # leave-one-out leaves a row's own out
+    if args.knn_k is None:
+        args.knn_k = default_knn_k(most + (0 if train else 1))
     if not 1 <= args.knn_k <= most:
         where = (f"the --train table has {len(train)} rows" if train else
                  f"the test table {args.qtable} has {len(table)} rows (leave-one-out; or give --train)")
@@ -47,8 +53,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"--group-by {args.group_by!r} is not a field of {args.qtable}; its fields: "
                                  f"{', '.join(fields) or 'none (rows have only prompt and losses)'}")
     group_by = args.group_by or next((g for g in ("task", "domain") if g in fields), None)
+    router = load_router(args)
     report = evaluate_router(router, table, train=train, group_by=group_by, knn_k=args.knn_k,
-                             weights=weights(args.weight)).to_dict()
+                             weights=given).to_dict()
     report["knn"]["fit_on"] = knn_fit
     report["knn"]["k"] = args.knn_k
     report["best_single"]["chosen_on"] = "train table" if train else "the test table itself"
@@ -129,14 +136,15 @@ def register(sub: Any) -> None:
                              ("pareto", cmd_pareto, "sweep a constraint weight and trace quality against it")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--router", help=ROUTER_HELP)
-        p.add_argument("--qtable", required=True, help="test Q-table (JSONL or CSV)")
+        p.add_argument("--qtable", required=True, help="test Q-table (JSONL or CSV; '-': JSONL from stdin)")
         p.add_argument("--experts", help="expert library JSON whose metadata overrides the router's")
-        p.add_argument("--json", action="store_true")
+        p.add_argument("--json", action="store_true", help="print the report as JSON")
         if name == "evaluate":
             p.add_argument("--train", help="training Q-table: picks the best single expert and fits the kNN")
             p.add_argument("--group-by", help="extra field for per-group results (default: task or domain)")
-            p.add_argument("--knn-k", type=int, default=KNN_K, help=f"neighbours of the kNN baseline (default: {KNN_K})")
-            p.add_argument("--weight", action="append", metavar="NAME=NUMBER")
+            p.add_argument("--knn-k", type=int, default=None,
+                           help=f"neighbours of the kNN baseline (default: {KNN_K}, at most the table's rows - 1)")
+            p.add_argument("--weight", action="append", metavar="NAME=NUMBER", help="constraint weight, e.g. size=0.5")
             p.add_argument("--plot", metavar="PNG", help="write the reliability diagram of P(correct) here")
         else:
             p.add_argument("--constraint", default="size", help="constraint to sweep (size, cost, recency, ...)")

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from tryage._io import check_distinct_files
-from tryage.cli._common import add_ray_arguments, print_json, ray_options
-from tryage.errors import ConfigurationError
+from tryage.cli._common import add_ray_arguments, existing_file, print_json, ray_options
+from tryage.errors import ConfigurationError, TryageFileNotFoundError
 
 
 def _models(items: list[str]) -> dict[str, str]:
@@ -41,6 +41,10 @@ def cmd_measure(args: argparse.Namespace) -> int:
     options = ray_options(args)
     check_distinct_files({"--out": args.out, "--qtable": args.qtable}, {"--passages": args.passages})
     models = _models(args.model)
+    existing_file(args.passages, "passages file")
+    for name, path in models.items():
+        if not Path(path).is_dir():
+            raise TryageFileNotFoundError(f"--model {name}={path}: model folder not found")
     passages = load_passages(args.passages, splits=args.split or None)
     settings = {"task": args.task, "batch_size": args.batch_size, "max_length": args.max_length,
                 "dtype": args.dtype, "seed": args.seed, "progress": not args.json}
@@ -80,13 +84,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="local model folder (repeat for several experts)")
     p.add_argument("--out", required=True, help="rows file (JSONL, appended to)")
     p.add_argument("--qtable", help="also write the Q-table of the passages every expert has measured (JSONL)")
-    p.add_argument("--task", choices=TASKS, default="causal")
+    p.add_argument("--task", choices=TASKS, default="causal", help="loss measured: causal LM or masked LM (default: causal)")
     p.add_argument("--split", action="append", help="keep only passages of this split (repeatable)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--dtype", choices=DTYPES, default="auto")
+    p.add_argument("--batch-size", type=int, default=16, help="passages per forward pass (default: 16)")
+    p.add_argument("--max-length", type=int, default=128, help="tokens kept per passage (default: 128)")
+    p.add_argument("--dtype", choices=DTYPES, default="auto", help="weights' dtype (default: auto, the model's own)")
     p.add_argument("--seed", type=int, default=0, help="seed of the masks (task masked)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
     add_ray_arguments(p)
     p.set_defaults(func=cmd_measure)
     return p

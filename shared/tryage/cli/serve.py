@@ -57,7 +57,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                     "POST /v1/route returns decisions only, POST /v1/feedback teaches the router.")
     parser.add_argument("--router", help=ROUTER_HELP)
     parser.add_argument("--experts", help="experts file (JSON, as tryage collect reads) of OpenAI-compatible endpoints")
-    parser.add_argument("--config", help="TOML or YAML file whose keys are these flags' names")
+    parser.add_argument("--config", help="TOML or YAML file whose keys (at the top or in a [serve] table) are these "
+                                         "flags' names; the other commands' keys and tables are left to them")
     for flag, kind, text in _FLAGS:
         parser.add_argument(flag, type=kind, default=None, help=text)
     for flag, dest, value, text in _SWITCHES:
@@ -79,7 +80,7 @@ def run_serve(args: argparse.Namespace) -> int:
     given = {k: v for k, v in vars(args).items() if k in ServeConfig.keys()}
     if args.weight:
         given["weights"] = weights(args.weight)
-    config = ServeConfig.build(given, args.config)
+    config = ServeConfig.build(given, args.config, elsewhere=getattr(args, "config_elsewhere", ()))
     load = _Loader(config.router)
     if config.ray:
         require("ray", "ray", "ray[serve]")

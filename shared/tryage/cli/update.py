@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from tryage._io import check_distinct_files
-from tryage.cli._common import format_table, print_json
+from tryage.cli._common import existing_file, format_table, print_json
+from tryage.errors import TryageFileNotFoundError, check_scalar
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -37,7 +39,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--reference", help="text file of reference prompts (one a line) to replay as well")
     parser.add_argument("--epochs", type=int, default=3, help="passes over the feedback (default: 3)")
     parser.add_argument("--seed", type=int, default=None, help="shuffling seed (default: the router's)")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the update report as JSON")
     parser.set_defaults(func=run_update)
     return parser
 
@@ -46,6 +48,12 @@ def run_update(args: argparse.Namespace) -> int:
     from tryage.feedback import read_feedback, read_prompt_lines
     from tryage.router import TryageRouter
 
+    check_scalar(args.epochs, "epochs", kind=int, low=1)  # and the seed, before the router loads
+    if args.seed is not None:
+        check_scalar(args.seed, "seed", kind=int, low=0, high=2**32 - 1)
+    if not Path(args.router).is_dir():
+        raise TryageFileNotFoundError(f"router folder not found: {args.router}")
+    existing_file(args.feedback, "feedback file")
     check_distinct_files({"--out": args.out or args.router}, {"--feedback": args.feedback, "--reference": args.reference},
                          folders=["--out"])
     rows = read_feedback(args.feedback)

@@ -50,6 +50,28 @@ def check_finite(module: torch.nn.Module, hint: str) -> None:
                                     + hint)
 
 
+#: Below this many Q-table rows a head-mode router trains with :data:`SMALL_TABLE` in place of the
+#: settings left at their defaults: measured by benchmarks/small_tables.py (40-200 rows of LLMRouter).
+SMALL_TABLE_ROWS = 300
+SMALL_TABLE = {"hidden_dim": 64, "dropout": 0.3, "weight_decay": 0.1, "validation_fraction": 0.0, "epochs": 60}
+
+
+def table_settings(predictor: Any, rows: int) -> dict[str, Any]:
+    """The head's width, dropout, weight decay, validation share and epochs for a fit on ``rows`` rows.
+
+    The predictor's own; on a small table (head mode, ``small_table=True``) each one left at its
+    default becomes the :data:`SMALL_TABLE` value: a narrower, more regularised head trained for fixed
+    epochs on every row, as a validation split of a few rows stops training at random.
+    """
+    import inspect
+
+    own = {name: getattr(predictor, name) for name in SMALL_TABLE}
+    if not (predictor.small_table and predictor.mode == "head" and rows < SMALL_TABLE_ROWS):
+        return own
+    defaults = inspect.signature(type(predictor)).parameters
+    return {name: SMALL_TABLE[name] if value == defaults[name].default else value for name, value in own.items()}
+
+
 def make_head(input_dim: int, hidden_dim: int, output_dim: int, dropout: float) -> torch.nn.Module:
     from torch import nn
 

@@ -14,6 +14,11 @@ from tryage.qtable import QTable
 KNN_K = 20
 
 
+def default_knn_k(rows: int) -> int:
+    """The kNN baseline's k for a table of ``rows`` training rows: :data:`KNN_K`, at most ``rows - 1``."""
+    return max(1, min(KNN_K, rows - 1))
+
+
 class OraclePredictor:
     """A loss predictor that knows the true losses of a Q-table: the upper bound.
 
@@ -99,4 +104,4 @@ def knn_leave_one_out(embeddings: np.ndarray, losses: np.ndarray, *, k: int = KN
     return neighbour_mean(embeddings, losses, k)
 
 
-__all__ = ["BestSinglePredictor", "KNNPredictor", "OraclePredictor", "knn_leave_one_out"]
+__all__ = ["BestSinglePredictor", "KNNPredictor", "OraclePredictor", "default_knn_k", "knn_leave_one_out"]

@@ -74,6 +74,8 @@ class PerceptivePredictor:
             expected loss when outcomes are noisy (0/1 scores). ``None`` picks
             ``min(20, n_train // 50)`` for the ``"bce"`` objective (off below 100 training rows,
             where neighbours would span whole classes) and 0 (off) otherwise.
+        small_table: Head mode on fewer than ``SMALL_TABLE_ROWS`` (300) rows: a narrower, more regularised head,
+            fixed epochs, no validation split, for the settings left at their defaults (``_training.table_settings``).
         seed: Seed for the split, initialisation and shuffling.
         device: torch device; ``"cpu"`` by default.
         runtime: Encoder inference in ``"torch"`` (default) or ``"onnx"`` (ONNX Runtime on the CPU, the same
@@ -96,7 +98,7 @@ class PerceptivePredictor:
                  encoder_learning_rate: float = 3e-5, weight_decay: float = 1e-2,
                  validation_fraction: float = 0.1, patience: int | None = None, max_length: int = 256,
                  layers: str = "all", objective: str = "auto", target_smoothing: int | None = None,
-                 seed: int = 0,
+                 small_table: bool = True, seed: int = 0,
                  device: str | None = None, runtime: str = "torch", progress: bool = True) -> None:
         self.encoder = encoder
         self.mode = mode
@@ -113,6 +115,7 @@ class PerceptivePredictor:
         self.layers = layers
         self.objective = objective
         self.target_smoothing = target_smoothing
+        self.small_table = small_table
         self.seed = seed
         self.device = device
         self.runtime = runtime
@@ -204,13 +207,15 @@ class PerceptivePredictor:
 
         rng = np.random.default_rng(self.seed)
         order = rng.permutation(len(qtable))
-        n_val = int(round(len(qtable) * self.validation_fraction))
+        self.settings_ = settings = _training.table_settings(self, len(qtable))
+        n_val = int(round(len(qtable) * settings["validation_fraction"]))
         val_idx, train_idx = order[:n_val], order[n_val:]
 
-        self.head_ = _training.make_head(self.text_encoder_.dim, self.hidden_dim, len(self.experts_), self.dropout)
+        self.head_ = _training.make_head(self.text_encoder_.dim, settings["hidden_dim"], len(self.experts_),
+                                         settings["dropout"])
         self.head_.to(self.text_encoder_.device)
         common = {"loss_fn": _training.loss_function(self.objective_), "learning_rate": self.learning_rate,
-                  "weight_decay": self.weight_decay, "seed": self.seed, "progress": self.progress}
+                  "weight_decay": settings["weight_decay"], "seed": self.seed, "progress": self.progress}
         if self.mode == "head":
             x = self._embedding_tensor(qtable.prompts, embeddings)
             smoothing = self.target_smoothing if self.target_smoothing is not None else (
@@ -223,7 +228,7 @@ class PerceptivePredictor:
                 y[train_idx] = torch.from_numpy(smoothed.astype(np.float32))
             self.smoothing_ = smoothing
             self.history_ = _training.train_head(
-                self.head_, x, y, train_idx, val_idx, epochs=self.epochs or 300, patience=self.patience or 20,
+                self.head_, x, y, train_idx, val_idx, epochs=settings["epochs"] or 300, patience=self.patience or 20,
                 batch_size=self.batch_size or 64, **common)
         else:
             if embeddings is not None:
@@ -438,10 +443,11 @@ class PerceptivePredictor:
         history = getattr(self, "history_", [])
         return PerceptiveConfig(
             experts=tuple(self.experts_), mode=self.mode, objective=self.objective_, encoder=spec,
-            input_dim=int(self.head_[0].in_features), hidden_dim=int(self.hidden_dim), dropout=float(self.dropout),
+            input_dim=int(self.head_[0].in_features), hidden_dim=int(getattr(self, "settings_", vars(self))["hidden_dim"]),
+            dropout=float(getattr(self, "settings_", vars(self))["dropout"]),
             target_mean=tuple(float(v) for v in self.target_mean_),
             target_std=tuple(float(v) for v in self.target_std_),
-            training={"seed": self.seed, "target_smoothing": getattr(self, "smoothing_", 0),
+            training={"seed": self.seed, "target_smoothing": getattr(self, "smoothing_", 0), "small_table": self.small_table,
                       "epochs_run": len(history),
                       "best_val_loss": min((h["val_loss"] for h in history if "val_loss" in h), default=None)},
             calibration=None if getattr(self, "calibration_", None) is None else self.calibration_.to_dict())

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tryage._io import read_settings
 from tryage.errors import ConfigurationError, TryageFileNotFoundError, check_scalar
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -136,9 +137,13 @@ class ServeConfig:
         return tuple(f.name for f in dataclasses.fields(cls))
 
     @classmethod
-    def build(cls, given: Mapping[str, Any], config_file: str | os.PathLike[str] | None = None) -> ServeConfig:
-        """The settings: ``given`` (flags set on the command line) over ``config_file`` over the defaults."""
-        values = dict(read_config_file(config_file)) if config_file is not None else {}
+    def build(cls, given: Mapping[str, Any], config_file: str | os.PathLike[str] | None = None, *,
+              elsewhere: Collection[str] = ()) -> ServeConfig:
+        """The settings: ``given`` (flags set on the command line) over ``config_file`` over the defaults.
+
+        ``elsewhere``: keys of the config file that belong to other commands (see :func:`read_config_file`).
+        """
+        values = dict(read_config_file(config_file, elsewhere=elsewhere)) if config_file is not None else {}
         values.update({k: v for k, v in given.items() if v is not None})
         missing = [k for k in ("router", "experts") if k not in values]
         if missing:
@@ -185,39 +190,19 @@ def _autoscale(value: Any) -> Mapping[str, Any]:
     return {**table, "min_replicas": low, "max_replicas": high}
 
 
-def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The keys of a TOML or YAML config file, dashes read as underscores; unknown keys refused."""
+def read_config_file(path: str | os.PathLike[str], *, elsewhere: Collection[str] = ()) -> dict[str, Any]:
+    """The serve keys of a TOML or YAML config file, dashes read as underscores; unknown keys refused.
+
+    The settings sit at the top or under a ``[serve]`` table. In the one config file every ``tryage``
+    command reads (``tryage.cli._common``), ``elsewhere`` names the keys and tables that belong to the
+    other commands: they are left to them.
+    """
     source = Path(path)
-    if not source.is_file():
-        raise TryageFileNotFoundError(f"config file not found: {source}")
-    suffix = source.suffix.lower()
-    try:
-        if suffix == ".toml":
-            import tomllib
-
-            data: Any = tomllib.loads(source.read_text(encoding="utf-8"))
-        elif suffix in (".yaml", ".yml"):
-            from tryage.errors import require
-
-            data = require("yaml", "serve", "pyyaml").safe_load(source.read_text(encoding="utf-8")) or {}
-        else:
-            raise ConfigurationError(f"{source}: a config file is .toml, .yaml or .yml, got {suffix or 'no suffix'!r}")
-    except UnicodeDecodeError:
-        raise ConfigurationError(f"{source}: is not UTF-8 text") from None
-    except ValueError as exc:  # tomllib.TOMLDecodeError and yaml's errors are ValueErrors or YAMLErrors
-        if isinstance(exc, ConfigurationError):
-            raise
-        raise ConfigurationError(f"{source}: not valid {suffix[1:].upper()} ({str(exc).splitlines()[0]})") from None
-    except Exception as exc:  # yaml.YAMLError
-        if type(exc).__module__.startswith("yaml"):
-            raise ConfigurationError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        raise
-    if not isinstance(data, Mapping):
-        raise ConfigurationError(f"{source}: expected a table of settings at the top, got {type(data).__name__}")
-    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    data = read_settings(source)
     if isinstance(data.get("serve"), Mapping):  # the settings may sit under a [serve] table
         data = {**{k: v for k, v in data.items() if k != "serve"},
                 **{str(k).replace("-", "_"): v for k, v in data["serve"].items()}}
+    data = {k: v for k, v in data.items() if k in ServeConfig.keys() or k not in elsewhere}
     unknown = sorted(set(data) - set(ServeConfig.keys()))
     if unknown:
         raise ConfigurationError(f"{source}: unknown key(s) {unknown}; allowed: {', '.join(ServeConfig.keys())}")
