@@ -441,12 +441,8 @@ class CallLogError(TryageError, ValueError):
 
 
 class LogLockedError(TryageError, BlockingIOError):
-    """Another process is writing the same append-only log (a call log, serve's feedback log); two writers
-    would pay twice for the same calls, or learn twice from the same rows.
-
-    Attributes:
-        path: The log.
-    """
+    """Another process is writing the same append-only log (a call log, serve's feedback log; ``path``): two
+    writers would pay twice for the same calls, or learn twice from the same rows."""
 
     def __init__(self, path: str, *, what: str = "call log", holder: str = "collection",
                  hint: str = "wait for it to finish or give another --log") -> None:
@@ -455,13 +451,8 @@ class LogLockedError(TryageError, BlockingIOError):
 
 
 class BudgetReachedError(TryageError, RuntimeError):
-    """The next call would take the spend past ``budget``; nothing over budget was called.
-
-    Attributes:
-        budget: The budget in USD.
-        spent: USD spent (estimated for calls that timed out) when the run stopped.
-        remaining_calls: Calls not made.
-    """
+    """The next call would take the spend past ``budget`` (USD); nothing over budget was called. ``spent``: USD
+    spent (estimated for calls that timed out) when the run stopped; ``remaining_calls``: calls not made."""
 
     def __init__(self, budget: float, spent: float, remaining_calls: int) -> None:
         self.budget, self.spent, self.remaining_calls = budget, spent, remaining_calls

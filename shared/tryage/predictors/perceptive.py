@@ -54,16 +54,12 @@ class PerceptivePredictor:
         encoder: ``None`` for the bundled all-MiniLM-L6-v2, a local Hugging Face encoder folder, or a
             Hub id (e.g. ``"prajjwal1/bert-tiny"``).
         mode: ``"head"`` (frozen encoder, fast) or ``"finetune"`` (encoder trained too).
-        hidden_dim: Width of the head's hidden layer (0 for a linear head).
-        dropout: Dropout in the head.
-        epochs: Maximum training epochs.
-        batch_size: Training batch size.
+        hidden_dim, dropout: Width of the head's hidden layer (0 for a linear head); its dropout.
+        epochs, batch_size: Maximum training epochs; training batch size.
         learning_rate: Head learning rate (the encoder uses ``encoder_learning_rate``).
         encoder_learning_rate: Encoder learning rate in ``"finetune"`` mode.
-        weight_decay: AdamW weight decay.
-        validation_fraction: Share of the Q-table held out for early stopping (0 disables it).
-        patience: Epochs without validation improvement before stopping.
-        max_length: Tokens kept per prompt.
+        weight_decay: AdamW weight decay. validation_fraction: Share held out for early stopping (0: none).
+        patience: Epochs without validation improvement before stopping. max_length: Tokens kept per prompt.
         layers: Encoder pooling: ``"last"`` (the sentence embedding) or ``"all"`` (every layer's
             mean-pool, concatenated; see :class:`tryage.encoders.EncoderSpec`).
         objective: ``"mse"`` (regression on per-expert standardised losses), ``"bce"`` (losses in
@@ -77,11 +73,9 @@ class PerceptivePredictor:
         small_table: Head mode on fewer than ``SMALL_TABLE_ROWS`` (300) rows: a narrower, more regularised head,
             fixed epochs, no validation split, for the settings left at their defaults (``_training.table_settings``).
         seed: Seed for the split, initialisation and shuffling.
-        device: torch device; ``"cpu"`` by default.
+        device: torch device; ``"cpu"`` by default. progress: Show progress bars.
         runtime: Encoder inference in ``"torch"`` (default) or ``"onnx"`` (ONNX Runtime on the CPU, the same
-            embeddings at 0.6–0.8× the batch-1 latency; ``pip install 'tryage[onnx]'``). Training always
-            runs in PyTorch.
-        progress: Show progress bars.
+            embeddings at 0.6–0.8× the batch-1 latency; ``pip install 'tryage[onnx]'``); training is PyTorch.
 
     Attributes (after :meth:`fit` or :meth:`from_pretrained`):
         experts_: Expert names, the output columns.
