@@ -96,7 +96,7 @@ def register(sub: Any) -> None:
                    help=f"a metric to measure, repeatable: {', '.join(METRICS)} (default: verbosity and readability)")
     p.add_argument("--budget", type=float, metavar="USD", help="stop before the judges' spend would pass this many USD")
     add_check_arguments(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the measured metrics as JSON")
     p.set_defaults(func=run_metrics)
 
 
