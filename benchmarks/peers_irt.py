@@ -21,14 +21,17 @@ class IRTRouter:
 
     Attributes:
         dim: the ability vector's width.
+        components: the embedding is first projected on its leading principal directions (training prompts)
+            when it is wider: still a linear map, and a fit in seconds on one core (None: the raw width).
         weight_decay: the L2 penalty on every parameter.
         epochs, learning_rate, seed: full-batch Adam's settings.
         params_: the fitted tensors (``W``, ``c``, ``a``, ``b``) as numpy arrays, after ``fit``.
     """
 
-    def __init__(self, *, dim: int = 8, weight_decay: float = 1e-4, epochs: int = 300,
-                 learning_rate: float = 0.01, seed: int = 0) -> None:
+    def __init__(self, *, dim: int = 8, weight_decay: float = 1e-4, epochs: int = 200,
+                 learning_rate: float = 0.02, components: int | None = 256, seed: int = 0) -> None:
         self.dim = dim
+        self.components = components
         self.weight_decay = weight_decay
         self.epochs = epochs
         self.learning_rate = learning_rate
@@ -43,8 +46,12 @@ class IRTRouter:
         yt = torch.as_tensor(scores, dtype=torch.float32).clamp(0, 1)
         mu, sd = xt.mean(0), xt.std(0) + 1e-6          # standardised inputs; folded back into W, c at the end
         xs = (xt - mu) / sd
+        proj = torch.eye(x.shape[1])
+        if self.components is not None and x.shape[1] > self.components:
+            proj = torch.linalg.svd(xs, full_matrices=False).Vh[:self.components].T
+        xs = xs @ proj
         k = scores.shape[1]
-        w = (torch.randn(x.shape[1], self.dim, generator=g) / np.sqrt(x.shape[1])).requires_grad_()
+        w = (torch.randn(xs.shape[1], self.dim, generator=g) / np.sqrt(xs.shape[1])).requires_grad_()
         c = torch.zeros(self.dim, requires_grad=True)
         a = (torch.randn(k, self.dim, generator=g) / np.sqrt(self.dim)).requires_grad_()
         p0 = yt.mean(0).clamp(1e-3, 1 - 1e-3)
@@ -58,7 +65,7 @@ class IRTRouter:
             loss.backward()
             opt.step()
         with torch.no_grad():
-            w_raw = w / sd[:, None]
+            w_raw = (proj @ w) / sd[:, None]
             self.params_ = {"W": w_raw.numpy(), "c": (c - mu @ w_raw).numpy(), "a": a.detach().numpy().copy(),
                             "b": b.detach().numpy().copy()}
         return self
@@ -76,4 +83,4 @@ class IRTRouter:
 
     def get_params(self) -> dict[str, Any]:
         return {"dim": self.dim, "weight_decay": self.weight_decay, "epochs": self.epochs,
-                "learning_rate": self.learning_rate}
+                "learning_rate": self.learning_rate, "components": self.components}

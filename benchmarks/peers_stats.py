@@ -191,8 +191,9 @@ def _ci(ci: Sequence[float | None] | None, digits: int = 3) -> str:
 def markdown_table(result: dict[str, Any]) -> str:
     """The peer tables of benchmarks/README.md, from the JSON peers.py writes."""
     routers, ref = result["routers"], result.get("reference", "tryage")
-    lines = [f"| router | tie order | tuning | mean score [95% CI] | minus {ref} [95% CI] | picks a best model "
-             "| price share | train s/fold |", "|---|---|---|---|---|---|---|---|"]
+    head = (f"| router | tie order | tuning | mean score [95% CI] | minus {ref} [95% CI] | picks a best model "
+            "| price share | train s/fold |")
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
     for name, e in sorted(routers.items(), key=lambda kv: -kv[1]["mean_score"]):
         b = e.get("bootstrap", {})
         tuned = e.get("tuning")
@@ -214,12 +215,15 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 
 def _pair_table(pair: dict[str, Any]) -> str:
-    lines = [f"Two-model comparison (weak {pair['weak']}, strong {pair['strong']}; all weak "
-             f"{pair['all_weak']:.3f}, all strong {pair['all_strong']:.3f}, pair oracle {pair['oracle']:.3f}):", "",
-             "| router | mean score at calibrated threshold [95% CI] | strong share there | APGR [95% CI] "
-             "| CPT(50%) | CPT(80%) |", "|---|---|---|---|---|---|"]
+    head = (f"Two-model comparison (weak {'/'.join(pair['weak'])}, strong {'/'.join(pair['strong'])}; all weak "
+            f"{pair['all_weak']:.3f}, all strong {pair['all_strong']:.3f}, the pair's oracle {pair['oracle']:.3f}):")
+    cols = ("| router | mean score at calibrated threshold [95% CI] | minus tryage [95% CI] | strong share there "
+            "| APGR [95% CI] | CPT(50%) | CPT(80%) |")
+    lines = [head, "", cols, "|---|---|---|---|---|---|---|"]
     for name, e in sorted(pair["routers"].items(), key=lambda kv: -(kv[1]["apgr"] or 0)):
-        lines.append(f"| {e.get('label', name)} | {e['mean_score']:.3f}{_ci(e.get('ci95'))} "
+        diff = "" if "minus_tryage" not in e or name == "tryage" else \
+            f"{e['minus_tryage']:+.3f}{_ci(e.get('minus_tryage_ci95'))}"
+        lines.append(f"| {e.get('label', name)} | {e['mean_score']:.3f}{_ci(e.get('ci95'))} | {diff} "
                      f"| {_pct(e['strong_share'])} | {e['apgr']:.3f}{_ci(e.get('apgr_ci95'))} "
                      f"| {_pct(e['cpt50'])} | {_pct(e['cpt80'])} |")
     return "\n".join(lines)

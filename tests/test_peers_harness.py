@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import peers_stats as ps  # noqa: E402
+import peers_stats as ps
 
 # Three prompts x four models: a clear winner, a three-way tie, nothing right.
 SCORES = np.array([[0.0, 1.0, 0.0, 0.0],
