@@ -152,3 +152,38 @@ def test_llmrouter_reads_the_first_row_of_a_tie() -> None:  # pragma: no cover -
     import pandas as pd
     df = pd.DataFrame({"query": ["q", "q", "q"], "model_name": ["m1", "m2", "m3"], "performance": [0.0, 1.0, 1.0]})
     assert df.loc[df.groupby("query")["performance"].idxmax(), "model_name"].tolist() == ["m2"]
+
+
+def test_llmrouter_routing_file_gives_their_idxmax_rule_the_asked_tie_order(tmp_path: Path) -> None:
+    """The file peers.py writes, read with LLMRouter's own label rule (groupby query, idxmax of performance)."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("torch")
+    pytest.importorskip("yaml")
+    from types import SimpleNamespace
+
+    import peers_routers as pr
+
+    experts = ("m0", "m1", "m2", "m3")
+    table = SimpleNamespace(experts=experts, prompts=("p0", "p1", "p2"), scores=SCORES)
+    ctx = {"table": table, "emb": np.eye(3, dtype=np.float32), "args": SimpleNamespace(seed=0),
+           "models_json": {m: {"size": "7B"} for m in experts}}
+    fold = pr.Fold(0, np.arange(3), np.arange(0), 0, 1, tmp_path)
+
+    def labels(tie: str, nudge: bool = False) -> list[tuple[str, str]]:
+        ctx["tie_order"] = tie
+        import yaml
+        cfg = yaml.safe_load(Path(pr._llmrouter_config(fold, ctx, "knn", None, nudge=nudge)).read_text())
+        df = pd.read_json(cfg["data_path"]["routing_data_train"], lines=True)
+        best = df.loc[df.groupby("query", sort=False)["performance"].idxmax()]
+        return list(zip(best["query"], best["model_name"]))
+
+    assert labels("file") == [("p0", "m1"), ("p1", "m0"), ("p2", "m0")]
+    assert labels("all-winners") == [("p0", "m1"), ("p1", "m0"), ("p1\n[copy 1]", "m2"), ("p1\n[copy 2]", "m3")]
+    # GraphRouter reads ties by column (np.argmax), not row: the nudge makes the chosen winner strictly best
+    ctx["tie_order"] = "all-winners"
+    cfg = pr._llmrouter_config(fold, ctx, "graph", None, nudge=True)
+    import yaml
+    df = pd.read_json(yaml.safe_load(Path(cfg).read_text())["data_path"]["routing_data_train"], lines=True)
+    wide = df.pivot(index="query", columns="model_name", values="performance")
+    assert [experts[int(np.argmax(wide.loc[q].to_numpy()))] for q in ("p1", "p1\n[copy 1]", "p1\n[copy 2]")] \
+        == ["m0", "m2", "m3"]
