@@ -5,7 +5,9 @@
 #
 #   PY=peers-venv/bin/python EMB=/tmp/llmrouter_minilm.npy benchmarks/peers_fair.sh [JOBS]
 #
-# ROUTERS overrides the list (keys as peers.py --routers takes them); EXTRA adds options to every run.
+# ROUTERS overrides the list (keys as peers.py --routers takes them); EXTRA adds options to every run. A router
+# whose part exists is skipped and one being run is claimed (a folder), so a second launcher may share PARTS;
+# delete PARTS to start afresh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-peers-venv/bin/python}
@@ -14,8 +16,7 @@ JOBS=${1:-4}
 PARTS=${PARTS:-/tmp/tryage-peers-parts}
 OUT=${OUT:-benchmarks/results/peers.json}
 COMMON="--embeddings $EMB --tune --inner-folds 2 --svm-without-probability --llmrouter-mlp-epochs 20 --routellm-mf-epochs 10 ${EXTRA:-}"
-# Cheapest and most asked-for first: on a busy machine the tail may not finish (the script can be rerun: a
-# router whose part exists is skipped).
+# Cheapest and most asked-for first: on a busy machine the tail may not finish (rerun the script to go on).
 DEFAULT="tryage knn irt llmrouter_knn llmrouter_knn@shuffled llmrouter_knn@all-winners routellm_sw_ranking
  llmrouter_elo llmrouter_elo@shuffled llmrouter_elo@all-winners llmrouter_svm llmrouter_svm@shuffled
  llmrouter_svm@all-winners llmrouter_graph llmrouter_graph_trainscaler llmrouter_hybrid_pair tryage_shipped
@@ -26,8 +27,9 @@ ROUTERS=${ROUTERS:-$DEFAULT}
 mkdir -p "$PARTS"
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 printf '%s\n' $ROUTERS | xargs -P "$JOBS" -I{} sh -c \
-  "[ -s '$PARTS/{}.json' ] || nice -n 10 $PY benchmarks/peers.py $COMMON --routers '{}' --out '$PARTS/{}.json' \
-   > '$PARTS/{}.out' 2> '$PARTS/{}.log' || echo 'failed: {} (see $PARTS/{}.log)'"
+  "[ -s '$PARTS/{}.json' ] || ! mkdir '$PARTS/{}.claimed' 2>/dev/null || nice -n 10 $PY benchmarks/peers.py \
+   $COMMON --routers '{}' --out '$PARTS/{}.json' > '$PARTS/{}.out' 2> '$PARTS/{}.log' \
+   || { rmdir '$PARTS/{}.claimed'; echo 'failed: {} (see $PARTS/{}.log)'; }"
 # tryage first: the reference every difference is taken against
 parts=$(ls "$PARTS"/tryage.json; ls "$PARTS"/*.json | grep -v '/tryage.json$')
 $PY benchmarks/peers.py --combine $parts --out "$OUT" > /dev/null

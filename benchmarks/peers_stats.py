@@ -211,7 +211,16 @@ def markdown_table(result: dict[str, Any]) -> str:
     pair = result.get("pair")
     if pair:
         out += "\n\n" + _pair_table(pair)
-    return out + "\n"
+    untuned = {e.get("label", n): e["not_tuned"] for n, e in routers.items() if e.get("not_tuned")}
+    notes = [f"Intervals: paired bootstrap over prompts ({result.get('n_boot', '?')} draws, the same draws for "
+             f"every router), 95% percentile. Tuning grids (inner CV, {result.get('tuning', {}).get('inner_folds')} "
+             f"inner folds inside each training fold): "
+             + "; ".join(f"{k}: {v}" for k, v in result.get("tuning", {}).get("grids", {}).items()) + "."]
+    notes += [f"Not tuned: {', '.join(sorted(set(untuned)))} ({'; '.join(sorted(set(untuned.values())))})."] \
+        if untuned else []
+    notes += ["Deviations from the peers' own setups (from the JSON):"] + \
+        [f"- {d}" for d in result.get("deviations", [])]
+    return out + "\n\n" + "\n".join(notes) + "\n"
 
 
 def _pair_table(pair: dict[str, Any]) -> str:
