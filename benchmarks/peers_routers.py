@@ -517,7 +517,7 @@ LABEL_BASED = {"llmrouter_knn", "llmrouter_svm", "llmrouter_mlp", "llmrouter_mf"
 # The same small grid size for every router with hyper-parameters: one knob, three values around its default,
 # chosen by inner CV on the outer training folds only (--tune).
 GRIDS: dict[str, dict[str, list[Any]]] = {
-    "tryage": {"target_smoothing": [None, 20, 50]},
+    "tryage": {"target_smoothing": [0, 20, 50]},   # 0: off; 20 is the default (None = min(20, n // 50))
     "knn": {"k": [25, 100, 400]},
     "irt": {"dim": [4, 16, 64]},
     "llmrouter_knn": {"n_neighbors": [5, 25, 100]},

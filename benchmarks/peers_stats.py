@@ -208,6 +208,9 @@ def markdown_table(result: dict[str, Any]) -> str:
                      f"| {'' if acc is None else f'{100 * acc:.1f}%'} | {_pct(e.get('price_share'))} "
                      f"| {'—' if train is None else f'{train:.0f}'} |")
     out = "\n".join(lines)
+    ties = _tie_table(routers)
+    if ties:
+        out += "\n\n" + ties
     pair = result.get("pair")
     if pair:
         out += "\n\n" + _pair_table(pair)
@@ -221,6 +224,24 @@ def markdown_table(result: dict[str, Any]) -> str:
     notes += ["Deviations from the peers' own setups (from the JSON):"] + \
         [f"- {d}" for d in result.get("deviations", [])]
     return out + "\n\n" + "\n".join(notes) + "\n"
+
+
+def _tie_table(routers: dict[str, Any]) -> str:
+    """One row per label-based peer, its mean score under each tie order side by side."""
+    by_base: dict[str, dict[str, dict]] = {}
+    for name, e in routers.items():
+        if e.get("tie_order"):
+            by_base.setdefault(name.partition("@")[0], {})[e["tie_order"]] = e
+    if not any(len(v) > 1 for v in by_base.values()):
+        return ""
+    head = ("Label-based peers by tie order (their label is the first tied best row: the result depends on the "
+            "data file's row order):")
+    lines = [head, "", "| router | " + " | ".join(TIE_ORDERS) + " |", "|---|" + "---|" * len(TIE_ORDERS)]
+    for base, runs in sorted(by_base.items()):
+        cells = [f"{runs[t]['mean_score']:.3f}{_ci(runs[t].get('bootstrap', {}).get('ci95'))}" if t in runs
+                 else "not run" for t in TIE_ORDERS]
+        lines.append(f"| {base} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _pair_table(pair: dict[str, Any]) -> str:
