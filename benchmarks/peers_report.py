@@ -15,7 +15,10 @@ from peers_stats import apgr, bootstrap_statistic, cpt, pair_curve, paired_boots
 
 
 def finalize(result: dict[str, Any], scores: np.ndarray, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    routers, ref = result["routers"], result.get("reference", "tryage")
+    routers = result["routers"]
+    # Tryage tuned by inner CV is the reference; a partial run without it falls back to the shipped Tryage.
+    ref = next((r for r in ("tryage", "tryage_shipped") if r in routers), result.get("reference", "tryage"))
+    result["reference"] = ref
     fold_of = np.asarray(result["fold_of"])
     rows = np.flatnonzero(fold_of >= 0)
     s = np.asarray(scores, dtype=float)[rows]

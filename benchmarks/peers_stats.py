@@ -213,7 +213,7 @@ def markdown_table(result: dict[str, Any]) -> str:
         out += "\n\n" + ties
     pair = result.get("pair")
     if pair:
-        out += "\n\n" + _pair_table(pair)
+        out += "\n\n" + _pair_table(pair, ref)
     untuned = {e.get("label", n): e["not_tuned"] for n, e in routers.items() if e.get("not_tuned")}
     notes = [f"Intervals: paired bootstrap over prompts ({result.get('n_boot', '?')} draws, the same draws for "
              f"every router), 95% percentile. Tuning grids (inner CV, {result.get('tuning', {}).get('inner_folds')} "
@@ -244,15 +244,15 @@ def _tie_table(routers: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _pair_table(pair: dict[str, Any]) -> str:
+def _pair_table(pair: dict[str, Any], ref: str = "tryage") -> str:
     head = (f"Two-model comparison (weak {'/'.join(pair['weak'])}, strong {'/'.join(pair['strong'])}; all weak "
             f"{pair['all_weak']:.3f}, all strong {pair['all_strong']:.3f}, the pair's oracle {pair['oracle']:.3f}):")
-    cols = ("| router | mean score at calibrated threshold [95% CI] | minus tryage [95% CI] | strong share there "
+    cols = (f"| router | mean score at calibrated threshold [95% CI] | minus {ref} [95% CI] | strong share there "
             "| APGR [95% CI] | CPT(50%) | CPT(80%) |")
     lines = [head, "", cols, "|---|---|---|---|---|---|---|"]
     for name, e in sorted(pair["routers"].items(), key=lambda kv: -(kv[1]["apgr"] or 0)):
-        diff = "" if "minus_tryage" not in e or name == "tryage" else \
-            f"{e['minus_tryage']:+.3f}{_ci(e.get('minus_tryage_ci95'))}"
+        diff = "" if f"minus_{ref}" not in e or name == ref else \
+            f"{e[f'minus_{ref}']:+.3f}{_ci(e.get(f'minus_{ref}_ci95'))}"
         lines.append(f"| {e.get('label', name)} | {e['mean_score']:.3f}{_ci(e.get('ci95'))} | {diff} "
                      f"| {_pct(e['strong_share'])} | {e['apgr']:.3f}{_ci(e.get('apgr_ci95'))} "
                      f"| {_pct(e['cpt50'])} | {_pct(e['cpt80'])} |")
