@@ -187,3 +187,37 @@ def test_llmrouter_routing_file_gives_their_idxmax_rule_the_asked_tie_order(tmp_
     wide = df.pivot(index="query", columns="model_name", values="performance")
     assert [experts[int(np.argmax(wide.loc[q].to_numpy()))] for q in ("p1", "p1\n[copy 1]", "p1\n[copy 2]")] \
         == ["m0", "m2", "m3"]
+
+
+def test_finalize_adds_paired_intervals_and_the_pair_table_from_stored_choices() -> None:
+    from peers_report import finalize
+
+    rng = np.random.default_rng(0)
+    n = 400
+    scores = (rng.random((n, 3)) < [0.3, 0.5, 0.7]).astype(float)     # model 2 strong, model 0 weak
+    fold_of = np.repeat([0, 1], n // 2)
+    oracle_signal = scores[:, 2] - scores[:, 0]                       # knows when the strong model helps
+    result = {
+        "experts": ["weak", "mid", "strong"], "fold_of": fold_of.tolist(), "pair_by_fold": [["weak", "strong"]] * 2,
+        "reference": "tryage", "n_boot": 200, "deviations": ["x"], "tuning": {"inner_folds": 2, "grids": {}},
+        "routers": {
+            "tryage": {"mean_score": 0.0, "oof_choice": "2" * n,
+                       "pair_oof": {"signal": oracle_signal.tolist(), "threshold_per_fold": [0.5, 0.5]}},
+            "knn": {"mean_score": 0.0, "oof_choice": "0" * n,
+                    "pair_oof": {"signal": rng.random(n).tolist(), "threshold_per_fold": [2.0, 2.0]}},
+            "random": {"mean_score": 0.5}, "oracle": {"mean_score": 0.9}}}
+    finalize(result, scores, n_boot=200)
+    knn = result["routers"]["knn"]["bootstrap"]
+    assert knn["mean"] == pytest.approx(scores[:, 0].mean())
+    assert knn["minus_tryage"] == pytest.approx(scores[:, 0].mean() - scores[:, 2].mean())
+    assert knn["minus_tryage_ci95"][1] < 0                              # the weak model is surely worse
+    pair = result["pair"]
+    assert pair["all_weak"] == pytest.approx(scores[:, 0].mean())
+    assert pair["oracle"] == pytest.approx(np.maximum(scores[:, 0], scores[:, 2]).mean())
+    t = pair["routers"]["tryage"]
+    assert t["mean_score"] == pytest.approx(pair["oracle"]) and t["apgr"] > 0.8 and t["cpt80"] < 0.5
+    k = pair["routers"]["knn"]
+    assert k["strong_share"] == 0.0 and k["mean_score"] == pytest.approx(pair["all_weak"])
+    assert 0.3 < k["apgr"] < 0.7                                       # a random signal recovers about half
+    table = ps.markdown_table(result)
+    assert "Two-model comparison (weak weak, strong strong" in table and "- x" in table
