@@ -16,8 +16,9 @@ from peers_stats import apgr, bootstrap_statistic, cpt, pair_curve, paired_boots
 
 def finalize(result: dict[str, Any], scores: np.ndarray, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     routers = result["routers"]
-    # Tryage tuned by inner CV is the reference; a partial run without it falls back to the shipped Tryage.
-    ref = next((r for r in ("tryage", "tryage_shipped") if r in routers), result.get("reference", "tryage"))
+    # Tryage tuned by inner CV is the reference; a partial run without it falls back to the shipped Tryage,
+    # then to the best single model.
+    ref = next((r for r in ("tryage", "tryage_shipped", "best_single") if r in routers), "tryage")
     result["reference"] = ref
     fold_of = np.asarray(result["fold_of"])
     rows = np.flatnonzero(fold_of >= 0)

@@ -203,7 +203,7 @@ def markdown_table(result: dict[str, Any]) -> str:
             f"{b[f'minus_{ref}']:+.3f}{_ci(b.get(f'minus_{ref}_ci95'))}"
         acc = e.get("select_best_accuracy")
         train = e.get("train_seconds_per_fold")
-        lines.append(f"| {e.get('label', name)} | {e.get('tie_order', '—')} | {tuning} "
+        lines.append(f"| {e.get('label', name)} | {e.get('tie_order') or '—'} | {tuning} "
                      f"| {e['mean_score']:.3f}{_ci(b.get('ci95'))} | {diff} "
                      f"| {'' if acc is None else f'{100 * acc:.1f}%'} | {_pct(e.get('price_share'))} "
                      f"| {'—' if train is None else f'{train:.0f}'} |")
