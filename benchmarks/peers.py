@@ -433,7 +433,9 @@ def _finish(result: dict, table: Any, out: Path) -> dict:
     text = json.dumps(result, indent=1)
     # numbers lists on one line each: the per-prompt arrays would otherwise take a line per prompt
     text = re.sub(r"\[\s+([-+0-9.eE,\s]+?)\s+\]", lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text)
-    out.write_text(text + "\n")
+    tmp = out.with_name(out.name + ".partial")
+    tmp.write_text(text + "\n")
+    os.replace(tmp, out)            # whole or absent: a launcher's --combine may read it meanwhile
     return result
 
 
