@@ -232,8 +232,13 @@ def test_metric_never_measured_is_one_line_error(tmp_path: Path, capsys):
     library = tmp_path / "lib.json"
     ExpertLibrary([Expert("a", metrics={"verbosity": {"mean": 3, "count": 9}}), Expert("b")]).to_json(library)
     router = TryageRouter(FixedLosses({"a": 0.2, "b": 0.1}), ExpertLibrary.from_json(library))
-    with pytest.raises(MissingMetadataError, match="'b'"):
+    with pytest.raises(MissingMetadataError, match="'b'"):  # measured for some experts: names the others
+        router.route("q [Flag: shortest answer]")
+    with pytest.raises(MissingMetadataError) as info:  # measured for none: says which flags do work
         router.route("q [Flag: fewest hallucinations]")
+    message = str(info.value)
+    assert "\n" not in message and "all 2 experts" in message and "min quality" in message
+    assert "fewest hallucinations" not in message and "hallucinations <" not in message
 
 
 def test_hallucination_measured_on_rows_with_context(tmp_path: Path):

@@ -154,7 +154,9 @@ class FlagParser:
         out += [f"{names}=<number>"] if names else []
         out += ["max size <N like 8B>", "min size <N>"] if can("size") else []
         out += ["license <id>[, <id>...]"] + (["newer than <YYYY-MM-DD>"] if can("recency") else []) + ["expert <name>"]
-        out += ["min quality <0..1 or N%>", "max unsafe|hallucinations|verbosity|readability <number or N%>"]
+        ceilings = "|".join(w for w, n in (("unsafe", "safety"), ("hallucinations", "hallucination"),
+                                           ("verbosity", "verbosity"), ("readability", "readability")) if can(n))
+        out += ["min quality <0..1 or N%>"] + ([f"max {ceilings} <number or N%>"] if ceilings else [])
         out += [k + (f" ({d})" if d else "") for k, (_, _, d) in self._custom.items()]
         return out
 
