@@ -32,7 +32,6 @@ import io
 import os
 import re
 import shlex
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +44,8 @@ FIXTURES = REPO / "tests" / "fixtures" / "docs"
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SERVER_KEY = "sk-local"
 LOCAL_URL = re.compile(r"http://127\.0\.0\.1:808[0-9]/v1")
-_FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
-_MARK = re.compile(r"<!--\s*(not-tested|expected-to-fail|file)\s*:\s*((?:(?!-->).)*?)\s*-->\s*\Z", re.S)
+_FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+_MARK = re.compile(r"<!--\s*(not-tested|expected-to-fail|file)\s*:\s*((?:(?!-->).)*?)\s*-->\s*\Z", re.DOTALL)
 _OPTIONAL = re.compile(r"\s\[--[^\]]*\]")  # "[--json]", "[--out my-router-v2]": usage syntax, left out
 RUN = ("bash", "sh", "shell", "console", "python", "py")
 
@@ -147,7 +146,7 @@ def _shell_lines(code: str) -> list[str]:
     return lines
 
 
-_PRINTF = re.compile(r"\\(.)|%(.)", re.S)
+_PRINTF = re.compile(r"\\(.)|%(.)", re.DOTALL)
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
 
 
