@@ -8,8 +8,10 @@ page's earlier blocks first.
 * ```python blocks are ``exec``'d.
 * ```bash blocks: each line is a ``tryage ...`` command, run through the CLI's ``main`` in this process (one
   interpreter, so the bundled encoder loads once), which must exit 0; ``export NAME=VALUE`` sets the
-  variable for the page's later blocks. Optional arguments written as ``[--flag value]`` are left out, and
-  ``# ...`` comments are ignored. Any other command is an error: mark the block.
+  variable for the page's later blocks; ``printf 'TEXT' | tryage ...`` runs the command with that text
+  (``\\n``, ``\\t``, ``\\\\``, ``%%`` expanded as printf does) as its stdin. Optional arguments written as
+  ``[--flag value]`` are left out, and ``# ...`` comments are ignored. Any other command (another pipe
+  included) is an error: mark the block.
 * A block right after ``<!-- file: NAME -->`` (``json``, ``toml``, any language) is written to ``NAME``.
 * A block right after ``<!-- not-tested: REASON -->`` is skipped with that reason (``pytest -rs`` lists
   them; the summary counts them). A block in another language (``text``, ``toml``) is shown, not run.
@@ -30,7 +32,6 @@ import io
 import os
 import re
 import shlex
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +44,8 @@ FIXTURES = REPO / "tests" / "fixtures" / "docs"
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SERVER_KEY = "sk-local"
 LOCAL_URL = re.compile(r"http://127\.0\.0\.1:808[0-9]/v1")
-_FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
-_MARK = re.compile(r"<!--\s*(not-tested|expected-to-fail|file)\s*:\s*((?:(?!-->).)*?)\s*-->\s*\Z", re.S)
+_FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+_MARK = re.compile(r"<!--\s*(not-tested|expected-to-fail|file)\s*:\s*((?:(?!-->).)*?)\s*-->\s*\Z", re.DOTALL)
 _OPTIONAL = re.compile(r"\s\[--[^\]]*\]")  # "[--json]", "[--out my-router-v2]": usage syntax, left out
 RUN = ("bash", "sh", "shell", "console", "python", "py")
 
@@ -145,9 +146,43 @@ def _shell_lines(code: str) -> list[str]:
     return lines
 
 
-def _run_shell(example: Example, state: PageState, text: str) -> None:
+_PRINTF = re.compile(r"\\(.)|%(.)", re.DOTALL)
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def _printf(fmt: str, example: Example) -> str:
+    """What ``printf FMT`` writes, for the escapes a page uses (``\\n``, ``\\t``, ``\\\\``, ``%%``); others fail."""
+    def one(match: re.Match[str]) -> str:
+        escape, directive = match.group(1), match.group(2)
+        if escape is not None and escape in _ESCAPES:
+            return _ESCAPES[escape]
+        if directive == "%":
+            return "%"
+        raise AssertionError(f"{example.id}: printf {match.group(0)!r} is not an escape the examples harness knows")
+    return _PRINTF.sub(one, fmt)
+
+
+@contextlib.contextmanager
+def _stdin(data: str | None) -> Iterator[None]:
+    """``sys.stdin`` reading ``data`` (as text and through ``.buffer``), when a line pipes into the command."""
+    if data is None:
+        yield
+        return
+    import sys
+
+    saved = sys.stdin
+    sys.stdin = io.TextIOWrapper(io.BytesIO(data.encode("utf-8")), encoding="utf-8")
+    try:
+        yield
+    finally:
+        sys.stdin = saved
+
+
+def _run_shell(example: Example, state: PageState, text: str) -> str:
+    """Run a shell block's lines; what the last ``tryage`` command printed."""
     from tryage.cli import main
 
+    printed = ""
     for line in _shell_lines(text):
         argv = shlex.split(_OPTIONAL.sub("", line), comments=True)
         if not argv:
@@ -157,16 +192,21 @@ def _run_shell(example: Example, state: PageState, text: str) -> None:
             state.env[name] = value
             os.environ[name] = value
             continue
-        assert argv[0] == "tryage", (
-            f"{example.id}: {line!r} is not a `tryage` command; mark the block "
+        stdin = None
+        if argv[0] == "printf" and len(argv) > 3 and argv[2] == "|":  # printf 'TEXT' | tryage ...
+            stdin, argv = _printf(argv[1], example), argv[3:]
+        assert argv[0] == "tryage" and "|" not in argv, (
+            f"{example.id}: {line!r} is not a `tryage` command (or `printf 'TEXT' | tryage ...`); mark the block "
             "<!-- not-tested: REASON --> if it cannot run here")
         out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _stdin(stdin):
             try:
                 code = main(argv[1:])
             except SystemExit as stop:  # argparse: --help, or a usage error
                 code = stop.code
         assert code in (0, None), f"{example.id}: `{line}` exited {code}: {err.getvalue().strip()[-800:]}"
+        printed = out.getvalue()
+    return printed
 
 
 def _run(example: Example, state: PageState, server: Any) -> None:
@@ -255,10 +295,37 @@ def test_failing_tryage_command_fails_the_example(tmp_path: Path, monkeypatch: p
         _run_shell(example, PageState(tmp_path), example.code)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 23: the default router's experts have no prices, so [Flag: cheapest] "
-                                       "is an error there; remove this mark when it routes")
-def test_cheapest_flag_on_the_default_router(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The README's route example as a newcomer types it first, without --router."""
+def test_cheapest_flag_on_the_default_router_names_the_flags_it_supports(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's route example as a newcomer may type it first, without ``--router open-llms``.
+
+    The paper's experts (the default router) have no prices, so ``[Flag: cheapest]`` is one line and exit 2,
+    and that line lists the flags this router does take and how to give prices, as the README says.
+    """
+    from tryage.cli import main
+
     monkeypatch.chdir(tmp_path)
-    example = Example(tmp_path / "page.md", 1, "bash", 'tryage route "Prove that sqrt(2) is irrational [Flag: cheapest]"\n')
-    _run_shell(example, PageState(tmp_path), example.code)
+    code = main(["route", "Prove that sqrt(2) is irrational [Flag: cheapest]"])
+
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("tryage: error: constraint 'cost' needs"), err
+    supported, _, remedy = err.partition("the flags it supports:")[2].partition("(or give")
+    assert {"smallest model", "largest model", "most recent"} <= {f.strip() for f in supported.split(";")}
+    assert "cheapest" not in supported
+    assert "input_cost/output_cost" in remedy and "--experts FILE" in remedy
+
+
+def test_printf_pipe_feeds_the_command_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's ``printf ... | tryage route -`` line: each printed line is one prompt routed."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    example = Example(tmp_path / "page.md", 1, "bash",
+                      "printf 'def quicksort(xs):\\nThe court held that\\n' | tryage route - --json  # stdin\n")
+    printed = json.loads(_run_shell(example, PageState(tmp_path), example.code))
+    decisions = printed if isinstance(printed, list) else printed["decisions"]
+    assert [d["prompt"] for d in decisions] == ["def quicksort(xs):", "The court held that"]
+    refused = Example(tmp_path / "page.md", 1, "bash", "printf 'a\\n' | sort | tryage route -\n")
+    with pytest.raises(AssertionError, match="is not a `tryage` command"):
+        _run_shell(refused, PageState(tmp_path), refused.code)
