@@ -5,7 +5,7 @@
     tryage metrics --log q.calls.jsonl --out q.experts.json                      # verbosity, readability
     tryage metrics --log q.calls.jsonl --out q.experts.json --metric safety --unsafe-words "bomb,poison"
     tryage metrics --log q.calls.jsonl --prompts prompts.jsonl --out q.experts.json \\
-        --metric hallucination --judge-model openai:gpt-4o-mini --judge-input-price 0.15 --judge-output-price 0.6
+        --metric hallucination --hallucination-judge openai:gpt-4o-mini --metric-judge-input-price 0.15 --metric-judge-output-price 0.6
 
 The metrics land in the expert library ``--out`` (merged into it when it exists), where the constraints
 of the same names read them: ``[Flag: shortest answer]``, ``[Flag: safest]``, ``[Flag: max unsafe 1%]``.
