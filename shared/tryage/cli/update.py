@@ -51,11 +51,11 @@ def run_update(args: argparse.Namespace) -> int:
     check_scalar(args.epochs, "epochs", kind=int, low=1)  # and the seed, before the router loads
     if args.seed is not None:
         check_scalar(args.seed, "seed", kind=int, low=0, high=2**32 - 1)
+    check_distinct_files({"--out": args.out or args.router}, {"--feedback": args.feedback, "--reference": args.reference},
+                         folders=["--out"])
     if not Path(args.router).is_dir():
         raise TryageFileNotFoundError(f"router folder not found: {args.router}")
     existing_file(args.feedback, "feedback file")
-    check_distinct_files({"--out": args.out or args.router}, {"--feedback": args.feedback, "--reference": args.reference},
-                         folders=["--out"])
     rows = read_feedback(args.feedback)
     reference = read_prompt_lines(args.reference) if args.reference else None
     router = TryageRouter.from_pretrained(args.router)
