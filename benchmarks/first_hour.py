@@ -190,17 +190,17 @@ def walk(work: Path, base_url: str) -> dict:
     w.tryage("collect --dry-run", *collect, "--dry-run")
     w.tryage("collect --budget 1", *collect, "--budget", "1")
     w.tryage("collect again (resume: nothing to call)", *collect, "--budget", "1")
-    w.tryage("split", "--qtable", "q.jsonl", "--out-dir", "parts", "--test", "0.25")
-    w.tryage("train", "--qtable", "parts/train.jsonl", "--experts", "q.experts.json", "--out", "my-router",
+    w.tryage("split", "split", "--qtable", "q.jsonl", "--out-dir", "parts", "--test", "0.25")
+    w.tryage("train", "train", "--qtable", "parts/train.jsonl", "--experts", "q.experts.json", "--out", "my-router",
              "--layers", "last", "--json")
-    w.tryage("route", "What is 41 plus 6?", "Is grass green? Answer yes or no.", "--router", "my-router")
-    w.tryage("route --json (stdin)", "-", "--router", "my-router", "--json",
+    w.tryage("route", "route", "What is 41 plus 6?", "Is grass green? Answer yes or no.", "--router", "my-router")
+    w.tryage("route --json (stdin)", "route", "-", "--router", "my-router", "--json",
              stdin="What is the capital of Spain? One word.\nWhat is 3 plus 3?\n")
-    w.tryage("evaluate", "--router", "my-router", "--qtable", "parts/test.jsonl", "--train", "parts/train.jsonl",
+    w.tryage("evaluate", "evaluate", "--router", "my-router", "--qtable", "parts/test.jsonl", "--train", "parts/train.jsonl",
              "--knn-k", "5", "--json")
-    w.tryage("cv", "--qtable", "q.jsonl", "--experts", "q.experts.json", "--folds", "5", "--json")
-    w.tryage("metrics", "--log", "q.calls.jsonl", "--out", "q.experts.json", "--json")
-    w.tryage("route [Flag: smallest model] / most concise", "Is fire cold? [Flag: smallest model]",
+    w.tryage("cv", "cv", "--qtable", "q.jsonl", "--experts", "q.experts.json", "--folds", "5", "--json")
+    w.tryage("metrics", "metrics", "--log", "q.calls.jsonl", "--out", "q.experts.json", "--json")
+    w.tryage("route [Flag: smallest model]", "route", "Is fire cold? [Flag: smallest model]",
              "--router", "my-router", "--json", "--experts", "q.experts.json")
     w.run("ChatTryage over experts.json", [sys.executable, "-c", CHAT_SNIPPET])
     # bad input: each must end in one line and exit 2 (a model never loaded for it)
@@ -252,11 +252,12 @@ def main() -> None:
     parser.add_argument("--base-url", default=None, help="with --server none: the running server's /v1 URL")
     parser.add_argument("--server-name", default=None, help="with --server none: what that server is, for the record")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tryage-first-hour"))
+    parser.add_argument("--resume", action="store_true", help="keep --work: collect reuses its call log")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "first_hour.json")
     args = parser.parse_args()
-    if args.work.exists():
+    if args.work.exists() and not args.resume:
         shutil.rmtree(args.work)
-    args.work.mkdir(parents=True)
+    args.work.mkdir(parents=True, exist_ok=True)
     base_url = args.base_url or f"http://127.0.0.1:{args.port}/v1"
     start = time.perf_counter()
     server = start_server(args.server, args.port, args.llama_python)
