@@ -300,6 +300,28 @@ def test_evaluate_reports_calibration_error_and_plots_reliability(calibrated_rou
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize(("edit", "why"), [
+    ("empty", "no expert had enough held-out rows to fit it, as a table under 300 rows trains on every row"),
+    ("absent", "a router folder from before calibration")])
+def test_evaluate_says_why_a_router_is_not_calibrated(calibrated_router: Path, tmp_path: Path, capsys, edit, why):
+    """A router trained on a small table (no held-out rows) is not "from before calibration"."""
+    import shutil
+
+    folder = tmp_path / "router"
+    shutil.copytree(calibrated_router, folder)
+    config = json.loads((folder / "config.json").read_text())
+    if edit == "empty":
+        config["calibration"]["experts"] = {}  # what a small table's training writes: nothing held out
+    else:
+        del config["calibration"]
+    (folder / "config.json").write_text(json.dumps(config))
+    table = str(_test_table(tmp_path))
+    assert _cli("evaluate", "--router", str(folder), "--qtable", table, "--knn-k", "5", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["calibration"]["why_not"] == why
+    assert _cli("evaluate", "--router", str(folder), "--qtable", table, "--knn-k", "5") == 0
+    assert f"not calibrated ({why}); 1 - loss:" in capsys.readouterr().out
+
+
 def test_score_measures_metrics_when_asked(tmp_path: Path, capsys):
     log = _log(tmp_path / "q.calls.jsonl")
     prompts = tmp_path / "prompts.jsonl"

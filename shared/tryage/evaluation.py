@@ -222,7 +222,10 @@ def calibration_report(predictor: Any, predicted: np.ndarray, test: QTable) -> d
         return None
     observed = 1.0 - test.losses
     raw = np.clip(1.0 - np.asarray(predicted, dtype=np.float64), 0.0, 1.0)
-    return {"calibrated": calibrated, "ece": expected_calibration_error(quality, observed),
+    why = None if calibrated else (
+        "a router folder from before calibration" if getattr(predictor, "calibration_", None) is None
+        else "no expert had enough held-out rows to fit it, as a table under 300 rows trains on every row")
+    return {"calibrated": calibrated, "why_not": why, "ece": expected_calibration_error(quality, observed),
             "ece_uncalibrated": expected_calibration_error(raw, observed),
             "reliability": reliability(quality, observed)}
 

@@ -177,6 +177,19 @@ def test_split_is_stratified_by_the_task_field(tmp_path, domain_qtable_path, cap
     assert len(everything) == 36
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--test", "1.5"], "test fraction must be a finite number > 0 and < 1, got 1.5"),
+    (["--test", "0.5", "--validation", "0.5"], "the test (0.5) and validation (0.5) fractions leave no training rows"),
+    (["--folds", "1"], "folds must be a whole number >= 2, got 1"),
+])
+def test_split_checks_its_shares_before_reading_the_table(argv, message, tmp_path, domain_qtable_path):
+    code = NO_TORCH.replace("'torch' in sys.modules", "'sklearn' in sys.modules")
+    result = subprocess.run([sys.executable, "-c", code, "split", "--qtable", str(domain_qtable_path), "--out-dir",
+                             "s", *argv], capture_output=True, text=True, cwd=tmp_path)
+    assert result.stderr == f"tryage: error: {message}\n"
+    assert result.stdout.split() == ["False", "2"] and not (tmp_path / "s").exists()  # nothing read or written
+
+
 def test_split_folds_cover_every_row_once(tmp_path, domain_qtable_path, capsys):
     assert main(["split", "--qtable", str(domain_qtable_path), "--out-dir", str(tmp_path / "f"), "--folds", "3",
                  "--json"]) == 0

@@ -156,3 +156,18 @@ def test_cost_estimator_learns_the_mean_output_length_and_ignores_broken_counts(
     costs.observe("e", "many")
     assert costs.plan(PromptRow("p", "abc"), spec).output_tokens == 30
     assert CostEstimator().expected_output_tokens(spec) == 512
+
+
+def test_a_dry_run_counts_the_system_prompt_sent_before_every_prompt(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The system prompt is paid as input on every call, so the estimate the budget reserves includes it."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": "p", "prompt": "What is 2 plus 2?", "reference": "4"}\n')
+    entry = {"model": "openai:m", "model_kwargs": {"base_url": "http://127.0.0.1:9/v1", "max_tokens": 8},
+             "input_cost": 1e6, "output_cost": 0}
+    experts = [{"name": "plain", **entry}, {"name": "briefed", **entry, "system_prompt": "Be brief. " * 100}]
+    plan = collect(prompts, experts, scorer="exact", out=tmp_path / "q.jsonl", dry_run=True)
+    tokens = {c.expert: c.input_tokens for c in plan.calls}
+    assert tokens["briefed"] >= tokens["plain"] + 200  # 1,000 characters of system prompt: ~250 tokens
+    assert plan.estimated_cost >= 2 * tokens["plain"] + 200  # $1 a token here

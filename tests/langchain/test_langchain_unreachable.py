@@ -91,6 +91,18 @@ def test_an_entry_with_a_system_prompt_sends_it_first_through_chat_tryage(upstre
     assert [b["messages"][-1]["content"] for b in upstream.bodies] == ["a court contract", "fix this python bug"]
 
 
+def test_a_system_prompt_entry_whose_server_is_down_is_named_with_its_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """build_chat_models wraps an entry with a system_prompt; the error still names the wrapped model's URL."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    down = f"http://127.0.0.1:{closed_port()}/v1"
+    entries = [{"name": n, "model": f"openai:{n}-model", "system_prompt": f"You are the {n} expert.",
+                "model_kwargs": {"base_url": down, "max_retries": 0}} for n in ("code", "legal", "general")]
+    router, _ = make_router()
+    with pytest.raises(ExpertUnreachableError) as raised:
+        ChatTryage(router=router, experts=build_chat_models(entries)).invoke("fix this python bug")
+    assert str(raised.value) == f"expert 'code' at {down} is unreachable: connection refused (is its server running?)"
+
+
 def test_an_expert_that_does_not_answer_in_time_is_named_with_its_url() -> None:
     from langchain_core.messages import HumanMessage, SystemMessage
 

@@ -81,7 +81,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(format_table(rows, ["router", f"mean {unit}", "picks best"]))
     print(f"gap closed (best single -> oracle): {format_cell(report['gap_closed'])}")
     if (cal := report["calibration"]) is not None:
-        how = "calibrated" if cal["calibrated"] else "not calibrated (a router folder from before calibration)"
+        how = "calibrated" if cal["calibrated"] else f"not calibrated ({cal.get('why_not')})"
         print(f"expected calibration error of P(correct): {cal['ece']:.4f} ({how}; 1 - loss: "
               f"{cal['ece_uncalibrated']:.4f})" + (f"; reliability plot: {cal['png']}" if "png" in cal else ""))
     if report["missing_entries"]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tryage.cli._common import existing_file, format_table, print_json, stdin_file
-from tryage.errors import ConfigurationError
+from tryage.errors import ConfigurationError, check_scalar
 
 
 def stratify_field(table: Any, by: str | None) -> str | None:
@@ -29,10 +29,22 @@ def stratify_field(table: Any, by: str | None) -> str | None:
     return next((f for f in ("task", "domain") if f in fields), None)
 
 
+def check_split_arguments(args: argparse.Namespace) -> None:
+    """The shares and the fold count, checked before the table is read (the same words as the split's own)."""
+    if args.folds is not None:
+        check_scalar(args.folds, "folds", kind=int, low=2)
+        return
+    test = check_scalar(args.test, "test fraction", low=0, high=1, low_open=True, high_open=True)
+    validation = check_scalar(args.validation, "validation fraction", low=0, high=1, high_open=True)
+    if test + validation >= 1:
+        raise ConfigurationError(f"the test ({test}) and validation ({validation}) fractions leave no training rows")
+
+
 def cmd_split(args: argparse.Namespace) -> int:
     from tryage.evaluation import fold_indices, split_indices, strata
     from tryage.qtable import QTable
 
+    check_split_arguments(args)
     existing_file(args.qtable, "Q-table file")
     out = Path(args.out_dir)
     if out.exists() and not out.is_dir():
@@ -77,4 +89,4 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_split)
 
 
-__all__ = ["cmd_split", "register", "stratify_field"]
+__all__ = ["check_split_arguments", "cmd_split", "register", "stratify_field"]

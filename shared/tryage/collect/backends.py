@@ -234,6 +234,8 @@ def endpoint_of(model: Any) -> str | None:
             return value
     client = getattr(model, "root_async_client", None) or getattr(model, "root_client", None)
     url = getattr(client, "base_url", None)
+    if url is None and _is_chat_model(inner := getattr(model, "model", None)):
+        return endpoint_of(inner)  # a wrapper, e.g. an entry's system_prompt around its chat model
     return str(url).rstrip("/") if url is not None else None
 
 

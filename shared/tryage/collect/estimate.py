@@ -92,8 +92,11 @@ class CostEstimator:
         return math.ceil(total / count) if count else DEFAULT_OUTPUT_TOKENS
 
     def input_tokens(self, row: Any, spec: ExpertSpec) -> int:
-        """Input tokens assumed for calling ``spec`` on ``row`` (an ``hf`` expert reads the reference too)."""
+        """Input tokens assumed for calling ``spec`` on ``row`` (its ``system_prompt`` included; an ``hf``
+        expert reads the reference too)."""
         text = row.prompt if spec.kind != "hf" or row.reference is None else f"{row.prompt} {row.reference}"
+        if spec.system_prompt:
+            text = f"{spec.system_prompt}\n{text}"  # sent before every prompt, paid as input too
         return estimate_tokens(text)
 
     def plan(self, row: Any, spec: ExpertSpec) -> PlannedCall:
