@@ -129,7 +129,7 @@ test_emb = predictor.encode(test.prompts)
 encoded = time.perf_counter() - started
 predictor.fit(train, library, embeddings=train_emb)
 fitted = time.perf_counter() - started - encoded
-best = min(h["val_loss"] for h in predictor.history_)
+best = min((h["val_loss"] for h in predictor.history_ if "val_loss" in h), default=float("nan"))  # nan: no split (small table)
 print(f"encoded {len(train) + len(test)} prompts in {encoded:.0f} s; trained the head in {fitted:.1f} s "
       f"({len(predictor.history_)} epochs, objective {predictor.objective_!r}, best validation loss {best:.3f})")
 print("experts (output columns):", ", ".join(predictor.experts))

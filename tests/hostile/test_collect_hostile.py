@@ -271,7 +271,7 @@ def _fits(field: str, value: Any) -> bool:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     finite = number and value == value and abs(value) != float("inf")
     return {"answer": value is None or isinstance(value, str), "error": value is None or isinstance(value, str),
-            "loss": value is None or finite, "cost": finite and value >= 0, "latency_s": finite and value >= 0,
+            "loss": value is None or (finite and value >= 0), "cost": finite and value >= 0, "latency_s": finite and value >= 0,
             "attempts": isinstance(value, int) and not isinstance(value, bool) and value >= 0}.get(
         field, isinstance(value, str))
 

@@ -58,8 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         argv, elsewhere = apply_config(_commands(parser), argv)
-    except TryageError as exc:
-        parser.exit(EXIT_USAGE, f"tryage: error: {str(exc).splitlines()[0]}\n")
+    except TryageError as exc:  # a config file's error: one line and exit 2, as every other
+        print(f"tryage: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return EXIT_USAGE
     args = parser.parse_args(argv)
     args.config_elsewhere = elsewhere
     _quiet_model_loading()

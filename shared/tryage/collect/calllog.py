@@ -101,7 +101,7 @@ _FIELDS = tuple(CallRecord.__dataclass_fields__)
 _CHECKS: dict[str, tuple[Any, str]] = {
     **{k: (lambda v: isinstance(v, str), "text") for k in ("prompt_id", "expert", "settings")},
     **{k: (lambda v: v is None or isinstance(v, str), "text or null") for k in ("answer", "error", "input_sha")},
-    "loss": (lambda v: v is None or (_number(v) or (isinstance(v, float) and math.isfinite(v))), "a finite number or null"),
+    "loss": (lambda v: v is None or _number(v), "a finite number >= 0 or null"),  # a mean next-token loss
     **{k: (_number, "a finite number >= 0") for k in ("latency_s", "cost")},
     "attempts": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a whole number >= 0"),
 }

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tryage.errors import TrainingDivergedError
+from tryage.errors import TrainingDivergedError, check_scalar
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -23,6 +23,14 @@ DIVERGENCE_FACTOR = 100.0
 DIVERGENCE_FLOOR = 1.0
 #: The seeds every generator here accepts (``np.random.seed`` takes at most 2**32 - 1).
 SEED_MAX = 2**32 - 1
+#: The largest learning rate or regularisation weight taken: beyond it torch cannot hold it as a float32.
+HYPERPARAMETER_MAX = 1e30
+
+
+def check_hyperparameter(value: object, name: str, **bounds: Any) -> float:
+    """``value`` through :func:`~tryage.errors.check_scalar`, and at most :data:`HYPERPARAMETER_MAX`."""
+    value = check_scalar(value, name, **bounds)
+    return value if value <= HYPERPARAMETER_MAX else check_scalar(value, name, high=HYPERPARAMETER_MAX, **bounds)
 
 
 def seed_everything(seed: int) -> None:

@@ -145,8 +145,8 @@ class PerceptivePredictor:
         self.seed = check_scalar(self.seed, "seed", kind=int, low=0, high=_training.SEED_MAX)
         check_scalar(self.dropout, "dropout", low=0.0, high=1.0, high_open=True)
         for name in ("learning_rate", "encoder_learning_rate"):
-            check_scalar(getattr(self, name), name, low=0.0, low_open=True)
-        check_scalar(self.weight_decay, "weight_decay", low=0.0)
+            _training.check_hyperparameter(getattr(self, name), name, low=0.0, low_open=True)
+        _training.check_hyperparameter(self.weight_decay, "weight_decay", low=0.0)
         check_runtime(self.runtime, self.device)
 
     def _ensure_encoder(self) -> None:
@@ -266,9 +266,9 @@ class PerceptivePredictor:
             raise ConfigurationError(f"regularization must be one of {REGULARIZATIONS}, got {regularization!r}")
         epochs = check_scalar(epochs, "epochs", kind=int, low=1)
         batch_size = check_scalar(batch_size, "batch_size", kind=int, low=1)
-        replay_weight = check_scalar(replay_weight, "replay_weight", low=0.0)
-        l2 = check_scalar(l2, "l2", low=0.0)
-        learning_rate = self.learning_rate if learning_rate is None else check_scalar(
+        replay_weight = _training.check_hyperparameter(replay_weight, "replay_weight", low=0.0)
+        l2 = _training.check_hyperparameter(l2, "l2", low=0.0)
+        learning_rate = self.learning_rate if learning_rate is None else _training.check_hyperparameter(
             learning_rate, "learning_rate", low=0.0, low_open=True)
         seed = self.seed if seed is None else check_scalar(seed, "seed", kind=int, low=0, high=_training.SEED_MAX)
         table = feedback_table(feedback, self.experts_)
