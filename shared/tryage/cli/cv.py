@@ -84,7 +84,9 @@ def cross_validate_predictor(table: Any, library: Any, encoder: Any, embeddings:
 
 
 def beats_best_single(report: dict[str, Any]) -> bool:
-    return (report["router"] > report["best_single"]["value"]) == (report["units"] == "score")
+    """Whether the router is strictly better than the best single expert: a higher score, or a lower loss."""
+    router, single = report["router"], report["best_single"]["value"]
+    return router > single if report["units"] == "score" else router < single
 
 
 def register(sub: Any) -> None:
