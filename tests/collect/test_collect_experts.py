@@ -175,6 +175,19 @@ def test_an_unreachable_expert_is_named_with_its_url(server: OpenAIServer, tmp_p
                                          "connection refused (is its server running?)"}
 
 
+def test_a_down_server_stops_its_experts_calls_while_the_others_go_on(server: OpenAIServer, tmp_path: Path) -> None:
+    # before: every one of 40 prompts went through its own retry cycle against the refused port (~40 s for 48
+    # prompts in the first-hour walk); now the first call's retries decide, and a rerun resumes the rest
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    down = {**entry(server, "good", name="small"), "model_kwargs": {"base_url": url}}
+    with pytest.raises(QTableError, match="no prompt has an answer from every expert"):
+        collect(sums(40), [entry(server, "good"), down], scorer="numeric", out=tmp_path / "q.jsonl",
+                concurrency=1, **FAST)
+    log = [json.loads(line) for line in (tmp_path / "q.calls.jsonl").read_text().splitlines()]
+    assert sum(r["expert"] == "good" and r["error"] is None for r in log) == 40
+    assert [r["expert"] for r in log if r["error"]] == ["small"]
+
+
 def test_an_unknown_host_is_named_as_such(server: OpenAIServer, tmp_path: Path) -> None:
     down = {**entry(server, "good", name="far"), "model_kwargs": {"base_url": "http://no-such-host.invalid/v1"}}
     with pytest.raises(QTableError, match=r"expert 'far' at http://no-such-host.invalid/v1 is unreachable: its host "

@@ -18,6 +18,9 @@
   bytes / 3) and the record keeps ``None`` for it.
 * A server whose 429 asks for a longer wait than the retry policy's (``Retry-After: 3600``) stops
   that expert's calls at once, the server's time in the error (as after a 401/403): a rerun resumes.
+  So does a server that refuses the connection (or a host that does not resolve) through every retry of
+  a call: the expert's other calls are not made, so a server that is down fails in seconds, not after
+  one retry cycle per prompt; a timeout is not taken for a down server.
 * **Limits**: every answer's output tokens are checked against the expert's ``max_tokens``; an
   expert whose server ignores it is warned about once (:class:`~tryage.errors.LimitIgnoredWarning`),
   its next calls are estimated at its longest answer, and the budget holds the excess of each call
@@ -43,7 +46,7 @@ from tryage.collect.calllog import CallLog, CallRecord, input_hash
 from tryage.collect.estimate import (DEFAULT_OUTPUT_TOKENS, CostEstimator, PlannedCall, estimate_tokens, price,
                                      usable_tokens)
 from tryage.collect.retry import AUTH_STATUS, RetryPolicy, is_timeout, is_transient, retry_after, status_of
-from tryage.errors import BudgetReachedError, LimitIgnoredWarning, ProviderUsageError
+from tryage.errors import BudgetReachedError, ExpertUnreachableError, LimitIgnoredWarning, ProviderUsageError
 
 
 @dataclass
@@ -55,8 +58,9 @@ class RunStats:
         errors: Of those, how many ended in an error.
         spent: USD this runner's calls added to the run's budget ledger (timeouts at their estimate).
         budget_reached: A call was held back because it would pass the budget.
-        not_made: Calls not made (budget, or an expert skipped after a 401/403).
-        skipped_experts: Experts whose calls stopped after an authentication error, with the error.
+        not_made: Calls not made (budget, or an expert skipped after a 401/403 or a refused connection).
+        skipped_experts: Experts whose calls stopped after an authentication error, a long Retry-After, or a
+            server that refused the connection (or whose host does not resolve) through every retry, with the error.
         limits_ignored: Experts that answered past their ``max_tokens``, with their longest answer (tokens).
         records: The records logged now.
     """
@@ -186,7 +190,8 @@ class Runner:
             return None
         except Exception as exc:  # noqa: BLE001 - every failure is classified and logged
             error = self.retry.explain(exc)
-            if status_of(exc) in AUTH_STATUS or self.retry.refuses_wait(exc):  # every other call would fail so
+            down = isinstance(exc, ExpertUnreachableError) and not exc.timed_out  # refused, or no such host
+            if status_of(exc) in AUTH_STATUS or self.retry.refuses_wait(exc) or down:  # every other call would fail so
                 stats.skipped_experts.setdefault(spec.name, error)
             return CallRecord(row.id, spec.name, spec.settings_hash(), latency_s=last.latency, cost=last.billed,
                               error=error, attempts=last.number, input_sha=input_hash(row, spec))
