@@ -48,6 +48,28 @@ YESNO = [("Is the sun a star?", "yes"), ("Is ice colder than boiling water?", "y
          ("Does a week have ten days?", "no")]
 SUMS = [(a, b) for a, b in [(2, 3), (4, 5), (7, 1), (6, 6), (9, 8), (12, 5), (15, 4), (20, 7), (11, 11),
                             (30, 12), (8, 9), (14, 3), (25, 25), (18, 6), (40, 2), (3, 16)]]
+# --per-task 32: sixteen more of each task, written before any answer to them was seen
+YESNO_MORE = [("Is water wet?", "yes"), ("Do dogs have four legs?", "yes"), ("Is the sky green?", "no"),
+              ("Can people breathe underwater without help?", "no"), ("Is a year longer than a month?", "yes"),
+              ("Is one hundred smaller than ten?", "no"), ("Do trees have leaves?", "yes"), ("Is sugar salty?", "no"),
+              ("Is London in England?", "yes"), ("Do snakes have legs?", "no"), ("Is the Earth round?", "yes"),
+              ("Can a car fly by itself?", "no"), ("Is milk white?", "yes"), ("Do penguins live in the desert?", "no"),
+              ("Is a minute sixty seconds?", "yes"), ("Is the ocean made of sand?", "no")]
+SUMS_MORE = [(5, 7), (13, 6), (21, 9), (16, 16), (33, 4), (10, 19), (27, 8), (45, 3), (17, 12), (6, 29),
+             (22, 22), (31, 7), (9, 14), (19, 5), (28, 11), (35, 15)]
+FACTS_MORE = [("What is the capital of Spain? Answer in one word.", "Madrid"),
+              ("What is the capital of England? Answer in one word.", "London"),
+              ("What color is a banana? One word.", "yellow"), ("What color is snow? One word.", "white"),
+              ("What animal barks? One word.", "dog"), ("What is the opposite of day? One word.", "night"),
+              ("What is the opposite of big? One word.", "small"),
+              ("How many days are in a week? Answer with a number.", "7"),
+              ("How many legs does a cat have? Answer with a number.", "4"),
+              ("What do cows drink? One word.", "water"), ("What is the closest star to Earth? One word.", "Sun"),
+              ("What season comes after winter? One word.", "spring"),
+              ("What is the capital of Russia? Answer in one word.", "Moscow"),
+              ("Which animal is the largest on land? One word.", "elephant"),
+              ("What color is a ripe tomato? One word.", "red"),
+              ("What is the capital of Egypt? Answer in one word.", "Cairo")]
 FACTS = [("What is the capital of France? Answer in one word.", "Paris"),
          ("What is the capital of Italy? Answer in one word.", "Rome"),
          ("What is the capital of Japan? Answer in one word.", "Tokyo"),
@@ -72,12 +94,14 @@ LIMITS = {"terse": 8, "normal": 32, "step": 64}
 SCORERS = {"yesno": "yes-no", "sum": "numeric", "fact": "contains"}
 
 
-def prompts() -> list[dict]:
+def prompts(per_task: int = 16) -> list[dict]:
+    yesno, sums, facts = ((first + more)[:per_task] for first, more in
+                          ((YESNO, YESNO_MORE), (SUMS, SUMS_MORE), (FACTS, FACTS_MORE)))
     rows = [{"id": f"yn{i}", "prompt": q + " Answer yes or no.", "reference": r, "task": "yesno"}
-            for i, (q, r) in enumerate(YESNO)]
+            for i, (q, r) in enumerate(yesno)]
     rows += [{"id": f"sum{i}", "prompt": f"What is {a} plus {b}?", "reference": str(a + b), "task": "sum"}
-             for i, (a, b) in enumerate(SUMS)]
-    rows += [{"id": f"fact{i}", "prompt": q, "reference": r, "task": "fact"} for i, (q, r) in enumerate(FACTS)]
+             for i, (a, b) in enumerate(sums)]
+    rows += [{"id": f"fact{i}", "prompt": q, "reference": r, "task": "fact"} for i, (q, r) in enumerate(facts)]
     return rows
 
 
@@ -109,6 +133,7 @@ class Walk:
         self.env["PYTHONPATH"] = os.pathsep.join(path + [self.env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         self.env.setdefault("OMP_NUM_THREADS", "1")
         self.steps: list[dict] = []
+        self.stdout: dict[str, str] = {}  # whole, for the JSON reports; each step keeps only a tail
 
     def tryage(self, label: str, *args: str, stdin: str | None = None, expect: int = 0) -> dict:
         return self.run(label, [sys.executable, "-m", "tryage.cli", *args], stdin=stdin, expect=expect)
@@ -124,6 +149,7 @@ class Walk:
                 "stdout_tail": done.stdout[-1500:], "stderr_lines": len(err_lines),
                 "stderr_tail": "\n".join(err_lines[-6:])}
         self.steps.append(step)
+        self.stdout[label] = done.stdout
         print(f"[{wall:7.1f}s rc={done.returncode}] {label}", file=sys.stderr, flush=True)
         return step
 
@@ -194,9 +220,9 @@ chat.invoke("What is 2 plus 2?")
 """
 
 
-def walk(work: Path, base_url: str) -> dict:
+def walk(work: Path, base_url: str, per_task: int = 16) -> dict:
     w = Walk(work)
-    (work / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in prompts()))
+    (work / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in prompts(per_task)))
     (work / "experts.json").write_text(json.dumps(experts(base_url), indent=1))
     collect = ["collect", "--prompts", "prompts.jsonl", "--experts", "experts.json", "--scorer", "contains",
                "--scorer-map", json.dumps(SCORERS), "--out", "q.jsonl"]
@@ -244,7 +270,7 @@ def summarise(w: Walk, work: Path, down_chat: dict) -> dict:
     figures: dict = {"limits": limits_held(work / "q.calls.jsonl")}
     for key, label in (("evaluate", "evaluate"), ("cv", "cv"), ("train", "train")):
         try:
-            report = json.loads(steps[label]["stdout_tail"]) if steps[label]["rc"] == 0 else None
+            report = json.loads(w.stdout[label]) if steps[label]["rc"] == 0 else None
         except (KeyError, json.JSONDecodeError):
             report = None
         if isinstance(report, dict):
@@ -267,6 +293,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/tryage-first-hour"))
     parser.add_argument("--resume", action="store_true", help="keep --work: collect reuses its call log")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "first_hour.json")
+    parser.add_argument("--per-task", type=int, choices=(16, 32), default=16,
+                        help="prompts per task (3 tasks): 16 as first walked, or 32 (96 prompts)")
     parser.add_argument("--specialist", type=Path, default=None,
                         help="a peft adapter folder (benchmarks/smollm2_specialist.py) served as a fourth expert, "
                              "'math' (with --server fallback, or a --server none that serves it as 'math')")
@@ -282,12 +310,12 @@ def main() -> None:
     start = time.perf_counter()
     server = start_server(args.server, args.port, args.llama_python, args.specialist)
     try:
-        result = walk(args.work, base_url)
+        result = walk(args.work, base_url, args.per_task)
     finally:
         if server is not None:
             server.terminate()
             server.wait(30)
-    result = {"server": args.server_name or args.server, "base_url": base_url, "prompts": len(prompts()),
+    result = {"server": args.server_name or args.server, "base_url": base_url, "prompts": len(prompts(args.per_task)),
               "experts": {k: {"system_prompt": SYSTEM[k], "max_tokens": LIMITS[k]} for k in SYSTEM},
               "scorers": SCORERS, "total_wall_s": round(time.perf_counter() - start, 1), **result}
     text = json.dumps(result, indent=1)

@@ -24,11 +24,11 @@ sys.path.insert(0, str(HERE))
 
 
 def training_chats(tokenizer, seed: int, count: int) -> list:
-    from first_hour import SUMS
+    from first_hour import SUMS, SUMS_MORE
 
     from tryage.measure import Passage
 
-    held = {tuple(sorted(p)) for p in SUMS}
+    held = {tuple(sorted(p)) for p in SUMS + SUMS_MORE}
     rng = np.random.default_rng(seed)
     pairs: list[tuple[int, int]] = []
     while len(pairs) < count:
