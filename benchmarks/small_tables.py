@@ -8,8 +8,9 @@ cross-validated in ``--folds`` folds. On every fold, measured in the same run on
 rows (mean score, higher is better):
 
 * ``router_default``: ``PerceptivePredictor`` with its large-table settings (``small_table=False``);
-* ``router``: ``PerceptivePredictor`` defaults (on fewer than ``SMALL_TABLE_ROWS`` rows: a smaller,
-  more regularised head, fixed epochs, no validation split: see ``tryage.predictors._training.table_settings``);
+* ``router``: ``PerceptivePredictor`` defaults (on fewer than ``SMALL_TABLE_ROWS`` rows: a linear,
+  regularised head, fixed epochs, no validation split: see ``tryage.predictors._training.table_settings``);
+* ``router_hidden64``: the same with a 64-unit hidden layer (the small-table head before it became linear);
 * ``ridge``: a ridge regression per expert on the frozen embeddings (alpha by leave-one-out, RidgeCV);
 * ``knn``: the kNN baseline at ``tryage evaluate``'s default k (``min(KNN_K, rows - 1)``);
 * ``best_single``: the expert with the best mean score on the training folds; ``oracle``: the best
@@ -33,7 +34,7 @@ import numpy as np
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "llmrouter"
-METHODS = ("router", "router_default", "ridge", "knn", "best_single", "random", "oracle")
+METHODS = ("router", "router_hidden64", "router_default", "ridge", "knn", "best_single", "random", "oracle")
 
 
 def _ridge(train_x: np.ndarray, train_losses: np.ndarray, test_x: np.ndarray) -> np.ndarray:
@@ -55,7 +56,8 @@ def _fold_values(table, embeddings: np.ndarray, train_idx: np.ndarray, test_idx:
     train, test = table.subset(train_idx), table.subset(test_idx)
     x_train, x_test = embeddings[train_idx], embeddings[test_idx]
     predicted = {}
-    for name, options in (("router", {}), ("router_default", {"small_table": False})):
+    for name, options in (("router", {}), ("router_hidden64", {"hidden_dim": 64}),
+                          ("router_default", {"small_table": False})):
         router = PerceptivePredictor(seed=seed, progress=False, **options)
         router.text_encoder_ = encoder  # loaded once; fit reuses it
         router.fit(train, embeddings=x_train)
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
                 folds_values.append(_fold_values(sub, sub_x, train_idx, test_idx, seed=args.seed + i,
                                                  encoder=encoder.text_encoder_))
         mean = {m: float(np.mean([v[m] for v in folds_values])) for m in METHODS}
-        beats = {m: float(np.mean([v[m] > v["best_single"] for v in folds_values])) for m in METHODS[:4]}
+        beats = {m: float(np.mean([v[m] > v["best_single"] for v in folds_values])) for m in METHODS[:5]}
         results["sizes"][str(size)] = {"mean": mean, "share_of_folds_beating_best_single": beats,
                                        "minus_best_single": {m: mean[m] - mean["best_single"] for m in METHODS},
                                        "folds": folds_values}

@@ -60,8 +60,9 @@ def check_finite(module: torch.nn.Module, hint: str) -> None:
 
 #: Below this many Q-table rows a head-mode router trains with :data:`SMALL_TABLE` in place of the
 #: settings left at their defaults: measured by benchmarks/small_tables.py (40-200 rows of LLMRouter).
-#: A linear head (``hidden_dim`` 0): over 12 subsamples of 48 and of 100 rows and 8 of 200 it scored
-#: 0.549 / 0.620 / 0.635 where a 64-wide hidden layer scored 0.537 / 0.597 / 0.627 (5-fold, same folds).
+#: A linear head (``hidden_dim`` 0): on 15 LLMRouter subsamples each of 48 / 100 / 200 rows it scores as
+#: a 64-unit hidden layer does (0.557 / 0.639 / 0.612 against 0.555 / 0.639 / 0.612, same folds), and
+#: higher on both first-hour walks (0.438 vs 0.396 on 48 rows, 0.594 vs 0.573 on 96; small_table_heads.py).
 SMALL_TABLE_ROWS = 300
 SMALL_TABLE = {"hidden_dim": 0, "dropout": 0.3, "weight_decay": 0.1, "validation_fraction": 0.0, "epochs": 60}
 
