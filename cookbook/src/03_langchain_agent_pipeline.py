@@ -69,8 +69,10 @@ qtable = QTable.from_records([{"prompt": p, "losses": {e: float(e != domain) for
 # A couple dozen exact labels: the sentence embedding (layers="last") generalises best from so few
 # examples, the labels need no neighbour smoothing (meant for noisy 0/1 outcomes), and every
 # example is used for training. The defaults suit Q-tables of thousands of prompts.
+# hidden_dim=64: a table under 300 rows gets a linear head by default; the hidden layer gives the
+# wide margins the sticky-thread section (5) switches on.
 predictor = PerceptivePredictor(mode="head", layers="last", target_smoothing=0, epochs=150, validation_fraction=0.0,
-                                seed=0, progress=False)
+                                hidden_dim=64, seed=0, progress=False)
 router = TryageRouter(predictor.fit(qtable, library), library)
 for question in ("My Python script raises a KeyError", "Can my employer read my private email?",
                  "What should I cook for a picnic?"):
