@@ -20,22 +20,8 @@ import numpy as np
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def heads(table, embeddings: np.ndarray, seed: int) -> dict:
-    from tryage.predictors import PerceptivePredictor
-    from tryage.predictors._base import neighbour_mean
-
-    def head(**options):
-        def fit_predict(train_rows, test_rows):
-            router = PerceptivePredictor(seed=seed, progress=False, **options)
-            router.fit(table.subset(train_rows), None, embeddings=embeddings[train_rows])
-            return router.predict_from_embeddings(embeddings[test_rows])
-        return fit_predict
-
-    def knn(k):
-        return lambda train_rows, test_rows: neighbour_mean(embeddings[train_rows], table.losses[train_rows],
-                                                            min(k, len(train_rows)), queries=embeddings[test_rows])
-
-    return {"linear (default)": head(), "hidden 64": head(hidden_dim=64), "kNN k=5": knn(5), "kNN k=20": knn(20)}
+HEADS = {"linear (default)": {}, "hidden 64": {"hidden_dim": 64}}
+KNN = {"kNN k=5": 5, "kNN k=20": 20}
 
 
 def main() -> dict:
@@ -45,26 +31,33 @@ def main() -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "small_table_heads.json")
     args = parser.parse_args()
+    missing = [str(p) for p in args.qtables if not p.is_file()]
+    if missing or args.folds < 2:
+        parser.error(f"Q-table file(s) not found: {', '.join(missing)}" if missing else
+                     f"--folds must be at least 2, got {args.folds}")
     import torch
 
     from tryage import QTable
+    from tryage.cli.cv import cross_validate_predictor
     from tryage.cli.split import stratify_field
-    from tryage.evaluation import cross_validate
     from tryage.predictors import PerceptivePredictor
 
     torch.set_num_threads(1)
-    encoder = PerceptivePredictor(progress=False)
-    results = {"folds": args.folds, "seed": args.seed, "units": "mean score on held-out folds", "tables": {}}
+    encoder = PerceptivePredictor(seed=args.seed, progress=False)
+    results = {"folds": args.folds, "seed": args.seed, "tables": {}}
     for path in args.qtables:
         table = QTable.from_file(path)
         embeddings = encoder.encode(table.prompts)
         by = stratify_field(table, None)
         row: dict = {"rows": len(table), "experts": list(table.experts), "stratified_by": by}
-        for name, fit_predict in heads(table, embeddings, args.seed).items():
-            report = cross_validate(table, fit_predict, embeddings, folds=args.folds, by=by, seed=args.seed)
-            row[name] = report["router"] if report["units"] == "score" else 1 - report["router"]
-        means = 1 - np.nanmean(table.losses, axis=0) if report["units"] == "score" else np.nanmean(table.losses, axis=0)
-        row["best single in hindsight"] = float(np.max(means)) if report["units"] == "score" else float(np.min(means))
+        # each head's run also measures one kNN baseline on the same folds (cross_validate's knn_k)
+        for (name, options), (knn_name, k) in zip(HEADS.items(), KNN.items()):
+            report = cross_validate_predictor(table, None, encoder, embeddings, options, folds=args.folds, by=by,
+                                              knn_k=k)
+            row[name], row[knn_name] = report["router"], report["knn"]["value"]
+        scores = table.scores if report["units"] == "score" else -table.losses
+        row["units"] = report["units"]
+        row["best single in hindsight"] = float(abs(np.nanmean(scores, axis=0).max()))
         row["best single chosen on training folds"] = report["best_single"]["value"]
         row["oracle"] = report["oracle"]
         results["tables"][str(path)] = row
