@@ -36,7 +36,6 @@ def main() -> dict:
         parser.error(f"Q-table file(s) not found: {', '.join(missing)}" if missing else
                      f"--folds must be at least 2, got {args.folds}")
     import torch
-
     from tryage import QTable
     from tryage.cli.cv import cross_validate_predictor
     from tryage.cli.split import stratify_field

@@ -25,7 +25,6 @@ sys.path.insert(0, str(HERE))
 
 def training_chats(tokenizer, seed: int, count: int) -> list:
     from first_hour import SUMS, SUMS_MORE
-
     from tryage.measure import Passage
 
     held = {tuple(sorted(p)) for p in SUMS + SUMS_MORE}
@@ -56,7 +55,6 @@ def main() -> None:
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     import torch
-
     from tryage.research.lora import SMOLLM2, LoraExperts
 
     torch.set_num_threads(args.threads)
