@@ -217,11 +217,11 @@ def _classifier(predict: Callable, ctx: dict, hparam: dict) -> Fitted:
     return Fitted(route, lambda j: route(emb[j:j + 1]), notes={"config": hparam})
 
 
-def fit_llmrouter_mlp(fold: Fold, ctx: dict) -> Fitted:
+def fit_llmrouter_mlp(fold: Fold, ctx: dict, **params: Any) -> Fitted:
     import torch
     from llmrouter.models import MLPRouter, MLPTrainer
     hparam = LLMROUTER_HPARAMS["mlp"] | ({"max_iter": ctx["args"].llmrouter_mlp_epochs}
-                                         if ctx["args"].llmrouter_mlp_epochs else {})
+                                         if ctx["args"].llmrouter_mlp_epochs else {}) | params
     router = MLPRouter(_llmrouter_config(fold, ctx, "mlp", hparam))
     trainer = MLPTrainer(router, device="cpu")
     trainer.train()
@@ -367,18 +367,19 @@ def _battles(scores: np.ndarray, models: list[int]) -> list[tuple[int, int, int,
     return out
 
 
-def fit_routellm_mf(fold: Fold, ctx: dict) -> Fitted:
+def fit_routellm_mf(fold: Fold, ctx: dict, **params: Any) -> Fitted:
     import torch
     from routellm.routers.matrix_factorization.train_matrix_factorization import (
         MFModel_Train,
         train_loops,
     )
     table, emb = ctx["table"], ctx["emb"]
+    config = ROUTELLM_MF | params
     k = len(table.experts)
     # RouteLLM's MF learns from pairwise battles with a winner (ties dropped, as their training script does).
     battles = [(i, a, b, w) for i, a, b, w in _battles(table.scores[fold.train_idx], list(range(k))) if w != "tie"]
     random.shuffle(battles)
-    cut = int(len(battles) * ROUTELLM_MF["train_share"])
+    cut = int(len(battles) * config["train_share"])
 
     def loader(rows: list, batch: int, shuffle: bool) -> torch.utils.data.DataLoader:
         win = torch.tensor([a if w == "model_a" else b for _, a, b, w in rows])
@@ -388,10 +389,10 @@ def fit_routellm_mf(fold: Fold, ctx: dict) -> Fitted:
 
     npy = fold.work / "routellm_train_emb.npy"
     np.save(npy, emb[fold.train_idx])
-    net = MFModel_Train(dim=ROUTELLM_MF["dim"], num_models=k, num_prompts=len(fold.train_idx),
-                        text_dim=emb.shape[1], use_proj=ROUTELLM_MF["use_proj"], npy_path=str(npy))
-    train_loops(net, loader(battles[:cut], ROUTELLM_MF["batch_size"], True), loader(battles[cut:], 1024, False),
-                lr=ROUTELLM_MF["lr"], weight_decay=ROUTELLM_MF["weight_decay"], alpha=ROUTELLM_MF["alpha"],
+    net = MFModel_Train(dim=config["dim"], num_models=k, num_prompts=len(fold.train_idx),
+                        text_dim=emb.shape[1], use_proj=config["use_proj"], npy_path=str(npy))
+    train_loops(net, loader(battles[:cut], config["batch_size"], True), loader(battles[cut:], 1024, False),
+                lr=config["lr"], weight_decay=config["weight_decay"], alpha=config["alpha"],
                 num_epochs=ctx["args"].routellm_mf_epochs, device="cpu")
     net.eval()
     strong, weak = fold.strong, fold.weak
@@ -404,8 +405,8 @@ def fit_routellm_mf(fold: Fold, ctx: dict) -> Fitted:
         logits = net(torch.full((n,), strong), torch.full((n,), weak), torch.arange(n), test=True)
         return torch.sigmoid(logits.reshape(n)).numpy()
 
-    config = ROUTELLM_MF | {"num_epochs": ctx["args"].routellm_mf_epochs, "battles": len(battles),
-                            "their_script_num_epochs": ROUTELLM_MF["num_epochs"]}
+    config |= {"num_epochs": ctx["args"].routellm_mf_epochs, "battles": len(battles),
+               "their_script_num_epochs": ROUTELLM_MF["num_epochs"]}
     return _binary(p_strong, fold, ctx, {"config": config})
 
 
@@ -522,15 +523,15 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     "irt": {"dim": [4, 16, 64]},
     "llmrouter_knn": {"n_neighbors": [5, 25, 100]},
     "llmrouter_svm": {"C": [0.1, 1.0, 10.0]},
-}
-# Grids written for the routers this run could not afford to tune on a shared 2-core machine (see NOT_TUNED):
-# --tune picks them up once added to GRIDS.
-GRIDS_NOT_RUN: dict[str, dict[str, list[Any]]] = {
     "llmrouter_mf": {"latent_dim": [32, 128, 512]},
     "llmrouter_hybrid_pair": {"hidden_layer_sizes": [[64], [128, 64], [256, 128]]},
-    "llmrouter_graph": {"hidden_dim": [32, 64, 128]},
-    "llmrouter_mlp": {"hidden_layer_sizes": [[64], [128, 64], [256, 128]]},
     "routellm_mf": {"alpha": [0.01, 0.1, 1.0]},
+    "llmrouter_mlp": {"hidden_layer_sizes": [[64], [128, 64], [256, 128]]},
+}
+# The grid written for the router this run could not afford to tune on a shared 2-core machine (see NOT_TUNED):
+# --tune picks it up once added to GRIDS.
+GRIDS_NOT_RUN: dict[str, dict[str, list[Any]]] = {
+    "llmrouter_graph": {"hidden_dim": [32, 64, 128]},
 }
 NOT_TUNED = {
     "tryage_shipped": "the configuration the embedded open-llms router ships (target smoothing 50), as is",
@@ -538,11 +539,7 @@ NOT_TUNED = {
     "routellm_sw_ranking": "no hyper-parameters besides the tier count (2 for a pair)",
     "llmrouter_graph": "not tuned in this run: CPU (10 GraphRouter trainings per fold per tie order)",
     "llmrouter_graph_trainscaler": "not tuned in this run: CPU (10 GraphRouter trainings per fold per tie order)",
-    "llmrouter_mlp": "not tuned in this run: CPU (~7.5 min per training)",
-    "routellm_mf": "not tuned in this run: CPU (~6 min per training)",
     "llmrouter_hybrid": "not tuned: its own 9-model pair (smallest/largest size), as published",
-    "llmrouter_mf": "not tuned in this run: CPU (7 MF trainings per fold per tie order)",
-    "llmrouter_hybrid_pair": "not tuned in this run: CPU (7 MLP trainings per fold); its threshold is calibrated",
 }
 LABELS = {
     "tryage": "Tryage router (defaults, target_smoothing tuned)", "tryage_shipped": "Tryage router as open-llms ships it",
