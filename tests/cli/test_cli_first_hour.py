@@ -150,6 +150,19 @@ def test_config_file_errors_are_one_line(tmp_path, text, message):
     assert result.stdout.split() == ["False", "2"]  # checked before any model loads
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["train", "--qtable", "q"], "tryage train: error: the following arguments are required: --out"),
+    (["cv", "--qtable", "q", "--folds", "x"], "tryage cv: error: argument --folds: invalid int value: 'x'"),
+    (["route", "--bogus", "hi"], "tryage route: error: unrecognized arguments: --bogus"),
+    (["frob"], "tryage: error: argument COMMAND: invalid choice: 'frob'"),
+])
+def test_a_bad_command_line_is_one_line_naming_the_argument_and_where_help_is(argv, message):
+    result = _run(*argv)
+    assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr  # no usage block before it
+    assert message in result.stderr and "--help)" in result.stderr, result.stderr
+    assert result.stdout.split() == ["False", "2"]
+
+
 def test_serve_reads_its_table_of_the_shared_config_file(tmp_path):
     from tryage.serve.config import ServeConfig
 

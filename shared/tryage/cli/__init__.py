@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from tryage._version import __version__
 from tryage.cli._common import EXIT_USAGE, apply_config
@@ -21,8 +22,15 @@ COMMANDS = ("train", "route", "evaluate", "cv", "split", "measure", "demo", "dis
             "update", "serve", "joint")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its error on one line: what was wrong and where the allowed usage is, no usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tryage", description="Route prompts to the best expert model.")
+    parser = _Parser(prog="tryage", description="Route prompts to the best expert model.")
     parser.add_argument("--version", action="version", version=f"tryage {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
@@ -61,7 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TryageError as exc:  # a config file's error: one line and exit 2, as every other
         print(f"tryage: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return EXIT_USAGE
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named against the sub-command, whose --help lists what it takes
+        _commands(parser)[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     args.config_elsewhere = elsewhere
     _quiet_model_loading()
     try:
