@@ -107,6 +107,33 @@ def test_serve_routing_options_from_extra_body_and_headers(client: openai.OpenAI
                                        extra_body={"tryage": {"weights": {"speed": 1}}})
 
 
+def test_serve_takes_a_quality_floor_per_request_as_the_core_router_does(client: openai.OpenAI, served: Served) -> None:
+    from tryage import TryageRouter
+
+    prompt, weights = "Summarise the history of Rome", {"size": 1.0}
+    core = TryageRouter.default("open-llms")
+    cheap, floored = core.route(prompt, weights=weights).expert, core.route(prompt, weights=weights, min_quality=0.6)
+    assert cheap != floored.expert  # the floor overrules the size weight on this prompt
+    messages = [{"role": "user", "content": prompt}]
+    for extra_body, extra_headers, expected in [
+            ({"weights": weights}, {}, cheap),
+            ({"weights": weights, "min_quality": 0.6}, {}, floored.expert),
+            ({"weights": weights}, {"x-tryage-min-quality": "0.6"}, floored.expert)]:
+        raw = client.chat.completions.with_raw_response.create(
+            model="tryage", messages=messages, extra_body={"tryage": extra_body}, extra_headers=extra_headers)
+        assert raw.headers["x-tryage-expert"] == expected, (extra_body, extra_headers)
+    decision = route(served, prompt=prompt, tryage={"weights": weights, "min_quality": 0.6})
+    assert (decision["expert"], decision["min_quality"]) == (floored.expert, 0.6)
+    for extra_body, extra_headers, param in [({"min_quality": 1.5}, {}, "tryage.min_quality"),
+                                             ({"min_quality": "high"}, {}, "tryage.min_quality"),
+                                             ({}, {"x-tryage-min-quality": "high"}, "x-tryage-min-quality"),
+                                             ({}, {"x-tryage-min-quality": "2"}, "x-tryage-min-quality")]:
+        with pytest.raises(openai.BadRequestError, match="min.quality") as caught:
+            client.chat.completions.create(model="tryage", messages=messages, extra_body={"tryage": extra_body},
+                                           extra_headers=extra_headers)
+        assert caught.value.body["param"] == param
+
+
 def test_serve_falls_back_to_the_next_best_expert(client: openai.OpenAI, served: Served) -> None:
     prompt = "Explain photosynthesis"
     decision = route(served, prompt=prompt)

@@ -4,10 +4,11 @@ With the ``openai`` client::
 
     client.chat.completions.create(model="tryage", messages=[...],
         extra_body={"tryage": {"weights": {"cost": 0.5}, "experts": ["a", "b"],
-                               "filters": {"max_parameters": "8B"}, "fallback": False}})
+                               "filters": {"max_parameters": "8B"}, "fallback": False,
+                               "min_quality": 0.8}})
 
 or the headers ``x-tryage-weights: cost=0.5,size=0.2``, ``x-tryage-experts: a,b``,
-``x-tryage-fallback: false`` (``extra_headers=``). The body's values win over the headers'; flags in
+``x-tryage-fallback: false``, ``x-tryage-min-quality: 0.8`` (``extra_headers=``). The body's values win over the headers'; flags in
 the prompt win over both, as they do for ``TryageRouter.route``.
 """
 
@@ -19,9 +20,10 @@ from typing import Any
 
 from tryage.constraints import Filter
 from tryage.errors import ServeRequestError, TryageError, check_scalar
+from tryage.objective import check_min_quality
 
 _FILTER_KEYS = ("max_parameters", "min_parameters", "licenses", "newer_than", "experts")
-_OPTION_KEYS = ("weights", "experts", "filters", "fallback")
+_OPTION_KEYS = ("weights", "experts", "filters", "fallback", "min_quality")
 
 
 def _bad(message: str, param: str) -> ServeRequestError:
@@ -36,11 +38,14 @@ class RouteOptions:
         weights: Constraint weights over the server's defaults.
         filters: Hard filters (``experts`` becomes a filter too).
         fallback: Fall back to the next expert, or ``None`` for the server's setting.
+        min_quality: Quality floor in [0, 1] (the cheapest expert whose calibrated P(correct) reaches it, as
+            ``TryageRouter.route``'s), or ``None`` for the router's own.
     """
 
     weights: Mapping[str, float] = field(default_factory=dict)
     filters: tuple[Filter, ...] = ()
     fallback: bool | None = None
+    min_quality: float | None = None
 
     @classmethod
     def parse(cls, extra: Any, headers: Mapping[str, str], *, experts: Sequence[str],
@@ -56,6 +61,8 @@ class RouteOptions:
             if value not in ("true", "false", "1", "0"):
                 raise _bad(f"x-tryage-fallback must be true or false, got {value!r:.40}", "x-tryage-fallback")
             given["fallback"] = value in ("true", "1")
+        if headers.get("x-tryage-min-quality"):
+            given["min_quality"] = _header_number(headers["x-tryage-min-quality"], "x-tryage-min-quality")
         if extra is not None:
             if not isinstance(extra, Mapping):
                 raise _bad(f"'tryage' must be an object with {', '.join(_OPTION_KEYS)}, got {type(extra).__name__}",
@@ -65,7 +72,7 @@ class RouteOptions:
                 raise _bad(f"unknown tryage option(s) {unknown}; allowed: {', '.join(_OPTION_KEYS)}", "tryage")
             given.update(extra)
         return cls(_weights(given.get("weights"), check_weights), _filters(given, experts),
-                   _fallback(given.get("fallback")))
+                   _fallback(given.get("fallback")), _min_quality(given.get("min_quality")))
 
 
 def _pairs(text: str) -> dict[str, float]:
@@ -144,6 +151,20 @@ def _fallback(value: Any) -> bool | None:
     if value is None or isinstance(value, bool):
         return value
     raise _bad(f"tryage.fallback must be true or false, got {value!r:.40}", "tryage.fallback")
+
+
+def _header_number(text: str, header: str) -> float | None:
+    try:
+        return check_min_quality(float(text), header)
+    except (TryageError, ValueError):
+        raise _bad(f"{header} must be a number in [0, 1], got {text.strip()!r:.40}", header) from None
+
+
+def _min_quality(value: Any) -> float | None:
+    try:
+        return check_min_quality(value, "tryage.min_quality")
+    except TryageError as exc:
+        raise _bad(str(exc).splitlines()[0], "tryage.min_quality") from None
 
 
 __all__ = ["RouteOptions"]

@@ -87,11 +87,12 @@ class _Item:
     texts: list[str]
     weights: Mapping[str, float]
     filters: tuple[Filter, ...]
+    min_quality: float | None
     future: asyncio.Future
 
 
 class MicroBatcher:
-    """Route requests together: one ``route_batch`` per distinct (weights, filters) over what arrived
+    """Route requests together: one ``route_batch`` per distinct (weights, filters, quality floor) over what arrived
     within ``window`` seconds, in one worker thread.
 
     Args:
@@ -128,12 +129,13 @@ class MicroBatcher:
         """Run ``fn`` on the routing thread and wait for it (from another thread: the learner's)."""
         return self._pool.submit(fn).result()
 
-    async def route(self, texts: list[str], weights: Mapping[str, float], filters: tuple[Filter, ...]) -> list[Any]:
-        """The decisions (or per-prompt errors) for ``texts``."""
+    async def route(self, texts: list[str], weights: Mapping[str, float], filters: tuple[Filter, ...],
+                    min_quality: float | None = None) -> list[Any]:
+        """The decisions (or per-prompt errors) for ``texts``; ``min_quality`` ``None`` is the router's floor."""
         if self._queue is None:
             raise RuntimeError("MicroBatcher.start() was not called")
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Item(texts, dict(weights), filters, future))
+        await self._queue.put(_Item(texts, dict(weights), filters, min_quality, future))
         return await future
 
     async def _run(self) -> None:
@@ -178,12 +180,13 @@ class MicroBatcher:
         router = self.router()
         groups: dict[tuple, list[int]] = {}
         for i, item in enumerate(batch):
-            groups.setdefault((tuple(sorted(item.weights.items())), item.filters), []).append(i)
+            groups.setdefault((tuple(sorted(item.weights.items())), item.filters, item.min_quality), []).append(i)
         out: list[Any] = [None] * len(batch)
-        for (weights, filters), members in groups.items():
+        for (weights, filters, floor), members in groups.items():
             texts = [t for i in members for t in batch[i].texts]
             try:
-                decisions = router.route_batch(texts, weights=dict(weights), filters=filters, return_exceptions=True)
+                decisions = router.route_batch(texts, weights=dict(weights), filters=filters, min_quality=floor,
+                                               return_exceptions=True)
             except Exception as exc:  # noqa: BLE001 - a bad weight for this group only
                 for i in members:
                     out[i] = exc

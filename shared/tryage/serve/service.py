@@ -118,7 +118,7 @@ class Service:
         """Decisions for ``texts`` (400 naming the first prompt that cannot be routed)."""
         started = time.perf_counter()
         weights = {**self.config.weights, **options.weights}
-        results = await self.batcher.route(texts, weights, self._filters(options))
+        results = await self.batcher.route(texts, weights, self._filters(options), options.min_quality)
         self.metrics.routing.observe(time.perf_counter() - started)
         if isinstance(results, BaseException):
             raise _bad_routing(results, "tryage")
