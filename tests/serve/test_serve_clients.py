@@ -43,8 +43,8 @@ def test_micro_batcher_routes_requests_arriving_together_in_one_pass() -> None:
         def __init__(self) -> None:
             self.batches: list[list[str]] = []
 
-        def route_batch(self, texts, weights, filters, return_exceptions):  # noqa: ANN001, ANN201
-            self.batches.append(list(texts))
+        def route_batch(self, texts, weights, filters, min_quality, return_exceptions):  # noqa: ANN001, ANN201
+            self.batches.append((list(texts), min_quality))
             return [f"decision for {t}" for t in texts]
 
     router = Router()
@@ -54,13 +54,14 @@ def test_micro_batcher_routes_requests_arriving_together_in_one_pass() -> None:
         batcher.start()
         try:
             return await asyncio.gather(*(batcher.route([f"p{i}"], {}, ()) for i in range(8)),
-                                        batcher.route(["q"], {"size": 1.0}, ()))
+                                        batcher.route(["q"], {"size": 1.0}, ()), batcher.route(["r"], {}, (), 0.8))
         finally:
             await batcher.stop()
 
     results = asyncio.run(run())
-    assert results == [[f"decision for p{i}"] for i in range(8)] + [["decision for q"]]
-    assert router.batches == [[f"p{i}" for i in range(8)], ["q"]]  # one pass per (weights, filters)
+    assert results == [[f"decision for p{i}"] for i in range(8)] + [["decision for q"], ["decision for r"]]
+    # one pass per (weights, filters, quality floor)
+    assert router.batches == [([f"p{i}" for i in range(8)], None), (["q"], None), (["r"], 0.8)]
 
 
 def test_serve_config_file_keys_are_the_flags(tmp_path: Path) -> None:
