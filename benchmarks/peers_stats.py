@@ -219,7 +219,10 @@ def markdown_table(result: dict[str, Any]) -> str:
              f"every router), 95% percentile. Tuning grids (inner CV, {result.get('tuning', {}).get('inner_folds')} "
              f"inner folds inside each training fold): "
              + "; ".join(f"{k}: {v}" for k, v in result.get("tuning", {}).get("grids", {}).items()) + "."]
-    notes += [f"Not tuned: {', '.join(sorted(set(untuned)))} ({'; '.join(sorted(set(untuned.values())))})."] \
+    by_reason: dict[str, list[str]] = {}
+    for label, reason in sorted(untuned.items()):
+        by_reason.setdefault(reason, []).append(label)
+    notes += ["Not tuned:"] + [f"- {'; '.join(labels)}: {reason}" for reason, labels in by_reason.items()] \
         if untuned else []
     notes += ["Deviations from the peers' own setups (from the JSON):"] + \
         [f"- {d}" for d in result.get("deviations", [])]
