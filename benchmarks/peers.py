@@ -104,6 +104,13 @@ def main(argv: list[str] | None = None) -> dict:
     if args.combine:
         return _combine(args.combine, args.out, parser)
     keys = _router_keys(args, parser)
+    if args.fixed is not None:
+        try:
+            args.fixed = json.loads(args.fixed)
+        except json.JSONDecodeError:
+            args.fixed = None
+        if not isinstance(args.fixed, dict) or not args.fixed:
+            parser.error("--fixed takes a non-empty JSON object of hyper-parameters, e.g. '{\"C\": 1.0}'")
     if not (args.data / "train.jsonl").exists():
         parser.error(f"llmrouter data not found in {args.data}; put ../shared beside the checkout or pass --data")
     # The peers read API keys and price maps at import time; nothing here calls out.
@@ -196,6 +203,11 @@ def _parser() -> argparse.ArgumentParser:
                              "shuffled = model rows shuffled per prompt, all-winners = one copy per tied winner")
     parser.add_argument("--tune", action="store_true",
                         help="choose each router's hyper-parameters from GRIDS by inner CV on the training folds")
+    parser.add_argument("--fixed", default=None, metavar="PARAMS",
+                        help="a JSON object of hyper-parameters every router of --routers runs with instead of "
+                             "--tune's inner CV (a part too costly to tune); the table says so: "
+                             "'{\"C\": 1.0}'")
+    parser.add_argument("--fixed-why", default="", help="why --fixed: written beside the values in the table")
     parser.add_argument("--inner-folds", type=int, default=3)
     parser.add_argument("--bootstrap", type=int, default=2000, help="paired bootstrap draws over prompts")
     parser.add_argument("--folds", type=int, default=5)
@@ -309,6 +321,8 @@ def _fit(base: str, fold: Fold, ctx: dict) -> tuple[Fitted, dict | None]:
     """Fit one router on the fold; with --tune, its grid point chosen first by inner CV on the training folds."""
     from tryage.evaluation import choice_metrics
     fit, args, table, emb = PEERS_ALL[base], ctx["args"], ctx["table"], ctx["emb"]
+    if args.fixed:
+        return fit(fold, ctx, **args.fixed), None
     grid = GRIDS.get(base) if args.tune else None
     if not grid:
         return fit(fold, ctx), None
@@ -359,7 +373,8 @@ def _entry(r: str, run: _Run, rows: np.ndarray, tab: Any, library: Any, cost: np
         "tuning": None if not run.tuning else {
             "chosen_per_fold": {k: [t["chosen"][k] for t in run.tuning] for k in run.tuning[0]["chosen"]},
             "trials_per_fold": [t["trials"] for t in run.tuning]},
-        "not_tuned": None if run.tuning or base not in NOT_TUNED else NOT_TUNED[base],
+        "not_tuned": (f"fixed {', '.join(f'{k}={v}' for k, v in args.fixed.items())}: {args.fixed_why}".rstrip(": ")
+                      if args.fixed else None if run.tuning or base not in NOT_TUNED else NOT_TUNED[base]),
         "oof_choice": _digits(run.choice),
     }
     if run.pair_signal is not None:
@@ -459,6 +474,8 @@ def _combine(paths: list[Path], out: Path, parser: argparse.ArgumentParser) -> d
     result = dict(parts[0])
     result["command"] = [part["command"] for part in parts]
     result["deviations"] = list(dict.fromkeys(d for part in parts for d in part.get("deviations", [])))
+    result["tuning"] = dict(result.get("tuning") or {})   # every part's grids (a part may have run a newer GRIDS)
+    result["tuning"]["grids"] = {k: v for part in parts for k, v in (part.get("tuning") or {}).get("grids", {}).items()}
     for part in parts[1:]:
         result["routers"] = part["routers"] | result["routers"]
     result["routers"] = dict(sorted(result["routers"].items(), key=lambda kv: -kv[1]["mean_score"]))

@@ -19,7 +19,7 @@ COMMON="--embeddings $EMB --tune --inner-folds 2 --svm-without-probability --llm
 # Cheapest and most asked-for first: on a busy machine the tail may not finish (rerun the script to go on).
 DEFAULT="tryage knn irt llmrouter_knn llmrouter_knn@shuffled llmrouter_knn@all-winners routellm_sw_ranking
  llmrouter_elo llmrouter_elo@shuffled llmrouter_elo@all-winners llmrouter_svm llmrouter_svm@shuffled
- llmrouter_svm@all-winners llmrouter_graph llmrouter_graph_trainscaler llmrouter_hybrid_pair tryage_shipped
+ llmrouter_graph llmrouter_graph_trainscaler llmrouter_hybrid_pair tryage_shipped
  llmrouter_mf llmrouter_mf@shuffled llmrouter_mf@all-winners llmrouter_graph@shuffled
  llmrouter_graph_trainscaler@shuffled llmrouter_hybrid routellm_mf llmrouter_graph@all-winners
  llmrouter_graph_trainscaler@all-winners llmrouter_mlp llmrouter_mlp@shuffled llmrouter_mlp@all-winners"
@@ -30,6 +30,14 @@ printf '%s\n' $ROUTERS | xargs -P "$JOBS" -I{} sh -c \
   "[ -s '$PARTS/{}.json' ] || ! mkdir '$PARTS/{}.claimed' 2>/dev/null || nice -n 10 $PY benchmarks/peers.py \
    $COMMON --routers '{}' --out '$PARTS/{}.json' > '$PARTS/{}.out' 2> '$PARTS/{}.log' \
    || { rmdir '$PARTS/{}.claimed'; echo 'failed: {} (see $PARTS/{}.log)'; }"
+# Too costly to tune here (SVC on ~4x the rows: about an hour per outer fold for the grid): one fixed C, said so.
+SVM_FIXED=${SVM_FIXED-llmrouter_svm@all-winners}
+for r in $SVM_FIXED; do
+  [ -s "$PARTS/$r.json" ] || nice -n 10 $PY benchmarks/peers.py $COMMON --routers "$r" --fixed '{"C": 1.0}' \
+    --fixed-why "not tuned: CPU (SVC on the all-winners copies, about an hour per fold with the grid); C=1 is what \
+inner CV chose on every fold of the shuffled order" --out "$PARTS/$r.json" > "$PARTS/$r.out" 2> "$PARTS/$r.log" \
+    || echo "failed: $r (see $PARTS/$r.log)"
+done
 # tryage first: the reference every difference is taken against
 parts=$(ls "$PARTS"/tryage.json; ls "$PARTS"/*.json | grep -v '/tryage.json$')
 $PY benchmarks/peers.py --combine $parts --out "$OUT" > /dev/null
