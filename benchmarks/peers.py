@@ -141,7 +141,9 @@ def main(argv: list[str] | None = None) -> dict:
             import llmrouter.models  # noqa: F401
         if any(r.startswith("routellm") for r in keys):
             import routellm.routers.routers  # noqa: F401
-    runs = {r: _Run(len(table)) for r in keys}
+    fixed = (f"fixed {', '.join(f'{k}={v}' for k, v in args.fixed.items())}: {args.fixed_why}".rstrip(": ")
+             if args.fixed else None)
+    runs = {r: _Run(len(table), fixed=fixed) for r in keys}
     fold_of = np.full(len(table), -1, dtype=int)
     pair_by_fold: list[list[str]] = []
     oof_single = np.zeros(len(table), dtype=int)
@@ -268,6 +270,7 @@ class _Run:
     one_ms: float = float("nan")
     notes: dict[str, Any] = field(default_factory=dict)
     tuning: list[dict[str, Any]] = field(default_factory=list)
+    fixed: str | None = None   # "fixed C=1.0: why" when --fixed replaced tuning
 
     def __post_init__(self) -> None:
         self.choice = np.zeros(self.n, dtype=int)
@@ -373,8 +376,7 @@ def _entry(r: str, run: _Run, rows: np.ndarray, tab: Any, library: Any, cost: np
         "tuning": None if not run.tuning else {
             "chosen_per_fold": {k: [t["chosen"][k] for t in run.tuning] for k in run.tuning[0]["chosen"]},
             "trials_per_fold": [t["trials"] for t in run.tuning]},
-        "not_tuned": (f"fixed {', '.join(f'{k}={v}' for k, v in args.fixed.items())}: {args.fixed_why}".rstrip(": ")
-                      if args.fixed else None if run.tuning or base not in NOT_TUNED else NOT_TUNED[base]),
+        "not_tuned": run.fixed or (None if run.tuning or base not in NOT_TUNED else NOT_TUNED[base]),
         "oof_choice": _digits(run.choice),
     }
     if run.pair_signal is not None:
