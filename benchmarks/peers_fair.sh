@@ -30,11 +30,11 @@ printf '%s\n' $ROUTERS | xargs -P "$JOBS" -I{} sh -c \
   "[ -s '$PARTS/{}.json' ] || ! mkdir '$PARTS/{}.claimed' 2>/dev/null || nice -n 10 $PY benchmarks/peers.py \
    $COMMON --routers '{}' --out '$PARTS/{}.json' > '$PARTS/{}.out' 2> '$PARTS/{}.log' \
    || { rmdir '$PARTS/{}.claimed'; echo 'failed: {} (see $PARTS/{}.log)'; }"
-# Too costly to tune here (SVC on ~4x the rows: about an hour per outer fold for the grid): one fixed C, said so.
+# Too costly to tune here (SVC on the all-winner copies: one fit ~8 min, the grid ~20 min a fold): C fixed, said so.
 SVM_FIXED=${SVM_FIXED-llmrouter_svm@all-winners}
 for r in $SVM_FIXED; do
   [ -s "$PARTS/$r.json" ] || nice -n 10 $PY benchmarks/peers.py $COMMON --routers "$r" --fixed '{"C": 1.0}' \
-    --fixed-why "not tuned: CPU (SVC on the all-winners copies, about an hour per fold with the grid); C=1 is what \
+    --fixed-why "not tuned: CPU (SVC on the all-winners copies, about 20 min per fold with the grid); C=1 is what \
 inner CV chose on every fold of the shuffled order" --out "$PARTS/$r.json" > "$PARTS/$r.out" 2> "$PARTS/$r.log" \
     || echo "failed: $r (see $PARTS/$r.log)"
 done
