@@ -8,8 +8,8 @@ With the ``openai`` client::
                                "min_quality": 0.8}})
 
 or the headers ``x-tryage-weights: cost=0.5,size=0.2``, ``x-tryage-experts: a,b``,
-``x-tryage-fallback: false``, ``x-tryage-min-quality: 0.8`` (``extra_headers=``). The body's values win over the headers'; flags in
-the prompt win over both, as they do for ``TryageRouter.route``.
+``x-tryage-fallback: false``, ``x-tryage-min-quality: 0.8`` (``extra_headers=``). The body's values win
+over the headers'; flags in the prompt win over both, as they do for ``TryageRouter.route``.
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ class RouteOptions:
                 raise _bad(f"x-tryage-fallback must be true or false, got {value!r:.40}", "x-tryage-fallback")
             given["fallback"] = value in ("true", "1")
         if headers.get("x-tryage-min-quality"):
-            given["min_quality"] = _header_number(headers["x-tryage-min-quality"], "x-tryage-min-quality")
+            text = headers["x-tryage-min-quality"].strip()
+            given["min_quality"] = _min_quality(_number_or_text(text), "x-tryage-min-quality")
         if extra is not None:
             if not isinstance(extra, Mapping):
                 raise _bad(f"'tryage' must be an object with {', '.join(_OPTION_KEYS)}, got {type(extra).__name__}",
@@ -72,7 +73,7 @@ class RouteOptions:
                 raise _bad(f"unknown tryage option(s) {unknown}; allowed: {', '.join(_OPTION_KEYS)}", "tryage")
             given.update(extra)
         return cls(_weights(given.get("weights"), check_weights), _filters(given, experts),
-                   _fallback(given.get("fallback")), _min_quality(given.get("min_quality")))
+                   _fallback(given.get("fallback")), _min_quality(given.get("min_quality"), "tryage.min_quality"))
 
 
 def _pairs(text: str) -> dict[str, float]:
@@ -153,18 +154,18 @@ def _fallback(value: Any) -> bool | None:
     raise _bad(f"tryage.fallback must be true or false, got {value!r:.40}", "tryage.fallback")
 
 
-def _header_number(text: str, header: str) -> float | None:
+def _number_or_text(text: str) -> float | str:
     try:
-        return check_min_quality(float(text), header)
-    except (TryageError, ValueError):
-        raise _bad(f"{header} must be a number in [0, 1], got {text.strip()!r:.40}", header) from None
+        return float(text)
+    except ValueError:
+        return text   # check_scalar names it as not a number
 
 
-def _min_quality(value: Any) -> float | None:
+def _min_quality(value: Any, param: str) -> float | None:
     try:
-        return check_min_quality(value, "tryage.min_quality")
+        return check_min_quality(value, param)
     except TryageError as exc:
-        raise _bad(str(exc).splitlines()[0], "tryage.min_quality") from None
+        raise _bad(str(exc).splitlines()[0], param) from None
 
 
 __all__ = ["RouteOptions"]

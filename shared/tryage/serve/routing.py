@@ -92,8 +92,8 @@ class _Item:
 
 
 class MicroBatcher:
-    """Route requests together: one ``route_batch`` per distinct (weights, filters, quality floor) over what arrived
-    within ``window`` seconds, in one worker thread.
+    """Route requests together: one ``route_batch`` per distinct (weights, filters, quality floor) over what
+    arrived within ``window`` seconds, in one worker thread.
 
     Args:
         router: A callable returning the router in force (read at each batch, so a swap takes effect
