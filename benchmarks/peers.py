@@ -84,6 +84,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "llmrouter"
 
 from peers_routers import (
     GRIDS,
+    GRIDS_NOT_RUN,
     LABEL_BASED,
     LABELS,
     NOT_RUN,
@@ -111,6 +112,11 @@ def main(argv: list[str] | None = None) -> dict:
             args.fixed = None
         if not isinstance(args.fixed, dict) or not args.fixed:
             parser.error("--fixed takes a non-empty JSON object of hyper-parameters, e.g. '{\"C\": 1.0}'")
+        for key in keys:   # a name the router does not read would run its default under the label "fixed"
+            allowed = set((GRIDS | GRIDS_NOT_RUN).get(key.partition("@")[0], {}))
+            if set(args.fixed) - allowed:
+                parser.error(f"--fixed: {key} takes {sorted(allowed) or 'no hyper-parameters'}, "
+                             f"got {sorted(args.fixed)}")
     if not (args.data / "train.jsonl").exists():
         parser.error(f"llmrouter data not found in {args.data}; put ../shared beside the checkout or pass --data")
     # The peers read API keys and price maps at import time; nothing here calls out.
